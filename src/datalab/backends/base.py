@@ -1,0 +1,166 @@
+"""The execution-backend contract.
+
+Modelled on JupyterHub's ``Spawner``: one abstract base class with a few async methods and
+JSON-serialisable state, so that a restarted platform re-attaches to what is running.
+
+The platform (``datalab.services``) owns the service records in the database. For each
+service it hands the backend a :class:`ServiceSpec` (everything needed to run it: resolved
+values, chart location, owner, project) and persists the dict returned by
+:meth:`Backend.get_state` after every call. After a restart it calls :meth:`Backend.load_state`
+with that dict before anything else, so the backend can re-attach to the running workload.
+
+Backends are chosen by configuration, by short name (``local``, ``kubernetes``; ``memory`` is
+an in-process backend for tests and demos that runs nothing).
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+
+class Phase(enum.StrEnum):
+    """Where a service is in its life. Same words on every backend, in the API and the UI."""
+
+    BUILDING = "building"  # preparing the environment (local venv build, image pull)
+    STARTING = "starting"  # process/pod started, waiting for readiness
+    RUNNING = "running"  # ready
+    FAILED = "failed"  # see ServiceStatus.reason
+    SUSPENDED = "suspended"  # stopped, work dir and values kept
+
+
+class BackendError(Exception):
+    """An error a user can act on (bad recipe, quota, unknown service). Message is shown as is."""
+
+
+class ServiceNotFound(BackendError):
+    pass
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """Everything a backend needs to run one service."""
+
+    id: str  # unique across the platform; RFC 1123 label (also the Helm release name)
+    owner: str  # user name
+    project: str  # project id, e.g. "user-alice" or "project-sandbox"
+    catalog_id: str
+    chart_name: str
+    chart_version: str
+    chart_dir: Path  # unpacked chart (Chart.yaml, values.yaml, templates/, local.yaml)
+    values: dict[str, Any]  # resolved, validated values
+    local_recipe: dict[str, Any] | None = None  # raw local.yaml, rendered by the local backend
+    namespace: str = ""  # kubernetes namespace, derived from the project by the platform
+
+
+@dataclass
+class Event:
+    """A state transition or notable happening, with its time."""
+
+    time: datetime
+    type: str  # "Normal" or "Warning", as in Kubernetes events
+    reason: str  # short CamelCase word: Building, Started, Ready, Failed, Suspended, ...
+    message: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "time": self.time.isoformat(),
+            "type": self.type,
+            "reason": self.reason,
+            "message": self.message,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Event:
+        return cls(
+            time=datetime.fromisoformat(data["time"]),
+            type=data["type"],
+            reason=data["reason"],
+            message=data["message"],
+        )
+
+    @classmethod
+    def now(cls, reason: str, message: str, type: str = "Normal") -> Event:
+        return cls(time=datetime.now(UTC), type=type, reason=reason, message=message)
+
+
+@dataclass
+class ServiceStatus:
+    phase: Phase
+    reason: str | None = None  # why it failed / what it is waiting for
+    urls: list[str] = field(default_factory=list)  # where users reach it (through the platform)
+    started_at: datetime | None = None
+    ready_at: datetime | None = None
+    resources: dict[str, Any] = field(default_factory=dict)  # e.g. {"cpu": 1.0, "memory_mb": 2048}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "phase": self.phase.value,
+            "reason": self.reason,
+            "urls": list(self.urls),
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "ready_at": self.ready_at.isoformat() if self.ready_at else None,
+            "resources": dict(self.resources),
+        }
+
+
+class Backend(abc.ABC):
+    """Runs services. All methods are async; state is JSON-serialisable.
+
+    Implementations must make every method safe to call for a service in any phase, and raise
+    :class:`ServiceNotFound` for an id they do not know.
+    """
+
+    #: short name used in configuration
+    name: str = ""
+
+    @abc.abstractmethod
+    async def install(self, spec: ServiceSpec) -> ServiceStatus:
+        """Start installing; return quickly (building/starting). Progress shows in status/events."""
+
+    @abc.abstractmethod
+    async def status(self, service_id: str) -> ServiceStatus:
+        """Current status; also where a backend notices a dead process."""
+
+    @abc.abstractmethod
+    def logs(self, service_id: str, *, tail: int = 200, follow: bool = False) -> AsyncIterator[str]:
+        """Yield log lines (without trailing newline). With ``follow``, keep yielding new lines."""
+
+    @abc.abstractmethod
+    async def events(self, service_id: str) -> list[Event]:
+        """State transitions with timestamps, oldest first."""
+
+    @abc.abstractmethod
+    async def suspend(self, service_id: str) -> ServiceStatus:
+        """Stop the workload, keep its data and values."""
+
+    @abc.abstractmethod
+    async def resume(self, service_id: str) -> ServiceStatus:
+        """Start a suspended (or failed) service again with the same values."""
+
+    @abc.abstractmethod
+    async def uninstall(self, service_id: str) -> None:
+        """Stop the workload and delete its data. Idempotent."""
+
+    @abc.abstractmethod
+    async def list(self) -> list[str]:
+        """Ids of the services this backend knows."""
+
+    @abc.abstractmethod
+    def get_state(self, service_id: str) -> dict[str, Any]:
+        """JSON-serialisable state the platform persists (pid, port, start time, events...)."""
+
+    @abc.abstractmethod
+    async def load_state(self, spec: ServiceSpec, state: dict[str, Any]) -> ServiceStatus:
+        """Re-attach to a service after a platform restart (or mark it failed if it is gone)."""
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Called once when the platform starts."""
+
+    async def shutdown(self) -> None:  # noqa: B027 - optional hook
+        """Called once when the platform stops."""
