@@ -1,0 +1,251 @@
+"""Settings: one YAML file plus environment overrides, validated by a typed model.
+
+Sources, lowest to highest precedence: defaults < ``datalab.yaml`` < ``DATALAB_*`` environment
+variables (nested keys joined with ``__``, e.g. ``DATALAB_SERVER__PORT=9000``). The file is found
+from ``--config``, else ``$DATALAB_CONFIG``, else ``./datalab.yaml`` when present.
+
+``datalab config schema`` prints the JSON schema of this model; ``docs/configuration.md`` documents
+every key (a test checks that the document and the model agree).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import platformdirs
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from datalab.catalog import CatalogConfig
+
+REPO_CATALOG = Path(__file__).resolve().parents[2] / "catalog"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the key and the problem."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerSettings(_Section):
+    host: str = Field("127.0.0.1", description="Interface the platform listens on.")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port the platform listens on.")
+    public_url: str | None = Field(
+        None,
+        description="URL users reach the platform at (default: http://HOST:PORT). Used in links "
+        "and service URLs.",
+    )
+    max_request_bytes: int = Field(
+        10 * 1024 * 1024, ge=1024, description="Largest accepted API request body (bytes)."
+    )
+
+    def url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+
+class Quota(_Section):
+    max_services: int | None = Field(None, ge=0, description="Services at once (None: no limit).")
+    cpu: float | None = Field(None, ge=0, description="Sum of CPU limits, in cores.")
+    memory_mb: int | None = Field(None, ge=0, description="Sum of memory limits, in MiB.")
+
+
+class RegionSettings(_Section):
+    """In the spirit of Onyxia's region configuration."""
+
+    id: str = Field("local", description="Region id, shown to users and injected as region.*.")
+    name: str = Field("This machine", description="Region display name.")
+    user_prefix: str = Field("user-", description="Prefix of personal project ids (user-alice).")
+    project_prefix: str = Field("project-", description="Prefix of shared project ids.")
+    domain: str = Field("localhost", description="Domain for service ingress hosts (k8s.domain).")
+    default_resources: dict[str, Any] = Field(
+        default_factory=lambda: {
+            "requests": {"cpu": "100m", "memory": "512Mi"},
+            "limits": {"cpu": "2", "memory": "4Gi"},
+        },
+        description="Default resources injected as region.resources.",
+    )
+    user_quota: Quota = Field(
+        default_factory=lambda: Quota(max_services=10, cpu=4, memory_mb=16384),
+        description="Per-user quota (all of a user's services in their personal project).",
+    )
+    project_quota: Quota = Field(
+        default_factory=lambda: Quota(max_services=20, cpu=8, memory_mb=32768),
+        description="Per-project quota (all services of a shared project).",
+    )
+    allowed_init_script_pattern: str = Field(
+        r"^https://.*$", description="Regex init-script URLs must match (region.allowedURIPattern)."
+    )
+    custom_values: dict[str, Any] = Field(
+        default_factory=dict, description="Free values injected as region.customValues."
+    )
+
+    @field_validator("user_prefix", "project_prefix")
+    @classmethod
+    def _prefix_is_dns_label(cls, value: str) -> str:
+        import re
+
+        if not re.fullmatch(r"[a-z0-9]([a-z0-9-]*)?", value):
+            raise ValueError("must be lowercase letters, digits and '-' (it starts project ids)")
+        return value
+
+
+class SecuritySettings(_Section):
+    session_secret: SecretStr | None = Field(
+        None,
+        description="Key signing session cookies. Default: generated once and kept in the data "
+        "directory (mode 0600).",
+    )
+    session_max_age_s: int = Field(8 * 3600, ge=60, description="Web session lifetime (seconds).")
+    secure_cookies: bool | None = Field(
+        None, description="Set the Secure cookie flag (default: when public_url is https)."
+    )
+    login_max_failures: int = Field(
+        5, ge=1, description="Failed logins per account and client before logins are refused."
+    )
+    login_lockout_s: int = Field(
+        900, ge=1, description="Window and lock-out period for failed logins (seconds)."
+    )
+    token_default_ttl_days: int | None = Field(
+        90, ge=1, description="Default lifetime of new API tokens (None: no expiry)."
+    )
+
+
+class BackendSettings(_Section):
+    name: Literal["local", "memory", "kubernetes"] = Field(
+        "local",
+        description="Execution backend: local processes (default), memory (runs nothing; tests "
+        "and demos), kubernetes.",
+    )
+    stop_services_on_shutdown: bool = Field(
+        True,
+        description="Stop every service when the platform stops (True) or leave them running and "
+        "re-attach at the next start (False).",
+    )
+    env_build_timeout_s: int = Field(900, ge=10, description="Limit for building a service env.")
+    readiness_timeout_s: int | None = Field(
+        None, ge=1, description="Override of recipes' readiness timeouts."
+    )
+
+
+class Settings(BaseSettings):
+    """The whole platform configuration (``datalab.yaml``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DATALAB_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    data_dir: Path = Field(
+        default_factory=lambda: Path(platformdirs.user_data_dir("datalab")),
+        description="Directory for the database, keys, logs and service work dirs.",
+    )
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL (sqlite:///... or postgresql+psycopg://...). Default: SQLite "
+        "in the data directory.",
+    )
+    instance_name: str = Field("datalab", description="Name shown to users.")
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    region: RegionSettings = Field(default_factory=RegionSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
+    backend: BackendSettings = Field(default_factory=BackendSettings)
+    catalogs: list[CatalogConfig] = Field(
+        default_factory=lambda: [
+            CatalogConfig(
+                id="datalab",
+                name="Datalab",
+                description="Services shipped with datalab.",
+                location=str(REPO_CATALOG),
+            )
+        ],
+        description="Catalog sources (chart directories or Helm repositories).",
+    )
+    schema_dirs: list[Path] = Field(
+        default_factory=list,
+        description="Extra directories of x-onyxia schema fragments, overriding the shipped ones.",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # environment beats the file (passed as init kwargs by load_settings)
+        return (env_settings, init_settings)
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'datalab.db'}"
+
+    def masked(self) -> dict[str, Any]:
+        """The effective configuration as JSON, secrets replaced by ``********``."""
+        data = self.model_dump(mode="json")
+        if self.database_url:
+            data["database_url"] = _mask_url_password(self.database_url)
+        return data
+
+
+def _mask_url_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "********"
+
+
+def find_config_file(explicit: str | os.PathLike[str] | None = None) -> Path | None:
+    if explicit:
+        return Path(explicit)
+    if env := os.environ.get("DATALAB_CONFIG"):
+        return Path(env)
+    default = Path("datalab.yaml")
+    return default if default.exists() else None
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Load and validate settings; raise :class:`ConfigError` naming the key and the problem."""
+    file = find_config_file(path)
+    data: dict[str, Any] = {}
+    if file is not None:
+        try:
+            text = file.read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {file}: {exc.strerror}") from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{file} is not valid YAML: {exc}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{file} must contain a mapping of settings, not {type(loaded)}")
+        data = loaded
+    data.update(overrides)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, file)) from None
+
+
+def _describe(exc: ValidationError, file: Path | None) -> str:
+    where = f" in {file}" if file else ""
+    lines = [f"invalid configuration{where}:"]
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown setting (see docs/configuration.md for the valid keys)"
+        value = error.get("input")
+        shown = "" if isinstance(value, dict | list) or value is None else f" (got {value!r})"
+        lines.append(f"  {key}: {message}{shown}")
+    return "\n".join(lines)
