@@ -97,6 +97,8 @@ class ServiceStatus:
     started_at: datetime | None = None
     ready_at: datetime | None = None
     resources: dict[str, Any] = field(default_factory=dict)  # e.g. {"cpu": 1.0, "memory_mb": 2048}
+    password: str | None = None  # the service's own password/token, rendered from the chart
+    notes: str = ""  # post-install notes (Markdown) rendered from the chart
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -106,7 +108,19 @@ class ServiceStatus:
             "started_at": self.started_at.isoformat() if self.started_at else None,
             "ready_at": self.ready_at.isoformat() if self.ready_at else None,
             "resources": dict(self.resources),
+            "password": self.password,
+            "notes": self.notes,
         }
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where the platform's reverse proxy (``datalab.proxy``) sends a service's traffic."""
+
+    host: str
+    port: int
+    prefix: str  # the service's public path, e.g. "/s/jupyter-a1b2c3" (no trailing slash)
+    strip_prefix: bool = False  # remove ``prefix`` from the path before forwarding
 
 
 class Backend(abc.ABC):
@@ -158,6 +172,11 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def load_state(self, spec: ServiceSpec, state: dict[str, Any]) -> ServiceStatus:
         """Re-attach to a service after a platform restart (or mark it failed if it is gone)."""
+
+    async def endpoint(self, service_id: str) -> Endpoint | None:
+        """Where to proxy the service's HTTP/WebSocket traffic; None while it cannot be reached
+        (not running) or when the backend exposes it another way (ingress)."""
+        return None
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Called once when the platform starts."""
