@@ -1,0 +1,240 @@
+"""The chart model and the loader that turns an unpacked chart directory into a :class:`Chart`.
+
+A chart that cannot be loaded is not an exception for its catalog: the loader raises
+:class:`ChartInvalid` with a reason, and the catalog lists it as a :class:`BrokenChart`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import helm_python
+import yaml
+
+from datalab.catalog.errors import ChartInvalid
+from datalab.catalog.recipe import validate_local_recipe
+from datalab.catalog.schema import validator_class_for
+
+if TYPE_CHECKING:
+    from datalab.catalog.schema import SchemaRegistry
+
+CHART_NAME = re.compile(r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$")
+# Helm reports template syntax errors this way; execution errors ("execution error at") may
+# just mean the default values are incomplete, which is legitimate for Onyxia charts.
+_TEMPLATE_PARSE_ERROR = "parse error"
+
+
+@dataclass(frozen=True)
+class Chart:
+    """One version of a chart, unpacked on disk and parsed."""
+
+    catalog_id: str
+    name: str
+    version: str
+    path: Path  # the unpacked chart directory (Chart.yaml, values.yaml, templates/, local.yaml)
+    digest: str  # sha256 of the chart's files: identifies this exact content (cache key)
+    metadata: dict[str, Any]  # Chart.yaml
+    values: dict[str, Any]  # values.yaml
+    schema: dict[str, Any] | None  # values.schema.json, raw (x-onyxia keys unresolved)
+    readme: str = ""
+    notes: str = ""  # templates/NOTES.txt, unrendered
+    local_recipe: dict[str, Any] | None = None  # local.yaml, shape-validated, unrendered
+    versions: tuple[str, ...] = ()  # every version the catalog offers, newest first
+    schemas: SchemaRegistry | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def description(self) -> str:
+        return str(self.metadata.get("description") or "")
+
+    @property
+    def icon(self) -> str | None:
+        icon = self.metadata.get("icon")
+        return str(icon) if icon else None
+
+    @property
+    def keywords(self) -> list[str]:
+        return [str(k) for k in self.metadata.get("keywords") or []]
+
+    @property
+    def home(self) -> str | None:
+        home = self.metadata.get("home")
+        return str(home) if home else None
+
+    @property
+    def sources(self) -> list[str]:
+        return [str(s) for s in self.metadata.get("sources") or []]
+
+    @property
+    def app_version(self) -> str | None:
+        app_version = self.metadata.get("appVersion")
+        return str(app_version) if app_version is not None else None
+
+    @property
+    def runs_locally(self) -> bool:
+        return self.local_recipe is not None
+
+    def summary(self) -> dict[str, Any]:
+        """JSON for catalog listings."""
+        return {
+            "catalog_id": self.catalog_id,
+            "name": self.name,
+            "version": self.version,
+            "versions": list(self.versions or (self.version,)),
+            "description": self.description,
+            "icon": self.icon,
+            "keywords": self.keywords,
+            "home": self.home,
+            "sources": self.sources,
+            "app_version": self.app_version,
+            "runs_locally": self.runs_locally,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON for a chart's page: the summary plus its documents."""
+        return {
+            **self.summary(),
+            "readme": self.readme,
+            "notes": self.notes,
+            "values": self.values,
+            "schema": self.schema,
+            "local_recipe": self.local_recipe,
+            "digest": self.digest,
+        }
+
+
+@dataclass(frozen=True)
+class BrokenChart:
+    """A chart that could not be loaded, with the reason (shown in listings and errors)."""
+
+    name: str
+    reason: str
+    version: str | None = None
+    path: Path | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "reason": self.reason}
+
+
+def looks_like_chart(directory: Path) -> bool:
+    """Whether a directory is meant to be a chart (so that a broken one gets reported)."""
+    return any(
+        (directory / name).exists()
+        for name in ("Chart.yaml", "values.yaml", "values.schema.json", "templates")
+    )
+
+
+def load_chart_dir(path: Path, catalog_id: str, *, check_templates: bool = True) -> Chart:
+    """Load and check one unpacked chart. Raises :class:`ChartInvalid` naming the problem."""
+    label = path.name
+    chart_yaml = path / "Chart.yaml"
+    if not chart_yaml.is_file():
+        raise ChartInvalid(f"chart {label!r}: missing Chart.yaml in {path}")
+    metadata = _read_yaml_mapping(chart_yaml, label)
+    name, version = metadata.get("name"), metadata.get("version")
+    if not isinstance(name, str) or not CHART_NAME.match(name):
+        raise ChartInvalid(
+            f"chart {label!r}: Chart.yaml 'name' must be a lowercase chart name, got {name!r}"
+        )
+    if not isinstance(version, str | int | float) or not str(version).strip():
+        raise ChartInvalid(f"chart {name!r}: Chart.yaml has no 'version'")
+    version = str(version)
+
+    values_path = path / "values.yaml"
+    values = _read_yaml_mapping(values_path, name) if values_path.is_file() else {}
+    schema = _read_schema(path / "values.schema.json", name)
+    recipe = None
+    if (path / "local.yaml").is_file():
+        recipe = validate_local_recipe(_read_yaml_mapping(path / "local.yaml", name), name)
+
+    if check_templates:
+        _check_templates(path, name, values)
+
+    return Chart(
+        catalog_id=catalog_id,
+        name=name,
+        version=version,
+        path=path,
+        digest=_directory_digest(path),
+        metadata=metadata,
+        values=values,
+        schema=schema,
+        readme=_read_text(path / "README.md"),
+        notes=_read_text(path / "templates" / "NOTES.txt"),
+        local_recipe=recipe,
+        versions=(version,),
+    )
+
+
+def _read_yaml_mapping(path: Path, chart: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ChartInvalid(f"chart {chart!r}: {path.name} is not valid YAML: {exc}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ChartInvalid(f"chart {chart!r}: cannot read {path.name}: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ChartInvalid(
+            f"chart {chart!r}: {path.name} must be a mapping, got {type(data).__name__}"
+        )
+    return data
+
+
+def _read_schema(path: Path, chart: str) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        schema = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ChartInvalid(f"chart {chart!r}: values.schema.json is not valid JSON: {exc}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ChartInvalid(f"chart {chart!r}: cannot read values.schema.json: {exc}") from exc
+    if not isinstance(schema, dict):
+        raise ChartInvalid(f"chart {chart!r}: values.schema.json must be a JSON object")
+    try:
+        validator_class_for(schema).check_schema(schema)
+    except Exception as exc:  # jsonschema.SchemaError and unknown $schema
+        message = getattr(exc, "message", str(exc))
+        where = "/".join(str(p) for p in getattr(exc, "path", ()))
+        raise ChartInvalid(
+            f"chart {chart!r}: values.schema.json is not a valid JSON schema"
+            f"{f' at {where}' if where else ''}: {message}"
+        ) from exc
+    return schema
+
+
+def _check_templates(path: Path, chart: str, values: dict[str, Any]) -> None:
+    """Catch what Helm itself rejects at load time and template syntax errors."""
+    try:
+        with helm_python.Chart.load(path) as loaded:
+            loaded.render(values, name="catalog-check", namespace="catalog-check")
+    except helm_python.HelmChartLoadError as exc:
+        raise ChartInvalid(f"chart {chart!r}: Helm cannot load it: {exc}") from exc
+    except helm_python.HelmRenderError as exc:
+        if _TEMPLATE_PARSE_ERROR in str(exc):
+            raise ChartInvalid(f"chart {chart!r}: broken template: {exc}") from exc
+    except helm_python.HelmError:
+        pass  # values-dependent failures are for launch time, with the user's values
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
+def _directory_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(file.relative_to(path).as_posix().encode())
+        digest.update(b"\0")
+        digest.update(file.read_bytes())
+        digest.update(b"\0")
+    return digest.hexdigest()

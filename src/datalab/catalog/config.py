@@ -1,0 +1,114 @@
+"""How a catalog is declared: :class:`CatalogConfig`, and the ``catalog.yaml`` file format."""
+
+from __future__ import annotations
+
+import fnmatch
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlparse
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from datalab.catalog.errors import CatalogError
+
+CatalogType = Literal["directory", "helm"]
+
+
+class CatalogConfig(BaseModel):
+    """One catalog: a directory of charts or a Helm repository."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        max_length=63,
+        description="Short id used in URLs and commands (RFC 1123 label), e.g. 'datalab'.",
+    )
+    name: str = Field("", description="Display name (default: the id).")
+    description: str = Field("", description="One or two sentences shown above the charts.")
+    location: str = Field(
+        description="A directory of charts (path or file:// URL), or a Helm repository URL "
+        "(https://, or file:// to a directory holding index.yaml)."
+    )
+    type: CatalogType | None = Field(
+        None,
+        description="'directory' or 'helm'; default: 'helm' when the location holds an "
+        "index.yaml or is an http(s) URL, else 'directory'.",
+    )
+    highlighted: list[str] = Field(
+        default_factory=list, description="Charts shown first, in this order."
+    )
+    include: list[str] = Field(
+        default_factory=list,
+        description="Glob patterns on chart names; when set, only matching charts are listed.",
+    )
+    exclude: list[str] = Field(
+        default_factory=list, description="Glob patterns on chart names to hide."
+    )
+    refresh_interval_s: float | None = Field(
+        None, gt=0, description="Reload the catalog in the background every N seconds."
+    )
+
+    @field_validator("location")
+    @classmethod
+    def _location_not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("location must be a directory path or a URL")
+        scheme = urlparse(value).scheme
+        if scheme not in ("", "file", "http", "https") and len(scheme) > 1:  # c:\ on Windows
+            raise ValueError(f"unsupported URL scheme {scheme!r}: use a path, file://, https://")
+        return value
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.id
+
+    def is_remote(self) -> bool:
+        return urlparse(self.location).scheme in ("http", "https")
+
+    def local_path(self) -> Path:
+        """The location as a local path (only for non-remote locations)."""
+        parsed = urlparse(self.location)
+        return Path(parsed.path) if parsed.scheme == "file" else Path(self.location).expanduser()
+
+    def resolved_type(self) -> CatalogType:
+        if self.type is not None:
+            return self.type
+        if self.is_remote() or (self.local_path() / "index.yaml").is_file():
+            return "helm"
+        return "directory"
+
+    def accepts(self, chart_name: str) -> bool:
+        """Whether the include/exclude filters let this chart through."""
+        if self.include and not any(fnmatch.fnmatchcase(chart_name, p) for p in self.include):
+            return False
+        return not any(fnmatch.fnmatchcase(chart_name, p) for p in self.exclude)
+
+
+def load_catalog_file(path: Path) -> list[CatalogConfig]:
+    """Read a ``catalog.yaml`` (``catalogs: [CatalogConfig...]``).
+
+    Relative ``location`` values are relative to the file's directory.
+    """
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise CatalogError(f"cannot read catalog file {path}: {exc}") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("catalogs"), list):
+        raise CatalogError(f"{path}: expected a mapping with a 'catalogs' list")
+    configs = []
+    for index, entry in enumerate(data["catalogs"]):
+        if isinstance(entry, dict) and isinstance(entry.get("location"), str):
+            location = entry["location"]
+            if not urlparse(location).scheme and not Path(location).is_absolute():
+                entry = {**entry, "location": str((path.parent / location).resolve())}
+        try:
+            configs.append(CatalogConfig.model_validate(entry))
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or '(entry)'}: {err['msg']}"
+                for err in exc.errors()
+            )
+            raise CatalogError(f"{path}: catalogs[{index}]: {problems}") from exc
+    return configs
