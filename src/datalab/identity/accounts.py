@@ -233,7 +233,5 @@ def remove_member(session: Session, project_id: str, user_name: str) -> None:
 
 def membership_of(session: Session, user: User, project_id: str) -> Membership | None:
     return session.scalar(
-        select(Membership).where(
-            Membership.user_id == user.id, Membership.project_id == project_id
-        )
+        select(Membership).where(Membership.user_id == user.id, Membership.project_id == project_id)
     )

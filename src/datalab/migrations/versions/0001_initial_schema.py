@@ -107,7 +107,6 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_services_project_id"), ["project_id"], unique=False)
 
 
-
 def downgrade() -> None:
     with op.batch_alter_table("services", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_services_project_id"))

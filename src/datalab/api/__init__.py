@@ -1,0 +1,1 @@
+"""REST API routers (FastAPI). OpenAPI at ``/api/openapi.json``, docs at ``/api/docs``."""

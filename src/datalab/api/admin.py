@@ -1,0 +1,105 @@
+"""Administration: users and projects (admins only)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from datalab.api.deps import AdminDep, PlatformDep, PrincipalDep, SessionDep
+from datalab.api.schemas import (
+    Member,
+    NewProject,
+    NewUser,
+    PasswordReset,
+    ProjectOut,
+    UserCreated,
+    UserOut,
+)
+from datalab.api.views import project_out, user_out
+from datalab.db import User
+from datalab.errors import InvalidInput
+from datalab.identity import accounts
+from datalab.identity.access import require_admin
+
+router = APIRouter(prefix="/api", tags=["admin"])
+
+
+@router.get("/users", summary="List users (admin)")
+def list_users(_: AdminDep, session: SessionDep) -> list[UserOut]:
+    return [user_out(u) for u in accounts.list_users(session)]
+
+
+@router.post("/users", summary="Create a user (admin)", status_code=201)
+def create_user(
+    body: NewUser, _: AdminDep, session: SessionDep, platform: PlatformDep
+) -> UserCreated:
+    user, password = accounts.create_user(
+        session,
+        platform.settings.region,
+        body.name,
+        password=body.password,
+        email=body.email,
+        is_admin=body.is_admin,
+    )
+    shown = None if body.password else password
+    return UserCreated(**user_out(user).model_dump(), password=shown)
+
+
+@router.post("/users/{name}/disable", summary="Disable a user and revoke their tokens (admin)")
+def disable_user(name: str, caller: AdminDep, session: SessionDep) -> UserOut:
+    if name == caller.name:
+        raise InvalidInput("you cannot disable your own account")
+    return user_out(accounts.set_disabled(session, name, True))
+
+
+@router.post("/users/{name}/enable", summary="Enable a user (admin)")
+def enable_user(name: str, _: AdminDep, session: SessionDep) -> UserOut:
+    return user_out(accounts.set_disabled(session, name, False))
+
+
+@router.post("/users/{name}/reset-password", summary="Reset a user's password (admin)")
+def reset_password(
+    name: str, body: PasswordReset, _: AdminDep, session: SessionDep
+) -> dict[str, str | None]:
+    password = accounts.reset_password(session, name, body.password)
+    return {"user": name, "password": None if body.password else password}
+
+
+@router.get("/projects", summary="Projects: mine, or all with ?all=true (admin)")
+def list_projects(caller: PrincipalDep, session: SessionDep, all: bool = False) -> list[ProjectOut]:
+    if all:
+        require_admin(caller)
+        return [project_out(p, members=True) for p in accounts.list_projects(session)]
+    user = session.get(User, caller.user_id)
+    assert user is not None
+    result = []
+    for project in accounts.list_projects(session, user):
+        membership = accounts.membership_of(session, user, project.id)
+        result.append(
+            project_out(project, role=membership.role if membership else None, members=True)
+        )
+    return result
+
+
+@router.post("/projects", summary="Create a shared project (admin)", status_code=201)
+def create_project(
+    body: NewProject, _: AdminDep, session: SessionDep, platform: PlatformDep
+) -> ProjectOut:
+    project = accounts.create_project(
+        session, platform.settings.region, body.name, body.display_name
+    )
+    return project_out(project, members=True)
+
+
+@router.post("/projects/{project_id}/members", summary="Add or update a member (admin)")
+def add_member(project_id: str, body: Member, _: AdminDep, session: SessionDep) -> ProjectOut:
+    accounts.add_member(session, project_id, body.user, body.role)
+    session.flush()
+    return project_out(accounts.get_project(session, project_id), members=True)
+
+
+@router.delete(
+    "/projects/{project_id}/members/{user}", summary="Remove a member (admin)", status_code=204
+)
+def remove_member(project_id: str, user: str, _: AdminDep, session: SessionDep) -> Response:
+    accounts.remove_member(session, project_id, user)
+    return Response(status_code=204)

@@ -1,0 +1,66 @@
+"""Sign in and out (web sessions) and exchange a password for an API token (CLI)."""
+
+from __future__ import annotations
+
+import secrets
+
+from fastapi import APIRouter, Request, Response
+
+from datalab.api.deps import PlatformDep, SessionDep, _password_version
+from datalab.api.schemas import Credentials, TokenCreated, TokenRequest
+from datalab.api.views import token_out
+from datalab.db import User
+from datalab.errors import TooManyRequests, Unauthenticated
+from datalab.identity import accounts
+
+router = APIRouter(prefix="/api/auth", tags=["auth"])
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _check_credentials(
+    platform: PlatformDep, session: SessionDep, request: Request, body: Credentials
+) -> User:
+    throttle = platform.login_throttle
+    client = _client(request)
+    wait = throttle.retry_after(body.username, client)
+    if wait > 0:
+        raise TooManyRequests(
+            f"too many failed sign-ins for {body.username!r}; try again in {int(wait) + 1} s",
+            retry_after=wait,
+        )
+    user = accounts.authenticate(session, body.username, body.password)
+    if user is None:
+        throttle.record_failure(body.username, client)
+        raise Unauthenticated("wrong user name or password, or the account is disabled")
+    throttle.record_success(body.username, client)
+    return user
+
+
+@router.post("/login", summary="Sign in (web session cookie)")
+def login(
+    body: Credentials, request: Request, platform: PlatformDep, session: SessionDep
+) -> dict[str, str]:
+    user = _check_credentials(platform, session, request, body)
+    request.session.clear()
+    csrf = secrets.token_urlsafe(32)
+    request.session.update({"uid": user.id, "csrf": csrf, "pwv": _password_version(user)})
+    return {"user": user.name, "csrf_token": csrf}
+
+
+@router.post("/logout", summary="Sign out", status_code=204)
+def logout(request: Request) -> Response:
+    request.session.clear()
+    return Response(status_code=204)
+
+
+@router.post("/token", summary="Create an API token from a user name and password", status_code=201)
+def create_token(
+    body: TokenRequest, request: Request, platform: PlatformDep, session: SessionDep
+) -> TokenCreated:
+    user = _check_credentials(platform, session, request, body)
+    ttl = body.ttl_days or platform.settings.security.token_default_ttl_days
+    token, raw = accounts.create_token(session, user, body.token_name, ttl)
+    return TokenCreated(**token_out(token).model_dump(), token=raw)

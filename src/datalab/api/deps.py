@@ -1,0 +1,82 @@
+"""Request dependencies: the platform, a database session, and the caller.
+
+:func:`principal` is the single dependency that authenticates a request (API token or web
+session) and resolves the project it acts in; ownership checks then go through
+:mod:`datalab.identity.access`.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Header, Query, Request
+from sqlalchemy.orm import Session
+
+from datalab.db import User
+from datalab.errors import Forbidden, Unauthenticated
+from datalab.identity import accounts
+from datalab.identity.access import Principal, principal_for, require_admin
+from datalab.platform import Platform
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+CSRF_HEADER = "X-CSRF-Token"
+
+
+def platform(request: Request) -> Platform:
+    return request.app.state.platform
+
+
+def db_session(request: Request) -> Iterator[Session]:
+    with platform(request).db.session() as session:
+        yield session
+
+
+def authenticated_user(request: Request, session: Session) -> tuple[User, str]:
+    """The calling user and how they authenticated ("token" or "session")."""
+    authorization = request.headers.get("authorization")
+    if authorization:
+        scheme, _, credentials = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not credentials.strip():
+            raise Unauthenticated("use 'Authorization: Bearer <API token>'")
+        return accounts.user_for_token(session, credentials.strip()), "token"
+    user_id = request.session.get("uid")
+    if user_id is None:
+        raise Unauthenticated("sign in, or send an API token as 'Authorization: Bearer <token>'")
+    user = session.get(User, user_id)
+    if user is None or user.disabled or request.session.get("pwv") != _password_version(user):
+        request.session.clear()
+        raise Unauthenticated("your session has ended; sign in again")
+    if request.method not in SAFE_METHODS:
+        sent = request.headers.get(CSRF_HEADER, "")
+        expected = request.session.get("csrf", "")
+        if not expected or not hmac.compare_digest(sent, expected):
+            raise Forbidden(f"missing or wrong {CSRF_HEADER} header (CSRF protection)")
+    return user, "session"
+
+
+def _password_version(user: User) -> str:
+    """Changes when the password changes, ending other sessions."""
+    return (user.password_hash or "")[-16:]
+
+
+def principal(
+    request: Request,
+    session: Annotated[Session, Depends(db_session)],
+    x_datalab_project: Annotated[str | None, Header(description="Project to act in.")] = None,
+    project: Annotated[str | None, Query(description="Project to act in (or header).")] = None,
+) -> Principal:
+    user, via = authenticated_user(request, session)
+    return principal_for(session, user, x_datalab_project or project, via)
+
+
+def admin(caller: Annotated[Principal, Depends(principal)]) -> Principal:
+    require_admin(caller)
+    return caller
+
+
+PlatformDep = Annotated[Platform, Depends(platform)]
+SessionDep = Annotated[Session, Depends(db_session)]
+PrincipalDep = Annotated[Principal, Depends(principal)]
+AdminDep = Annotated[Principal, Depends(admin)]

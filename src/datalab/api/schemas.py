@@ -1,0 +1,104 @@
+"""Request and response bodies shared by the routers."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class Credentials(Model):
+    username: str = Field(min_length=1, max_length=63)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class TokenRequest(Credentials):
+    token_name: str = Field("cli", min_length=1, max_length=100)
+    ttl_days: int | None = Field(None, ge=1, le=3650)
+
+
+class NewToken(Model):
+    name: str = Field(min_length=1, max_length=100)
+    ttl_days: int | None = Field(None, ge=1, le=3650)
+
+
+class TokenOut(BaseModel):
+    id: int
+    name: str
+    prefix: str
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class TokenCreated(TokenOut):
+    token: str = Field(description="The token itself. Shown once: store it now.")
+
+
+class ProjectOut(BaseModel):
+    id: str
+    name: str
+    personal: bool
+    role: str | None = None
+    members: list[dict[str, str]] | None = None
+
+
+class UserOut(BaseModel):
+    name: str
+    email: str | None
+    is_admin: bool
+    disabled: bool
+    created_at: datetime
+
+
+class MeOut(UserOut):
+    project: str
+    project_role: str
+    projects: list[ProjectOut]
+    csrf_token: str | None = Field(None, description="For web sessions: send as X-CSRF-Token.")
+
+
+class NewUser(Model):
+    name: str = Field(min_length=1, max_length=63)
+    email: str | None = Field(None, max_length=254)
+    password: str | None = Field(None, min_length=1, max_length=1024)
+    is_admin: bool = False
+
+
+class UserCreated(UserOut):
+    password: str | None = Field(None, description="Generated password, shown once.")
+
+
+class PasswordReset(Model):
+    password: str | None = Field(None, max_length=1024)
+
+
+class PasswordChange(Model):
+    current: str = Field(max_length=1024)
+    new: str = Field(max_length=1024)
+
+
+class NewProject(Model):
+    name: str = Field(min_length=1, max_length=63, description="RFC 1123 label, e.g. 'sandbox'")
+    display_name: str = Field("", max_length=255)
+
+
+class Member(Model):
+    user: str = Field(min_length=1, max_length=63)
+    role: str = "member"

@@ -1,0 +1,153 @@
+"""Services: launch (with dry run), list, inspect, logs, events, suspend, resume, rename, share,
+delete. Every answer carries the equivalent command lines."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
+from pydantic import Field
+
+from datalab import commands
+from datalab.api.deps import PlatformDep, PrincipalDep
+from datalab.api.schemas import Model
+from datalab.errors import InvalidInput
+from datalab.launch import load_values_file, parse_set_args
+from datalab.services import LaunchRequest
+
+router = APIRouter(prefix="/api", tags=["services"])
+
+
+class LaunchBody(Model):
+    catalog: str = Field("datalab", description="Catalog id.")
+    chart: str = Field(description="Chart name, e.g. 'jupyter-python'.")
+    version: str | None = Field(None, description="Chart version (default: latest).")
+    name: str | None = Field(
+        None, description="Service id / release name (RFC 1123 label); generated when missing."
+    )
+    friendly_name: str | None = Field(None, max_length=255)
+    values: dict[str, Any] = Field(default_factory=dict, description="Overrides, as JSON.")
+    values_yaml: str | None = Field(
+        None, max_length=1_000_000, description="Overrides as a values.yaml document."
+    )
+    set: list[str] = Field(default_factory=list, description="Helm-style 'a.b=c' overrides.")
+    shared: bool = Field(False, description="Share with the project's members.")
+    dry_run: bool = Field(False, description="Resolve and validate only; start nothing.")
+
+
+class ServicePatch(Model):
+    name: str | None = Field(None, max_length=255, description="New display name.")
+    shared: bool | None = None
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def overrides_of(body: LaunchBody) -> dict[str, Any]:
+    """values file < JSON values < --set, as with helm's -f / --set precedence."""
+    overrides: dict[str, Any] = {}
+    if body.values_yaml:
+        overrides = _merge(overrides, load_values_file(body.values_yaml))
+    overrides = _merge(overrides, body.values)
+    if body.set:
+        overrides = _merge(overrides, parse_set_args(body.set))
+    return overrides
+
+
+@router.post("/services", summary="Launch a service (or resolve only, with dry_run)")
+async def launch(body: LaunchBody, caller: PrincipalDep, platform: PlatformDep) -> dict[str, Any]:
+    request = LaunchRequest(
+        catalog_id=body.catalog,
+        chart=body.chart,
+        version=body.version,
+        name=body.name,
+        friendly_name=body.friendly_name,
+        overrides=overrides_of(body),
+        shared=body.shared,
+        dry_run=body.dry_run,
+    )
+    return await platform.services.launch(caller, request)
+
+
+@router.get("/services", summary="Services of the project visible to me")
+async def list_services(caller: PrincipalDep, platform: PlatformDep) -> dict[str, Any]:
+    return {
+        "project": caller.project_id,
+        "services": await platform.services.list(caller),
+        "commands": commands.for_listing(caller.project_id),
+    }
+
+
+@router.get("/services/{service_id}", summary="A service: status, URLs, values")
+async def get_service(
+    service_id: str, caller: PrincipalDep, platform: PlatformDep
+) -> dict[str, Any]:
+    return await platform.services.get(caller, service_id)
+
+
+@router.get("/services/{service_id}/events", summary="State transitions with timestamps")
+async def events(service_id: str, caller: PrincipalDep, platform: PlatformDep) -> dict[str, Any]:
+    return {
+        "events": await platform.services.events(caller, service_id),
+        "commands": commands.for_action("events", service_id, caller.project_id),
+    }
+
+
+@router.get(
+    "/services/{service_id}/logs",
+    summary="Log lines as text/plain; with follow=true the response streams new lines",
+    response_class=StreamingResponse,
+)
+async def logs(
+    service_id: str,
+    caller: PrincipalDep,
+    platform: PlatformDep,
+    tail: Annotated[int, Query(ge=0, le=100_000)] = 200,
+    follow: bool = False,
+) -> StreamingResponse:
+    lines = platform.services.logs(caller, service_id, tail=tail, follow=follow)
+
+    async def body() -> Any:
+        async for line in lines:
+            yield line + "\n"
+
+    return StreamingResponse(body(), media_type="text/plain; charset=utf-8")
+
+
+@router.post("/services/{service_id}/suspend", summary="Stop, keeping data and values")
+async def suspend(service_id: str, caller: PrincipalDep, platform: PlatformDep) -> dict[str, Any]:
+    return await platform.services.suspend(caller, service_id)
+
+
+@router.post("/services/{service_id}/resume", summary="Start again with the same values")
+async def resume(service_id: str, caller: PrincipalDep, platform: PlatformDep) -> dict[str, Any]:
+    return await platform.services.resume(caller, service_id)
+
+
+@router.patch("/services/{service_id}", summary="Rename or share (metadata only)")
+async def update(
+    service_id: str, body: ServicePatch, caller: PrincipalDep, platform: PlatformDep
+) -> dict[str, Any]:
+    if body.name is None and body.shared is None:
+        raise InvalidInput("nothing to change: send 'name' and/or 'shared'")
+    return await platform.services.update(
+        caller, service_id, friendly_name=body.name, shared=body.shared
+    )
+
+
+@router.delete("/services/{service_id}", summary="Stop and delete, with its data")
+async def delete(service_id: str, caller: PrincipalDep, platform: PlatformDep) -> dict[str, Any]:
+    return await platform.services.delete(caller, service_id)
+
+
+@router.get("/quota", summary="Resources used and allowed in the project")
+def quota(caller: PrincipalDep, platform: PlatformDep) -> dict[str, Any]:
+    return platform.services.quota(caller)

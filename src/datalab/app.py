@@ -1,0 +1,161 @@
+"""The FastAPI application: API routers, error handling, sessions, request limits."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+import datalab
+from datalab.errors import DatalabError, TooManyRequests
+from datalab.platform import Platform
+
+log = logging.getLogger(__name__)
+
+SESSION_COOKIE = "datalab_session"
+
+
+def error_response(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        body["details"] = details
+    return JSONResponse({"error": body}, status_code=status)
+
+
+def _describe_validation(exc: RequestValidationError) -> tuple[str, list[dict[str, Any]]]:
+    details = []
+    for error in exc.errors():
+        location = ".".join(str(p) for p in error["loc"] if p != "body") or "body"
+        details.append({"field": location, "problem": error["msg"]})
+    summary = "; ".join(f"{d['field']}: {d['problem']}" for d in details)
+    return f"invalid request: {summary}", details
+
+
+class BodySizeLimit:
+    """Refuse request bodies over ``max_bytes`` (413), whether or not Content-Length is sent."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith("/s/"):
+            # the service proxy streams bodies of any size to the service itself
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                await self._reject(scope, receive, send)
+                return
+        received = 0
+
+        async def limited_receive() -> dict[str, Any]:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _TooLarge
+            return dict(message)
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _TooLarge:
+            await self._reject(scope, receive, send)
+
+    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = error_response(
+            413,
+            "payload_too_large",
+            f"request body is larger than the {self.max_bytes} bytes this server accepts",
+        )
+        await response(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def create_app(platform: Platform, *, manage_lifecycle: bool = True) -> FastAPI:
+    """Build the app around a platform. With ``manage_lifecycle`` the app starts and stops the
+    platform (catalog refresh, backend, service watcher) with its own lifespan."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if manage_lifecycle:
+            await platform.start()
+        try:
+            yield
+        finally:
+            if manage_lifecycle:
+                await platform.stop()
+
+    app = FastAPI(
+        title=f"{platform.settings.instance_name} API",
+        version=datalab.__version__,
+        description="Launch data-science services from a catalog of Helm charts; every action "
+        "answers with its equivalent command line. Authenticate with an API token "
+        "(`Authorization: Bearer ...`, see `datalab login`) or a web session.",
+        openapi_url="/api/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.platform = platform
+
+    @app.exception_handler(DatalabError)
+    async def _datalab_error(request: Request, exc: DatalabError) -> JSONResponse:
+        response = error_response(exc.status, exc.code, exc.message, exc.details)
+        if isinstance(exc, TooManyRequests):
+            response.headers["Retry-After"] = str(int(exc.retry_after) + 1)
+        if exc.status == 401:
+            response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        message, details = _describe_validation(exc)
+        return error_response(422, "invalid", message, details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        message = str(exc.detail)
+        if exc.status_code == 404:
+            message = f"no route {request.url.path}; the API is described at /api/docs"
+        return error_response(exc.status_code, code, message)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return error_response(
+            500, "internal", "internal error; the server log has the details (no data was changed)"
+        )
+
+    from datalab.api import admin, auth, catalogs, health, me, services
+
+    for module in (health, auth, me, admin, catalogs, services):
+        app.include_router(module.router)
+
+    security = platform.settings.security
+    secure = security.secure_cookies
+    if secure is None:
+        secure = platform.settings.server.url().startswith("https://")
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=platform.session_secret,
+        session_cookie=SESSION_COOKIE,
+        max_age=security.session_max_age_s,
+        same_site="lax",
+        https_only=secure,
+    )
+    app.add_middleware(BodySizeLimit, max_bytes=platform.settings.server.max_request_bytes)
+    return app

@@ -1,0 +1,102 @@
+"""``datalab up`` (run the platform in the foreground) and ``datalab config``."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+
+from datalab.cli.common import console, print_json
+from datalab.config import Settings, load_settings
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Config file (default: $DATALAB_CONFIG or ./datalab.yaml).",
+        exists=False,
+        dir_okay=False,
+    ),
+]
+
+
+def up(
+    config: ConfigOption = None,
+    host: Annotated[str | None, typer.Option(help="Listen address (server.host).")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port (server.port).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Data directory (data_dir).")] = None,
+) -> None:
+    """Start the platform in the foreground; Ctrl-C stops it cleanly."""
+    import uvicorn
+
+    from datalab.app import create_app
+    from datalab.platform import Platform
+
+    overrides: dict[str, object] = {}
+    if data_dir is not None:
+        overrides["data_dir"] = data_dir
+    settings = load_settings(config, **overrides)
+    if host is not None or port is not None:
+        server = settings.server.model_copy(
+            update={k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+        )
+        settings = settings.model_copy(update={"server": server})
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    platform = Platform.create(settings)
+    admin_password = platform.ensure_admin()
+    url = settings.server.url()
+    console.print(f"[bold]{settings.instance_name}[/bold] on {url}  (data in {settings.data_dir})")
+    console.print(f"backend: {settings.backend.name}; API docs: {url}/api/docs")
+    if admin_password is not None:
+        # printed once on the terminal, never logged
+        console.print(
+            "[yellow]First start: created the administrator account.[/yellow]\n"
+            f"  user: admin\n  password: {admin_password}\n"
+            f"  then: datalab login --url {url} --username admin",
+            highlight=False,
+        )
+    app = create_app(platform)
+    uvicorn.run(
+        app,
+        host=settings.server.host,
+        port=settings.server.port,
+        log_level=settings.log_level,
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+    )
+
+
+config_app = typer.Typer(
+    help="Show the effective configuration or its schema.", no_args_is_help=True
+)
+
+
+@config_app.command("show")
+def config_show(
+    config: ConfigOption = None,
+    output: Annotated[str, typer.Option("--output", "-o", help="yaml or json")] = "yaml",
+) -> None:
+    """Print the effective configuration (file + environment), secrets masked."""
+    data = load_settings(config).masked()
+    if output == "json":
+        print_json(data)
+    else:
+        typer.echo(yaml.safe_dump(data, sort_keys=False).rstrip())
+
+
+@config_app.command("schema")
+def config_schema() -> None:
+    """Print the JSON schema of datalab.yaml."""
+    typer.echo(json.dumps(Settings.model_json_schema(), indent=2))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("up")(up)
+    app.add_typer(config_app, name="config")
