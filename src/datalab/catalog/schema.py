@@ -410,7 +410,3 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
         else:
             out[key] = copy.deepcopy(value)
     return out
-
-
-def is_missing(value: Any) -> bool:
-    return value is _MISSING
