@@ -19,9 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from datalab.catalog import CatalogConfig
-
-REPO_CATALOG = Path(__file__).resolve().parents[2] / "catalog"
+from datalab.catalog import SHIPPED_CATALOG_DIR, CatalogConfig
 
 
 class ConfigError(Exception):
@@ -62,12 +60,15 @@ class RegionSettings(_Section):
     user_prefix: str = Field("user-", description="Prefix of personal project ids (user-alice).")
     project_prefix: str = Field("project-", description="Prefix of shared project ids.")
     domain: str = Field("localhost", description="Domain for service ingress hosts (k8s.domain).")
-    default_resources: dict[str, Any] = Field(
+    default_resources: dict[str, str] = Field(
         default_factory=lambda: {
-            "requests": {"cpu": "100m", "memory": "512Mi"},
-            "limits": {"cpu": "2", "memory": "4Gi"},
+            "cpuRequest": "100m",
+            "cpuLimit": "2",
+            "memoryRequest": "512Mi",
+            "memoryLimit": "4Gi",
         },
-        description="Default resources injected as region.resources.",
+        description="Default resources injected as region.resources (Onyxia's keys cpuRequest, "
+        "cpuLimit, memoryRequest, memoryLimit).",
     )
     user_quota: Quota = Field(
         default_factory=lambda: Quota(max_services=10, cpu=4, memory_mb=16384),
@@ -159,7 +160,7 @@ class Settings(BaseSettings):
                 id="datalab",
                 name="Datalab",
                 description="Services shipped with datalab.",
-                location=str(REPO_CATALOG),
+                location=str(SHIPPED_CATALOG_DIR),
             )
         ],
         description="Catalog sources (chart directories or Helm repositories).",

@@ -21,7 +21,14 @@ from datalab import commands
 from datalab.backends.base import Backend, BackendError, Phase, ServiceNotFound, ServiceSpec
 from datalab.catalog import CatalogRegistry, Chart
 from datalab.config import Settings
-from datalab.context import build_context_for
+from datalab.context import (
+    ContextProject,
+    ContextUser,
+    GitContext,
+    KubernetesContext,
+    RegionContext,
+    build_context,
+)
 from datalab.db import Database, Service, User
 from datalab.errors import Conflict, InvalidInput, QuotaExceeded
 from datalab.identity.access import Action, Principal, check_service
@@ -122,10 +129,25 @@ class ServiceManager:
 
     # -- launching ----------------------------------------------------------------------------
 
-    def _context(self, session: Any, principal: Principal, service_id: str) -> dict[str, Any]:
+    def _context(self, session: Any, principal: Principal) -> dict[str, Any]:
+        """The x-onyxia injection context of the caller in their project."""
         user = session.get(User, principal.user_id)
         assert user is not None
-        return build_context_for(self.settings, user, principal.project_id, service_id)
+        region = self.settings.region
+        return build_context(
+            ContextUser(idep=user.name, email=user.email or "", lang=user.lang),
+            ContextProject(id=principal.project_id),
+            RegionContext(
+                id=region.id,
+                allowed_uri_pattern=region.allowed_init_script_pattern,
+                custom_values=region.custom_values,
+                resources=region.default_resources,
+                kubernetes=KubernetesContext(domain=region.domain),
+            ),
+            git=GitContext(
+                name=user.git_name or user.name, email=user.git_email or user.email or ""
+            ),
+        )
 
     def resolve(
         self,
@@ -134,11 +156,10 @@ class ServiceManager:
         chart_name: str,
         version: str | None,
         overrides: dict[str, Any] | None = None,
-        service_id: str = "preview",
     ) -> tuple[Chart, ResolvedValues]:
         chart = self.catalogs.get_chart(catalog_id, chart_name, version)
         with self.db.session() as session:
-            context = self._context(session, principal, service_id)
+            context = self._context(session, principal)
         return chart, resolve_values(chart, context, overrides=overrides or {})
 
     async def launch(self, principal: Principal, request: LaunchRequest) -> dict[str, Any]:
@@ -150,7 +171,7 @@ class ServiceManager:
             )
         service_id = self._new_service_id(chart.name, request.name)
         with self.db.session() as session:
-            context = self._context(session, principal, service_id)
+            context = self._context(session, principal)
         resolved = resolve_values(chart, context, overrides=request.overrides)
         cpu, memory_mb = requested_resources(resolved.values)
         release_commands = equivalent_commands(

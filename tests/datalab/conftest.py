@@ -1,0 +1,87 @@
+"""Platform fixtures: a real platform (SQLite in a temp dir, the shipped catalog, the in-memory
+backend) served in-process through httpx's ASGI transport."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from datalab.app import create_app
+from datalab.config import Settings, load_settings
+from datalab.identity import accounts
+from datalab.platform import Platform
+
+ADMIN_PASSWORD = "admin-password-for-tests"
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.setenv("DATALAB_ADMIN_PASSWORD", ADMIN_PASSWORD)
+    monkeypatch.delenv("DATALAB_CONFIG", raising=False)
+    return load_settings(None, data_dir=tmp_path / "data", backend={"name": "memory"})
+
+
+@dataclass
+class Api:
+    """An API client for one user, with helpers returning decoded JSON."""
+
+    http: httpx.AsyncClient
+    user: str
+    token: str
+
+    def headers(self, project: str | None = None) -> dict[str, str]:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        if project:
+            headers["X-Datalab-Project"] = project
+        return headers
+
+    async def call(
+        self, method: str, path: str, *, expect: int = 200, project: str | None = None, **kw: Any
+    ) -> Any:
+        response = await self.http.request(method, path, headers=self.headers(project), **kw)
+        assert response.status_code == expect, response.text
+        if response.headers.get("content-type", "").startswith("application/json"):
+            return response.json()
+        return response.text
+
+
+@dataclass
+class Env:
+    platform: Platform
+    app: FastAPI
+    http: httpx.AsyncClient
+    admin: Api
+
+    async def user(self, name: str, *, is_admin: bool = False) -> Api:
+        """Create a user with an API token."""
+        with self.platform.db.session() as session:
+            user, _ = accounts.create_user(
+                session,
+                self.platform.settings.region,
+                name,
+                password=f"{name}-password-123",
+                is_admin=is_admin,
+            )
+            _, token = accounts.create_token(session, user, "tests", ttl_days=1)
+        return Api(self.http, name, token)
+
+
+@pytest.fixture
+async def env(settings: Settings) -> AsyncIterator[Env]:
+    platform = Platform.create(settings)
+    platform.ensure_admin()
+    app = create_app(platform)
+    await platform.start()
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        with platform.db.session() as session:
+            admin = accounts.get_user(session, "admin")
+            _, token = accounts.create_token(session, admin, "tests", ttl_days=1)
+        yield Env(platform, app, http, Api(http, "admin", token))
+    await platform.stop()
