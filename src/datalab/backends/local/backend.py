@@ -1,0 +1,701 @@
+"""The local execution backend: each service is a supervised process on this machine, in a
+cached environment, reached through the platform's proxy. See ``docs/local-backend.md``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import stat
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from datalab.backends.base import (
+    Backend,
+    BackendError,
+    Endpoint,
+    Event,
+    Phase,
+    ServiceNotFound,
+    ServiceSpec,
+    ServiceStatus,
+)
+from datalab.backends.local import logs as service_logs
+from datalab.backends.local.accounts import Account, ensure_account
+from datalab.backends.local.limits import Limiter, detect_limiter
+from datalab.backends.local.process import (
+    ProcessRef,
+    describe_exit,
+    free_port,
+    port_is_free,
+    probe_http,
+    probe_tcp,
+    spawn,
+    terminate,
+    wait_exit,
+)
+from datalab.backends.local.recipe import RenderedRecipe, render_recipe, resolve_command
+from datalab.backends.local.resources import Resources
+from datalab.envs import Env, EnvBuildError, EnvManager, EnvSpec
+
+log = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+LOG_NAME = "service.log"
+FAILURE_LOG_LINES = 20  # last log lines quoted in a failure reason
+MAX_EVENTS = 200
+PORT_ATTEMPTS = 3
+SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+@dataclass
+class _Service:
+    spec: ServiceSpec
+    resources: Resources
+    env_spec: EnvSpec
+    workdir: Path
+    log_file: Path
+    account: Account | None
+    phase: Phase = Phase.BUILDING
+    reason: str | None = None
+    events: list[Event] = field(default_factory=list)
+    port: int | None = None
+    process: ProcessRef | None = None
+    env_key: str | None = None
+    rendered: RenderedRecipe | None = None
+    started_at: datetime | None = None
+    ready_at: datetime | None = None
+    updated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    pipeline: asyncio.Task[None] | None = None  # build -> start -> readiness
+    watcher: asyncio.Task[None] | None = None
+    exited: asyncio.Event = field(default_factory=asyncio.Event)
+    returncode: int | None = None
+    stopping: bool = False
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class LocalBackend(Backend):
+    """Runs services as local processes. Requires an asyncio event loop."""
+
+    name = "local"
+
+    def __init__(
+        self,
+        data_dir: Path,
+        public_url: str,
+        *,
+        stop_services_on_shutdown: bool = True,
+        env_build_timeout_s: float = 900,
+        readiness_timeout_s: float | None = None,
+        isolate_users: bool | None = None,
+        stop_grace_s: float = 10.0,
+        log_max_bytes: int = 10 * 2**20,
+        log_backups: int = 3,
+        path_prefix: str = "/s",
+        env_manager: EnvManager | None = None,
+    ) -> None:
+        """
+        ``isolate_users``: run each user's services under ``datalab-<user>`` (default: when
+        the platform runs as root; requires root). ``readiness_timeout_s`` overrides recipes'.
+        ``env_manager`` lets several backends (tests) share one environment cache.
+        """
+        self.data_dir = Path(data_dir)
+        self.public_url = public_url.rstrip("/")
+        self.stop_services_on_shutdown = stop_services_on_shutdown
+        self.readiness_timeout_s = readiness_timeout_s
+        is_root = os.geteuid() == 0
+        if isolate_users and not is_root:
+            raise BackendError("isolate_users needs the platform to run as root")
+        self.isolate_users = is_root if isolate_users is None else isolate_users
+        self.stop_grace_s = stop_grace_s
+        self.log_max_bytes = log_max_bytes
+        self.log_backups = log_backups
+        self.path_prefix = "/" + path_prefix.strip("/")
+        self.services_dir = self.data_dir / "services"
+        self.envs = env_manager or EnvManager(
+            self.data_dir / "envs", build_timeout_s=env_build_timeout_s, shared=self.isolate_users
+        )
+        self.limiter: Limiter | None = None
+        self._services: dict[str, _Service] = {}
+        self._maintenance: asyncio.Task[None] | None = None
+
+    # -- lifecycle of the backend -------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._init()
+
+    def _init(self) -> None:
+        if self.limiter is not None:
+            return
+        self.services_dir.mkdir(parents=True, exist_ok=True)
+        if self.isolate_users:
+            os.chmod(self.services_dir, 0o711)  # noqa: S103 - accounts may enter their own service dir only
+        self.limiter = detect_limiter()
+        if self.isolate_users:
+            log.info("local backend: each user's services run under a datalab-<user> account")
+        else:
+            log.warning(
+                "local backend in single-user mode: every service runs as %s and can read the "
+                "others' files (run the platform as root for per-user accounts)",
+                _current_user(),
+            )
+        log.info("local backend resource limits: %s", self.limiter.describe())
+        self._maintenance = asyncio.get_running_loop().create_task(self._maintain())
+
+    async def shutdown(self) -> None:
+        if self._maintenance:
+            self._maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._maintenance
+            self._maintenance = None
+        await asyncio.gather(*(self._shutdown_one(svc) for svc in list(self._services.values())))
+
+    async def _shutdown_one(self, svc: _Service) -> None:
+        async with svc.lock:
+            await self._cancel_pipeline(svc)
+            if self.stop_services_on_shutdown:
+                if svc.process is not None:
+                    await self._stop_process(svc)
+                if svc.phase in (Phase.BUILDING, Phase.STARTING, Phase.RUNNING):
+                    self._transition(
+                        svc, Phase.SUSPENDED, "Stopped",
+                        "stopped when the platform shut down; resume it to start it again",
+                    )  # fmt: skip
+            else:  # leave the process running, re-attached at the next start
+                if svc.watcher:
+                    svc.watcher.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await svc.watcher
+                self._persist(svc)
+
+    async def _maintain(self) -> None:
+        """Periodic chores: log rotation (the service writes its log file directly)."""
+        while True:
+            await asyncio.sleep(1)
+            for svc in list(self._services.values()):
+                if svc.process is not None:
+                    try:
+                        service_logs.rotate_if_needed(
+                            svc.log_file, self.log_max_bytes, self.log_backups
+                        )
+                    except OSError as exc:
+                        log.warning("cannot rotate %s: %s", svc.log_file, exc)
+
+    # -- the contract -------------------------------------------------------------------------
+
+    async def install(self, spec: ServiceSpec) -> ServiceStatus:
+        self._init()
+        if spec.id in self._services:
+            raise BackendError(f"service {spec.id!r} is already installed")
+        svc = await self._new_record(spec)
+        self._dry_render(svc)
+        self._make_dirs(svc)
+        self._services[spec.id] = svc
+        self._add_event(
+            svc, "Scheduled", f"{spec.chart_name} {spec.chart_version} for {spec.owner}"
+        )
+        self._launch_pipeline(svc)
+        return self._status(svc)
+
+    async def status(self, service_id: str) -> ServiceStatus:
+        return self._status(self._get(service_id))
+
+    async def logs(
+        self, service_id: str, *, tail: int = 200, follow: bool = False
+    ) -> AsyncIterator[str]:
+        svc = self._get(service_id)
+        if not follow:
+            for line in await asyncio.to_thread(service_logs.tail_lines, svc.log_file, tail):
+                yield line
+            return
+        alive = lambda: self._services.get(service_id) is svc  # noqa: E731 - stops at uninstall
+        async for line in service_logs.follow_lines(svc.log_file, tail, alive):
+            yield line
+
+    async def events(self, service_id: str) -> list[Event]:
+        return list(self._get(service_id).events)
+
+    async def suspend(self, service_id: str) -> ServiceStatus:
+        svc = self._get(service_id)
+        async with svc.lock:
+            if svc.phase is not Phase.SUSPENDED:
+                await self._cancel_pipeline(svc)
+                if svc.process is not None:
+                    await self._stop_process(svc)
+                self._transition(svc, Phase.SUSPENDED, "Suspended", "stopped; work dir kept")
+        return self._status(svc)
+
+    async def resume(self, service_id: str) -> ServiceStatus:
+        svc = self._get(service_id)
+        async with svc.lock:
+            if svc.phase in (Phase.SUSPENDED, Phase.FAILED):
+                if svc.process is not None:  # a failed start may leave a process behind
+                    await self._stop_process(svc)
+                self._add_event(svc, "Resuming", "starting again with the same values")
+                self._launch_pipeline(svc)
+        return self._status(svc)
+
+    async def uninstall(self, service_id: str) -> None:
+        svc = self._services.get(service_id)
+        if svc is not None:
+            async with svc.lock:
+                await self._cancel_pipeline(svc)
+                if svc.process is not None:
+                    await self._stop_process(svc)
+                self._services.pop(service_id, None)
+                if svc.env_key:
+                    self.envs.touch(svc.env_key, remove=service_id)
+        if self.limiter is not None:
+            self.limiter.cleanup(service_id)
+        directory = self.services_dir / service_id
+        if directory.parent == self.services_dir and service_id not in ("", ".", ".."):
+            await asyncio.to_thread(shutil.rmtree, directory, True)
+
+    async def list(self) -> list[str]:
+        return list(self._services)
+
+    def get_state(self, service_id: str) -> dict[str, Any]:
+        return self._state(self._get(service_id))
+
+    async def load_state(self, spec: ServiceSpec, state: dict[str, Any]) -> ServiceStatus:
+        self._init()
+        disk = self._read_state_file(spec.id)
+        if disk and disk.get("updated_at", "") > state.get("updated_at", ""):
+            state = disk  # the backend's own record is newer (e.g. written during shutdown)
+        old = self._services.pop(spec.id, None)
+        if old is not None:  # loading twice: forget the previous record's tasks
+            await self._cancel_pipeline(old)
+            if old.watcher:
+                old.watcher.cancel()
+        svc = await self._new_record(spec)
+        self._make_dirs(svc)
+        self._services[spec.id] = svc
+        svc.phase = Phase(state.get("phase", Phase.FAILED.value))
+        svc.reason = state.get("reason")
+        svc.events = [Event.from_json(e) for e in state.get("events", [])]
+        svc.port = state.get("port")
+        svc.env_key = state.get("env_key")
+        svc.started_at = _time(state.get("started_at"))
+        svc.ready_at = _time(state.get("ready_at"))
+        if state.get("pid") and state.get("create_time"):
+            svc.process = ProcessRef(int(state["pid"]), float(state["create_time"]))
+
+        if svc.phase in (Phase.STARTING, Phase.RUNNING):
+            await self._reattach(svc)
+        elif svc.phase is Phase.BUILDING:
+            svc.process = None
+            self._fail(svc, "the environment build was interrupted by a platform restart; "
+                       "resume the service to try again")  # fmt: skip
+        else:
+            svc.process = None
+            if svc.env_key and svc.port:
+                with contextlib.suppress(BackendError):
+                    svc.rendered = self._render(svc, self.envs.root / svc.env_key)
+            self._persist(svc)
+        return self._status(svc)
+
+    async def endpoint(self, service_id: str) -> Endpoint | None:
+        svc = self._get(service_id)
+        if svc.phase not in (Phase.STARTING, Phase.RUNNING) or svc.port is None:
+            return None
+        strip = svc.rendered.strip_prefix if svc.rendered else False
+        return Endpoint("127.0.0.1", svc.port, self._prefix(svc.spec.id), strip)
+
+    # -- records ------------------------------------------------------------------------------
+
+    def _get(self, service_id: str) -> _Service:
+        try:
+            return self._services[service_id]
+        except KeyError:
+            raise ServiceNotFound(f"unknown service {service_id!r}") from None
+
+    async def _new_record(self, spec: ServiceSpec) -> _Service:
+        recipe = spec.local_recipe
+        if not recipe:
+            raise BackendError(
+                f"chart {spec.chart_name!r} has no local recipe (local.yaml): it cannot run on "
+                "the local backend"
+            )
+        environment = recipe.get("environment") or {}
+        missing = [b for b in environment.get("requires_binaries") or [] if not shutil.which(b)]
+        if missing:
+            raise BackendError(
+                f"chart {spec.chart_name!r} needs {', '.join(missing)} on this machine's PATH"
+            )
+        account = await ensure_account(spec.owner) if self.isolate_users else None
+        base = self.services_dir / spec.id
+        return _Service(
+            spec=spec,
+            resources=Resources.from_values(spec.values),
+            env_spec=EnvSpec.from_recipe(environment),
+            workdir=base / "work",
+            log_file=base / LOG_NAME,
+            account=account,
+        )
+
+    def _make_dirs(self, svc: _Service) -> None:
+        if self.isolate_users:
+            _check_traversable(self.services_dir)
+        base = svc.workdir.parent
+        base.mkdir(parents=True, exist_ok=True)
+        os.chmod(base, 0o711 if self.isolate_users else 0o700)
+        svc.workdir.mkdir(mode=0o700, exist_ok=True)
+        if svc.account is not None:
+            os.chown(svc.workdir, svc.account.uid, svc.account.gid)
+        os.chmod(svc.workdir, 0o700)
+
+    def _prefix(self, service_id: str) -> str:
+        return f"{self.path_prefix}/{service_id}"
+
+    def _context(self, svc: _Service, env_dir: Path) -> dict[str, Any]:
+        base_url = self._prefix(svc.spec.id) + "/"
+        return {
+            "values": svc.spec.values,
+            "service": {
+                "id": svc.spec.id,
+                "owner": svc.spec.owner,
+                "project": svc.spec.project,
+                "port": svc.port or 0,
+                "host": "127.0.0.1",
+                "base_url": base_url,
+                "url": self.public_url + base_url,
+                "workdir": str(svc.workdir),
+            },
+            "env_dir": str(env_dir),
+        }
+
+    def _render(self, svc: _Service, env_dir: Path) -> RenderedRecipe:
+        assert svc.spec.local_recipe is not None
+        return render_recipe(svc.spec.local_recipe, self._context(svc, env_dir))
+
+    def _dry_render(self, svc: _Service) -> None:
+        """Template errors are the user's (or the chart's) to fix: report them at install."""
+        svc.port = 0
+        self._render(svc, self.envs.root / "<environment>")
+        svc.port = None
+
+    # -- phases -------------------------------------------------------------------------------
+
+    def _add_event(self, svc: _Service, reason: str, message: str, type: str = "Normal") -> None:
+        svc.events.append(Event.now(reason, message, type))
+        del svc.events[:-MAX_EVENTS]
+        svc.updated_at = datetime.now(UTC)
+        self._persist(svc)
+
+    def _transition(
+        self, svc: _Service, phase: Phase, reason: str, message: str, type: str = "Normal"
+    ) -> None:
+        svc.phase = phase
+        svc.reason = message if phase in (Phase.FAILED, Phase.SUSPENDED, Phase.BUILDING) else None
+        self._add_event(svc, reason, message, type)
+
+    def _fail(self, svc: _Service, message: str) -> None:
+        self._transition(svc, Phase.FAILED, "Failed", message, "Warning")
+
+    def _status(self, svc: _Service) -> ServiceStatus:
+        rendered = svc.rendered
+        return ServiceStatus(
+            phase=svc.phase,
+            reason=svc.reason,
+            urls=[rendered.url] if rendered and rendered.url else [],
+            started_at=svc.started_at,
+            ready_at=svc.ready_at if svc.phase is Phase.RUNNING else None,
+            resources=svc.resources.to_status(),
+            password=rendered.password if rendered else None,
+            notes=rendered.notes if rendered else "",
+        )
+
+    # -- build, start, readiness --------------------------------------------------------------
+
+    def _launch_pipeline(self, svc: _Service) -> None:
+        svc.phase = Phase.BUILDING
+        svc.reason = "building environment"
+        svc.pipeline = asyncio.get_running_loop().create_task(self._pipeline(svc))
+
+    async def _pipeline(self, svc: _Service) -> None:
+        try:
+            self._transition(svc, Phase.BUILDING, "Building", "building environment")
+            env = await self.envs.ensure(svc.env_spec, progress=self._progress(svc))
+            svc.env_key = env.key
+            self.envs.touch(env.key, add=svc.spec.id)
+            for _attempt in range(PORT_ATTEMPTS):
+                self._start_process(svc, env)
+                outcome = await self._await_ready(svc)
+                if outcome == "ready":
+                    svc.ready_at = datetime.now(UTC)
+                    self._transition(svc, Phase.RUNNING, "Ready", "ready")
+                    return
+                if outcome == "timeout":
+                    timeout = self._readiness_timeout(svc)
+                    await self._stop_process(svc)
+                    self._fail(
+                        svc,
+                        f"not ready after {timeout:g} s (readiness timeout)"
+                        + self._last_lines(svc),
+                    )
+                    return
+                # the process died while starting: another program took its port?
+                port = svc.port
+                await self._stop_process(svc)  # its leftovers, if any
+                if port is not None and not port_is_free(port):
+                    self._add_event(
+                        svc, "PortInUse", f"port {port} was taken by another program; retrying "
+                        "on another port", "Warning",
+                    )  # fmt: skip
+                    svc.port = None
+                    continue
+                self._fail(svc, describe_exit(svc.returncode) + self._last_lines(svc))
+                return
+            self._fail(svc, f"could not find a free port in {PORT_ATTEMPTS} attempts")
+        except EnvBuildError as exc:
+            self._fail(svc, str(exc))
+        except BackendError as exc:
+            await self._stop_process(svc)
+            self._fail(svc, str(exc))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug: keep the platform up, show it on the service
+            log.exception("service %s failed to start", svc.spec.id)
+            await self._stop_process(svc)
+            self._fail(svc, f"internal error while starting: {type(exc).__name__}: {exc}")
+
+    def _progress(self, svc: _Service) -> Any:
+        def report(phase: str, percent: float, message: str) -> None:
+            if svc.phase is Phase.BUILDING:
+                svc.reason = f"building environment: {message} ({percent:.0f}%)"
+
+        return report
+
+    def _readiness_timeout(self, svc: _Service) -> float:
+        if self.readiness_timeout_s is not None:
+            return self.readiness_timeout_s
+        return svc.rendered.readiness_timeout_s if svc.rendered else 180.0
+
+    def _allocate_port(self, svc: _Service) -> int:
+        """The service's previous port if still free (stable URLs for tools that cache them),
+        else a new free one; never a port another service of ours holds."""
+        taken = {s.port for s in self._services.values() if s is not svc and s.port}
+        if svc.port and svc.port not in taken and port_is_free(svc.port):
+            return svc.port
+        return free_port(exclude=taken)
+
+    def _start_process(self, svc: _Service, env: Env) -> None:
+        assert self.limiter is not None
+        svc.port = self._allocate_port(svc)
+        svc.rendered = rendered = self._render(svc, env.path)
+        argv = [resolve_command(rendered.command[0], str(env.bin_dir), SYSTEM_PATH)]
+        argv += rendered.command[1:]
+        account = svc.account.name if svc.account else _current_user()
+        environ = {
+            "PATH": f"{env.bin_dir}:{SYSTEM_PATH}",
+            "HOME": str(svc.workdir),
+            "USER": account,
+            "LOGNAME": account,
+            "SHELL": "/bin/bash",
+            "LANG": "C.UTF-8",
+            "VIRTUAL_ENV": str(env.path),
+            "PYTHONUNBUFFERED": "1",
+            **rendered.env,
+        }
+        try:
+            confinement = self.limiter.prepare(svc.spec.id, svc.resources)
+        except OSError as exc:
+            raise BackendError(
+                f"cannot apply the resource limits ({self.limiter.name}): {exc}"
+            ) from None
+        service_logs.append_line(
+            svc.log_file,
+            f"----- datalab {datetime.now(UTC).isoformat(timespec='seconds')}: starting "
+            f"{' '.join(rendered.command)} on port {svc.port} -----",
+        )
+        svc.exited = asyncio.Event()
+        svc.returncode = None
+        svc.process = ref = spawn(
+            argv,
+            env=environ,
+            cwd=svc.workdir,
+            log_file=svc.log_file,
+            confinement=confinement,
+            uid=svc.account.uid if svc.account else None,
+            gid=svc.account.gid if svc.account else None,
+        )
+        svc.started_at = datetime.now(UTC)
+        svc.ready_at = None
+        self._transition(
+            svc, Phase.STARTING, "Started", f"process {ref.pid} started on port {svc.port}"
+        )
+        svc.watcher = asyncio.get_running_loop().create_task(self._watch(svc, ref))
+
+    async def _await_ready(self, svc: _Service) -> str:
+        """ "ready", "died" or "timeout"."""
+        assert svc.rendered is not None and svc.port is not None
+        rendered, port = svc.rendered, svc.port
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._readiness_timeout(svc)
+        async with httpx.AsyncClient(timeout=2, trust_env=False) as client:
+            while True:
+                if svc.exited.is_set():
+                    return "died"
+                if rendered.readiness_http is not None:
+                    ready = await probe_http(client, port, rendered.readiness_http)
+                else:
+                    ready = await probe_tcp(rendered.readiness_tcp or port)
+                if ready and not svc.exited.is_set():
+                    return "ready"
+                if loop.time() >= deadline:
+                    return "timeout"
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(svc.exited.wait(), 0.1)
+
+    async def _watch(self, svc: _Service, ref: ProcessRef) -> None:
+        """Notices the end of the process the moment it happens (pidfd), whatever the cause."""
+        returncode = await wait_exit(ref)
+        if svc.process is not ref:
+            return
+        svc.returncode = returncode
+        svc.exited.set()
+        if svc.stopping:
+            return
+        service_logs.append_line(svc.log_file, f"----- datalab: {describe_exit(returncode)} -----")
+        if svc.phase is Phase.RUNNING:
+            assert self.limiter is not None
+            self._fail(svc, describe_exit(returncode) + self._last_lines(svc))
+            # what it started (kernels, workers) must not outlive it
+            await terminate(ref, 1.0, self.limiter.pids(svc.spec.id))
+            self.limiter.cleanup(svc.spec.id)
+            svc.process = None
+            self._persist(svc)
+
+    async def _stop_process(self, svc: _Service) -> None:
+        """SIGTERM the service's processes, SIGKILL after the grace period; wait for the end."""
+        ref = svc.process
+        if ref is None:
+            return
+        assert self.limiter is not None
+        svc.stopping = True
+        try:
+            await terminate(ref, self.stop_grace_s, self.limiter.pids(svc.spec.id))
+            if svc.watcher is not None and not svc.watcher.done():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(svc.watcher), 5)
+            self.limiter.cleanup(svc.spec.id)
+            service_logs.append_line(svc.log_file, "----- datalab: stopped -----")
+        finally:
+            svc.stopping = False
+            svc.process = None
+            self._persist(svc)
+
+    async def _cancel_pipeline(self, svc: _Service) -> None:
+        task, svc.pipeline = svc.pipeline, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def _last_lines(self, svc: _Service) -> str:
+        lines = [
+            line
+            for line in service_logs.tail_lines(svc.log_file, FAILURE_LOG_LINES + 5)
+            if not line.startswith("----- datalab")
+        ][-FAILURE_LOG_LINES:]
+        return "; last log lines:\n" + "\n".join(lines) if lines else " (the log is empty)"
+
+    # -- restart ------------------------------------------------------------------------------
+
+    async def _reattach(self, svc: _Service) -> None:
+        ref = svc.process
+        env_dir = self.envs.root / (svc.env_key or "")
+        if ref is not None and ref.is_alive() and svc.env_key and env_dir.is_dir():
+            svc.rendered = self._render(svc, env_dir)
+            self._add_event(svc, "Reattached", f"process {ref.pid} still running")
+            svc.watcher = asyncio.get_running_loop().create_task(self._watch(svc, ref))
+            if svc.phase is Phase.STARTING:
+                svc.pipeline = asyncio.get_running_loop().create_task(self._finish_start(svc))
+            return
+        if ref is not None and ref.is_alive():  # alive but its environment vanished
+            await self._stop_process(svc)
+        elif ref is not None:
+            assert self.limiter is not None
+            await terminate(ref, 1.0, self.limiter.pids(svc.spec.id))  # orphans, if any
+            self.limiter.cleanup(svc.spec.id)
+        svc.process = None
+        self._fail(svc, "the process was no longer running when the platform restarted")
+
+    async def _finish_start(self, svc: _Service) -> None:
+        outcome = await self._await_ready(svc)
+        if outcome == "ready":
+            svc.ready_at = datetime.now(UTC)
+            self._transition(svc, Phase.RUNNING, "Ready", "ready")
+        elif outcome == "timeout":
+            await self._stop_process(svc)
+            self._fail(svc, "not ready after the platform restart (readiness timeout)")
+        else:
+            self._fail(svc, describe_exit(svc.returncode) + self._last_lines(svc))
+
+    def _state(self, svc: _Service) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "phase": svc.phase.value,
+            "reason": svc.reason,
+            "pid": svc.process.pid if svc.process else None,
+            "create_time": svc.process.create_time if svc.process else None,
+            "port": svc.port,
+            "env_key": svc.env_key,
+            "account": svc.account.name if svc.account else None,
+            "started_at": svc.started_at.isoformat() if svc.started_at else None,
+            "ready_at": svc.ready_at.isoformat() if svc.ready_at else None,
+            "updated_at": svc.updated_at.isoformat(),
+            "events": [event.to_json() for event in svc.events],
+        }
+
+    def _persist(self, svc: _Service) -> None:
+        """The backend's own copy of the state, next to the service (see load_state)."""
+        path = svc.workdir.parent / "state.json"
+        if not path.parent.is_dir():
+            return
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self._state(svc)))
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+
+    def _read_state_file(self, service_id: str) -> dict[str, Any] | None:
+        try:
+            state: dict[str, Any] = json.loads(
+                (self.services_dir / service_id / "state.json").read_text()
+            )
+            return state
+        except (OSError, json.JSONDecodeError):
+            return None
+
+
+def _check_traversable(directory: Path) -> None:
+    """Service accounts must be able to reach their work dir and the environments."""
+    for parent in [directory, *directory.parents]:
+        if not parent.stat().st_mode & stat.S_IXOTH:
+            raise BackendError(
+                f"per-user isolation: the services' accounts cannot enter {parent} (mode "
+                f"{stat.S_IMODE(parent.stat().st_mode):o}). Run 'chmod o+x {parent}' (others may "
+                "then pass through it, not list it), or use a data directory such as "
+                "/var/lib/datalab"
+            )
+
+
+def _current_user() -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
+
+
+def _time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None

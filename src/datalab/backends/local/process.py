@@ -1,0 +1,228 @@
+"""Starting, identifying, watching and stopping service processes.
+
+A service process is spawned with ``posix_spawn`` (no ``Popen`` object to outlive it: services
+may survive the platform) in a new session, through :mod:`._launcher`. It is identified by its
+pid *and* its start time, so that a pid reused by an unrelated process after a restart is never
+mistaken for the service, never re-attached and never killed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psutil
+
+from datalab.backends.local.limits import Confinement
+
+LAUNCHER = Path(__file__).with_name("_launcher.py")
+
+
+@dataclass(frozen=True)
+class ProcessRef:
+    """A process, as pid + start time (seconds since the epoch, as psutil reports it)."""
+
+    pid: int
+    create_time: float
+
+    def is_alive(self) -> bool:
+        """True if the process still runs and is the same one (not a reused pid, not a zombie)."""
+        try:
+            process = psutil.Process(self.pid)
+            return (
+                abs(process.create_time() - self.create_time) < 0.05
+                and process.status() != psutil.STATUS_ZOMBIE
+            )
+        except psutil.Error:
+            return False
+
+
+def spawn(
+    argv: list[str],
+    *,
+    env: dict[str, str],
+    cwd: Path,
+    log_file: Path,
+    confinement: Confinement,
+    uid: int | None,
+    gid: int | None,
+) -> ProcessRef:
+    """Start ``argv`` in a new session, stdin from /dev/null, stdout+stderr appended to
+    ``log_file``, confined and under ``uid``/``gid`` (None: the platform's own account)."""
+    config = {
+        "argv": argv,
+        "cwd": str(cwd),
+        "cgroups": list(confinement.cgroup_procs),
+        "rlimit_as": confinement.rlimit_as,
+        "cpus": list(confinement.cpus),
+        "uid": uid,
+        "gid": gid,
+    }
+    log_fd = os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        pid = os.posix_spawn(
+            sys.executable,
+            [sys.executable, "-I", "-S", str(LAUNCHER), json.dumps(config)],
+            env,
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, log_fd, 1),
+                (os.POSIX_SPAWN_DUP2, log_fd, 2),
+            ],
+            setsid=True,
+        )
+    finally:
+        os.close(log_fd)
+    try:
+        create_time = psutil.Process(pid).create_time()
+    except psutil.Error:  # already gone: the watcher reports it
+        create_time = time.time()
+    return ProcessRef(pid, create_time)
+
+
+async def wait_exit(ref: ProcessRef) -> int | None:
+    """Wait until the process ends, without polling (a pidfd wakes the event loop), and reap it
+    if it is our child. Returns its exit status as ``Popen.returncode`` would (negative: killed
+    by that signal), or None when it was not our child (re-attached after a restart)."""
+    loop = asyncio.get_running_loop()
+    try:
+        pidfd = os.pidfd_open(ref.pid)
+    except ProcessLookupError:
+        return _reap(ref.pid)
+    try:
+        if ref.is_alive():
+            exited = loop.create_future()
+            loop.add_reader(pidfd, lambda: exited.done() or exited.set_result(None))
+            try:
+                await exited
+            finally:
+                loop.remove_reader(pidfd)
+    finally:
+        os.close(pidfd)
+    return _reap(ref.pid)
+
+
+def _reap(pid: int) -> int | None:
+    try:
+        waited, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return None
+    if waited == 0:  # pragma: no cover - only when the pidfd woke us for another reason
+        return None
+    return os.waitstatus_to_exitcode(status)
+
+
+def describe_exit(returncode: int | None) -> str:
+    if returncode is None:
+        return "the process ended (exit status unknown: it was started before a platform restart)"
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"the process was killed by {name}"
+    return f"the process exited with code {returncode}"
+
+
+def tree(ref: ProcessRef, extra_pids: set[int] = frozenset()) -> list[psutil.Process]:  # type: ignore[assignment]
+    """The service's processes: its session (process group leader and everything in it), every
+    descendant (even those that started their own session, like Jupyter kernels) and the pids
+    its cgroup reports (which catches orphans re-parented away)."""
+    found: dict[int, psutil.Process] = {}
+    if ref.is_alive():
+        main = psutil.Process(ref.pid)
+        found[main.pid] = main
+        with contextlib.suppress(psutil.Error):
+            for child in main.children(recursive=True):
+                found[child.pid] = child
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, OSError):
+            # pid == ref.pid here means the pid was reused: never touch that process
+            if (
+                process.pid not in found
+                and process.pid != ref.pid
+                and os.getsid(process.pid) == ref.pid
+            ):
+                found[process.pid] = process
+    for pid in extra_pids:
+        with contextlib.suppress(psutil.Error):
+            found.setdefault(pid, psutil.Process(pid))
+    return list(found.values())
+
+
+async def terminate(
+    ref: ProcessRef,
+    grace_s: float,
+    extra_pids: set[int] = frozenset(),  # type: ignore[assignment]
+) -> None:
+    """SIGTERM every process of the service, SIGKILL what is left after ``grace_s``."""
+    processes = tree(ref, extra_pids)
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            process.terminate()
+    _, alive = await asyncio.to_thread(psutil.wait_procs, processes, timeout=grace_s)
+    for process in alive + tree(ref, extra_pids):
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    await asyncio.to_thread(psutil.wait_procs, processes, timeout=5)
+    _reap_quietly(ref.pid)
+
+
+def _reap_quietly(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+# -- ports and probes --------------------------------------------------------------------------
+
+
+def free_port(exclude: set[int]) -> int:
+    """A loopback port nobody listens on now (the kernel's choice), not in ``exclude``."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if port not in exclude:
+            return port
+    raise RuntimeError("no free loopback port found")
+
+
+def port_is_free(port: int) -> bool:
+    """Nobody listens on it. SO_REUSEADDR as servers set it: TIME_WAIT leftovers of closed
+    connections do not make a port busy."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+async def probe_http(client: httpx.AsyncClient, port: int, path: str) -> bool:
+    """Ready when the path answers 2xx/3xx, or 401/403 (up, but wants credentials)."""
+    try:
+        response = await client.get(f"http://127.0.0.1:{port}{path}")
+    except httpx.HTTPError:
+        return False
+    return response.status_code < 400 or response.status_code in (401, 403)
+
+
+async def probe_tcp(port: int) -> bool:
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 2)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True

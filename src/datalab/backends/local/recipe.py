@@ -1,0 +1,114 @@
+"""Rendering a local recipe (``local.yaml``, see ``docs/local-recipes.md``) for one start.
+
+Pure: the same recipe and context give the same result. Every string is a Jinja2 template
+rendered in an immutable sandbox with ``StrictUndefined``, so a recipe can neither mutate the
+values nor call unsafe attributes, and a typo is an error instead of an empty string.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from datalab.backends.base import BackendError
+
+DEFAULT_READINESS_TIMEOUT_S = 180.0
+
+_jinja = ImmutableSandboxedEnvironment(
+    undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True
+)
+
+
+@dataclass(frozen=True)
+class RenderedRecipe:
+    command: list[str]  # argv; argv[0] still unresolved (see resolve_command)
+    env: dict[str, str]
+    readiness_http: str | None  # path requested on the service's port
+    readiness_tcp: int | None  # port to connect to
+    readiness_timeout_s: float
+    strip_prefix: bool
+    url: str | None
+    password: str | None
+    notes: str
+
+
+def render_recipe(recipe: dict[str, Any], context: dict[str, Any]) -> RenderedRecipe:
+    """Render ``recipe`` with ``context`` (``values``, ``service``, ``env_dir``).
+
+    Raises :class:`BackendError` naming the key of the template and the problem.
+    """
+    command = recipe.get("command")
+    if not isinstance(command, list) or not command:
+        raise BackendError("local.yaml: 'command' must be a non-empty list of strings")
+    argv = [_render(arg, context, f"command[{i}]") for i, arg in enumerate(command)]
+    env = {
+        str(name): _render(value, context, f"env.{name}")
+        for name, value in (recipe.get("env") or {}).items()
+    }
+    readiness = recipe.get("readiness") or {}
+    http = tcp = None
+    if "http" in readiness:
+        http = _render(readiness["http"], context, "readiness.http")
+        if not http.startswith("/"):
+            http = "/" + http
+    elif readiness.get("tcp") not in (None, False):
+        tcp = _tcp_port(readiness["tcp"], context)
+    else:  # no probe given: the port accepting connections is the best sign of life we have
+        tcp = int(context["service"]["port"])
+    timeout = float(readiness.get("timeout", DEFAULT_READINESS_TIMEOUT_S))
+    optional = {
+        key: _render(recipe[key], context, key) if recipe.get(key) is not None else None
+        for key in ("url", "password", "notes")
+    }
+    return RenderedRecipe(
+        command=argv,
+        env=env,
+        readiness_http=http,
+        readiness_tcp=tcp,
+        readiness_timeout_s=timeout,
+        strip_prefix=bool((recipe.get("proxy") or {}).get("strip_prefix", False)),
+        url=optional["url"],
+        password=optional["password"] or None,
+        notes=optional["notes"] or "",
+    )
+
+
+def resolve_command(argv0: str, env_bin: str, path: str) -> str:
+    """``argv[0]`` looked up in the environment's ``bin/`` first, then ``PATH``."""
+    if "/" in argv0:
+        return argv0
+    found = shutil.which(argv0, path=f"{env_bin}:{path}")
+    if found is None:
+        raise BackendError(
+            f"local.yaml: command {argv0!r} is neither in the service environment nor on PATH"
+        )
+    return found
+
+
+def _tcp_port(raw: Any, context: dict[str, Any]) -> int:
+    if raw is True:
+        return int(context["service"]["port"])
+    text = _render(str(raw), context, "readiness.tcp")
+    try:
+        return int(text)
+    except ValueError:
+        raise BackendError(
+            f"local.yaml: readiness.tcp must render to a port, got {text!r}"
+        ) from None
+
+
+def _render(template: Any, context: dict[str, Any], where: str) -> str:
+    if not isinstance(template, str):
+        template = str(template)
+    try:
+        return _jinja.from_string(template).render(context)
+    except jinja2.TemplateSyntaxError as exc:
+        raise BackendError(f"local.yaml: {where}: template syntax error: {exc.message}") from None
+    except jinja2.UndefinedError as exc:
+        raise BackendError(f"local.yaml: {where}: {exc.message}") from None
+    except jinja2.exceptions.SecurityError as exc:
+        raise BackendError(f"local.yaml: {where}: not allowed in a recipe: {exc}") from None

@@ -1,0 +1,13 @@
+"""Local "images": cached, locked virtual environments built with uv, one per distinct recipe
+environment, shared by every service that uses it."""
+
+from datalab.envs.manager import (
+    Env,
+    EnvBuildError,
+    EnvInfo,
+    EnvManager,
+    EnvSpec,
+    ProgressCallback,
+)
+
+__all__ = ["Env", "EnvBuildError", "EnvInfo", "EnvManager", "EnvSpec", "ProgressCallback"]
