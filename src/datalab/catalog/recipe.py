@@ -47,8 +47,8 @@ def _path(parts: Any) -> str:
 
 def _short(error: jsonschema.ValidationError) -> str:
     path = list(error.absolute_path)
-    if error.validator == "oneOf" and path and path[-1] == "readiness":
-        return "give exactly one of 'http' or 'tcp'"
+    if error.validator == "not" and path and path[-1] == "readiness":
+        return "give only one of 'http' or 'tcp'"
     if error.validator == "additionalProperties":
         return error.message.replace("Additional properties are not allowed", "unknown key(s)")
     return error.message
