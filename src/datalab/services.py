@@ -181,6 +181,8 @@ class ServiceManager:
             service_id,
             request.overrides,
             resolved.values,
+            repo_url=self.catalogs.catalog(request.catalog_id).config.location,
+            namespace=principal.project_id,
         )
         if request.dry_run:
             return {

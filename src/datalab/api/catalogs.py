@@ -24,7 +24,7 @@ async def refresh(_: AdminDep, platform: PlatformDep) -> list[dict[str, Any]]:
 
 @router.get("/{catalog_id}", summary="One catalog")
 def get_catalog(catalog_id: str, _: PrincipalDep, platform: PlatformDep) -> dict[str, Any]:
-    return platform.catalogs.get_catalog(catalog_id).to_json()
+    return platform.catalogs.catalog(catalog_id).to_json()
 
 
 @router.get("/{catalog_id}/charts/{chart}", summary="A chart (latest version unless ?version=)")

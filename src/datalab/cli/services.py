@@ -62,7 +62,7 @@ def catalog_show(
 
 
 def launch(
-    chart: Annotated[str, typer.Argument(help="Chart name, e.g. jupyter-python.")],
+    chart: Annotated[str, typer.Argument(help="Chart, e.g. jupyter-python or datalab/mlflow.")],
     catalog: Annotated[str, typer.Option("--catalog", help="Catalog id.")] = "datalab",
     version: Annotated[str | None, typer.Option(help="Chart version (default: latest).")] = None,
     set_: Annotated[
@@ -86,7 +86,11 @@ def launch(
     project: ProjectOption = None,
     output: OutputOption = Output.table,
 ) -> None:
-    """Launch a service from a chart (or, with --dry-run, show the values it would get)."""
+    """Launch a service from a chart (or, with --dry-run, show the values it would get).
+
+    CHART is a chart name, or CATALOG/CHART."""
+    if "/" in chart:
+        catalog, _, chart = chart.partition("/")
     values_yaml = "\n---\n".join(p.read_text() for p in values or [])
     if values and len(values) > 1:  # several files: merge in order, like helm -f a -f b
         import yaml

@@ -1,0 +1,5 @@
+"""``python -m datalab`` runs the CLI."""
+
+from datalab.cli import main
+
+main()

@@ -1,0 +1,193 @@
+"""Launching and managing services through the API (in-memory backend: nothing runs)."""
+
+from __future__ import annotations
+
+import pytest
+
+from datalab.config import Quota
+
+from .conftest import Env
+
+pytestmark = pytest.mark.anyio
+
+CHART = "jupyter-python"
+
+
+async def launch(api, expect: int = 200, project: str | None = None, **body):  # type: ignore[no-untyped-def]
+    return await api.call(
+        "POST", "/api/services", json={"chart": CHART, **body}, expect=expect, project=project
+    )
+
+
+async def test_catalog_listing_and_resolved_defaults(env: Env) -> None:
+    alice = await env.user("alice")
+    catalogs = await alice.call("GET", "/api/catalogs")
+    assert catalogs[0]["id"] == "datalab"
+    names = {c["name"] for c in catalogs[0]["charts"]}
+    assert {"jupyter-python", "mlflow"} <= names
+    chart = await alice.call("GET", f"/api/catalogs/datalab/charts/{CHART}")
+    assert chart["name"] == CHART
+    defaults = await alice.call("GET", f"/api/catalogs/datalab/charts/{CHART}/values")
+    assert defaults["schema"]["type"] == "object"
+    assert "alice" in str(defaults["values"])  # injected from the user's context
+    missing = await alice.call("GET", "/api/catalogs/datalab/charts/nope", expect=404)
+    assert "jupyter-python" in missing["error"]["message"]  # lists what exists
+    await alice.call("GET", "/api/catalogs/nope", expect=404)
+    await alice.call("POST", "/api/catalogs/refresh", expect=403)
+    await env.admin.call("POST", "/api/catalogs/refresh")
+
+
+async def test_dry_run_resolves_without_starting(env: Env) -> None:
+    alice = await env.user("alice")
+    result = await launch(alice, dry_run=True, name="try-me")
+    assert result["dry_run"] is True
+    assert result["commands"]["datalab"].startswith("datalab launch datalab/jupyter-python")
+    assert "helm upgrade --install try-me" in result["commands"]["helm"]
+    assert result["commands"]["values_yaml"]
+    assert (await alice.call("GET", "/api/services"))["services"] == []
+
+
+async def test_launch_list_get_events_logs_delete(env: Env) -> None:
+    alice = await env.user("alice")
+    launched = await launch(alice, name="nb-1", friendly_name="My notebook")
+    assert launched["id"] == "nb-1" and launched["phase"] == "running"
+    assert "datalab launch" in launched["commands"]["datalab"]
+    listing = await alice.call("GET", "/api/services")
+    assert [s["id"] for s in listing["services"]] == ["nb-1"]
+    assert listing["commands"]["kubernetes"] == "helm list -n user-alice"
+    service = await alice.call("GET", "/api/services/nb-1")
+    assert service["name"] == "My notebook" and service["owner"] == "alice"
+    assert service["values"]
+    assert service["commands"]["delete"]["kubernetes"] == "helm uninstall nb-1 -n user-alice"
+    events = await alice.call("GET", "/api/services/nb-1/events")
+    assert events["events"]
+    logs = await alice.call("GET", "/api/services/nb-1/logs?tail=10")
+    assert isinstance(logs, str) and logs
+    deleted = await alice.call("DELETE", "/api/services/nb-1")
+    assert deleted["deleted"] == "nb-1"
+    await alice.call("GET", "/api/services/nb-1", expect=404)
+
+
+async def test_suspend_resume_rename(env: Env) -> None:
+    alice = await env.user("alice")
+    await launch(alice, name="nb")
+    suspended = await alice.call("POST", "/api/services/nb/suspend")
+    assert suspended["phase"] == "suspended"
+    assert "global.suspend=true" in suspended["commands"]["kubernetes"]
+    resumed = await alice.call("POST", "/api/services/nb/resume")
+    assert resumed["phase"] == "running"
+    await alice.call("POST", "/api/services/nb/resume", expect=409)
+    renamed = await alice.call("PATCH", "/api/services/nb", json={"name": "Renamed"})
+    assert renamed["name"] == "Renamed"
+    await alice.call("PATCH", "/api/services/nb", json={}, expect=422)
+    refused = await alice.call("PATCH", "/api/services/nb", json={"shared": True}, expect=422)
+    assert "personal project" in refused["error"]["message"]
+
+
+async def test_other_users_cannot_see_or_touch_a_service(env: Env) -> None:
+    alice, bob = await env.user("alice"), await env.user("bob")
+    await launch(alice, name="secret-nb")
+    assert (await bob.call("GET", "/api/services"))["services"] == []
+    for method, path in [
+        ("GET", "/api/services/secret-nb"),
+        ("GET", "/api/services/secret-nb/logs"),
+        ("GET", "/api/services/secret-nb/events"),
+        ("POST", "/api/services/secret-nb/suspend"),
+        ("POST", "/api/services/secret-nb/resume"),
+        ("PATCH", "/api/services/secret-nb"),
+        ("DELETE", "/api/services/secret-nb"),
+    ]:
+        kwargs = {"json": {"name": "x"}} if method == "PATCH" else {}
+        await bob.call(method, path, expect=404, **kwargs)
+    # and alice's project is not bob's to act in
+    await bob.call("GET", "/api/services", project="user-alice", expect=403)
+    assert (await alice.call("GET", "/api/services/secret-nb"))["phase"] == "running"
+
+
+async def test_sharing_in_a_project(env: Env) -> None:
+    alice, bob, carol = await env.user("alice"), await env.user("bob"), await env.user("carol")
+    await env.admin.call("POST", "/api/projects", json={"name": "team"}, expect=201)
+    for user, role in (("alice", "member"), ("bob", "member"), ("carol", "admin")):
+        await env.admin.call(
+            "POST", "/api/projects/project-team/members", json={"user": user, "role": role}
+        )
+    project = "project-team"
+    await launch(alice, name="shared-nb", project=project)
+    await bob.call("GET", "/api/services/shared-nb", project=project, expect=404)
+    await alice.call("PATCH", "/api/services/shared-nb", json={"shared": True}, project=project)
+    seen = await bob.call("GET", "/api/services", project=project)
+    assert [s["id"] for s in seen["services"]] == ["shared-nb"]
+    await bob.call("GET", "/api/services/shared-nb/logs", project=project)
+    forbidden = await bob.call("DELETE", "/api/services/shared-nb", project=project, expect=403)
+    assert "only its owner or a project admin" in forbidden["error"]["message"]
+    await carol.call("POST", "/api/services/shared-nb/suspend", project=project)
+    # not visible from the personal project
+    await alice.call("GET", "/api/services/shared-nb", expect=404)
+
+
+async def test_quota_is_enforced_with_usage_in_the_message(env: Env) -> None:
+    env.platform.settings.region.user_quota = Quota(max_services=1, cpu=None, memory_mb=None)
+    alice = await env.user("alice")
+    await launch(alice, name="first")
+    refused = await launch(alice, name="second", expect=403)
+    assert refused["error"]["code"] == "quota_exceeded"
+    assert "services: 1 running of 1 allowed" in refused["error"]["message"]
+    quota = await alice.call("GET", "/api/quota")
+    assert quota["usage"]["services"] == 1 and quota["limits"]["max_services"] == 1
+    await alice.call("POST", "/api/services/first/suspend")
+    await launch(alice, name="second")  # suspended services free their share
+
+
+async def test_cpu_quota(env: Env) -> None:
+    env.platform.settings.region.user_quota = Quota(max_services=None, cpu=1.0, memory_mb=None)
+    alice = await env.user("alice")
+    refused = await launch(alice, name="big", set=["resources.limits.cpu=2000m"], expect=403)
+    assert "CPU" in refused["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "fragment"),
+    [
+        ({"name": "Not_A_Label"}, 422, "RFC 1123"),
+        ({"chart": "nope"}, 404, "no chart 'nope'"),
+        ({"version": "0.0.0-nope"}, 404, "has no version"),
+        ({"catalog": "nope"}, 404, "no catalog 'nope'"),
+        ({"set": ["=broken"]}, 422, ""),
+        ({"values": {"no_such_key": 1}}, 422, "no_such_key"),
+        ({"values_yaml": "a: [1,\n"}, 422, "YAML"),
+        ({"surprise": True}, 422, "surprise"),
+    ],
+)
+async def test_bad_launch_requests(env: Env, body: dict, status: int, fragment: str) -> None:
+    alice = await env.user("alice")
+    error = await launch(alice, expect=status, **body)
+    assert fragment in error["error"]["message"]
+    assert (await alice.call("GET", "/api/services"))["services"] == []
+
+
+async def test_duplicate_service_name_conflicts(env: Env) -> None:
+    alice = await env.user("alice")
+    await launch(alice, name="twin")
+    error = await launch(alice, name="twin", expect=409)
+    assert "already exists" in error["error"]["message"]
+
+
+async def test_services_survive_a_platform_restart(env: Env) -> None:
+    from datalab.app import create_app
+    from datalab.platform import Platform
+
+    alice = await env.user("alice")
+    await launch(alice, name="durable")
+    await env.platform.stop()
+    again = Platform.create(env.platform.settings)
+    create_app(again)
+    await again.start()
+    try:
+        with again.db.session() as session:
+            from datalab.db import Service
+
+            row = session.get(Service, "durable")
+            assert row is not None and row.phase in ("running", "failed")
+    finally:
+        await again.stop()
+        await env.platform.start()  # the fixture stops it again
