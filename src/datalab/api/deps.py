@@ -63,12 +63,13 @@ def _password_version(user: User) -> str:
 
 def principal(
     request: Request,
-    session: Annotated[Session, Depends(db_session)],
     x_datalab_project: Annotated[str | None, Header(description="Project to act in.")] = None,
     project: Annotated[str | None, Query(description="Project to act in (or header).")] = None,
 ) -> Principal:
-    user, via = authenticated_user(request, session)
-    return principal_for(session, user, x_datalab_project or project, via)
+    # its own short transaction: the service layer opens others, and SQLite allows one writer
+    with platform(request).db.session() as session:
+        user, via = authenticated_user(request, session)
+        return principal_for(session, user, x_datalab_project or project, via)
 
 
 def admin(caller: Annotated[Principal, Depends(principal)]) -> Principal:
