@@ -185,7 +185,10 @@ def _pointer(document: dict[str, Any], ref: str, path: str) -> Any:
         elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
             node = node[int(part)]
         else:
-            raise SchemaError(f"$ref {ref!r} at {path or '(root)'}: {part!r} not found")
+            raise SchemaError(
+                f"$ref {ref!r} at {path or '(root)'}: the document has nothing there "
+                f"(no {part!r})"
+            )
     return copy.deepcopy(node)
 
 

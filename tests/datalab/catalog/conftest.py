@@ -1,0 +1,106 @@
+"""Helpers for catalog tests: write small charts on disk, a realistic user context."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from datalab.context import (
+    ContextProject,
+    ContextUser,
+    GitContext,
+    RegionContext,
+    S3Context,
+    VaultContext,
+    build_context,
+)
+
+ChartWriter = Callable[..., Path]
+
+
+def write_chart(
+    root: Path,
+    name: str,
+    *,
+    version: str = "1.0.0",
+    values: dict[str, Any] | None = None,
+    schema: dict[str, Any] | None = None,
+    templates: dict[str, str] | None = None,
+    local: dict[str, Any] | None = None,
+    chart_yaml: str | None = None,
+    directory: str | None = None,
+) -> Path:
+    """A chart directory with the given files (a ConfigMap template by default)."""
+    path = root / (directory or name)
+    (path / "templates").mkdir(parents=True, exist_ok=True)
+    (path / "Chart.yaml").write_text(
+        chart_yaml
+        if chart_yaml is not None
+        else yaml.safe_dump(
+            {"apiVersion": "v2", "name": name, "version": version, "description": f"{name} chart"}
+        )
+    )
+    (path / "values.yaml").write_text(yaml.safe_dump(values or {}))
+    if schema is not None:
+        (path / "values.schema.json").write_text(json.dumps(schema))
+    if templates is None:
+        templates = {
+            "configmap.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n"
+            "  name: {{ .Release.Name }}\ndata: {}\n"
+        }
+    for file, text in templates.items():
+        (path / "templates" / file).write_text(text)
+    if local is not None:
+        (path / "local.yaml").write_text(yaml.safe_dump(local))
+    return path
+
+
+@pytest.fixture
+def chart_writer(tmp_path: Path) -> ChartWriter:
+    root = tmp_path / "charts"
+    root.mkdir(exist_ok=True)
+
+    def write(name: str, **kwargs: Any) -> Path:
+        return write_chart(root, name, **kwargs)
+
+    write.root = root  # type: ignore[attr-defined]
+    return write
+
+
+def alice_context(seed: int = 7, *, with_s3: bool = True) -> dict[str, Any]:
+    """A realistic context: user alice, personal project, S3 and Vault, a region with limits."""
+    return build_context(
+        ContextUser(idep="alice", name="Alice Martin", email="alice@example.org", ip="10.1.2.3"),
+        ContextProject(id="user-alice", password="project-secret-pw"),
+        RegionContext(
+            resources={"cpuRequest": "200m", "cpuLimit": "4000m", "memoryLimit": "8Gi"},
+            sliders={
+                "cpu": {"sliderMin": 100, "sliderMax": 4000, "sliderStep": 100, "sliderUnit": "m"}
+            },
+            default_network_policy=True,
+            tolerations=[{"key": "gpu", "operator": "Exists"}],
+        ),
+        s3=S3Context(
+            endpoint_url="http://127.0.0.1:8333",
+            access_key_id="AKIAALICE",
+            secret_access_key="alice-secret-key",
+            session_token="alice-session",
+            bucket="user-alice",
+        )
+        if with_s3
+        else None,
+        vault=VaultContext(address="http://127.0.0.1:8200", token="hvs.alice", top_dir="alice"),
+        git=GitContext(name="Alice Martin", email="alice@example.org", token="ghp_alice"),
+        rng=random.Random(seed),
+    )
+
+
+@pytest.fixture
+def context() -> dict[str, Any]:
+    return alice_context()
