@@ -133,7 +133,10 @@ def test_list_enum_and_region_sliders() -> None:
     schema = {
         "type": "object",
         "properties": {
-            "ip": {"type": "string", "listEnum": ["a"], "x-onyxia": {"overwriteListEnumWith": "region.ips"}},
+            "ip": {
+                "type": "string", "listEnum": ["a"],
+                "x-onyxia": {"overwriteListEnumWith": "region.ips"},
+            },
             "cpu_request": {
                 "type": "string", "render": "slider", "sliderMin": 1, "sliderMax": 9,
                 "sliderExtremity": "down", "x-onyxia": {"useRegionSliderConfig": "cpu"},
@@ -154,8 +157,14 @@ def test_overwrite_schema_with_replaces_the_node_and_unknown_names_keep_it() -> 
     schema = {
         "type": "object",
         "properties": {
-            "s3": {"type": "object", "description": "inline", "x-onyxia": {"overwriteSchemaWith": "ide/s3.json"}},
-            "other": {"type": "string", "default": "x", "x-onyxia": {"overwriteSchemaWith": "nope.json"}},
+            "s3": {
+                "type": "object", "description": "inline",
+                "x-onyxia": {"overwriteSchemaWith": "ide/s3.json"},
+            },
+            "other": {
+                "type": "string", "default": "x",
+                "x-onyxia": {"overwriteSchemaWith": "nope.json"},
+            },
         },
     }  # fmt: skip
     structure = resolve_structure(schema, shipped_schemas())

@@ -17,7 +17,6 @@ import httpx
 import pytest
 import yaml
 
-
 from datalab.catalog import CatalogConfig, ChartInvalid, load_catalog_file
 from datalab.catalog.config import CatalogError
 from datalab.catalog.sources import extract_chart_archive, load_catalog, version_key
@@ -282,9 +281,9 @@ def test_archive_links_and_garbage_are_refused(tmp_path: Path) -> None:
     link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
     with pytest.raises(ChartInvalid, match="link or special file"):
         extract_chart_archive(_tgz([_file("app/Chart.yaml"), (link, b"")]), tmp_path / "out", "app")
-    with pytest.raises(ChartInvalid, match="not a .tgz archive"):
+    with pytest.raises(ChartInvalid, match=r"not a \.tgz archive"):
         extract_chart_archive(b"not an archive", tmp_path / "out", "app")
-    with pytest.raises(ChartInvalid, match="no app/Chart.yaml"):
+    with pytest.raises(ChartInvalid, match=r"no app/Chart\.yaml"):
         extract_chart_archive(_tgz([_file("app/values.yaml")]), tmp_path / "out", "app")
 
 
