@@ -141,9 +141,14 @@ def create_app(platform: Platform, *, manage_lifecycle: bool = True) -> FastAPI:
         )
 
     from datalab.api import admin, auth, catalogs, health, me, services
+    from datalab.api.service_proxy import service_resolver
+    from datalab.proxy import mount_service_proxy
 
     for module in (health, auth, me, admin, catalogs, services):
         app.include_router(module.router)
+    mount_service_proxy(
+        app, service_resolver(platform), path_prefix="/s", drop_cookies=[SESSION_COOKIE]
+    )
 
     security = platform.settings.security
     secure = security.secure_cookies

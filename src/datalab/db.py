@@ -6,6 +6,7 @@ schema to the latest migration before anything else touches it.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -197,6 +198,13 @@ class Database:
 
     def migrate(self) -> None:
         migrate(self.engine)
+
+    def restrict_permissions(self) -> None:
+        """Make a SQLite database file readable by the platform's user only (SQLite gives its
+        -wal and -shm files the same mode)."""
+        database = self.engine.url.database
+        if self.engine.dialect.name == "sqlite" and database and database != ":memory:":
+            os.chmod(database, 0o600)
 
     @contextmanager
     def session(self) -> Iterator[Session]:

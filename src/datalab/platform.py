@@ -36,6 +36,7 @@ def make_backend(settings: Settings) -> Backend:
             public_url=settings.server.url(),
             stop_services_on_shutdown=settings.backend.stop_services_on_shutdown,
             env_build_timeout_s=settings.backend.env_build_timeout_s,
+            readiness_timeout_s=settings.backend.readiness_timeout_s,
         )
     raise NotImplementedError(
         f"backend {name!r} is not available in this version; use 'local' or 'memory'"
@@ -69,9 +70,12 @@ class Platform:
     def create(cls, settings: Settings, backend: Backend | None = None) -> Platform:
         data_dir = settings.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(data_dir, 0o700)
+        # others may traverse (services running under per-user accounts reach their work dirs
+        # below it) but not list it; what is private inside is protected file by file
+        os.chmod(data_dir, 0o711)
         db = Database(settings.db_url)
         db.migrate()
+        db.restrict_permissions()
         catalogs = CatalogRegistry(
             settings.catalogs,
             cache_dir=data_dir / "catalog-cache",

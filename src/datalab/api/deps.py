@@ -12,12 +12,14 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Header, Query, Request
+from starlette.requests import HTTPConnection
 from sqlalchemy.orm import Session
 
 from datalab.db import User
 from datalab.errors import Forbidden, Unauthenticated
 from datalab.identity import accounts
 from datalab.identity.access import Principal, principal_for, require_admin
+from datalab.identity.tokens import looks_like_token
 from datalab.platform import Platform
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -33,9 +35,18 @@ def db_session(request: Request) -> Iterator[Session]:
         yield session
 
 
-def authenticated_user(request: Request, session: Session) -> tuple[User, str]:
-    """The calling user and how they authenticated ("token" or "session")."""
+def authenticated_user(
+    request: HTTPConnection, session: Session, *, proxied: bool = False
+) -> tuple[User, str]:
+    """The calling user and how they authenticated ("token" or "session").
+
+    For traffic to a service (``proxied``) an ``Authorization`` header that is not a platform
+    token belongs to the service (e.g. Jupyter's ``token ...``) and is ignored, and there is no
+    CSRF header check: the services' own XSRF protection and the SameSite cookie apply.
+    """
     authorization = request.headers.get("authorization")
+    if proxied and authorization and not _is_platform_token(authorization):
+        authorization = None
     if authorization:
         scheme, _, credentials = authorization.partition(" ")
         if scheme.lower() != "bearer" or not credentials.strip():
@@ -48,12 +59,17 @@ def authenticated_user(request: Request, session: Session) -> tuple[User, str]:
     if user is None or user.disabled or request.session.get("pwv") != _password_version(user):
         request.session.clear()
         raise Unauthenticated("your session has ended; sign in again")
-    if request.method not in SAFE_METHODS:
+    if not proxied and request.scope.get("method") not in SAFE_METHODS:
         sent = request.headers.get(CSRF_HEADER, "")
         expected = request.session.get("csrf", "")
         if not expected or not hmac.compare_digest(sent, expected):
             raise Forbidden(f"missing or wrong {CSRF_HEADER} header (CSRF protection)")
     return user, "session"
+
+
+def _is_platform_token(authorization: str) -> bool:
+    scheme, _, credentials = authorization.partition(" ")
+    return scheme.lower() == "bearer" and looks_like_token(credentials.strip())
 
 
 def _password_version(user: User) -> str:

@@ -1,0 +1,100 @@
+"""The platform with the real local backend: a service launched through the API runs as a
+process and is reachable through the authenticated proxy by its owner only."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from datalab.app import create_app
+from datalab.config import Settings, load_settings
+from datalab.identity import accounts
+from datalab.platform import Platform
+
+from .conftest import ADMIN_PASSWORD, Api
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+CHARTS = Path(__file__).resolve().parents[1] / "fixtures" / "charts"
+
+
+@pytest.fixture
+def local_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    monkeypatch.setenv("DATALAB_ADMIN_PASSWORD", ADMIN_PASSWORD)
+    # not under pytest's tmp dir (mode 700): services run under per-user accounts when root
+    root = Path(tempfile.mkdtemp(prefix="datalab-test-"))
+    os.chmod(root, 0o711)
+    yield load_settings(
+        None,
+        data_dir=root / "data",
+        backend={"name": "local"},
+        catalogs=[{"id": "test", "name": "Test charts", "location": str(CHARTS)}],
+    )
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+async def users(local_settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, Api, Api]]:
+    platform = Platform.create(local_settings)
+    app = create_app(platform)
+    await platform.start()
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        apis = []
+        for name in ("alice", "bob"):
+            with platform.db.session() as session:
+                user, _ = accounts.create_user(
+                    session, local_settings.region, name, password=f"{name}-password-1"
+                )
+                _, token = accounts.create_token(session, user, "t", ttl_days=1)
+            apis.append(Api(http, name, token))
+        yield http, apis[0], apis[1]
+    await platform.stop()
+
+
+async def wait_for_phase(api: Api, service_id: str, phase: str, timeout: float = 120) -> dict:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        service = await api.call("GET", f"/api/services/{service_id}")
+        if service["phase"] == phase:
+            return service
+        assert service["phase"] not in ("failed",) or phase == "failed", service
+        assert asyncio.get_running_loop().time() < deadline, service
+        await asyncio.sleep(0.3)
+
+
+async def test_service_reachable_by_its_owner_only(
+    users: tuple[httpx.AsyncClient, Api, Api],
+) -> None:
+    http, alice, bob = users
+    await alice.call(
+        "POST",
+        "/api/services",
+        json={"catalog": "test", "chart": "file-server", "name": "files", "set": ["greeting=hi"]},
+    )
+    service = await wait_for_phase(alice, "files", "running")
+    assert service["urls"] and service["urls"][0].endswith("/s/files/")
+
+    page = await http.get("/s/files/index.html", headers=alice.headers())
+    assert page.status_code == 200 and page.text == "hi"
+    assert (await http.get("/s/files/index.html", headers=bob.headers())).status_code == 404
+    assert (await http.get("/s/files/index.html")).status_code == 401
+    assert (await http.get("/s/nope/index.html", headers=alice.headers())).status_code == 404
+
+    logs = await alice.call("GET", "/api/services/files/logs")
+    assert "GET /index.html" in logs
+    await bob.call("GET", "/api/services/files/logs", expect=404)
+
+    await alice.call("POST", "/api/services/files/suspend")
+    assert (await http.get("/s/files/index.html", headers=alice.headers())).status_code == 503
+    await alice.call("POST", "/api/services/files/resume")
+    await wait_for_phase(alice, "files", "running")
+    assert (await http.get("/s/files/index.html", headers=alice.headers())).text == "hi"
+    await alice.call("DELETE", "/api/services/files")
