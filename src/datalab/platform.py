@@ -72,7 +72,7 @@ class Platform:
         data_dir.mkdir(parents=True, exist_ok=True)
         # others may traverse (services running under per-user accounts reach their work dirs
         # below it) but not list it; what is private inside is protected file by file
-        os.chmod(data_dir, 0o711)
+        os.chmod(data_dir, 0o711)  # noqa: S103
         db = Database(settings.db_url)
         db.migrate()
         db.restrict_permissions()

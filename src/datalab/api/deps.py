@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Header, Query, Request
-from starlette.requests import HTTPConnection
 from sqlalchemy.orm import Session
+from starlette.requests import HTTPConnection
 
 from datalab.db import User
 from datalab.errors import Forbidden, Unauthenticated
