@@ -68,7 +68,7 @@ class ValuesError(InvalidInput):
             problems = [ValueProblem(path="", constraint="syntax", message=problems)]
         self.problems = list(problems)
         prefix = f"invalid values for chart {chart!r}" if chart else "invalid values"
-        lines = [f"- {p.path or '(root)'}: {p.message}" for p in self.problems]
+        lines = [f"- {p.path + ': ' if p.path else ''}{p.message}" for p in self.problems]
         message = (
             prefix + ":\n" + "\n".join(lines)
             if len(lines) > 1

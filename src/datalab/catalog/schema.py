@@ -186,8 +186,7 @@ def _pointer(document: dict[str, Any], ref: str, path: str) -> Any:
             node = node[int(part)]
         else:
             raise SchemaError(
-                f"$ref {ref!r} at {path or '(root)'}: the document has nothing there "
-                f"(no {part!r})"
+                f"$ref {ref!r} at {path or '(root)'}: the document has nothing there (no {part!r})"
             )
     return copy.deepcopy(node)
 
