@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import os
+import shlex
 import shutil
 import stat
 from collections.abc import AsyncIterator
@@ -35,6 +36,7 @@ from datalab.backends.local.process import (
     ProcessRef,
     describe_exit,
     free_port,
+    listens_on,
     port_is_free,
     probe_http,
     probe_tcp,
@@ -514,7 +516,7 @@ class LocalBackend(Backend):
         service_logs.append_line(
             svc.log_file,
             f"----- datalab {datetime.now(UTC).isoformat(timespec='seconds')}: starting "
-            f"{' '.join(rendered.command)} on port {svc.port} -----",
+            f"{_short_command(rendered.command)} on port {svc.port} -----",
         )
         svc.exited = asyncio.Event()
         svc.returncode = None
@@ -548,12 +550,19 @@ class LocalBackend(Backend):
                     ready = await probe_http(client, port, rendered.readiness_http)
                 else:
                     ready = await probe_tcp(rendered.readiness_tcp or port)
-                if ready and not svc.exited.is_set():
+                if ready and not svc.exited.is_set() and await self._owns_port(svc, port):
                     return "ready"
                 if loop.time() >= deadline:
                     return "timeout"
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(svc.exited.wait(), 0.1)
+
+    async def _owns_port(self, svc: _Service, port: int) -> bool:
+        assert self.limiter is not None
+        if svc.process is None:
+            return False
+        pids = self.limiter.pids(svc.spec.id)
+        return await asyncio.to_thread(listens_on, svc.process, port, pids)
 
     async def _watch(self, svc: _Service, ref: ProcessRef) -> None:
         """Notices the end of the process the moment it happens (pidfd), whatever the cause."""
@@ -686,6 +695,11 @@ def _check_traversable(directory: Path) -> None:
                 "then pass through it, not list it), or use a data directory such as "
                 "/var/lib/datalab"
             )
+
+
+def _short_command(argv: list[str]) -> str:
+    text = shlex.join(argv).replace("\n", "\\n")
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _current_user() -> str:

@@ -182,6 +182,21 @@ def _reap_quietly(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
+def listens_on(ref: ProcessRef, port: int, extra_pids: set[int] = frozenset()) -> bool:  # type: ignore[assignment]
+    """Whether the port's listener is one of the service's processes, not a program that took
+    the port first (the probe would then succeed against the wrong server)."""
+    for process in tree(ref, extra_pids):
+        try:
+            connections = process.net_connections(kind="inet")
+        except psutil.AccessDenied:
+            return True  # cannot tell: trust the probe
+        except psutil.Error:
+            continue
+        if any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in connections):
+            return True
+    return False
+
+
 # -- ports and probes --------------------------------------------------------------------------
 
 
