@@ -104,3 +104,8 @@ def alice_context(seed: int = 7, *, with_s3: bool = True) -> dict[str, Any]:
 @pytest.fixture
 def context() -> dict[str, Any]:
     return alice_context()
+
+
+@pytest.fixture
+def context_without_s3() -> dict[str, Any]:
+    return alice_context(with_s3=False)

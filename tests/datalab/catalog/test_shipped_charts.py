@@ -1,0 +1,223 @@
+"""The shipped catalog loads, its charts render with Helm (defaults and a resolved user
+context), and their local recipes render with the resolved values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import helm_python
+import jinja2
+import jinja2.sandbox
+import pytest
+import yaml
+
+from datalab.catalog import (
+    SHIPPED_CATALOG_DIR,
+    CatalogRegistry,
+    Chart,
+    load_catalog_file,
+)
+from datalab.launch import resolve_values
+
+NAMESPACE = "user-alice"
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> CatalogRegistry:
+    configs = load_catalog_file(SHIPPED_CATALOG_DIR / "catalog.yaml")
+    registry = CatalogRegistry(configs, tmp_path_factory.mktemp("cache"))
+    assert registry.refresh_sync() == {"datalab": None}
+    return registry
+
+
+def render(chart: Chart, values: dict[str, Any] | None, release: str) -> dict[str, Any]:
+    """Render with Helm's SDK; return {kind: manifest} (one of each kind here) and NOTES."""
+    with helm_python.Chart.load(chart.path) as loaded:
+        rendered = loaded.render(values, name=release, namespace=NAMESPACE)
+    manifests: dict[str, Any] = {}
+    for name, text in rendered.items():
+        if name.endswith("NOTES.txt"):
+            manifests["NOTES"] = text
+            continue
+        for doc in yaml.safe_load_all(text):
+            if doc:
+                assert doc["kind"] not in manifests, f"two {doc['kind']}s"
+                manifests[doc["kind"]] = doc
+    return manifests
+
+
+def test_shipped_catalog_file_and_charts(registry: CatalogRegistry) -> None:
+    [catalog] = registry.catalogs()
+    assert (catalog.id, catalog.name) == ("datalab", "Datalab")
+    assert catalog.chart_names()[:2] == ["jupyter-python", "mlflow"]
+    assert catalog.highlighted == ["jupyter-python", "mlflow"]
+    assert catalog.broken == ()
+    for name in ["jupyter-python", "mlflow"]:
+        chart = registry.get_chart("datalab", name)
+        assert chart.local_recipe is not None and chart.readme and chart.notes
+        assert chart.icon and chart.keywords and chart.home and chart.sources
+
+
+@pytest.mark.parametrize("name", ["jupyter-python", "mlflow"])
+def test_charts_render_with_their_default_values(registry: CatalogRegistry, name: str) -> None:
+    chart = registry.get_chart("datalab", name)
+    manifests = render(chart, None, f"{name}-default")
+    assert {"StatefulSet", "Service", "Ingress", "Secret"} <= set(manifests)
+    assert "NetworkPolicy" not in manifests
+    statefulset = manifests["StatefulSet"]
+    assert statefulset["metadata"]["name"] == f"{name}-default"
+    assert statefulset["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"] == {
+        "storage": "10Gi"
+    }
+    service = manifests["Service"]
+    assert service["spec"]["selector"] == statefulset["spec"]["selector"]["matchLabels"]
+
+
+def test_jupyter_renders_with_a_resolved_user_context(
+    registry: CatalogRegistry, context: dict[str, Any]
+) -> None:
+    chart = registry.get_chart("datalab", "jupyter-python")
+    overrides = {"persistence": {"enabled": False}, "mlflow": {"trackingUri": "http://mlflow:5000"}}
+    values = resolve_values(chart, context, overrides=overrides).values
+    manifests = render(chart, values, "jupyter-a1b2")
+
+    secret = manifests["Secret"]["stringData"]
+    assert secret["JUPYTER_TOKEN"] == context["service"]["oneTimePassword"]
+    assert secret["AWS_ACCESS_KEY_ID"] == "AKIAALICE"
+    assert secret["AWS_SECRET_ACCESS_KEY"] == "alice-secret-key"
+    assert secret["AWS_ENDPOINT_URL"] == "http://127.0.0.1:8333"
+    assert secret["S3_WORKING_DIRECTORY"] == "user-alice/"
+    assert secret["VAULT_TOKEN"] == "hvs.alice"
+    assert secret["GIT_USER_MAIL"] == "alice@example.org"
+
+    pod = manifests["StatefulSet"]["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["resources"]["limits"] == {"cpu": "4000m", "memory": "8Gi"}
+    assert container["resources"]["requests"] == {"cpu": "200m", "memory": "512Mi"}
+    assert {"name": "MLFLOW_TRACKING_URI", "value": "http://mlflow:5000"} in container["env"]
+    assert pod["tolerations"] == [{"key": "gpu", "operator": "Exists"}]
+    assert pod["volumes"] == [{"name": "home", "emptyDir": {}}]
+    assert "volumeClaimTemplates" not in manifests["StatefulSet"]["spec"]
+
+    host = f"user-alice-{context['k8s']['randomSubdomain']}-0.localhost"
+    assert manifests["Ingress"]["spec"]["rules"][0]["host"] == host
+    assert (
+        manifests["NetworkPolicy"]["spec"]["podSelector"]["matchLabels"]
+        == (manifests["StatefulSet"]["spec"]["selector"]["matchLabels"])
+    )  # the region's defaultNetworkPolicy is on
+    assert "s3://user-alice/" in manifests["NOTES"]
+
+
+def test_mlflow_renders_with_s3_artifacts_and_without(
+    registry: CatalogRegistry, context: dict[str, Any], context_without_s3: dict[str, Any]
+) -> None:
+    chart = registry.get_chart("datalab", "mlflow")
+    with_s3 = render(chart, resolve_values(chart, context).values, "mlflow-x")
+    secret = with_s3["Secret"]["stringData"]
+    assert secret["MLFLOW_ARTIFACTS_DESTINATION"] == "s3://user-alice/mlflow-artifacts"
+    assert secret["MLFLOW_S3_ENDPOINT_URL"] == "http://127.0.0.1:8333"
+    assert secret["MLFLOW_BACKEND_STORE_URI"] == "sqlite:////mlflow/mlflow.db"
+    [container] = with_s3["StatefulSet"]["spec"]["template"]["spec"]["containers"]
+    assert {"name": "MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "value": "false"} in container["env"]
+    assert "--workers 1" in container["args"][0]
+
+    values = resolve_values(
+        chart,
+        context_without_s3,
+        overrides={"mlflow": {"backendStoreUri": "postgresql://mlflow:pw@db:5432/mlflow"}},
+    ).values
+    assert values["s3"]["enabled"] is False
+    secret = render(chart, values, "mlflow-y")["Secret"]["stringData"]
+    assert secret["MLFLOW_ARTIFACTS_DESTINATION"] == "/mlflow/artifacts"
+    assert secret["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql://")
+    assert "AWS_ACCESS_KEY_ID" not in secret
+
+
+def render_recipe(recipe: Any, variables: dict[str, Any]) -> Any:
+    """Render every string of a local recipe as the local backend does (sandbox, strict)."""
+    env = jinja2.sandbox.ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined)
+    if isinstance(recipe, str):
+        return env.from_string(recipe).render(variables)
+    if isinstance(recipe, list):
+        return [render_recipe(item, variables) for item in recipe]
+    if isinstance(recipe, dict):
+        return {key: render_recipe(value, variables) for key, value in recipe.items()}
+    return recipe
+
+
+def _service(tmp_path: Path, name: str) -> dict[str, Any]:
+    base = f"/s/{name}-a1b2/"
+    return {
+        "id": f"{name}-a1b2",
+        "owner": "alice",
+        "project": NAMESPACE,
+        "port": 41234,
+        "host": "127.0.0.1",
+        "base_url": base,
+        "url": f"http://127.0.0.1:8000{base}",
+        "workdir": str(tmp_path / "work"),
+    }
+
+
+@pytest.mark.parametrize("with_s3", [True, False])
+def test_jupyter_local_recipe_renders(
+    registry: CatalogRegistry,
+    context: dict[str, Any],
+    context_without_s3: dict[str, Any],
+    tmp_path: Path,
+    with_s3: bool,
+) -> None:
+    chart = registry.get_chart("datalab", "jupyter-python")
+    values = resolve_values(chart, context if with_s3 else context_without_s3).values
+    variables = {"values": values, "service": _service(tmp_path, "jupyter"), "env_dir": "/venv"}
+    recipe = render_recipe(chart.local_recipe, variables)
+    packages = " ".join(recipe["environment"]["packages"])
+    for package in [
+        "jupyterlab",
+        "pandas",
+        "pyarrow",
+        "duckdb",
+        "boto3",
+        "s3fs",
+        "polars",
+        "mlflow",
+    ]:
+        assert package in packages
+    assert "--ServerApp.base_url=/s/jupyter-a1b2/" in recipe["command"]
+    assert f"--IdentityProvider.token={values['security']['password']}" in recipe["command"]
+    assert recipe["env"]["JUPYTER_TOKEN"] == values["security"]["password"]
+    assert recipe["password"] == values["security"]["password"]
+    assert recipe["env"]["AWS_ACCESS_KEY_ID"] == ("AKIAALICE" if with_s3 else "")
+    assert recipe["env"]["AWS_ENDPOINT_URL"] == ("http://127.0.0.1:8333" if with_s3 else "")
+    assert recipe["readiness"]["http"] == "/s/jupyter-a1b2/api/status"
+    assert recipe["url"] == "http://127.0.0.1:8000/s/jupyter-a1b2/lab"
+
+
+@pytest.mark.parametrize("with_s3", [True, False])
+def test_mlflow_local_recipe_renders(
+    registry: CatalogRegistry,
+    context: dict[str, Any],
+    context_without_s3: dict[str, Any],
+    tmp_path: Path,
+    with_s3: bool,
+) -> None:
+    chart = registry.get_chart("datalab", "mlflow")
+    values = resolve_values(chart, context if with_s3 else context_without_s3).values
+    service = _service(tmp_path, "mlflow")
+    recipe = render_recipe(
+        chart.local_recipe, {"values": values, "service": service, "env_dir": "/venv"}
+    )
+    command = recipe["command"]
+    assert command[:2] == ["mlflow", "server"]
+    argument = dict(zip(command[2::2], command[3::2], strict=True))
+    assert argument["--port"] == "41234"
+    assert argument["--static-prefix"] == "/s/mlflow-a1b2"
+    assert argument["--backend-store-uri"] == f"sqlite:///{service['workdir']}/mlflow.db"
+    assert argument["--artifacts-destination"] == (
+        "s3://user-alice/mlflow-artifacts" if with_s3 else f"{service['workdir']}/artifacts"
+    )
+    assert recipe["env"]["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+    assert recipe["env"]["MLFLOW_SERVER_ALLOWED_HOSTS"].endswith(",127.0.0.1:8000")
+    assert recipe["env"]["MLFLOW_SERVER_CORS_ALLOWED_ORIGINS"] == "http://127.0.0.1:8000"
+    assert recipe["readiness"]["http"] == "/s/mlflow-a1b2/health"
