@@ -318,28 +318,30 @@ class ServiceManager:
         return result
 
     async def list(self, principal: Principal) -> list[dict[str, Any]]:
-        with self.db.session() as session:
-            rows = session.scalars(
-                select(Service)
-                .where(Service.project_id == principal.project_id)
-                .where((Service.owner_id == principal.user_id) | Service.shared.is_(True))
-                .order_by(Service.created_at)
+        """Listing view, from the database only, in one query (fast for many services)."""
+        query = (
+            select(
+                Service.id,
+                Service.friendly_name,
+                Service.chart_name,
+                Service.chart_version,
+                User.name,
+                Service.shared,
+                Service.phase,
+                Service.reason,
+                Service.created_at,
             )
-            return [self._describe_row(row) for row in rows]
-
-    def _describe_row(self, row: Service) -> dict[str, Any]:
-        """Listing view, from the database only (fast for many services)."""
-        return {
-            "id": row.id,
-            "name": row.friendly_name,
-            "chart": row.chart_name,
-            "version": row.chart_version,
-            "owner": row.owner.name,
-            "shared": row.shared,
-            "phase": row.phase,
-            "reason": row.reason,
-            "created_at": row.created_at.isoformat(),
-        }
+            .join(User, Service.owner_id == User.id)
+            .where(Service.project_id == principal.project_id)
+            .where((Service.owner_id == principal.user_id) | Service.shared.is_(True))
+            .order_by(Service.created_at)
+        )
+        keys = ("id", "name", "chart", "version", "owner", "shared", "phase", "reason")
+        with self.db.session() as session:
+            return [
+                {**dict(zip(keys, row[:-1], strict=True)), "created_at": row[-1].isoformat()}
+                for row in session.execute(query)
+            ]
 
     async def get(self, principal: Principal, service_id: str) -> dict[str, Any]:
         with self.db.session() as session:
