@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import re
+import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from datalab.cli.common import (
     Output,
@@ -19,6 +22,7 @@ from datalab.cli.common import (
     print_json,
     print_table,
 )
+from datalab.client import Client
 
 catalog_app = typer.Typer(help="Browse the catalogs of services.", no_args_is_help=True)
 
@@ -83,6 +87,10 @@ def launch(
     friendly_name: Annotated[str | None, typer.Option(help="Display name.")] = None,
     shared: Annotated[bool, typer.Option("--shared", help="Share with the project.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Resolve only; print values.")] = False,
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="Show progress until the service is ready.")
+    ] = True,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait.")] = 900,
     project: ProjectOption = None,
     output: OutputOption = Output.table,
 ) -> None:
@@ -110,19 +118,52 @@ def launch(
         "shared": shared,
         "dry_run": dry_run,
     }
-    result = client(project).post("/api/services", json=body)
+    api = client(project)
+    result = api.post("/api/services", json=body)
     if output is Output.json:
         print_json(result)
         return
     if dry_run:
         console.print("[bold]Resolved values[/bold] (dry run, nothing started):")
         typer.echo(result["commands"].get("values_yaml", "").rstrip())
-    else:
-        service = result
-        console.print(f"Launched [bold]{service['id']}[/bold]: {service['phase']}")
-        for url in service.get("urls", []):
-            console.print(f"  {url}")
+        print_commands(result.get("commands"))
+        return
+    console.print(f"Launched [bold]{result['id']}[/bold]")
     print_commands(result.get("commands"))
+    service = wait_until_settled(api, result, timeout) if wait else result
+    console.print(f"{service['id']}: {service['phase']}")
+    if service.get("reason") and service["phase"] != "running":
+        console.print(f"  {service['reason']}", highlight=False)
+    for url in service.get("urls", []):
+        console.print(f"  open: {url}")
+    if service.get("password"):
+        console.print(f"  password: {service['password']}", highlight=False)
+    if service.get("notes"):
+        console.print(service["notes"].strip(), highlight=False)
+    if service["phase"] == "failed":
+        raise typer.Exit(1)
+
+
+_PERCENT = re.compile(r"\((\d+(?:\.\d+)?)%\)")
+
+
+def wait_until_settled(api: Client, service: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """Poll the service, with a progress bar while its environment builds, until it is running,
+    failed or suspended (or the timeout passes)."""
+    deadline = time.monotonic() + timeout
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task(service["phase"], total=100)
+        while service["phase"] in ("building", "starting") and time.monotonic() < deadline:
+            reason = service.get("reason") or service["phase"]
+            match = _PERCENT.search(reason)
+            percent = float(match.group(1)) if match else None
+            if service["phase"] == "starting":
+                percent, reason = 100.0, "starting: waiting for readiness"
+            progress.update(task, description=reason[:80], completed=percent)
+            time.sleep(0.5)
+            service = api.get(f"/api/services/{service['id']}")
+    return service
 
 
 services_app = typer.Typer(help="Your services in the project.", invoke_without_command=True)
