@@ -45,10 +45,13 @@ def render_recipe(recipe: dict[str, Any], context: dict[str, Any]) -> RenderedRe
     if not isinstance(command, list) or not command:
         raise BackendError("local.yaml: 'command' must be a non-empty list of strings")
     argv = [_render(arg, context, f"command[{i}]") for i, arg in enumerate(command)]
-    env = {
+    rendered_env = {
         str(name): _render(value, context, f"env.{name}")
         for name, value in (recipe.get("env") or {}).items()
     }
+    # A variable rendering to "" is left unset: recipes cannot omit a key conditionally, and
+    # clients such as boto3 treat an empty AWS_ENDPOINT_URL differently from none.
+    env = {name: value for name, value in rendered_env.items() if value != ""}
     readiness = recipe.get("readiness") or {}
     http = tcp = None
     if "http" in readiness:
