@@ -306,33 +306,23 @@ def parse_set_args(args: Iterable[str]) -> dict[str, Any]:
     """Helm ``--set`` expressions (``a.b=c``, ``list={x,y}``, ``a[0].b=1``), merged in order."""
     merged: dict[str, Any] = {}
     for arg in args:
-        if "=" not in arg:
-            raise ValuesError(
-                [
-                    ValueProblem(
-                        path="",
-                        constraint="--set syntax",
-                        message=f"--set {arg!r}: expected KEY=VALUE, e.g. "
-                        "resources.limits.cpu=2000m",
-                        value=arg,
-                    )
-                ]
-            )
+        key = arg.partition("=")[0].strip()
+        if "=" not in arg or not key or key.startswith("."):
+            raise _set_error(arg, "expected KEY=VALUE, e.g. resources.limits.cpu=2000m")
         try:
             parsed = helm_python.parse_set_string(arg)
         except helm_python.HelmError as exc:
-            raise ValuesError(
-                [
-                    ValueProblem(
-                        path="",
-                        constraint="--set syntax",
-                        message=f"--set {arg!r}: {exc}",
-                        value=arg,
-                    )
-                ]
-            ) from exc
+            raise _set_error(arg, str(exc)) from exc
+        if not parsed:  # Helm silently ignores some malformed keys
+            raise _set_error(arg, "expected KEY=VALUE, e.g. resources.limits.cpu=2000m")
         merged = _merge_keep_none(merged, parsed)
     return merged
+
+
+def _set_error(arg: str, problem: str) -> ValuesError:
+    return ValuesError(
+        [ValueProblem(path="", constraint="--set syntax", message=f"--set {arg!r}: {problem}")]
+    )
 
 
 def _merge_keep_none(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -257,8 +258,9 @@ def test_parse_set_args_helm_semantics_and_errors() -> None:
     assert parse_set_args([r"annotations.example\.com/x=1\,2"]) == {
         "annotations": {"example.com/x": "1,2"}
     }
-    with pytest.raises(ValuesError, match=r"--set 'resources': expected KEY=VALUE"):
-        parse_set_args(["resources"])
+    for bad in ["resources", "=broken", ".a=1", " =1"]:
+        with pytest.raises(ValuesError, match=rf"--set '{re.escape(bad)}': expected KEY=VALUE"):
+            parse_set_args([bad])
     with pytest.raises(ValuesError, match=r"--set 'a\.b=1,c': key \"c\" has no value"):
         parse_set_args(["a.b=1,c"])
 
