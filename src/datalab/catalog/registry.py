@@ -53,6 +53,8 @@ class CatalogRegistry:
             {c.id: Catalog(config=c) for c in configs}
         )
         self._swap_lock = threading.Lock()  # serialises writers; readers never take it
+        # one download/unpack into the cache directory at a time (refreshes, on-demand versions)
+        self._fetch_lock = threading.RLock()
         self._refresh_locks: dict[str, asyncio.Lock] = {}
         self._on_demand: dict[tuple[str, str, str], Chart] = {}  # older helm versions fetched
         self._tasks: list[asyncio.Task[None]] = []
@@ -111,10 +113,13 @@ class CatalogRegistry:
         key = (catalog_id, name, version)
         cached = self._on_demand.get(key)
         if cached is None:
-            with httpx.Client(timeout=HTTP_TIMEOUT_S, follow_redirects=True) as http:
-                fetched = fetch_chart_version(catalog.config, entry, self.cache_dir, http)
-            cached = replace(fetched, versions=versions[0].versions, schemas=self.schemas)
-            self._on_demand[key] = cached
+            with self._fetch_lock:
+                cached = self._on_demand.get(key)  # another thread may have fetched it
+                if cached is None:
+                    with httpx.Client(timeout=HTTP_TIMEOUT_S, follow_redirects=True) as http:
+                        fetched = fetch_chart_version(catalog.config, entry, self.cache_dir, http)
+                    cached = replace(fetched, versions=versions[0].versions, schemas=self.schemas)
+                    self._on_demand[key] = cached
         return cached
 
     # ---------------------------------------------------------------- refreshing
@@ -144,7 +149,8 @@ class CatalogRegistry:
 
     def _refresh_one(self, config: CatalogConfig, http: httpx.Client) -> str | None:
         try:
-            loaded = load_catalog(config, self.cache_dir, http)
+            with self._fetch_lock:
+                loaded = load_catalog(config, self.cache_dir, http)
         except Exception as exc:  # any failure keeps the last good snapshot being served
             message = (
                 exc.message if isinstance(exc, CatalogError) else f"{type(exc).__name__}: {exc}"

@@ -229,7 +229,8 @@ def read_url(url: str, http: httpx.Client, limit: int) -> bytes:
 def parse_index(text: bytes, base: str) -> dict[str, list[IndexEntry]]:
     """``index.yaml`` -> chart name -> entries. Raises :class:`CatalogError` if unusable."""
     try:
-        data = yaml.safe_load(text)
+        # public repositories' indexes run to megabytes: use libyaml when it is there
+        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506
     except yaml.YAMLError as exc:
         raise CatalogError(f"{base}index.yaml is not valid YAML: {exc}") from exc
     if not isinstance(data, dict) or not isinstance(data.get("entries"), dict):

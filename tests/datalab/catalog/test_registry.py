@@ -128,6 +128,31 @@ def test_older_helm_versions_are_fetched_on_demand(
     assert registry.get_chart("helm", "app", "1.0.0") is old  # cached
 
 
+def test_concurrent_on_demand_fetches_unpack_once(
+    chart_writer: ChartWriter, tmp_path: Path
+) -> None:
+    repo = tmp_path / "repo"
+    for version in ["1.0.0", "2.0.0"]:
+        path = chart_writer("app", version=version, directory=f"app-{version}")
+        helm_python.package(path, destination=repo)
+    helm_python.repo_index_generate(repo)
+    registry = CatalogRegistry(
+        [CatalogConfig(id="helm", location=repo.as_uri())], tmp_path / "cache"
+    )
+    registry.refresh_sync()
+    results: list[object] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(registry.get_chart("helm", "app", "1.0.0")))
+        for _ in range(6)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert len(results) == 6 and all(r is results[0] for r in results)
+    assert len(list((tmp_path / "cache" / "helm").glob("app-1.0.0-*"))) == 1
+
+
 @pytest.mark.anyio
 async def test_refresh_runs_in_a_thread_and_readers_are_never_blocked(
     chart_writer: ChartWriter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
