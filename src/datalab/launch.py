@@ -159,9 +159,11 @@ def resolve_values(
                     message=f"unknown key {key!r}; known keys: {', '.join(sorted(known))}",
                 )
             )
+    merged = deep_merge(deep_merge(values, saved), user)
     for path in prepared.readonly:
-        given = _get(user, path)
-        if given is not _ABSENT and given != _get(values, path):
+        # compared after merging, so that replacing or deleting a parent is caught too
+        if _get(merged, path) != _get(values, path):
+            given = _get(user, path)
             dotted = ".".join(path)
             problems.append(
                 ValueProblem(
@@ -169,13 +171,13 @@ def resolve_values(
                     constraint="readonly",
                     message=f"{dotted} is read-only: it is set by the platform, remove it from "
                     "your values",
-                    value=_mask(path, given, prepared),
+                    value=_mask(path, None if given is _ABSENT else given, prepared),
                 )
             )
     if problems:
         raise ValuesError(problems, chart=chart.name)
 
-    values = deep_merge(deep_merge(values, saved), user)
+    values = merged
     problems = [_problem(error, prepared) for error in prepared.validator.iter_errors(values)]
     if problems:
         problems.sort(key=lambda p: p.path)

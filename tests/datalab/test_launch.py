@@ -184,6 +184,10 @@ def test_readonly_fields_cannot_be_overridden(jupyter: Chart) -> None:
         )
     assert problems(info) == {"init.regionInit": ("readonly", "https://evil/x.sh")}
     assert "init.regionInit is read-only" in str(info.value)
+    # replacing or deleting the parent object is caught too
+    for overrides in ({"init": None}, {"init": {"regionInit": None}}):
+        with pytest.raises(ValuesError, match=r"init\.regionInit is read-only"):
+            resolve_values(jupyter, make_context(), overrides=overrides)
     # giving the value it already has is harmless (a values.yaml round trip)
     resolve_values(jupyter, make_context(), overrides={"init": {"regionInit": ""}})
 
