@@ -104,7 +104,10 @@ def shipped_schemas() -> SchemaRegistry:
 
 def resolve_structure(schema: dict[str, Any], registry: SchemaRegistry) -> dict[str, Any]:
     """A self-contained copy of ``schema``: references inlined, registry fragments substituted."""
-    return _Structure(registry).walk(copy.deepcopy(schema), schema, "", ())
+    structure = _Structure(registry).walk(copy.deepcopy(schema), schema, "", ())
+    if not isinstance(structure, dict):
+        raise SchemaError("values.schema.json must resolve to a JSON object")
+    return structure
 
 
 class _Structure:
@@ -146,7 +149,9 @@ class _Structure:
                 out[key] = self.walk(value, document, path, stack)
         return out
 
-    def fragment(self, fragment: dict[str, Any], name: str, path: str, stack: tuple[str, ...]):
+    def fragment(
+        self, fragment: dict[str, Any], name: str, path: str, stack: tuple[str, ...]
+    ) -> Any:
         if name in stack:
             raise SchemaError(f"circular overwriteSchemaWith at {path}: {' -> '.join(stack)}")
         for key in _DROP_IN_FRAGMENTS:
@@ -312,7 +317,8 @@ def _inject_node(node: dict[str, Any], context: dict[str, Any], path: str) -> No
     expression = x_onyxia.get("overwriteDefaultWith")
     resolved = resolve_reference(expression, context) if expression is not None else None
     if resolved is not None:
-        node["default"] = _coerce(resolved, kind, expression, path)
+        # a copy: the schema must not share lists or mappings with the caller's context
+        node["default"] = copy.deepcopy(_coerce(resolved, kind, expression, path))
     elif "default" not in node and "properties" not in node:
         # Onyxia gives every form field a default of its type's empty value
         empty = {"string": "", "array": [], "object": {}}.get(kind or "")
@@ -323,7 +329,7 @@ def _inject_node(node: dict[str, Any], context: dict[str, Any], path: str) -> No
     if list_expression is not None:
         options = resolve_reference(list_expression, context)
         if isinstance(options, list):
-            node["listEnum"] = options
+            node["listEnum"] = copy.deepcopy(options)
 
     slider_id = x_onyxia.get("useRegionSliderConfig")
     if slider_id is not None and node.get("render") == "slider":
