@@ -322,3 +322,82 @@ def test_catalog_config_validation() -> None:
         CatalogConfig(id="x", location="/tmp", refresh_interval_s=0)
     with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
         CatalogConfig(id="x", location="/tmp", colour="blue")  # type: ignore[call-arg]
+
+
+def _self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 (its own CA), written as PEM files."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+def test_helm_repository_over_https(
+    chart_writer: ChartWriter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ssl
+
+    root = tmp_path / "served"
+    make_helm_repo(chart_writer, root, ["3.0.0"])
+    cert_file, key_file = _self_signed_certificate(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(root)))
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
+    thread.start()
+    url = f"https://127.0.0.1:{server.server_address[1]}"
+    try:
+        # an untrusted certificate is a clear catalog error...
+        monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+        with pytest.raises(
+            CatalogError, match=r"cannot fetch https://127\.0\.0\.1.*CERTIFICATE_VERIFY"
+        ):
+            _load(CatalogConfig(id="tls", location=url), tmp_path / "cache")
+        # ...and a trusted one (SSL_CERT_FILE, as for a corporate CA) works
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert_file))
+        catalog = _load(CatalogConfig(id="tls", location=url), tmp_path / "cache")
+        assert catalog.chart_names() == ["app", "tool"]
+        assert catalog.latest("app").version == "3.0.0"
+    finally:
+        server.shutdown()
+        server.server_close()
