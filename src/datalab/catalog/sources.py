@@ -89,7 +89,7 @@ class Catalog:
             "id": self.id,
             "name": self.name,
             "description": self.description,
-            "location": self.config.location,
+            "location": _without_password(self.config.location),
             "type": self.config.resolved_type(),
             "highlighted": self.highlighted,
             "charts": [self.latest(n).summary() for n in self.chart_names()],
@@ -97,6 +97,16 @@ class Catalog:
             "loaded_at": self.loaded_at.isoformat() if self.loaded_at else None,
             "error": self.error,
         }
+
+
+def _without_password(location: str) -> str:
+    """The location as shown to users: a password in the URL is masked."""
+    parsed = urlparse(location)
+    if parsed.password is None:
+        return location
+    netloc = f"{parsed.username}:********@{parsed.hostname}"
+    netloc += f":{parsed.port}" if parsed.port else ""
+    return parsed._replace(netloc=netloc).geturl()
 
 
 def version_key(version: str) -> tuple[Any, ...]:

@@ -401,3 +401,12 @@ def test_helm_repository_over_https(
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_listing_masks_a_password_in_the_location() -> None:
+    from datalab.catalog import Catalog
+
+    config = CatalogConfig(id="x", location="https://bot:s3cret@charts.example.org:8443/repo")
+    assert Catalog(config=config).to_json()["location"] == (
+        "https://bot:********@charts.example.org:8443/repo"
+    )
