@@ -211,29 +211,30 @@ def _repository_base(config: CatalogConfig) -> str:
 def read_url(url: str, http: httpx.Client, limit: int) -> bytes:
     """Bytes at a file:// or http(s):// URL, refusing more than ``limit`` bytes."""
     parsed = urlparse(url)
+    shown = _without_password(url)
     if parsed.scheme == "file":
         path = Path(parsed.path)
         try:
             if path.stat().st_size > limit:
-                raise CatalogError(f"{url} is larger than {limit} bytes")
+                raise CatalogError(f"{shown} is larger than {limit} bytes")
             return path.read_bytes()
         except OSError as exc:
-            raise CatalogError(f"cannot read {url}: {exc.strerror or exc}") from exc
+            raise CatalogError(f"cannot read {shown}: {exc.strerror or exc}") from exc
     if parsed.scheme not in ("http", "https"):
-        raise CatalogError(f"unsupported URL {url!r}: use file://, http:// or https://")
+        raise CatalogError(f"unsupported URL {shown!r}: use file://, http:// or https://")
     try:
         with http.stream("GET", url) as response:
             if response.status_code != 200:
-                raise CatalogError(f"GET {url} answered HTTP {response.status_code}")
+                raise CatalogError(f"GET {shown} answered HTTP {response.status_code}")
             chunks, size = [], 0
             for chunk in response.iter_bytes():
                 size += len(chunk)
                 if size > limit:
-                    raise CatalogError(f"{url} is larger than {limit} bytes")
+                    raise CatalogError(f"{shown} is larger than {limit} bytes")
                 chunks.append(chunk)
             return b"".join(chunks)
     except httpx.HTTPError as exc:
-        raise CatalogError(f"cannot fetch {url}: {exc}") from exc
+        raise CatalogError(f"cannot fetch {shown}: {exc}") from exc
 
 
 def parse_index(text: bytes, base: str) -> dict[str, list[IndexEntry]]:
@@ -242,9 +243,11 @@ def parse_index(text: bytes, base: str) -> dict[str, list[IndexEntry]]:
         # public repositories' indexes run to megabytes: use libyaml when it is there
         data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506
     except yaml.YAMLError as exc:
-        raise CatalogError(f"{base}index.yaml is not valid YAML: {exc}") from exc
+        raise CatalogError(f"{_without_password(base)}index.yaml is not valid YAML: {exc}") from exc
     if not isinstance(data, dict) or not isinstance(data.get("entries"), dict):
-        raise CatalogError(f"{base}index.yaml has no 'entries' mapping: not a Helm repository")
+        raise CatalogError(
+            f"{_without_password(base)}index.yaml has no 'entries' mapping: not a Helm repository"
+        )
     entries: dict[str, list[IndexEntry]] = {}
     for name, versions in data["entries"].items():
         for raw in versions if isinstance(versions, list) else []:

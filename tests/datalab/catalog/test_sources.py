@@ -222,6 +222,10 @@ def test_http_errors_and_bad_index_are_catalog_errors(
     url, root = http_root
     with pytest.raises(CatalogError, match="HTTP 404"):
         _load(CatalogConfig(id="web", location=url, type="helm"), tmp_path)
+    with_password = url.replace("http://", "http://bot:s3cret@") + "/missing"
+    with pytest.raises(CatalogError) as info:
+        _load(CatalogConfig(id="web", location=with_password), tmp_path)
+    assert "bot:********@" in str(info.value) and "s3cret" not in str(info.value)
     (root / "index.yaml").write_text("just: text\n")
     with pytest.raises(CatalogError, match="no 'entries' mapping"):
         _load(CatalogConfig(id="web", location=url), tmp_path)
