@@ -24,7 +24,7 @@ class DataError(ValueError):
     """A data file or column that cannot be used; the message says what to fix."""
 
 
-# -- reading and writing tables -----------------------------------------------------------------
+# -- reading and writing tables -------------------------------------------------------------------
 def s3_client():
     """A boto3 S3 client configured by the standard AWS variables (``AWS_ACCESS_KEY_ID``,
     ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_DEFAULT_REGION``) and the endpoint in
@@ -76,8 +76,9 @@ def _format_of(uri: str) -> str:
 
 def read_table(uri: str | Path) -> pd.DataFrame:
     """A CSV (all columns as strings) or Parquet file, local or ``s3://``."""
+    kind = _format_of(str(uri))
     data = read_bytes(uri)
-    if _format_of(str(uri)) == "parquet":
+    if kind == "parquet":
         return pd.read_parquet(io.BytesIO(data))
     compression = "gzip" if str(uri).endswith(".gz") else None
     return pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, compression=compression)
@@ -104,7 +105,7 @@ def fingerprint(table: pd.DataFrame) -> str:
     return hashlib.sha256(hashed.to_numpy().tobytes()).hexdigest()[:16]
 
 
-# -- labelled data ------------------------------------------------------------------------------
+# -- labelled data --------------------------------------------------------------------------------
 @dataclass
 class LabelledData:
     """Rows with a valid code (``text``, ``code``, categorical columns, ``source``) and the rows
@@ -148,7 +149,7 @@ def label_table(
         raise DataError(f"columns {missing} missing; the table has {list(table.columns)}")
     codes = table[code_column].map(nomenclature.find)
     leaf = nomenclature.leaf_level
-    levels = codes.map(lambda c: nomenclature.nodes[c].level if c else None)
+    levels = codes.map(lambda c: nomenclature.nodes[c].level if isinstance(c, str) else None)
     text = table[text_column].fillna("").astype(str).str.strip()
     reason = pd.Series("", index=table.index)
     reason[codes.isna()] = "unknown code"
@@ -163,7 +164,7 @@ def label_table(
     return LabelledData(rows.reset_index(drop=True), invalid, tuple(categorical_columns))
 
 
-# -- cold start ---------------------------------------------------------------------------------
+# -- cold start -----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ColdStartConfig:
     """What goes into the cold-start set (each option measured by CV on the notes)."""
@@ -227,9 +228,7 @@ def build_cold_start(
             if node.level in config.ancestor_labels and node.label and node.label != label:
                 rows.append((node.label, code, f"label_{node.level}"))
         if config.ancestor_text:
-            text = " ".join(
-                [label] + [nomenclature.nodes[a].label for a in ancestors[:-1]]
-            ).strip()
+            text = " ".join([label] + [nomenclature.nodes[a].label for a in ancestors[:-1]]).strip()
             rows.append((text, code, "ancestor_text"))
     for code, note in notes.items():
         target = nomenclature.find(code)

@@ -152,7 +152,7 @@ class Nomenclature:
         return out
 
     def ancestor_at(self, code: str, level: str) -> str:
-        """The code itself or its ancestor at ``level`` (which must not be finer than the code's)."""
+        """The code itself or its ancestor at ``level`` (not finer than the code's level)."""
         code = self.normalize(code)
         for candidate in [code, *self.ancestors(code)]:
             if self.nodes[candidate].level == level:
@@ -205,7 +205,7 @@ class Nomenclature:
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
 
-# -- explanatory notes ----------------------------------------------------------------------
+# -- explanatory notes ----------------------------------------------------------------------------
 NOTE_FIELDS = ("general_note", "comprend", "comprend_aussi", "ne_comprend_pas")
 
 
@@ -223,7 +223,7 @@ def _clean(value: object) -> str:
     return "" if value is None or (isinstance(value, float) and value != value) else str(value)
 
 
-# -- generic loaders --------------------------------------------------------------------------
+# -- generic loaders ------------------------------------------------------------------------------
 def read_bytes(source: str | Path) -> bytes:
     """The content of a local path or an http(s):// URL."""
     text = str(source)
@@ -293,7 +293,7 @@ def from_code_list(
     return nomenclature
 
 
-# -- NAF / NACE loaders -----------------------------------------------------------------------
+# -- NAF / NACE loaders ---------------------------------------------------------------------------
 def nomenclature_folder(folder: str | Path | None = None) -> Path:
     """The folder of the shared nomenclature files: ``folder``, ``$AUTOCODE_NOMENCLATURES``, or
     ``<repository>/../shared/data/nomenclatures``."""
@@ -358,9 +358,13 @@ def load_notes_nace_en(source: str | Path | None = None) -> dict[str, Note]:
     table = _read_notes_table(source, "nace_rev2_explanatory_notes_en.csv")
     return {
         row["code"]: Note(
-            row["code"], row["description"], "", row["includes"], row["also_includes"],
+            row["code"],
+            row["description"],
+            "",
+            row["includes"],
+            row["also_includes"],
             row["excludes"],
-        )  # fmt: skip
+        )
         for row in table.to_dict("records")
     }
 
@@ -415,7 +419,7 @@ def _find_header(rows: list[tuple], source: object) -> tuple[int, int, int]:
     )
 
 
-# -- correspondence tables --------------------------------------------------------------------
+# -- correspondence tables ------------------------------------------------------------------------
 @dataclass
 class Correspondence:
     """Links between the codes of two nomenclatures (e.g. NAF rév. 2 → NAF 2025)."""

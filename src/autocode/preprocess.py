@@ -17,14 +17,122 @@ import Stemmer
 
 # Insee-style French stop words, written without accents (they are removed first).
 FRENCH_STOP_WORDS = frozenset(
-    """
-    a au aux avec ce ces cet cette d dans de des du elle en et eux il ils je j l la le les leur
-    leurs lui m ma mais me meme mes moi mon n ne nos notre nous on ou par pas pour qu que qui s
-    sa se ses son sur t ta te tes toi ton tu un une vos votre vous y c etc ete etre avoir sont
-    est ont a as ai aie sera seront serait sans sous chez cela ceci celle celui ceux leurs
-    afin ainsi alors aussi autre autres car comme dont donc lors tout tous toute toutes tres
-    plus moins non oui si soit
-    """.split()
+    [
+        "a",
+        "au",
+        "aux",
+        "avec",
+        "ce",
+        "ces",
+        "cet",
+        "cette",
+        "d",
+        "dans",
+        "de",
+        "des",
+        "du",
+        "elle",
+        "en",
+        "et",
+        "eux",
+        "il",
+        "ils",
+        "je",
+        "j",
+        "l",
+        "la",
+        "le",
+        "les",
+        "leur",
+        "leurs",
+        "lui",
+        "m",
+        "ma",
+        "mais",
+        "me",
+        "meme",
+        "mes",
+        "moi",
+        "mon",
+        "n",
+        "ne",
+        "nos",
+        "notre",
+        "nous",
+        "on",
+        "ou",
+        "par",
+        "pas",
+        "pour",
+        "qu",
+        "que",
+        "qui",
+        "s",
+        "sa",
+        "se",
+        "ses",
+        "son",
+        "sur",
+        "t",
+        "ta",
+        "te",
+        "tes",
+        "toi",
+        "ton",
+        "tu",
+        "un",
+        "une",
+        "vos",
+        "votre",
+        "vous",
+        "y",
+        "c",
+        "etc",
+        "ete",
+        "etre",
+        "avoir",
+        "sont",
+        "est",
+        "ont",
+        "a",
+        "as",
+        "ai",
+        "aie",
+        "sera",
+        "seront",
+        "serait",
+        "sans",
+        "sous",
+        "chez",
+        "cela",
+        "ceci",
+        "celle",
+        "celui",
+        "ceux",
+        "leurs",
+        "afin",
+        "ainsi",
+        "alors",
+        "aussi",
+        "autre",
+        "autres",
+        "car",
+        "comme",
+        "dont",
+        "donc",
+        "lors",
+        "tout",
+        "tous",
+        "toute",
+        "toutes",
+        "tres",
+        "plus",
+        "moins",
+        "non",
+        "oui",
+        "si",
+        "soit",
+    ]
 )
 
 
@@ -102,9 +210,9 @@ class Preprocessor:
     def _normalise_word(self, word: str) -> str:
         """Stop word → ''; otherwise the stem (cached)."""
         config = self.config
-        if config.remove_stop_words and word in config.stop_words:
-            out = ""
-        elif len(word) < config.min_word_length:
+        if (config.remove_stop_words and word in config.stop_words) or len(
+            word
+        ) < config.min_word_length:
             out = ""
         elif config.stem:
             if self._stemmer is None:

@@ -140,11 +140,11 @@ def create_app(platform: Platform, *, manage_lifecycle: bool = True) -> FastAPI:
             500, "internal", "internal error; the server log has the details (no data was changed)"
         )
 
-    from datalab.api import admin, auth, catalogs, health, me, services
+    from datalab.api import admin, auth, catalogs, envs, health, me, services
     from datalab.api.service_proxy import service_resolver
     from datalab.proxy import mount_service_proxy
 
-    for module in (health, auth, me, admin, catalogs, services):
+    for module in (health, auth, me, admin, catalogs, services, envs):
         app.include_router(module.router)
     mount_service_proxy(
         app, service_resolver(platform), path_prefix="/s", drop_cookies=[SESSION_COOKIE]

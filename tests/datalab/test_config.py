@@ -62,7 +62,7 @@ def test_bad_config_names_the_key(tmp_path: Path, text: str, expected: str) -> N
 
 
 def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="cannot read config file .*nope.yaml"):
+    with pytest.raises(ConfigError, match=r"cannot read config file .*nope\.yaml"):
         load_settings(tmp_path / "nope.yaml")
 
 

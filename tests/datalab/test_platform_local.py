@@ -43,6 +43,7 @@ def local_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
 @pytest.fixture
 async def users(local_settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, Api, Api]]:
     platform = Platform.create(local_settings)
+    platform.ensure_admin()
     app = create_app(platform)
     await platform.start()
     transport = httpx.ASGITransport(app=app)
@@ -98,3 +99,24 @@ async def test_service_reachable_by_its_owner_only(
     await wait_for_phase(alice, "files", "running")
     assert (await http.get("/s/files/index.html", headers=alice.headers())).text == "hi"
     await alice.call("DELETE", "/api/services/files")
+
+
+async def test_envs_are_listed_and_pruned_by_admins_only(
+    users: tuple[httpx.AsyncClient, Api, Api], local_settings: Settings
+) -> None:
+    http, alice, _ = users
+    await alice.call("GET", "/api/envs", expect=403)
+    await alice.call(
+        "POST", "/api/services", json={"catalog": "test", "chart": "file-server", "name": "e"}
+    )
+    await wait_for_phase(alice, "e", "running")
+    response = await http.post(
+        "/api/auth/token", json={"username": "admin", "password": ADMIN_PASSWORD}
+    )
+    admin = Api(http, "admin", response.json()["token"])
+    envs = await admin.call("GET", "/api/envs")
+    assert len(envs) == 1 and envs[0]["services"] == ["e"]
+    assert (await admin.call("POST", "/api/envs/prune"))["removed"] == []  # in use
+    await alice.call("DELETE", "/api/services/e")
+    assert (await admin.call("POST", "/api/envs/prune"))["removed"] == [envs[0]["key"]]
+    assert await admin.call("GET", "/api/envs") == []

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+
+from datalab.catalog import SHIPPED_CATALOG_DIR
 
 pytestmark = pytest.mark.slow
 
@@ -26,12 +30,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+CHARTS = Path(__file__).resolve().parents[1] / "fixtures" / "charts"
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    root = tmp_path_factory.mktemp("smoke")
+def server() -> Iterator[dict[str, str]]:
+    # not under pytest's tmp dir (mode 700): services run under per-user accounts when root
+    root = Path(tempfile.mkdtemp(prefix="datalab-smoke-"))
+    os.chmod(root, 0o711)
     port = free_port()
+    catalogs = [
+        {"id": "datalab", "name": "Datalab", "location": str(SHIPPED_CATALOG_DIR)},
+        {"id": "test", "name": "Test charts", "location": str(CHARTS)},
+    ]
     env = {
         **os.environ,
+        "DATALAB_CATALOGS": json.dumps(catalogs),
         "DATALAB_DATA_DIR": str(root / "data"),
         "DATALAB_SERVER__PORT": str(port),
         "DATALAB_CREDENTIALS": str(root / "credentials.json"),
@@ -59,6 +73,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]
     process.send_signal(signal.SIGINT)  # Ctrl-C
     assert process.wait(timeout=30) == 0
     log.close()
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def cli(
@@ -128,3 +143,45 @@ def test_cli_without_login_or_server_fails_clearly(server: dict[str, str], tmp_p
     assert result.returncode == 1 and "cannot reach the platform" in result.stderr
     usage = cli(server, "launch")
     assert usage.returncode == 2
+
+
+def test_launch_waits_then_logs_follow(server: dict[str, str]) -> None:
+    login = cli(
+        server,
+        "login",
+        "--username",
+        "admin",
+        "--password-stdin",
+        stdin=server["ADMIN_PASSWORD"] + "\n",
+    )
+    assert login.returncode == 0, login.stderr
+    launched = cli(server, "launch", "test/file-server", "--name", "web", "--set", "greeting=yo")
+    assert launched.returncode == 0, launched.stderr
+    assert "web: running" in launched.stdout and "/s/web/" in launched.stdout
+    follower = subprocess.Popen(
+        [*DATALAB, "logs", "-f", "--tail", "0", "web"],
+        env=server,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(1)
+        token = json.loads(Path(server["DATALAB_CREDENTIALS"]).read_text())["token"]
+        page = httpx.get(
+            f"{server['DATALAB_URL']}/s/web/", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert page.status_code == 200 and page.text == "yo"
+        deadline = time.monotonic() + 15
+        assert follower.stdout is not None
+        for line in follower.stdout:  # blocks until the server logs the request
+            if '"GET / HTTP' in line:
+                break
+            assert time.monotonic() < deadline
+        else:
+            pytest.fail(f"no log line; stderr: {follower.stderr.read() if follower.stderr else ''}")
+    finally:
+        follower.kill()
+        follower.wait()
+    deleted = cli(server, "delete", "--yes", "web")
+    assert deleted.returncode == 0, deleted.stderr

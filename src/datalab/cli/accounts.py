@@ -206,6 +206,38 @@ def projects_members(
     print_table(match[0]["members"] or [], ["user", "role"], title=project_id)
 
 
+envs_app = typer.Typer(
+    help="Cached service environments of the local backend (admin).", no_args_is_help=True
+)
+
+
+@envs_app.command("list")
+def envs_list(output: OutputOption = Output.table) -> None:
+    """List cached environments: packages, size, last use, services using them."""
+    envs = client().get("/api/envs")
+    if output is Output.json:
+        print_json(envs)
+        return
+    for env in envs:
+        env["packages"] = ", ".join(env["packages"]) or "(none)"
+        env["services"] = ", ".join(env["services"])
+    print_table(envs, ["key", "packages", "python", "size_mb", "last_used", "services"])
+
+
+@envs_app.command("prune")
+def envs_prune(
+    older_than_days: Annotated[
+        float | None, typer.Option(help="Only environments unused for this many days.")
+    ] = None,
+) -> None:
+    """Delete cached environments that no service uses."""
+    params = {"older_than_days": older_than_days} if older_than_days is not None else {}
+    removed = client().post("/api/envs/prune", params=params)["removed"]
+    console.print(
+        f"Removed {len(removed)} environment(s)" + (": " + ", ".join(removed) if removed else "")
+    )
+
+
 def register(app: typer.Typer) -> None:
     app.command("login")(login)
     app.command("logout")(logout)
@@ -213,3 +245,4 @@ def register(app: typer.Typer) -> None:
     app.add_typer(tokens_app, name="tokens")
     app.add_typer(users_app, name="users")
     app.add_typer(projects_app, name="projects")
+    app.add_typer(envs_app, name="envs")

@@ -1,0 +1,241 @@
+"""The local backend: environment build, launch-to-ready, and the service proxy's overhead.
+
+- ``cold_build_s``: building the ``jupyter-python`` environment into an empty env cache (uv's
+  own download cache is whatever this machine has: the number is "cold for datalab").
+- ``launch_to_ready_*``: ``install()`` to ``running`` for ``jupyter-python`` with that env warm,
+  next to starting the same ``jupyter lab`` command directly (same env, same flags, same probe).
+  Target: ratio <= 1.5.
+- ``proxy_*``: a 10 MB download and small requests through the proxy vs straight to the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+import yaml
+from fastapi import FastAPI
+from starlette.applications import Starlette
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from datalab.backends.base import Phase, ServiceSpec
+from datalab.backends.local import LocalBackend
+from datalab.backends.local.recipe import render_recipe
+from datalab.envs import EnvManager, EnvSpec
+from datalab.proxy import Target, mount_service_proxy
+
+CHART = Path(__file__).parents[1] / "catalog" / "jupyter-python"
+LAUNCHES = 3
+SMALL_REQUESTS = 300
+DOWNLOADS = 5
+MB = 2**20
+
+
+def run() -> dict[str, Any]:
+    return asyncio.run(_run())
+
+
+async def _run() -> dict[str, Any]:
+    root = Path(tempfile.mkdtemp(prefix="datalab-bench-", dir="/tmp"))
+    os.chmod(root, 0o711)  # noqa: S103 - the services' accounts must enter it
+    try:
+        results: dict[str, Any] = {}
+        results.update(await _launches(root))
+        results.update(await _proxy())
+        return results
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+# -- launch to ready ----------------------------------------------------------------------------
+
+
+def _spec(recipe: dict[str, Any], values: dict[str, Any]) -> ServiceSpec:
+    return ServiceSpec(
+        id=f"jupyter-{uuid.uuid4().hex[:6]}",
+        owner="bench",
+        project="user-bench",
+        catalog_id="bench",
+        chart_name="jupyter-python",
+        chart_version="bench",
+        chart_dir=CHART,
+        values=values,
+        local_recipe=recipe,
+    )
+
+
+async def _launches(root: Path) -> dict[str, Any]:
+    recipe = yaml.safe_load((CHART / "local.yaml").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    values["security"]["password"] = uuid.uuid4().hex
+    values["git"]["enabled"] = False  # the platform would inject the user's git identity
+    envs = EnvManager(root / "envs", shared=os.geteuid() == 0)
+
+    started = time.perf_counter()
+    env = await envs.ensure(EnvSpec.from_recipe(recipe["environment"]))
+    cold_build_s = time.perf_counter() - started
+
+    backend = LocalBackend(root / "data", "http://127.0.0.1:8000", env_manager=envs)
+    await backend.start()
+    platform: list[float] = []
+    bare: list[float] = []
+    try:
+        for _ in range(LAUNCHES):
+            spec = _spec(recipe, values)
+            started = time.perf_counter()
+            await backend.install(spec)
+            while (status := await backend.status(spec.id)).phase in (
+                Phase.BUILDING,
+                Phase.STARTING,
+            ):
+                await asyncio.sleep(0.02)  # noqa: ASYNC110 - polling is what a client does
+            if status.phase is not Phase.RUNNING:
+                raise RuntimeError(f"jupyter-python did not start: {status.reason}")
+            platform.append(time.perf_counter() - started)
+            state = backend.get_state(spec.id)
+            await backend.uninstall(spec.id)
+            bare.append(await _bare_launch(backend, spec, env.path, state["port"]))
+    finally:
+        await backend.shutdown()
+    ratio = statistics.median(platform) / statistics.median(bare)
+    return {
+        "cold_build_s": round(cold_build_s, 2),
+        "env_packages_locked": len(env.locked),
+        "launch_to_ready_platform_s": [round(x, 2) for x in platform],
+        "launch_to_ready_bare_s": [round(x, 2) for x in bare],
+        "launch_to_ready_platform_median_s": round(statistics.median(platform), 2),
+        "launch_to_ready_bare_median_s": round(statistics.median(bare), 2),
+        "launch_ratio": round(ratio, 2),
+        "launch_ratio_target": 1.5,
+        "limiter": backend.limiter.name if backend.limiter else None,
+    }
+
+
+async def _bare_launch(backend: LocalBackend, spec: ServiceSpec, env_dir: Path, port: int) -> float:
+    """The same command, env and probe, started directly: what the backend adds is the rest."""
+    workdir = Path(tempfile.mkdtemp(prefix="bare-", dir=backend.data_dir))
+    context = {
+        "values": spec.values,
+        "service": {
+            "id": spec.id, "owner": spec.owner, "project": spec.project, "port": port,
+            "host": "127.0.0.1", "base_url": f"/s/{spec.id}/",
+            "url": f"http://127.0.0.1:8000/s/{spec.id}/", "workdir": str(workdir),
+        },
+        "env_dir": str(env_dir),
+    }  # fmt: skip
+    rendered = render_recipe(spec.local_recipe or {}, context)
+    argv = [str(env_dir / "bin" / rendered.command[0]), *rendered.command[1:]]
+    environ = {
+        "PATH": f"{env_dir}/bin:/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(workdir),
+        "LANG": "C.UTF-8",
+        **rendered.env,
+    }
+    started = time.perf_counter()
+    process = await asyncio.create_subprocess_exec(
+        *argv,
+        env=environ,
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        async with httpx.AsyncClient(timeout=2) as client:
+            while True:
+                try:
+                    response = await client.get(f"http://127.0.0.1:{port}{rendered.readiness_http}")
+                    if response.status_code < 400 or response.status_code in (401, 403):
+                        return time.perf_counter() - started
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.1)
+    finally:
+        os.killpg(process.pid, 15)
+        await process.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+# -- proxy overhead -----------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def _serve(app: Any, port: int) -> tuple[uvicorn.Server, asyncio.Task[None]]:
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", ws="websockets-sansio"
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)  # noqa: ASYNC110 - uvicorn offers no started event
+    return server, task
+
+
+async def _proxy() -> dict[str, Any]:
+    blob = os.urandom(10 * MB)
+
+    async def big(request: Request) -> Response:
+        return Response(blob, media_type="application/octet-stream")
+
+    async def small(request: Request) -> Response:
+        return Response(b"ok")
+
+    upstream_port, platform_port = _free_port(), _free_port()
+    upstream = Starlette(routes=[Route("/s/svc/big", big), Route("/s/svc/small", small)])
+
+    async def resolve(connection: HTTPConnection, service_id: str) -> Target:
+        return Target("127.0.0.1", upstream_port, "/s/svc")
+
+    app = FastAPI()
+    mount_service_proxy(app, resolve)
+    servers = [await _serve(upstream, upstream_port), await _serve(app, platform_port)]
+    try:
+        out: dict[str, Any] = {}
+        for name, port in (("direct", upstream_port), ("proxied", platform_port)):
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                await client.get("/s/svc/small")  # warm the connections
+                downloads = []
+                for _ in range(DOWNLOADS):
+                    started = time.perf_counter()
+                    response = await client.get("/s/svc/big")
+                    downloads.append(time.perf_counter() - started)
+                    assert len(response.content) == len(blob)
+                latencies = []
+                for _ in range(SMALL_REQUESTS):
+                    started = time.perf_counter()
+                    await client.get("/s/svc/small")
+                    latencies.append((time.perf_counter() - started) * 1000)
+            latencies.sort()
+            out[f"proxy_10mb_{name}_median_ms"] = round(statistics.median(downloads) * 1000, 1)
+            out[f"proxy_small_{name}_p50_ms"] = round(latencies[len(latencies) // 2], 2)
+            out[f"proxy_small_{name}_p99_ms"] = round(latencies[int(len(latencies) * 0.99)], 2)
+        out["proxy_10mb_overhead_ms"] = round(
+            out["proxy_10mb_proxied_median_ms"] - out["proxy_10mb_direct_median_ms"], 1
+        )
+        out["proxy_small_overhead_p50_ms"] = round(
+            out["proxy_small_proxied_p50_ms"] - out["proxy_small_direct_p50_ms"], 2
+        )
+        return out
+    finally:
+        for server, task in servers:
+            server.should_exit = True
+            await task

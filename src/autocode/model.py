@@ -1,0 +1,470 @@
+"""Classifiers (fastText, TF-IDF + linear, their ensemble), the `Coder` that turns raw rows into
+coded rows, and the MLflow `PythonModel` that wraps it.
+
+Every consumer (training evaluation, batch coding, the API) goes through `Coder.predict`: raw
+text and categorical variables in, top-k codes with probabilities, labels at every level and the
+confidence index IC = p1 - p2 out. Preprocessing happens inside, so nobody can feed a model text
+normalised differently from its training data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from autocode.nomenclature import Nomenclature
+from autocode.preprocess import PreprocessConfig, Preprocessor, categorical_tokens
+
+FORMAT_VERSION = 1
+
+
+def softmax(scores: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = scores * temperature
+    z = z - z.max(axis=1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=1, keepdims=True)
+    return z
+
+
+def fit_temperature(scores: np.ndarray, truth_index: np.ndarray) -> float:
+    """The temperature minimising the negative log-likelihood of held-out rows (calibration)."""
+    from scipy.optimize import minimize_scalar
+
+    rows = np.arange(len(truth_index))
+
+    def nll(log_t: float) -> float:
+        p = softmax(scores, float(np.exp(log_t)))
+        return float(-np.log(p[rows, truth_index] + 1e-12).mean())
+
+    result = minimize_scalar(nll, bounds=(-3.0, 5.0), method="bounded")
+    return float(np.exp(result.x))
+
+
+class Classifier:
+    """A text classifier over a fixed list of codes. ``scores`` are log-odds-like values that a
+    softmax with ``temperature`` turns into probabilities."""
+
+    kind: ClassVar[str]
+    default_temperature: ClassVar[float] = 1.0
+    classes: list[str]
+
+    def __init__(self, **params: Any):
+        self.params = {**self.default_params(), **params}
+        self.classes = []
+        self.temperature = float(self.params.pop("temperature", self.default_temperature))
+
+    @classmethod
+    def default_params(cls) -> dict[str, Any]:
+        return {}
+
+    def fit(self, texts: Sequence[str], codes: Sequence[str]) -> Classifier:
+        raise NotImplementedError
+
+    def scores(self, texts: Sequence[str]) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        return softmax(self.scores(texts), self.temperature)
+
+    def save(self, directory: Path) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def load(cls, directory: Path, meta: Mapping[str, Any]) -> Classifier:
+        raise NotImplementedError
+
+    def meta(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "params": self.params,
+            "classes": self.classes,
+            "temperature": self.temperature,
+        }
+
+
+class FastTextClassifier(Classifier):
+    """fastText supervised (softmax loss), word n-grams and character subwords."""
+
+    kind = "fasttext"
+
+    @classmethod
+    def default_params(cls) -> dict[str, Any]:
+        return {
+            "lr": 0.5,
+            "epoch": 100,
+            "dim": 50,
+            "wordNgrams": 2,
+            "minn": 3,
+            "maxn": 6,
+            "minCount": 1,
+            "bucket": 200000,
+            "loss": "softmax",
+            "thread": min(2, os.cpu_count() or 1),
+            "seed": 0,
+        }
+
+    def fit(self, texts: Sequence[str], codes: Sequence[str]) -> FastTextClassifier:
+        import fasttext
+
+        with tempfile.TemporaryDirectory(prefix="autocode-ft-") as tmp:
+            path = Path(tmp) / "train.txt"
+            with path.open("w", encoding="utf-8") as handle:
+                for text, code in zip(texts, codes, strict=True):
+                    handle.write(f"__label__{code} {_one_line(text)}\n")
+            self._model = fasttext.train_supervised(str(path), verbose=0, **self.params)
+        self._prepare()
+        return self
+
+    def _prepare(self) -> None:
+        self.classes = [label.removeprefix("__label__") for label in self._model.get_labels()]
+        self._output = np.asarray(self._model.get_output_matrix(), dtype=np.float32)
+
+    def scores(self, texts: Sequence[str]) -> np.ndarray:
+        # softmax(output · mean of input vectors) is exactly fastText's `predict` (softmax loss),
+        # but vectorised: one matrix product instead of one Python list per text and label.
+        vector = self._model.get_sentence_vector
+        hidden = np.stack([vector(_one_line(t)) for t in texts]) if len(texts) else None
+        if hidden is None:
+            return np.zeros((0, len(self.classes)), dtype=np.float32)
+        return hidden @ self._output.T
+
+    def save(self, directory: Path) -> None:
+        self._model.save_model(str(directory / "fasttext.bin"))
+
+    @classmethod
+    def load(cls, directory: Path, meta: Mapping[str, Any]) -> FastTextClassifier:
+        import fasttext
+
+        model = cls(**meta["params"], temperature=meta["temperature"])
+        model._model = fasttext.load_model(str(directory / "fasttext.bin"))
+        model._prepare()
+        return model
+
+
+class TfidfClassifier(Classifier):
+    """TF-IDF of word n-grams and character n-grams, a linear SVM, softmax-calibrated scores."""
+
+    kind = "tfidf"
+    default_temperature = 10.0  # SVM margins are about ±1; training calibrates it
+
+    @classmethod
+    def default_params(cls) -> dict[str, Any]:
+        return {
+            "word_ngram_max": 2,
+            "char_ngram_min": 2,
+            "char_ngram_max": 5,
+            "char_min_df": 2,
+            "C": 0.5,
+            "seed": 0,
+        }
+
+    def fit(self, texts: Sequence[str], codes: Sequence[str]) -> TfidfClassifier:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.pipeline import make_union
+        from sklearn.svm import LinearSVC
+
+        p = self.params
+        self._vectorizer = make_union(
+            TfidfVectorizer(ngram_range=(1, p["word_ngram_max"]), sublinear_tf=True),
+            TfidfVectorizer(
+                analyzer="char_wb",
+                ngram_range=(p["char_ngram_min"], p["char_ngram_max"]),
+                sublinear_tf=True,
+                min_df=min(p["char_min_df"], max(1, len(texts) // 100)),
+                dtype=np.float32,
+            ),
+        )
+        features = self._vectorizer.fit_transform(list(texts))
+        self._svm = LinearSVC(C=p["C"], random_state=p["seed"]).fit(features, list(codes))
+        self.classes = [str(c) for c in self._svm.classes_]
+        return self
+
+    def scores(self, texts: Sequence[str]) -> np.ndarray:
+        scores = self._svm.decision_function(self._vectorizer.transform(list(texts)))
+        if scores.ndim == 1:  # two classes: sklearn returns one column
+            scores = np.stack([-scores, scores], axis=1)
+        return np.asarray(scores, dtype=np.float32)
+
+    def save(self, directory: Path) -> None:
+        with (directory / "tfidf.pkl").open("wb") as handle:
+            pickle.dump((self._vectorizer, self._svm), handle)
+
+    @classmethod
+    def load(cls, directory: Path, meta: Mapping[str, Any]) -> TfidfClassifier:
+        model = cls(**meta["params"], temperature=meta["temperature"])
+        with (directory / "tfidf.pkl").open("rb") as handle:
+            model._vectorizer, model._svm = pickle.load(handle)  # noqa: S301 (our own artifact)
+        model.classes = list(meta["classes"])
+        return model
+
+
+class EnsembleClassifier(Classifier):
+    """Weighted mean of the members' probabilities (each member calibrated on its own)."""
+
+    kind = "ensemble"
+
+    def __init__(self, members: Sequence[Classifier], weights: Sequence[float] | None = None):
+        super().__init__()
+        self.members = list(members)
+        weights = list(weights or [1.0] * len(self.members))
+        total = sum(weights)
+        self.weights = [w / total for w in weights]
+        self.params = {
+            "members": [m.kind for m in self.members],
+            "weights": self.weights,
+            **{f"{m.kind}.{k}": v for m in self.members for k, v in m.params.items()},
+        }
+
+    def fit(self, texts: Sequence[str], codes: Sequence[str]) -> EnsembleClassifier:
+        for member in self.members:
+            member.fit(texts, codes)
+        self.classes = sorted(set(self.members[0].classes))
+        return self
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), len(self.classes)), dtype=np.float32)
+        index = {c: i for i, c in enumerate(self.classes)}
+        for member, weight in zip(self.members, self.weights, strict=True):
+            columns = [index[c] for c in member.classes]
+            out[:, columns] += weight * member.predict_proba(texts)
+        return out
+
+    def save(self, directory: Path) -> None:
+        for i, member in enumerate(self.members):
+            sub = directory / f"member{i}"
+            sub.mkdir()
+            member.save(sub)
+            (sub / "classifier.json").write_text(json.dumps(member.meta()))
+
+    def meta(self) -> dict[str, Any]:
+        return {**super().meta(), "weights": self.weights}
+
+    @classmethod
+    def load(cls, directory: Path, meta: Mapping[str, Any]) -> EnsembleClassifier:
+        members = []
+        for i in range(len(meta["params"]["members"])):
+            sub = directory / f"member{i}"
+            member_meta = json.loads((sub / "classifier.json").read_text())
+            members.append(CLASSIFIERS[member_meta["kind"]].load(sub, member_meta))
+        model = cls(members, meta["weights"])
+        model.classes = list(meta["classes"])
+        return model
+
+
+CLASSIFIERS: dict[str, type[Classifier]] = {
+    c.kind: c for c in (FastTextClassifier, TfidfClassifier, EnsembleClassifier)
+}
+
+
+def make_classifier(kind: str, params: Mapping[str, Any] | None = None) -> Classifier:
+    """A classifier from its kind and params; an ensemble takes ``members: {kind: params}`` and
+    ``weights``."""
+    params = dict(params or {})
+    if kind == "ensemble":
+        members = params.get("members") or {"fasttext": {}, "tfidf": {}}
+        return EnsembleClassifier(
+            [make_classifier(k, p) for k, p in members.items()], params.get("weights")
+        )
+    if kind not in CLASSIFIERS:
+        raise ValueError(f"unknown model kind {kind!r}; choose from {sorted(CLASSIFIERS)}")
+    return CLASSIFIERS[kind](**params)
+
+
+def _one_line(text: str) -> str:
+    return str(text).replace("\n", " ").replace("\r", " ")
+
+
+# -- the coder: raw rows in, coded rows out -------------------------------------------------------
+@dataclass
+class Coder:
+    """Preprocessing + classifier + nomenclature: everything needed to code raw rows."""
+
+    classifier: Classifier
+    nomenclature: Nomenclature
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    categorical: tuple[str, ...] = ()
+    text_column: str = "text"
+    threshold: float = 0.8  # IC threshold of the automatic-coding decision
+    k: int = 5
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._preprocessor = Preprocessor(self.preprocess)
+
+    def features(self, frame: pd.DataFrame) -> list[str]:
+        """Model input strings: normalised text, then one token per categorical variable."""
+        column = self.text_column if self.text_column in frame else _find_text_column(frame)
+        texts = self._preprocessor(frame[column].tolist())
+        if not self.categorical:
+            return texts
+        values = {
+            name: frame[name].tolist() if name in frame else [None] * len(frame)
+            for name in self.categorical
+        }
+        tokens = categorical_tokens(values, self.categorical)
+        return [f"{t} {c}" for t, c in zip(texts, tokens, strict=True)]
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        return self.classifier.predict_proba(self.features(frame))
+
+    def predict(
+        self, frame: pd.DataFrame, k: int | None = None, threshold: float | None = None
+    ) -> pd.DataFrame:
+        """Top-k codes, probabilities and labels; top-1 code and label at every level; IC and
+        the automatic-coding decision ``auto`` (IC ≥ threshold)."""
+        proba = self.predict_proba(frame)
+        return self.format(proba, k, threshold)
+
+    def format(
+        self, proba: np.ndarray, k: int | None = None, threshold: float | None = None
+    ) -> pd.DataFrame:
+        k = max(1, min(int(k or self.k), len(self.classifier.classes)))
+        threshold = self.threshold if threshold is None else float(threshold)
+        n = len(proba)
+        classes = np.asarray(self.classifier.classes)
+        top = (
+            np.argpartition(-proba, kth=min(k, proba.shape[1] - 1), axis=1)[:, :k]
+            if n
+            else (np.zeros((0, k), dtype=int))
+        )
+        top_p = np.take_along_axis(proba, top, axis=1)
+        order = np.argsort(-top_p, axis=1, kind="stable")
+        top = np.take_along_axis(top, order, axis=1)
+        top_p = np.take_along_axis(top_p, order, axis=1)
+        labels = self._labels()
+        out: dict[str, Any] = {}
+        for rank in range(k):
+            codes = classes[top[:, rank]]
+            out[f"code_{rank + 1}"] = codes
+            out[f"proba_{rank + 1}"] = top_p[:, rank].astype(np.float64)
+            out[f"label_{rank + 1}"] = [labels[c] for c in codes]
+        second = top_p[:, 1] if k > 1 else np.zeros(n)
+        out["ic"] = (top_p[:, 0] - second).astype(np.float64) if n else np.zeros(0)
+        out["auto"] = out["ic"] >= threshold
+        paths = self._paths()
+        for level in self.nomenclature.levels:
+            codes = [paths[c][level] for c in out["code_1"]]
+            out[level] = codes
+            out[f"{level}_label"] = [labels[c] for c in codes]
+        return pd.DataFrame(out)
+
+    def _labels(self) -> dict[str, str]:
+        if not hasattr(self, "_label_cache"):
+            self._label_cache = {n.code: n.label for n in self.nomenclature}
+        return self._label_cache
+
+    def _paths(self) -> dict[str, dict[str, str]]:
+        if not hasattr(self, "_path_cache"):
+            self._path_cache = {c: self.nomenclature.path(c) for c in self.classifier.classes}
+        return self._path_cache
+
+    # -- persistence ---------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "classifier").mkdir(exist_ok=True)
+        self.classifier.save(directory / "classifier")
+        self.nomenclature.save(directory / "nomenclature.json")
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "classifier": self.classifier.meta(),
+            "preprocess": self.preprocess.to_dict(),
+            "categorical": list(self.categorical),
+            "text_column": self.text_column,
+            "threshold": self.threshold,
+            "k": self.k,
+            "info": self.info,
+        }
+        (directory / "coder.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False))
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Coder:
+        directory = Path(directory)
+        meta = json.loads((directory / "coder.json").read_text())
+        kind = meta["classifier"]["kind"]
+        classifier = CLASSIFIERS[kind].load(directory / "classifier", meta["classifier"])
+        return cls(
+            classifier=classifier,
+            nomenclature=Nomenclature.load(directory / "nomenclature.json"),
+            preprocess=PreprocessConfig.from_dict(meta["preprocess"]),
+            categorical=tuple(meta["categorical"]),
+            text_column=meta["text_column"],
+            threshold=meta["threshold"],
+            k=meta["k"],
+            info=meta.get("info", {}),
+        )
+
+
+def _find_text_column(frame: pd.DataFrame) -> str:
+    for name in ("text", "text_description", "libelle", "description"):
+        if name in frame:
+            return name
+    raise ValueError(f"no text column in {list(frame.columns)}; name it 'text'")
+
+
+# -- MLflow ---------------------------------------------------------------------------------------
+def input_example(coder: Coder) -> pd.DataFrame:
+    row: dict[str, Any] = {coder.text_column: ["Boulangerie pâtisserie artisanale"]}
+    for name in coder.categorical:
+        row[name] = [""]
+    return pd.DataFrame(row)
+
+
+def save_pyfunc(coder: Coder, path: str | Path) -> Path:
+    """Write ``coder`` as an MLflow pyfunc model directory (signature and input example)."""
+    import mlflow.pyfunc
+
+    with tempfile.TemporaryDirectory(prefix="autocode-coder-") as tmp:
+        mlflow.pyfunc.save_model(str(path), **pyfunc_arguments(coder, Path(tmp)))
+    return Path(path)
+
+
+def pyfunc_arguments(coder: Coder, workdir: Path) -> dict[str, Any]:
+    """Arguments of ``mlflow.pyfunc.save_model`` / ``log_model`` for ``coder`` (saved under
+    ``workdir``, which must live until the model is saved or logged)."""
+    from mlflow.models import infer_signature
+
+    from autocode.pyfunc import AutocodeModel
+
+    coder_dir = coder.save(workdir / "coder")
+    example = input_example(coder)
+    params = {"k": coder.k, "threshold": coder.threshold}
+    return {
+        "python_model": AutocodeModel(),
+        "artifacts": {"coder": str(coder_dir)},
+        "signature": infer_signature(example, coder.predict(example), params),
+        "input_example": example,
+        "pip_requirements": _requirements(),
+    }
+
+
+def _requirements() -> list[str]:
+    from importlib.metadata import version
+
+    names = ["fasttext-numpy2", "scikit-learn", "pandas", "numpy", "pystemmer", "mlflow"]
+    return [f"{name}=={version(name)}" for name in names]
+
+
+def load_coder(uri: str) -> Coder:
+    """A `Coder` from a local model directory (`Coder.save` or pyfunc layout) or any MLflow URI
+    (``models:/name@alias``, ``runs:/id/model``)."""
+    path = Path(uri)
+    if path.is_dir():
+        if (path / "coder.json").is_file():
+            return Coder.load(path)
+        if (path / "artifacts" / "coder" / "coder.json").is_file():
+            return Coder.load(path / "artifacts" / "coder")
+    import mlflow.pyfunc
+
+    model = mlflow.pyfunc.load_model(uri)
+    return model.unwrap_python_model().coder

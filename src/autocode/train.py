@@ -1,0 +1,471 @@
+"""Training: a YAML config → training table → fitted, calibrated coder → local model directory,
+and (when a tracking URI is set) an MLflow run with everything needed to reproduce and judge it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from autocode import data as datamod
+from autocode.evaluate import Evaluation, evaluate_predictions, write_figures
+from autocode.model import Coder, EnsembleClassifier, fit_temperature, make_classifier
+from autocode.nomenclature import (
+    Nomenclature,
+    Note,
+    load_naf2008,
+    load_naf2025,
+    load_notes_fr,
+    nomenclature_folder,
+)
+from autocode.preprocess import PreprocessConfig
+
+DEFAULT_OUTPUT = ".data/autocode/model"
+
+NOMENCLATURES: dict[str, tuple[Callable[..., Nomenclature], Callable[..., dict] | None]] = {
+    "naf2008": (load_naf2008, load_notes_fr),
+    "naf2025": (load_naf2025, None),  # no explanatory notes in the shared folder yet
+}
+
+
+class ConfigError(ValueError):
+    """A training config that cannot be used; the message names the key to fix."""
+
+
+@dataclass
+class DatasetConfig:
+    uri: str
+    text_column: str = "text_description"
+    code_column: str = "code"
+    name: str = ""
+
+
+@dataclass
+class MlflowConfig:
+    tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI; none → no tracking
+    experiment: str = "autocode"
+    registered_model: str | None = None
+    alias: str = "challenger"
+    run_name: str | None = None
+
+
+@dataclass
+class TrainConfig:
+    nomenclature: str = "naf2008"
+    nomenclatures_folder: str | None = None  # default: $AUTOCODE_NOMENCLATURES
+    cold_start: bool = True
+    cold_start_options: dict[str, Any] = field(default_factory=dict)
+    train: list[DatasetConfig] = field(default_factory=list)  # labelled data, optional
+    evaluation: list[DatasetConfig] = field(default_factory=list)  # never trained on
+    categorical: list[str] = field(default_factory=list)
+    preprocess: dict[str, Any] = field(default_factory=dict)
+    model: str = "ensemble"  # fasttext | tfidf | ensemble
+    params: dict[str, Any] = field(default_factory=dict)
+    validation_fraction: float = 0.1  # held out to calibrate and to report val_* metrics
+    calibrate: bool = True
+    refit: bool = True  # refit on all rows after calibration (cold start is small)
+    only_codes: list[str] = field(default_factory=list)  # restrict to codes under these
+    k: int = 5
+    threshold: float = 0.8
+    seed: int = 0
+    output: str = DEFAULT_OUTPUT
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any] | None) -> TrainConfig:
+        raw = dict(raw or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ConfigError(f"unknown config keys {unknown}; known: {sorted(known)}")
+        try:
+            raw["train"] = [_dataset(d) for d in raw.get("train") or []]
+            raw["evaluation"] = [_dataset(d) for d in raw.get("evaluation") or []]
+            raw["mlflow"] = MlflowConfig(**(raw.get("mlflow") or {}))
+            config = cls(**raw)
+        except TypeError as exc:
+            raise ConfigError(f"invalid config: {exc}") from exc
+        if config.nomenclature not in NOMENCLATURES:
+            raise ConfigError(f"nomenclature: choose from {sorted(NOMENCLATURES)}")
+        if not config.cold_start and not config.train:
+            raise ConfigError("nothing to train on: enable cold_start or list train datasets")
+        return config
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> TrainConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        return cls.from_dict(yaml.safe_load(path.read_text()) or {})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _dataset(raw: Any) -> DatasetConfig:
+    if isinstance(raw, str):
+        return DatasetConfig(uri=raw)
+    return DatasetConfig(**raw)
+
+
+# -- inputs ---------------------------------------------------------------------------------------
+@dataclass
+class TrainingInputs:
+    nomenclature: Nomenclature
+    notes: dict[str, Note]
+    table: pd.DataFrame  # text, code, source, categorical columns
+    evaluation: dict[str, pd.DataFrame]  # name → text, code, categorical columns
+    invalid: dict[str, pd.DataFrame]
+
+
+def load_nomenclature(config: TrainConfig) -> tuple[Nomenclature, dict[str, Note]]:
+    folder = nomenclature_folder(config.nomenclatures_folder)
+    load, load_notes = NOMENCLATURES[config.nomenclature]
+    nomenclature = load(folder)
+    notes = load_notes(folder) if load_notes else {}
+    if config.only_codes:
+        nomenclature = restrict(nomenclature, config.only_codes)
+        notes = {c: n for c, n in notes.items() if c in nomenclature}
+    return nomenclature, notes
+
+
+def restrict(nomenclature: Nomenclature, roots: list[str]) -> Nomenclature:
+    """The sub-tree made of ``roots`` (codes of any level), their ancestors and descendants."""
+    keep: set[str] = set()
+    for root in roots:
+        root = nomenclature.normalize(root)
+        keep.update(nomenclature.ancestors(root))
+        stack = [root]
+        while stack:
+            code = stack.pop()
+            keep.add(code)
+            stack.extend(nomenclature.children(code))
+    out = Nomenclature(nomenclature.name, nomenclature.version, nomenclature.levels)
+    for node in nomenclature:
+        if node.code in keep:
+            out.add(node.code, node.level, node.label, node.parent)
+    return out
+
+
+def load_inputs(config: TrainConfig) -> TrainingInputs:
+    nomenclature, notes = load_nomenclature(config)
+    tables, invalid = [], {}
+    if config.cold_start:
+        options = datamod.ColdStartConfig(
+            **{
+                k: tuple(v) if isinstance(v, list) else v
+                for k, v in config.cold_start_options.items()
+            }
+        )
+        tables.append(datamod.build_cold_start(nomenclature, notes, options))
+    for dataset in config.train:
+        labelled = datamod.load_labelled(
+            dataset.uri,
+            nomenclature,
+            dataset.text_column,
+            dataset.code_column,
+            config.categorical,
+            source=dataset.name or Path(dataset.uri).stem,
+        )
+        tables.append(labelled.rows)
+        invalid[dataset.uri] = labelled.invalid
+    evaluation = {}
+    for dataset in config.evaluation:
+        labelled = datamod.load_labelled(
+            dataset.uri,
+            nomenclature,
+            dataset.text_column,
+            dataset.code_column,
+            config.categorical,
+            source="evaluation",
+        )
+        evaluation[dataset.name or Path(dataset.uri).stem] = labelled.rows
+        invalid[dataset.uri] = labelled.invalid
+    return TrainingInputs(nomenclature, notes, datamod.combine(*tables), evaluation, invalid)
+
+
+# -- fitting --------------------------------------------------------------------------------------
+def build_coder(config: TrainConfig, nomenclature: Nomenclature) -> Coder:
+    params = dict(config.params)
+    if config.model == "ensemble":
+        members = params.get("members") or {"fasttext": {}, "tfidf": {}}
+        params["members"] = {k: {"seed": config.seed, **(v or {})} for k, v in members.items()}
+    else:
+        params.setdefault("seed", config.seed)
+    return Coder(
+        classifier=make_classifier(config.model, params),
+        nomenclature=nomenclature,
+        preprocess=PreprocessConfig.from_dict(config.preprocess),
+        categorical=tuple(config.categorical),
+        text_column=datamod.TEXT,
+        threshold=config.threshold,
+        k=config.k,
+    )
+
+
+def split_validation(table: pd.DataFrame, fraction: float, seed: int):
+    """A random split keeping at least one training row of every code."""
+    if fraction <= 0:
+        return table, table.iloc[0:0]
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(table))
+    shuffled = table.iloc[order]
+    first = ~shuffled[datamod.CODE].duplicated()  # one row per code stays in training
+    candidates = np.flatnonzero(~first.to_numpy())
+    n_val = min(len(candidates), round(fraction * len(table)))
+    val_positions = candidates[:n_val]
+    mask = np.zeros(len(table), dtype=bool)
+    mask[val_positions] = True
+    return shuffled[~mask], shuffled[mask]
+
+
+def fit_coder(
+    config: TrainConfig, nomenclature: Nomenclature, table: pd.DataFrame, progress=None
+) -> tuple[Coder, Evaluation | None, dict[str, float]]:
+    """Fit (and calibrate) a coder; returns it, its evaluation on the validation rows (made
+    before any refit on all rows, so never on seen rows) and timing figures."""
+    step = progress or (lambda message: None)
+    train_rows, val_rows = split_validation(table, config.validation_fraction, config.seed)
+    coder = build_coder(config, nomenclature)
+    timings = {}
+    started = time.perf_counter()
+    step(f"fitting {config.model} on {len(train_rows)} rows")
+    coder.classifier.fit(coder.features(train_rows), train_rows[datamod.CODE].tolist())
+    timings["fit_s"] = time.perf_counter() - started
+    if config.calibrate and len(val_rows):
+        step(f"calibrating on {len(val_rows)} validation rows")
+        calibrate(coder, val_rows)
+    validation = evaluate_coder(coder, val_rows) if len(val_rows) else None
+    if config.refit and len(val_rows):
+        step(f"refitting on all {len(table)} rows")
+        temperatures = _temperatures(coder)
+        started = time.perf_counter()
+        coder.classifier.fit(coder.features(table), table[datamod.CODE].tolist())
+        timings["refit_s"] = time.perf_counter() - started
+        _set_temperatures(coder, temperatures)
+    return coder, validation, timings
+
+
+def _members(coder: Coder):
+    classifier = coder.classifier
+    return classifier.members if isinstance(classifier, EnsembleClassifier) else [classifier]
+
+
+def _temperatures(coder: Coder) -> list[float]:
+    return [m.temperature for m in _members(coder)]
+
+
+def _set_temperatures(coder: Coder, temperatures: list[float]) -> None:
+    for member, temperature in zip(_members(coder), temperatures, strict=True):
+        member.temperature = temperature
+
+
+def calibrate(coder: Coder, rows: pd.DataFrame) -> None:
+    """Temperature scaling of each member on held-out rows whose code the member knows."""
+    features = coder.features(rows)
+    for member in _members(coder):
+        index = {c: i for i, c in enumerate(member.classes)}
+        known = [i for i, c in enumerate(rows[datamod.CODE]) if c in index]
+        if not known:
+            continue
+        scores = member.scores([features[i] for i in known])
+        truth = np.array([index[rows[datamod.CODE].iloc[i]] for i in known])
+        member.temperature = fit_temperature(scores, truth)
+
+
+def evaluate_coder(coder: Coder, rows: pd.DataFrame) -> Evaluation:
+    predictions = coder.predict(rows, k=max(5, coder.k))
+    return evaluate_predictions(predictions, rows[datamod.CODE].tolist(), coder.nomenclature)
+
+
+# -- the whole run --------------------------------------------------------------------------------
+@dataclass
+class TrainResult:
+    coder: Coder
+    output: Path
+    metrics: dict[str, float]
+    evaluations: dict[str, Evaluation]
+    run_id: str | None = None
+    model_uri: str | None = None
+    model_version: str | None = None
+
+
+def run_info(config: TrainConfig) -> dict[str, Any]:
+    """What makes the run reproducible, beyond the config: seeds, threads, versions."""
+    from importlib.metadata import version
+
+    threads = {}
+    for member_kind, params in _member_params(config).items():
+        if member_kind == "fasttext":
+            threads["fasttext_threads"] = params.get("thread", min(2, os.cpu_count() or 1))
+    return {
+        "seed": config.seed,
+        "cpus": os.cpu_count(),
+        **threads,
+        "python": platform.python_version(),
+        "fasttext_version": version("fasttext-numpy2"),
+        "sklearn_version": version("scikit-learn"),
+    }
+
+
+def _member_params(config: TrainConfig) -> dict[str, dict]:
+    if config.model == "ensemble":
+        return dict(config.params.get("members") or {"fasttext": {}, "tfidf": {}})
+    return {config.model: config.params}
+
+
+def train(config: TrainConfig, progress=None) -> TrainResult:
+    """Train, evaluate, save to ``config.output`` and (if configured) track in MLflow."""
+    step = progress or (lambda message: None)
+    step("loading nomenclature and data")
+    inputs = load_inputs(config)
+    coder, validation, timings = fit_coder(config, inputs.nomenclature, inputs.table, step)
+    coder.info = {
+        "nomenclature": f"{inputs.nomenclature.name} {inputs.nomenclature.version}",
+        "training_rows": len(inputs.table),
+        "training_fingerprint": datamod.fingerprint(inputs.table),
+        **run_info(config),
+    }
+    evaluations: dict[str, Evaluation] = {}
+    if validation is not None:
+        evaluations["val"] = validation
+    for name, rows in inputs.evaluation.items():
+        step(f"evaluating on {name}")
+        evaluations[name] = evaluate_coder(coder, rows)
+    metrics = {f"{name}_{k}": v for name, ev in evaluations.items() for k, v in ev.metrics.items()}
+    metrics.update(timings)
+    metrics["training_rows"] = float(len(inputs.table))
+    output = Path(config.output)
+    step(f"saving the model to {output}")
+    _save_local(coder, output)
+    result = TrainResult(coder, output, metrics, evaluations)
+    tracking_uri = config.mlflow.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if tracking_uri:
+        step(f"logging to MLflow at {tracking_uri}")
+        log_run(config, inputs, result, tracking_uri)
+    return result
+
+
+def _save_local(coder: Coder, output: Path) -> None:
+    import shutil
+
+    from autocode.model import save_pyfunc
+
+    if output.exists():
+        if not (output / "MLmodel").is_file():
+            raise ConfigError(f"{output} exists and is not a model directory: choose --output")
+        shutil.rmtree(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    save_pyfunc(coder, output)
+
+
+def flatten(prefix: str, value: Any) -> dict[str, Any]:
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for key, sub in value.items():
+            out.update(flatten(f"{prefix}.{key}" if prefix else str(key), sub))
+        return out
+    return {prefix: value}
+
+
+def log_run(
+    config: TrainConfig,
+    inputs: TrainingInputs,
+    result: TrainResult,
+    tracking_uri: str,
+    nested: bool = False,
+) -> None:
+    import mlflow
+    import mlflow.data
+
+    from autocode.model import pyfunc_arguments
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment(config.mlflow.experiment)
+    coder = result.coder
+    with mlflow.start_run(run_name=config.mlflow.run_name, nested=nested) as run:
+        params = flatten("", {"model": config.model, "params": coder.classifier.params})
+        params.update(flatten("", {k: v for k, v in coder.info.items()}))
+        params.update(
+            {
+                "nomenclature": config.nomenclature,
+                "cold_start": config.cold_start,
+                "categorical": ",".join(config.categorical),
+                "validation_fraction": config.validation_fraction,
+                "calibrate": config.calibrate,
+                "temperatures": ",".join(f"{t:.3f}" for t in _temperatures(coder)),
+                "k": config.k,
+                "threshold": config.threshold,
+            }
+        )
+        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+        mlflow.set_tags(
+            {
+                "nomenclature_name": inputs.nomenclature.name,
+                "nomenclature_version": inputs.nomenclature.version,
+                "training_fingerprint": coder.info["training_fingerprint"],
+            }
+        )
+        mlflow.log_metrics({k: float(v) for k, v in result.metrics.items() if np.isfinite(v)})
+        dataset = mlflow.data.from_pandas(
+            inputs.table[[datamod.TEXT, datamod.CODE, datamod.SOURCE]],
+            name="training",
+            targets=datamod.CODE,
+            digest=coder.info["training_fingerprint"],
+        )
+        mlflow.log_input(dataset, context="training")
+        mlflow.log_dict(config.to_dict(), "config.yaml")
+        with tempfile.TemporaryDirectory(prefix="autocode-run-") as tmp:
+            tmp_path = Path(tmp)
+            report = datamod.rows_per_code(inputs.table, inputs.nomenclature)
+            report.to_csv(tmp_path / "rows_per_code.csv")
+            mlflow.log_artifact(str(tmp_path / "rows_per_code.csv"), "data")
+            for name, evaluation in result.evaluations.items():
+                for figure in write_figures(evaluation, tmp_path / name, f"({name})"):
+                    mlflow.log_artifact(str(figure), f"figures/{name}")
+                evaluation.per_code.to_csv(tmp_path / name / "per_code.csv", index=False)
+                mlflow.log_artifact(str(tmp_path / name / "per_code.csv"), f"evaluation/{name}")
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                registered_model_name=config.mlflow.registered_model,
+                **pyfunc_arguments(coder, tmp_path),
+            )
+        result.run_id = run.info.run_id
+        result.model_uri = info.model_uri
+        if config.mlflow.registered_model:
+            version = str(info.registered_model_version)
+            client = mlflow.MlflowClient()
+            if config.mlflow.alias:
+                client.set_registered_model_alias(
+                    config.mlflow.registered_model, config.mlflow.alias, version
+                )
+            result.model_version = version
+
+
+def cross_validate(config: TrainConfig, folds: int = 5, progress=None) -> dict[str, float]:
+    """K-fold CV on the training table (notes phrases for cold start): mean metrics."""
+    step = progress or (lambda message: None)
+    inputs = load_inputs(config)
+    table = inputs.table.sample(frac=1.0, random_state=config.seed).reset_index(drop=True)
+    fold_of = np.arange(len(table)) % folds
+    collected: list[dict[str, float]] = []
+    fold_config = dataclasses.replace(config, refit=False)
+    for fold in range(folds):
+        step(f"fold {fold + 1}/{folds}")
+        held = table[fold_of == fold]
+        kept = table[fold_of != fold]
+        held = held[held[datamod.CODE].isin(set(kept[datamod.CODE]))]
+        coder, _, _ = fit_coder(fold_config, inputs.nomenclature, kept)
+        collected.append(evaluate_coder(coder, held).metrics)
+    return {k: float(np.mean([m[k] for m in collected])) for k in collected[0]}

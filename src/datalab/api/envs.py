@@ -1,0 +1,52 @@
+"""Cached service environments of the local backend ("local images"): list and prune (admin)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from datalab.api.deps import AdminDep, PlatformDep
+from datalab.envs import EnvManager
+from datalab.errors import InvalidInput
+from datalab.platform import Platform
+
+router = APIRouter(prefix="/api/envs", tags=["envs"])
+
+
+def _manager(platform: Platform) -> EnvManager:
+    manager = getattr(platform.backend, "envs", None)
+    if not isinstance(manager, EnvManager):
+        raise InvalidInput(
+            f"the {platform.backend.name!r} backend has no local environments (only 'local' does)"
+        )
+    return manager
+
+
+@router.get("", summary="Cached environments, most recently used first (admin)")
+def list_envs(_: AdminDep, platform: PlatformDep) -> list[dict[str, Any]]:
+    return [
+        {
+            "key": info.key,
+            "packages": list(info.packages),
+            "python": info.python_version,
+            "size_mb": round(info.size_bytes / 2**20, 1),
+            "created_at": info.created_at.isoformat() if info.created_at else None,
+            "last_used": info.last_used.isoformat() if info.last_used else None,
+            "services": list(info.services),
+        }
+        for info in _manager(platform).list()
+    ]
+
+
+@router.post("/prune", summary="Delete environments no service uses (admin)")
+def prune_envs(
+    _: AdminDep,
+    platform: PlatformDep,
+    older_than_days: Annotated[
+        float | None, Query(ge=0, description="Only those unused for this long.")
+    ] = None,
+) -> dict[str, list[str]]:
+    older_than = timedelta(days=older_than_days) if older_than_days is not None else None
+    return {"removed": _manager(platform).prune(older_than, keep_in_use=True)}
