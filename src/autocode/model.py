@@ -120,7 +120,16 @@ class FastTextClassifier(Classifier):
             with path.open("w", encoding="utf-8") as handle:
                 for text, code in zip(texts, codes, strict=True):
                     handle.write(f"__label__{code} {_one_line(text)}\n")
-            self._model = fasttext.train_supervised(str(path), verbose=0, **self.params)
+            for _attempt in range(3):
+                try:
+                    self._model = fasttext.train_supervised(str(path), verbose=0, **self.params)
+                    break
+                except RuntimeError as exc:  # "Encountered NaN": lr too high for this data
+                    if "NaN" not in str(exc):
+                        raise
+                    self.params["lr"] = self.params["lr"] / 2
+            else:
+                raise RuntimeError(f"fastText diverged even at lr={self.params['lr']}")
         self._prepare()
         return self
 
@@ -314,6 +323,8 @@ class Coder:
         return [f"{t} {c}" for t, c in zip(texts, tokens, strict=True)]
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        if len(frame) == 0:
+            return np.zeros((0, len(self.classifier.classes)), dtype=np.float32)
         return self.classifier.predict_proba(self.features(frame))
 
     def predict(
@@ -336,7 +347,7 @@ class Coder:
             if n
             else (np.zeros((0, k), dtype=int))
         )
-        top_p = np.take_along_axis(proba, top, axis=1)
+        top_p = np.take_along_axis(proba, top, axis=1).astype(np.float64)
         order = np.argsort(-top_p, axis=1, kind="stable")
         top = np.take_along_axis(top, order, axis=1)
         top_p = np.take_along_axis(top_p, order, axis=1)

@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from datalab.catalog import SHIPPED_CATALOG_DIR, CatalogConfig
+from datalab.catalog import SHIPPED_CATALOG_DIR, CatalogConfig, load_catalog_file
 
 
 class ConfigError(Exception):
@@ -155,15 +155,9 @@ class Settings(BaseSettings):
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     backend: BackendSettings = Field(default_factory=BackendSettings)
     catalogs: list[CatalogConfig] = Field(
-        default_factory=lambda: [
-            CatalogConfig(
-                id="datalab",
-                name="Datalab",
-                description="Services shipped with datalab.",
-                location=str(SHIPPED_CATALOG_DIR),
-            )
-        ],
-        description="Catalog sources (chart directories or Helm repositories).",
+        default_factory=lambda: load_catalog_file(SHIPPED_CATALOG_DIR / "catalog.yaml"),
+        description="Catalog sources (chart directories or Helm repositories). Default: the "
+        "catalog shipped in catalog/.",
     )
     schema_dirs: list[Path] = Field(
         default_factory=list,

@@ -65,7 +65,7 @@ def small_config(tmp_path: Path, nomenclatures_dir: Path, **overrides):
         "nomenclatures_folder": str(nomenclatures_dir),
         "only_codes": SMALL_CODES,
         "model": "ensemble",
-        "params": {"members": {"fasttext": {"epoch": 15, "dim": 20}, "tfidf": {}}},
+        "params": {"members": {"fasttext": {"epoch": 50, "dim": 30, "thread": 1}, "tfidf": {}}},
         "output": str(tmp_path / "model"),
         "mlflow": {"tracking_uri": None},
     }

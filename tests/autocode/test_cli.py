@@ -1,0 +1,145 @@
+import json
+import sys
+from pathlib import Path
+
+import click
+import pandas as pd
+import pytest
+import typer.main
+import yaml
+
+from autocode import cli
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """Run the real entry point (errors included) and return (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["autocode", *args])
+    monkeypatch.setenv("COLUMNS", "200")
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 0
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture
+def config_file(tmp_path, nomenclatures_dir, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    path = tmp_path / "train.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "nomenclatures_folder": str(nomenclatures_dir),
+                "only_codes": ["10", "56"],
+                "model": "tfidf",
+                "evaluation": [{"uri": str(FIXTURES / "labelled_sample.csv")}],
+            }
+        )
+    )
+    return path
+
+
+def test_build_cold_start(monkeypatch, capsys, tmp_path, config_file):
+    output = tmp_path / "cold.parquet"
+    code, _, err = run(
+        monkeypatch, capsys, "data", "build-cold-start", "--config", str(config_file),
+        "--output", str(output), "--report", str(tmp_path / "report.csv"),
+    )  # fmt: skip
+    assert code == 0, err
+    table = pd.read_parquet(output)
+    assert set(table.columns) == {"text", "code", "source"}
+    report = pd.read_csv(tmp_path / "report.csv", dtype=str)
+    assert len(report) == len(set(table["code"])) and "rows per code" in err
+
+
+def test_train_predict_evaluate(monkeypatch, capsys, tmp_path, config_file, nomenclatures_dir):
+    model = tmp_path / "model"
+    code, _, err = run(
+        monkeypatch, capsys, "train", "--config", str(config_file), "--output", str(model)
+    )
+    assert code == 0, err
+    assert (model / "MLmodel").is_file()
+    assert "labelled_sample_accuracy" in err
+
+    output = tmp_path / "coded.csv"
+    code, _, err = run(
+        monkeypatch, capsys, "predict", "--model", str(model),
+        "--input", str(FIXTURES / "labelled_sample.csv"), "--output", str(output), "--k", "3",
+    )  # fmt: skip
+    assert code == 0, err
+    coded = pd.read_csv(output, dtype=str, keep_default_na=False)
+    assert len(coded) == 7
+    assert {"code_1", "proba_3", "ic", "auto", "subclass_label", "pred_code_1"} - set(
+        coded.columns
+    ) == {"pred_code_1"}
+    assert coded.loc[0, "code"] == "1071C"  # the input columns are kept as they were
+    assert coded.loc[0, "code_1"].startswith("10.71")
+
+    code, out, err = run(
+        monkeypatch, capsys, "evaluate", "--model", str(model),
+        "--input", str(FIXTURES / "labelled_sample.csv"), "--figures", str(tmp_path / "fig"),
+        "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    metrics = json.loads(out)["labelled_sample"]
+    assert metrics["n"] == 4 and 0 <= metrics["accuracy"] <= 1
+    assert (tmp_path / "fig" / "labelled_sample" / "automatic_coding_curve.png").is_file()
+    assert "3 invalid" in err
+
+
+def test_cross_validation(monkeypatch, capsys, config_file):
+    code, out, err = run(
+        monkeypatch, capsys, "evaluate", "--cv", "2", "--config", str(config_file), "--json"
+    )
+    assert code == 0, err
+    assert 0.3 < json.loads(out)["cv2"]["accuracy"] <= 1
+
+
+def test_user_errors_are_one_line(monkeypatch, capsys, tmp_path, config_file):
+    code, _, err = run(monkeypatch, capsys, "train", "--config", str(tmp_path / "nope.yaml"))
+    assert code == 2 and "config file not found" in err and "Traceback" not in err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("modle: fasttext\n")
+    code, _, err = run(monkeypatch, capsys, "train", "--config", str(bad))
+    assert code == 2 and "unknown config keys ['modle']" in err
+    code, _, err = run(
+        monkeypatch, capsys, "train", "--config", str(config_file),
+        "--nomenclatures", str(tmp_path / "missing"),
+    )  # fmt: skip
+    assert code == 2 and "nomenclature folder" in err
+    code, _, err = run(monkeypatch, capsys, "evaluate")
+    assert code == 2 and "--model" in err
+
+
+def test_default_config_finds_the_nomenclature_folder(monkeypatch, nomenclatures_dir):
+    from autocode.train import DEFAULT_OUTPUT, load_nomenclature
+
+    monkeypatch.setenv("AUTOCODE_NOMENCLATURES", str(nomenclatures_dir))
+    config = cli._config(None, None)
+    assert config.cold_start and config.output == DEFAULT_OUTPUT
+    nomenclature, notes = load_nomenclature(config)
+    assert len(nomenclature.codes()) == 732 and len(notes) == 1728
+
+
+def test_every_option_is_documented():
+    command = typer.main.get_command(cli.app)
+    docs = (Path(__file__).parents[2] / "docs" / "autocode.md").read_text()
+
+    def walk(group: click.Group, prefix: str):
+        for name, sub in group.commands.items():
+            if isinstance(sub, click.Group):
+                yield from walk(sub, f"{prefix}{name} ")
+            else:
+                yield f"{prefix}{name}", sub
+
+    for name, sub in walk(command, ""):
+        assert sub.help, f"{name} has no help"
+        assert f"autocode {name}" in docs, f"docs/autocode.md does not show `autocode {name}`"
+        for param in sub.params:
+            if isinstance(param, click.Option) and param.name != "help":
+                assert param.help, f"{name} {param.opts} has no help"
+                assert param.opts[0] in docs, f"docs/autocode.md lacks {name} {param.opts[0]}"
