@@ -181,6 +181,10 @@ def tune(
     tracking_uri: Annotated[
         str | None, typer.Option(help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI).")
     ] = None,
+    best_config: Annotated[
+        Path | None,
+        typer.Option(help="Write the training config of the best trial here (YAML)."),
+    ] = None,
 ) -> None:
     """Search hyper-parameters: trials in parallel, best on validation (never on a test set)."""
     from autocode.tune import SearchSpace, argo_workflow, run_local
@@ -217,6 +221,11 @@ def tune(
         table.add_row(str(trial.index), json.dumps(trial.params), f"{trial.score:.4f}")
     console.print(table)
     console.print(f"best: trial {outcome.best.index} {json.dumps(outcome.best.params)}")
+    if best_config:
+        import yaml
+
+        best_config.write_text(yaml.safe_dump(outcome.best_config.to_dict(), sort_keys=False))
+        console.print(f"best config written to {best_config}")
     if outcome.parent_run_id:
         console.print(f"MLflow parent run {outcome.parent_run_id}")
 

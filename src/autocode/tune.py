@@ -255,7 +255,7 @@ def run_local(
 
 
 # -- Argo Workflows -------------------------------------------------------------------------------
-MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL")
+FORWARDED_ENV = ("MLFLOW_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION")
 S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 
 
@@ -265,19 +265,27 @@ def argo_workflow(
     image: str = "autocode:latest",
     namespace: str | None = None,
     secret: str = "autocode-s3",  # noqa: S107 (a Kubernetes Secret name, not a password)
+    parallelism: int = 4,
 ):
     """An Argo `Workflow` (hera) fanning out one container per trial, each running the same
-    entry point, ``autocode train --config``, with the trial's config and MLflow / S3 env."""
+    entry point, ``autocode train --config``, with the trial's config and the MLflow / S3
+    environment (S3 keys from a Kubernetes Secret, never inlined)."""
     from hera.workflows import DAG, Container, Env, Parameter, Workflow
     from hera.workflows.models import EnvVar, EnvVarSource, SecretKeySelector
 
+    tracking_uri = base.mlflow.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not tracking_uri:
+        raise ConfigError("the argo backend needs an MLflow tracking URI (--tracking-uri)")
     configs = []
     for index, params in enumerate(search.trials()):
         config = trial_config(base, params)
+        config.refit = False
         config.mlflow.run_name = f"trial-{index}"
+        config.mlflow.tracking_uri = tracking_uri
         config.output = f"/tmp/autocode/trial-{index}"  # noqa: S108 (inside the container)
         configs.append(json.dumps(config.to_dict(), sort_keys=True))
-    env: list[Any] = [Env(name=name, value=os.environ.get(name, "")) for name in MLFLOW_ENV]
+    env: list[Any] = [Env(name="MLFLOW_TRACKING_URI", value=tracking_uri)]
+    env += [Env(name=name, value=os.environ[name]) for name in FORWARDED_ENV if name in os.environ]
     env += [
         EnvVar(
             name=key,
@@ -289,6 +297,7 @@ def argo_workflow(
         generate_name="autocode-tune-",
         entrypoint="tune",
         namespace=namespace,
+        parallelism=parallelism,
         labels={"app.kubernetes.io/name": "autocode", "autocode/step": "tune"},
     ) as workflow:
         train = Container(
@@ -308,10 +317,41 @@ def argo_workflow(
 
 
 def validate_workflow(manifest: Mapping[str, Any]) -> None:
-    """Validate a manifest against Argo's schema, as generated into hera's models (the
-    ``io.argoproj.workflow.v1alpha1`` OpenAPI definitions); raises on any mismatch."""
+    """Validate a manifest against Argo's schema as generated into hera's models (the
+    ``io.argoproj.workflow.v1alpha1`` OpenAPI definitions), strictly: a key the schema does not
+    know is an error, and the entrypoint and every task's template must exist."""
     from hera.workflows.models import Workflow as WorkflowModel
 
     if manifest.get("apiVersion") != "argoproj.io/v1alpha1" or manifest.get("kind") != "Workflow":
         raise ValueError("not an argoproj.io/v1alpha1 Workflow")
-    WorkflowModel.model_validate(manifest)
+    model = WorkflowModel.model_validate(manifest)
+    dumped = model.model_dump(by_alias=True, exclude_none=True, mode="json")
+    unknown = _unknown_keys(manifest, dumped, "")
+    if unknown:
+        raise ValueError(f"keys not in the Argo schema: {unknown}")
+    templates = {t.name for t in model.spec.templates or []}
+    if model.spec.entrypoint not in templates:
+        raise ValueError(f"entrypoint {model.spec.entrypoint!r} is not a template")
+    for template in model.spec.templates or []:
+        for task in (template.dag.tasks if template.dag else []) or []:
+            if task.template not in templates:
+                raise ValueError(f"task {task.name!r} uses unknown template {task.template!r}")
+
+
+def _unknown_keys(raw: Any, known: Any, path: str) -> list[str]:
+    if isinstance(raw, Mapping):
+        known = known if isinstance(known, Mapping) else {}
+        out = []
+        for key, value in raw.items():
+            if key not in known:
+                out.append(f"{path}.{key}".lstrip("."))
+            else:
+                out += _unknown_keys(value, known[key], f"{path}.{key}")
+        return out
+    if isinstance(raw, list) and isinstance(known, list):
+        return [
+            u
+            for i, (a, b) in enumerate(zip(raw, known))
+            for u in _unknown_keys(a, b, f"{path}[{i}]")
+        ]
+    return []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from datalab.api.deps import AdminDep, PlatformDep, PrincipalDep, SessionDep
+from datalab.api.deps import AdminDep, PlatformDep, PrincipalDep, SessionDep, UserDep
 from datalab.api.schemas import (
     Member,
     NewProject,
@@ -14,8 +14,7 @@ from datalab.api.schemas import (
     UserCreated,
     UserOut,
 )
-from datalab.api.views import project_out, user_out
-from datalab.db import User
+from datalab.api.views import project_out, projects_of, user_out
 from datalab.errors import InvalidInput
 from datalab.identity import accounts
 from datalab.identity.access import require_admin
@@ -65,19 +64,13 @@ def reset_password(
 
 
 @router.get("/projects", summary="Projects: mine, or all with ?all=true (admin)")
-def list_projects(caller: PrincipalDep, session: SessionDep, all: bool = False) -> list[ProjectOut]:
+def list_projects(
+    caller: PrincipalDep, user: UserDep, session: SessionDep, all: bool = False
+) -> list[ProjectOut]:
     if all:
         require_admin(caller)
         return [project_out(p, members=True) for p in accounts.list_projects(session)]
-    user = session.get(User, caller.user_id)
-    assert user is not None
-    result = []
-    for project in accounts.list_projects(session, user):
-        membership = accounts.membership_of(session, user, project.id)
-        result.append(
-            project_out(project, role=membership.role if membership else None, members=True)
-        )
-    return result
+    return projects_of(session, user, members=True)
 
 
 @router.post("/projects", summary="Create a shared project (admin)", status_code=201)

@@ -88,6 +88,17 @@ def principal(
         return principal_for(session, user, x_datalab_project or project, via)
 
 
+def current_user(
+    caller: Annotated[Principal, Depends(principal)],
+    session: Annotated[Session, Depends(db_session)],
+) -> User:
+    """The caller's user row, in the request's database session."""
+    user = session.get(User, caller.user_id)
+    if user is None:  # deleted between authentication and now
+        raise Unauthenticated("your account no longer exists")
+    return user
+
+
 def admin(caller: Annotated[Principal, Depends(principal)]) -> Principal:
     require_admin(caller)
     return caller
@@ -97,3 +108,4 @@ PlatformDep = Annotated[Platform, Depends(platform)]
 SessionDep = Annotated[Session, Depends(db_session)]
 PrincipalDep = Annotated[Principal, Depends(principal)]
 AdminDep = Annotated[Principal, Depends(admin)]
+UserDep = Annotated[User, Depends(current_user)]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from sqlalchemy.orm import Session
+
 from datalab.api.schemas import ProjectOut, TokenOut, UserOut
 from datalab.db import ApiToken, Project, User
+from datalab.identity import accounts
 
 
 def token_out(token: ApiToken) -> TokenOut:
@@ -38,3 +41,13 @@ def project_out(project: Project, *, role: str | None = None, members: bool = Fa
         if members
         else None,
     )
+
+
+def projects_of(session: Session, user: User, *, members: bool = False) -> list[ProjectOut]:
+    """The user's projects, with their role in each."""
+    result = []
+    for project in accounts.list_projects(session, user):
+        membership = accounts.membership_of(session, user, project.id)
+        role = membership.role if membership else None
+        result.append(project_out(project, role=role, members=members))
+    return result
