@@ -351,7 +351,7 @@ def _unknown_keys(raw: Any, known: Any, path: str) -> list[str]:
     if isinstance(raw, list) and isinstance(known, list):
         return [
             u
-            for i, (a, b) in enumerate(zip(raw, known))
+            for i, (a, b) in enumerate(zip(raw, known, strict=False))
             for u in _unknown_keys(a, b, f"{path}[{i}]")
         ]
     return []
