@@ -6,7 +6,11 @@ UV := $(PYTHON) -m uv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 
-.PHONY: setup run test lint format bench clean
+# Debian packages the tests need: Chromium for the browser tests (Playwright drives it; no
+# browser is ever downloaded).
+APT_PACKAGES := chromium
+
+.PHONY: setup system-packages run test lint format bench clean
 
 # Bootstrap uv (from PyPI), then create .venv exactly as uv.lock says.
 .venv/.synced: pyproject.toml uv.lock
@@ -16,12 +20,21 @@ export UV_PYTHON := $(PYTHON)
 
 setup: .venv/.synced
 
+# Installs the missing Debian packages (as root, or with sudo when available).
+system-packages:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo"; \
+		echo "installing Debian packages:$$missing"; \
+		$$sudo apt-get update -qq && $$sudo apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
 ## run: start the platform on embedded defaults (Ctrl-C stops it)
 run: setup
 	$(UV) run --frozen datalab up
 
 ## test: lint, then the whole test suite (unit, API, real servers)
-test: setup lint
+test: setup system-packages lint
 	$(UV) run --frozen pytest
 
 lint: setup
