@@ -133,6 +133,96 @@ class BackendSettings(_Section):
     )
 
 
+_COLOUR = r"^#[0-9a-fA-F]{6}$"
+_LINK = r"^(https?://|/)[^\s\"'<>]*$"
+
+
+class FooterLink(_Section):
+    label: str = Field(max_length=100, description="Text of the link.")
+    url: str = Field(pattern=_LINK, description="http(s):// URL or a path on this site.")
+
+
+class BrandingSettings(_Section):
+    """How the web UI presents this instance."""
+
+    name: str | None = Field(None, description="Name in the header (default: instance_name).")
+    logo_url: str = Field(
+        "/static/logo.svg", pattern=_LINK, description="Logo in the header (URL or path)."
+    )
+    primary_colour: str = Field(
+        "#1f4e79", pattern=_COLOUR, description="Main colour (#rrggbb): header, buttons."
+    )
+    accent_colour: str = Field(
+        "#b8860b", pattern=_COLOUR, description="Accent colour (#rrggbb): highlighted charts."
+    )
+    footer_links: list[FooterLink] = Field(
+        default_factory=list, description="Links in the footer: [{label, url}]."
+    )
+    terms_url: str | None = Field(
+        None, pattern=_LINK, description="Terms of service, linked from the footer and login."
+    )
+    long_running_warning_h: float = Field(
+        24, gt=0, description="Warn on My services about services running longer (hours)."
+    )
+
+
+class StorageSettings(_Section):
+    """Object storage (S3): embedded SeaweedFS, an external S3, or none."""
+
+    mode: Literal["embedded", "external", "disabled"] = Field(
+        "embedded",
+        description="embedded: SeaweedFS supervised by the platform; external: the S3 at "
+        "endpoint_url; disabled: no object storage (nothing injected).",
+    )
+    endpoint_url: str | None = Field(
+        None, description="External S3 endpoint (mode external), e.g. https://minio.example.org."
+    )
+    access_key_id: str | None = Field(
+        None, description="External S3 admin access key (mode external): creates buckets."
+    )
+    secret_access_key: SecretStr | None = Field(
+        None, description="External S3 admin secret key (mode external)."
+    )
+    sts_role_arn: str | None = Field(
+        None,
+        description="Role assumed with the platform's tokens (AssumeRoleWithWebIdentity) on an "
+        "external S3; without it services get the static credentials above (single-tenant only).",
+    )
+    region: str = Field("us-east-1", description="S3 region injected as AWS_DEFAULT_REGION.")
+    port: int | None = Field(
+        None, ge=1, le=65535, description="Embedded S3 port (default: a free port, kept)."
+    )
+    credentials_ttl_s: int = Field(
+        3600, ge=60, le=43200, description="Lifetime of per-user S3 session credentials."
+    )
+    max_upload_bytes: int = Field(
+        5 * 1024**3, ge=1, description="Largest object accepted by the storage API (bytes)."
+    )
+
+
+class SecretsSettings(_Section):
+    """Secrets (Vault API): embedded OpenBao, an external Vault/OpenBao, or none."""
+
+    mode: Literal["embedded", "external", "disabled"] = Field(
+        "embedded",
+        description="embedded: OpenBao supervised by the platform; external: the Vault at "
+        "address; disabled: no secrets store.",
+    )
+    address: str | None = Field(None, description="External Vault/OpenBao URL (mode external).")
+    token: SecretStr | None = Field(
+        None,
+        description="External Vault token able to configure the KV mount, JWT auth and policies "
+        "(mode external).",
+    )
+    mount: str = Field("onyxia-kv", description="KV v2 mount holding user and project secrets.")
+    port: int | None = Field(
+        None, ge=1, le=65535, description="Embedded OpenBao port (default: a free port, kept)."
+    )
+    token_ttl_s: int = Field(
+        3600, ge=60, description="Lifetime of per-user Vault tokens (renewable up to 24 h)."
+    )
+
+
 class Settings(BaseSettings):
     """The whole platform configuration (``datalab.yaml``)."""
 
@@ -154,6 +244,9 @@ class Settings(BaseSettings):
     region: RegionSettings = Field(default_factory=RegionSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     backend: BackendSettings = Field(default_factory=BackendSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    secrets: SecretsSettings = Field(default_factory=SecretsSettings)
+    branding: BrandingSettings = Field(default_factory=BrandingSettings)
     catalogs: list[CatalogConfig] = Field(
         default_factory=lambda: load_catalog_file(SHIPPED_CATALOG_DIR / "catalog.yaml"),
         description="Catalog sources (chart directories or Helm repositories). Default: the "

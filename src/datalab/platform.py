@@ -15,8 +15,12 @@ from datalab.catalog import CatalogRegistry
 from datalab.config import Settings
 from datalab.db import Database
 from datalab.identity import accounts
+from datalab.identity.issuer import JwksServer, TokenIssuer
 from datalab.identity.ratelimit import LoginThrottle
+from datalab.secrets.service import SecretsService
 from datalab.services import ServiceManager
+from datalab.storage.injection import CredentialBroker
+from datalab.storage.service import StorageService
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +69,10 @@ class Platform:
     login_throttle: LoginThrottle
     session_secret: str
     first_admin_password: str | None = None
+    issuer: TokenIssuer | None = None
+    jwks_server: JwksServer | None = None
+    storage: StorageService | None = None
+    secret_store: SecretsService | None = None
 
     @classmethod
     def create(cls, settings: Settings, backend: Backend | None = None) -> Platform:
@@ -87,12 +95,22 @@ class Platform:
             if settings.security.session_secret
             else read_or_create_secret(data_dir / "keys" / "session.key")
         )
+        issuer = TokenIssuer(data_dir / "keys" / "issuer.pem", settings.server.url())
+        storage = StorageService(settings, issuer) if settings.storage.mode != "disabled" else None
+        secret_store = (
+            SecretsService(settings, issuer) if settings.secrets.mode != "disabled" else None
+        )
+        services = ServiceManager(settings, db, catalogs, backend)
+        services.credentials = CredentialBroker(settings, db, storage, secret_store)
         return cls(
+            issuer=issuer,
+            storage=storage,
+            secret_store=secret_store,
             settings=settings,
             db=db,
             catalogs=catalogs,
             backend=backend,
-            services=ServiceManager(settings, db, catalogs, backend),
+            services=services,
             login_throttle=LoginThrottle(
                 settings.security.login_max_failures, settings.security.login_lockout_s
             ),
@@ -110,6 +128,7 @@ class Platform:
         return password
 
     async def start(self) -> None:
+        await self._start_embedded_servers()
         await self.catalogs.refresh()
         self.catalogs.start()
         await self.backend.start()
@@ -119,4 +138,31 @@ class Platform:
         await self.services.stop()
         await self.backend.shutdown()
         await self.catalogs.stop()
+        await self._stop_embedded_servers()
         self.db.dispose()
+
+    async def _start_embedded_servers(self) -> None:
+        """Object storage and secrets (embedded: started and supervised here; external: only
+        configured). The embedded ones fetch the issuer's keys from a loopback listener."""
+        if self.storage is not None and self.storage.embedded is not None:
+            assert self.issuer is not None
+            self.jwks_server = JwksServer(self.issuer)
+            self.jwks_server.start()
+            self.storage.jwks = self.jwks_server
+        try:
+            if self.storage is not None:
+                await self.storage.start()
+            if self.secret_store is not None:
+                await self.secret_store.start()
+        except BaseException:
+            await self._stop_embedded_servers()
+            raise
+
+    async def _stop_embedded_servers(self) -> None:
+        if self.secret_store is not None:
+            await self.secret_store.stop()
+        if self.storage is not None:
+            await self.storage.stop()
+        if self.jwks_server is not None:
+            self.jwks_server.stop()
+            self.jwks_server = None

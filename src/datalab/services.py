@@ -13,7 +13,7 @@ import logging
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 
@@ -35,6 +35,9 @@ from datalab.identity.access import Action, Principal, check_service
 from datalab.identity.names import check_label
 from datalab.launch import ResolvedValues, equivalent_commands, resolve_values
 from datalab.resources import requested_resources
+
+if TYPE_CHECKING:
+    from datalab.storage.injection import CredentialBroker, Injection
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +77,8 @@ class ServiceManager:
         self.backend = backend
         self._watcher: asyncio.Task[None] | None = None
         self.poll_interval_s = 1.0
+        # per-launch S3 / Vault credentials; set by the platform when storage or secrets run
+        self.credentials: CredentialBroker | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -129,7 +134,9 @@ class ServiceManager:
 
     # -- launching ----------------------------------------------------------------------------
 
-    def _context(self, session: Any, principal: Principal) -> dict[str, Any]:
+    def _context(
+        self, session: Any, principal: Principal, injection: Injection | None = None
+    ) -> dict[str, Any]:
         """The x-onyxia injection context of the caller in their project."""
         user = session.get(User, principal.user_id)
         assert user is not None
@@ -147,6 +154,8 @@ class ServiceManager:
             git=GitContext(
                 name=user.git_name or user.name, email=user.git_email or user.email or ""
             ),
+            s3=injection.s3 if injection else None,
+            vault=injection.vault if injection else None,
         )
 
     def resolve(
@@ -170,8 +179,11 @@ class ServiceManager:
                 "local backend; it needs the kubernetes backend"
             )
         service_id = self._new_service_id(chart.name, request.name)
+        injection = None
+        if self.credentials is not None:
+            injection = await self.credentials.for_launch(principal.name, principal.project_id)
         with self.db.session() as session:
-            context = self._context(session, principal)
+            context = self._context(session, principal, injection)
         resolved = resolve_values(chart, context, overrides=request.overrides)
         cpu, memory_mb = requested_resources(resolved.values)
         release_commands = equivalent_commands(

@@ -24,7 +24,14 @@ ADMIN_PASSWORD = "admin-password-for-tests"
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.setenv("DATALAB_ADMIN_PASSWORD", ADMIN_PASSWORD)
     monkeypatch.delenv("DATALAB_CONFIG", raising=False)
-    return load_settings(None, data_dir=tmp_path / "data", backend={"name": "memory"})
+    # embedded SeaweedFS / OpenBao are opt-in per test (tests/datalab/storage, secrets)
+    return load_settings(
+        None,
+        data_dir=tmp_path / "data",
+        backend={"name": "memory"},
+        storage={"mode": "disabled"},
+        secrets={"mode": "disabled"},
+    )
 
 
 @dataclass

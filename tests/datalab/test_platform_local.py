@@ -36,6 +36,8 @@ def local_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
         data_dir=root / "data",
         backend={"name": "local"},
         catalogs=[{"id": "test", "name": "Test charts", "location": str(CHARTS)}],
+        storage={"mode": "disabled"},
+        secrets={"mode": "disabled"},
     )
     shutil.rmtree(root, ignore_errors=True)
 

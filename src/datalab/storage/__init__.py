@@ -1,0 +1,2 @@
+"""Object storage: embedded SeaweedFS or an external S3, per-user session credentials, and the
+storage API's operations."""

