@@ -11,8 +11,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import pwd
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -33,6 +36,7 @@ from starlette.routing import Route
 
 from datalab.backends.base import Phase, ServiceSpec
 from datalab.backends.local import LocalBackend
+from datalab.backends.local.accounts import account_name
 from datalab.backends.local.recipe import render_recipe
 from datalab.envs import EnvManager, EnvSpec
 from datalab.proxy import Target, mount_service_proxy
@@ -97,11 +101,7 @@ async def _launches(root: Path) -> dict[str, Any]:
             spec = _spec(recipe, values)
             started = time.perf_counter()
             await backend.install(spec)
-            while (status := await backend.status(spec.id)).phase in (
-                Phase.BUILDING,
-                Phase.STARTING,
-            ):
-                await asyncio.sleep(0.02)  # noqa: ASYNC110 - polling is what a client does
+            status = await _settled(backend, spec.id)
             if status.phase is not Phase.RUNNING:
                 raise RuntimeError(f"jupyter-python did not start: {status.reason}")
             platform.append(time.perf_counter() - started)
@@ -124,8 +124,17 @@ async def _launches(root: Path) -> dict[str, Any]:
     }
 
 
+async def _settled(backend: LocalBackend, service_id: str) -> Any:
+    """Poll the status as a client would, until it is no longer building or starting."""
+    while True:
+        status = await backend.status(service_id)
+        if status.phase not in (Phase.BUILDING, Phase.STARTING):
+            return status
+        await asyncio.sleep(0.02)
+
+
 async def _bare_launch(backend: LocalBackend, spec: ServiceSpec, env_dir: Path, port: int) -> float:
-    """The same command, env and probe, started directly: what the backend adds is the rest."""
+    """The same command, env, account and probe, started directly: the backend adds the rest."""
     workdir = Path(tempfile.mkdtemp(prefix="bare-", dir=backend.data_dir))
     context = {
         "values": spec.values,
@@ -144,18 +153,28 @@ async def _bare_launch(backend: LocalBackend, spec: ServiceSpec, env_dir: Path, 
         "LANG": "C.UTF-8",
         **rendered.env,
     }
+    account: tuple[int, int] | None = None
+    if backend.isolate_users:  # Jupyter refuses to run as root, and the backend would not
+        entry = pwd.getpwnam(account_name(spec.owner))
+        account = (entry.pw_uid, entry.pw_gid)
+        os.chown(workdir, *account)
+    log_path = workdir.with_suffix(".log")
     started = time.perf_counter()
-    process = await asyncio.create_subprocess_exec(
-        *argv,
-        env=environ,
-        cwd=workdir,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    with open(log_path, "wb") as log:
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            env=environ,
+            cwd=workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            user=account[0] if account else None,
+            group=account[1] if account else None,
+            extra_groups=[] if account else None,
+        )
     try:
         async with httpx.AsyncClient(timeout=2) as client:
-            while True:
+            while process.returncode is None and time.perf_counter() - started < 180:
                 try:
                     response = await client.get(f"http://127.0.0.1:{port}{rendered.readiness_http}")
                     if response.status_code < 400 or response.status_code in (401, 403):
@@ -163,10 +182,14 @@ async def _bare_launch(backend: LocalBackend, spec: ServiceSpec, env_dir: Path, 
                 except httpx.HTTPError:
                     pass
                 await asyncio.sleep(0.1)
+        tail = log_path.read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"bare jupyter lab did not get ready: {tail}")
     finally:
-        os.killpg(process.pid, 15)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
         await process.wait()
         shutil.rmtree(workdir, ignore_errors=True)
+        log_path.unlink(missing_ok=True)
 
 
 # -- proxy overhead -----------------------------------------------------------------------------
@@ -185,8 +208,8 @@ async def _serve(app: Any, port: int) -> tuple[uvicorn.Server, asyncio.Task[None
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)  # noqa: ASYNC110 - uvicorn offers no started event
+    while not server.started:  # noqa: ASYNC110 - uvicorn offers no "started" event
+        await asyncio.sleep(0.01)
     return server, task
 
 
