@@ -149,6 +149,9 @@ def create_app(platform: Platform, *, manage_lifecycle: bool = True) -> FastAPI:
     mount_service_proxy(
         app, service_resolver(platform), path_prefix="/s", drop_cookies=[SESSION_COOKIE]
     )
+    from datalab.web import mount_web
+
+    mount_web(app)  # pages, /ui fragments, /static, security headers (CSP)
 
     security = platform.settings.security
     secure = security.secure_cookies

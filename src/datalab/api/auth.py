@@ -43,11 +43,20 @@ def _check_credentials(
 def login(
     body: Credentials, request: Request, platform: PlatformDep, session: SessionDep
 ) -> dict[str, str]:
+    user, csrf = sign_in(platform, session, request, body)
+    return {"user": user.name, "csrf_token": csrf}
+
+
+def sign_in(
+    platform: PlatformDep, session: SessionDep, request: Request, body: Credentials
+) -> tuple[User, str]:
+    """Check the credentials and start a fresh web session; returns the user and the session's
+    CSRF token. Shared by this endpoint and the web UI's sign-in form."""
     user = _check_credentials(platform, session, request, body)
     request.session.clear()
     csrf = secrets.token_urlsafe(32)
     request.session.update({"uid": user.id, "csrf": csrf, "pwv": _password_version(user)})
-    return {"user": user.name, "csrf_token": csrf}
+    return user, csrf
 
 
 @router.post("/logout", summary="Sign out", status_code=204)

@@ -36,13 +36,14 @@ def db_session(request: Request) -> Iterator[Session]:
 
 
 def authenticated_user(
-    request: HTTPConnection, session: Session, *, proxied: bool = False
+    request: HTTPConnection, session: Session, *, proxied: bool = False, csrf_checked: bool = False
 ) -> tuple[User, str]:
     """The calling user and how they authenticated ("token" or "session").
 
     For traffic to a service (``proxied``) an ``Authorization`` header that is not a platform
     token belongs to the service (e.g. Jupyter's ``token ...``) and is ignored, and there is no
     CSRF header check: the services' own XSRF protection and the SameSite cookie apply.
+    ``csrf_checked``: the caller (a web form handler) already compared the form's CSRF field.
     """
     authorization = request.headers.get("authorization")
     if proxied and authorization and not _is_platform_token(authorization):
@@ -59,7 +60,7 @@ def authenticated_user(
     if user is None or user.disabled or request.session.get("pwv") != _password_version(user):
         request.session.clear()
         raise Unauthenticated("your session has ended; sign in again")
-    if not proxied and request.scope.get("method") not in SAFE_METHODS:
+    if not (proxied or csrf_checked) and request.scope.get("method") not in SAFE_METHODS:
         sent = request.headers.get(CSRF_HEADER, "")
         expected = request.session.get("csrf", "")
         if not expected or not hmac.compare_digest(sent, expected):

@@ -2,25 +2,61 @@
 
 from __future__ import annotations
 
+import re
+
 from fastapi import APIRouter, Request, Response
 
 from datalab.api.deps import PlatformDep, PrincipalDep, SessionDep, UserDep
-from datalab.api.schemas import MeOut, NewToken, PasswordChange, TokenCreated, TokenOut
+from datalab.api.schemas import (
+    MeOut,
+    NewToken,
+    PasswordChange,
+    ProfileUpdate,
+    TokenCreated,
+    TokenOut,
+)
 from datalab.api.views import projects_of, token_out, user_out
+from datalab.errors import InvalidInput
 from datalab.identity import accounts
 
 router = APIRouter(prefix="/api/me", tags=["me"])
+
+EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 
 
 @router.get("", summary="Who am I, in which project")
 def me(caller: PrincipalDep, user: UserDep, session: SessionDep, request: Request) -> MeOut:
     return MeOut(
         **user_out(user).model_dump(),
+        git_name=user.git_name,
+        git_email=user.git_email,
+        lang=user.lang,
         project=caller.project_id,
         project_role=caller.project_role,
         projects=projects_of(session, user),
         csrf_token=request.session.get("csrf") if caller.via == "session" else None,
     )
+
+
+@router.patch("", summary="Change my profile: email, git identity, language")
+def update_profile(
+    body: ProfileUpdate,
+    caller: PrincipalDep,
+    user: UserDep,
+    session: SessionDep,
+    request: Request,
+) -> MeOut:
+    changes = body.model_dump(exclude_unset=True)
+    if changes.get("lang"):
+        user.lang = changes["lang"]
+    for key in ("email", "git_name", "git_email"):
+        if key not in changes:
+            continue
+        text = (changes[key] or "").strip()
+        if key != "git_name" and text and not EMAIL.fullmatch(text):
+            raise InvalidInput(f"{key}: {text!r} is not an email address (name@domain)")
+        setattr(user, key, text or None)
+    return me(caller, user, session, request)
 
 
 @router.get("/tokens", summary="My API tokens")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -68,10 +68,22 @@ class UserOut(BaseModel):
 
 
 class MeOut(UserOut):
+    git_name: str | None = Field(None, description="Name for git commits (default: user name).")
+    git_email: str | None = Field(None, description="Email for git commits (default: email).")
+    lang: str = Field("en", description="Interface language: en or fr.")
     project: str
     project_role: str
     projects: list[ProjectOut]
     csrf_token: str | None = Field(None, description="For web sessions: send as X-CSRF-Token.")
+
+
+class ProfileUpdate(Model):
+    """Fields of my profile to change; absent fields keep their value, "" clears one."""
+
+    email: str | None = Field(None, max_length=254)
+    git_name: str | None = Field(None, max_length=255)
+    git_email: str | None = Field(None, max_length=254)
+    lang: Literal["en", "fr"] | None = None
 
 
 class NewUser(Model):

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import yaml
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 from pydantic import Field
 
 from datalab import commands
 from datalab.api.deps import PlatformDep, PrincipalDep
+from datalab.api.masking import mask_secret_values
 from datalab.api.schemas import Model
 from datalab.errors import InvalidInput
 from datalab.launch import load_values_file, parse_set_args
@@ -34,6 +36,11 @@ class LaunchBody(Model):
     set: list[str] = Field(default_factory=list, description="Helm-style 'a.b=c' overrides.")
     shared: bool = Field(False, description="Share with the project's members.")
     dry_run: bool = Field(False, description="Resolve and validate only; start nothing.")
+    mask_secrets: bool = Field(
+        False,
+        description="With dry_run: replace passwords, tokens and keys by ******** in the "
+        "values and values YAML of the answer (for screens, e.g. the web launcher).",
+    )
 
 
 class ServicePatch(Model):
@@ -74,7 +81,14 @@ async def launch(body: LaunchBody, caller: PrincipalDep, platform: PlatformDep) 
         shared=body.shared,
         dry_run=body.dry_run,
     )
-    return await platform.services.launch(caller, request)
+    result = await platform.services.launch(caller, request)
+    if body.dry_run and body.mask_secrets:
+        _, resolved = platform.services.resolve(caller, body.catalog, body.chart, body.version)
+        result["values"] = mask_secret_values(result["values"], resolved.schema)
+        result["commands"]["values_yaml"] = yaml.safe_dump(
+            result["values"], sort_keys=False, allow_unicode=True
+        )
+    return result
 
 
 @router.get("/services", summary="Services of the project visible to me")

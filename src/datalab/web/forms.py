@@ -1,0 +1,283 @@
+"""The launcher form, generated from a chart's resolved values schema (a pure function).
+
+:func:`build_form` walks the schema the way Onyxia's launcher does: each top-level object is a
+section (tab), nested objects are groups inside it, and every leaf becomes a :class:`Field` whose
+widget follows the schema (``render``, ``enum`` / ``listEnum``, ``type``, slider keywords).
+Fields that are always hidden (``hidden: true`` / ``x-onyxia.hidden``) are left out of the form:
+their values come from the chart and the injection context. Conditional hiding
+(``hidden: {path, value, isPathRelative}``) is passed to the browser, which hides the field while
+the other field has that value. Read-only fields are shown disabled.
+
+The browser sends only the fields the user changed, as overrides, so the platform resolves every
+other value afresh (one-time passwords, random subdomains, credentials).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from datalab.api.masking import is_secret_field
+
+
+@dataclass
+class Field:
+    path: str  # dotted path in the values: resources.limits.cpu
+    name: str  # last part of the path
+    # text | textarea | password | number | integer | checkbox | select | slider | list | json
+    widget: str
+    label: str
+    description: str = ""
+    value: Any = None  # current value (the default, or a pre-filled override)
+    default: Any = None  # the resolved default: what "restore defaults" goes back to
+    readonly: bool = False
+    options: list[Any] = field(default_factory=list)
+    slider: dict[str, Any] = field(default_factory=dict)  # min, max, step, unit
+    pattern: str | None = None
+    hide_when: dict[str, Any] | None = None  # {"path": dotted, "value": json} for the browser
+
+    @property
+    def dom_id(self) -> str:
+        return "f-" + re.sub(r"[^A-Za-z0-9_-]", "-", self.path)
+
+    @property
+    def text_value(self) -> str:
+        """The value as the input shows it."""
+        if self.widget == "password":
+            return ""  # never put a secret in the page: empty keeps the platform's value
+        if self.widget == "list":
+            return "\n".join(str(v) for v in self.value or [])
+        if self.widget == "json":
+            return json.dumps(self.value, indent=2, ensure_ascii=False)
+        if self.value is None:
+            return ""
+        if isinstance(self.value, bool):
+            return "true" if self.value else "false"
+        return str(self.value)
+
+    @property
+    def default_json(self) -> str:
+        """The default, for the browser's diff and "restore defaults" (never a secret)."""
+        return json.dumps(None if self.widget == "password" else self.default)
+
+    @property
+    def value_json(self) -> str:
+        return json.dumps(None if self.widget == "password" else self.value)
+
+
+@dataclass
+class Group:
+    path: str
+    title: str
+    description: str = ""
+    fields: list[Field] = field(default_factory=list)
+    groups: list[Group] = field(default_factory=list)
+    hide_when: dict[str, Any] | None = None
+
+    @property
+    def dom_id(self) -> str:
+        return "g-" + re.sub(r"[^A-Za-z0-9_-]", "-", self.path or "general")
+
+    def is_empty(self) -> bool:
+        return not self.fields and all(g.is_empty() for g in self.groups)
+
+
+def _is_always_hidden(node: dict[str, Any]) -> bool:
+    x_onyxia = node.get("x-onyxia")
+    return node.get("hidden") is True or (
+        isinstance(x_onyxia, dict) and x_onyxia.get("hidden") is True
+    )
+
+
+def _is_readonly(node: dict[str, Any]) -> bool:
+    x_onyxia = node.get("x-onyxia")
+    return node.get("readOnly") is True or (
+        isinstance(x_onyxia, dict) and x_onyxia.get("readonly") is True
+    )
+
+
+def _main_type(node: dict[str, Any]) -> str | None:
+    kind = node.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), None)
+    return kind if isinstance(kind, str) else None
+
+
+def _hide_when(node: dict[str, Any], parent: tuple[str, ...]) -> dict[str, Any] | None:
+    """Onyxia's conditional ``hidden: {value, path, isPathRelative}``; paths use ``/``."""
+    hidden = node.get("hidden")
+    if not isinstance(hidden, dict) or "path" not in hidden:
+        return None
+    parts = [p for p in str(hidden["path"]).replace(".", "/").split("/") if p]
+    absolute = (*parent, *parts) if hidden.get("isPathRelative") else tuple(parts)
+    return {"path": ".".join(absolute), "value": hidden.get("value")}
+
+
+def _get(values: Any, path: tuple[str, ...]) -> Any:
+    for part in path:
+        if not isinstance(values, dict) or part not in values:
+            return None
+        values = values[part]
+    return values
+
+
+def _widget(node: dict[str, Any], name: str) -> str:
+    kind = _main_type(node)
+    render = node.get("render")
+    if kind == "boolean":
+        return "checkbox"
+    if kind in ("array",):
+        items = node.get("items") if isinstance(node.get("items"), dict) else {}
+        return "list" if _main_type(items) in ("string", "number", "integer", None) else "json"
+    if kind == "object":
+        return "json"
+    if render == "password" or (kind == "string" and is_secret_field(node, name)):
+        return "password"
+    if isinstance(node.get("enum"), list) or isinstance(node.get("listEnum"), list):
+        return "select"
+    if render == "slider" and "sliderMax" in node:
+        return "slider"
+    if render == "textArea" or node.get("x-form", {}).get("textarea") is True:
+        return "textarea"
+    if kind in ("number", "integer"):
+        return kind
+    return "text"
+
+
+def _field(
+    path: tuple[str, ...], node: dict[str, Any], current: Any, default: Any, readonly: bool
+) -> Field:
+    name = path[-1]
+    widget = _widget(node, name)
+    options: list[Any] = []
+    if widget == "select":
+        options = list(node.get("enum") or node.get("listEnum") or [])
+        if current not in options and current not in (None, ""):
+            options.insert(0, current)
+    slider: dict[str, Any] = {}
+    if widget == "slider":
+        slider = {
+            "min": node.get("sliderMin", 0),
+            "max": node.get("sliderMax"),
+            "step": node.get("sliderStep", 1),
+            "unit": node.get("sliderUnit", ""),
+        }
+    return Field(
+        path=".".join(path),
+        name=name,
+        widget=widget,
+        label=str(node.get("title") or name),
+        description=str(node.get("description") or ""),
+        value=current,
+        default=default,
+        readonly=readonly or _is_readonly(node),
+        options=options,
+        slider=slider,
+        pattern=node.get("pattern") if isinstance(node.get("pattern"), str) else None,
+        hide_when=_hide_when(node, path[:-1]),
+    )
+
+
+def build_form(
+    schema: dict[str, Any], defaults: dict[str, Any], current: dict[str, Any] | None = None
+) -> list[Group]:
+    """Sections of the form: one per top-level object, plus "general" for top-level leaves.
+
+    ``defaults`` are the resolved values for the caller (schema defaults with the injected
+    context); ``current`` the values to show (defaults with pre-filled overrides, e.g. from an
+    auto-launch URL). Returns only non-empty sections.
+    """
+    current = defaults if current is None else current
+    general = Group(path="", title="")
+    sections: list[Group] = [general]
+    for name, node in (schema.get("properties") or {}).items():
+        if not isinstance(node, dict) or _is_always_hidden(node):
+            continue
+        if _main_type(node) == "object" and isinstance(node.get("properties"), dict):
+            sections.append(_group((name,), node, defaults, current, False))
+        else:
+            general.fields.append(
+                _field((name,), node, _get(current, (name,)), _get(defaults, (name,)), False)
+            )
+    return [s for s in sections if not s.is_empty()]
+
+
+def _group(
+    path: tuple[str, ...],
+    node: dict[str, Any],
+    defaults: dict[str, Any],
+    current: dict[str, Any],
+    readonly: bool,
+) -> Group:
+    readonly = readonly or _is_readonly(node)
+    group = Group(
+        path=".".join(path),
+        title=str(node.get("title") or path[-1]),
+        description=str(node.get("description") or ""),
+        hide_when=_hide_when(node, path[:-1]),
+    )
+    for name, sub in (node.get("properties") or {}).items():
+        if not isinstance(sub, dict) or _is_always_hidden(sub):
+            continue
+        sub_path = (*path, name)
+        if _main_type(sub) == "object" and isinstance(sub.get("properties"), dict):
+            child = _group(sub_path, sub, defaults, current, readonly)
+            if not child.is_empty():
+                group.groups.append(child)
+        else:
+            group.fields.append(
+                _field(sub_path, sub, _get(current, sub_path), _get(defaults, sub_path), readonly)
+            )
+    return group
+
+
+def secret_paths(schema: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Paths of the values that hold secrets (``render: password`` or a secret-like name)."""
+    found = []
+    for name, node in (schema.get("properties") or {}).items():
+        if not isinstance(node, dict):
+            continue
+        path = (*prefix, name)
+        if isinstance(node.get("properties"), dict):
+            found += secret_paths(node, path)
+        elif is_secret_field(node, name):
+            found.append(path)
+    return found
+
+
+def parse_prefill(query: list[tuple[str, str]], schema: dict[str, Any]) -> dict[str, Any]:
+    """Overrides from an auto-launch URL: ``?resources.limits.cpu=2500m&persistence.enabled=false``.
+
+    Each parameter naming a schema leaf sets it; values are parsed as JSON when they are valid
+    JSON of the field's type (``false``, ``3``, ``["a"]``), else taken as text. Parameters that do
+    not name a field (``version``, ``name``, ``autolaunch``...) are ignored here.
+    """
+    overrides: dict[str, Any] = {}
+    for key, raw in query:
+        path = tuple(key.split("."))
+        node = _node_at(schema, path)
+        if node is None or isinstance(node.get("properties"), dict):
+            continue
+        value: Any = raw
+        if _main_type(node) != "string":
+            try:
+                value = json.loads(raw)
+            except ValueError:
+                value = raw
+        target = overrides
+        for part in path[:-1]:
+            target = target.setdefault(part, {})
+        target[path[-1]] = value
+    return overrides
+
+
+def _node_at(schema: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any] | None:
+    node: Any = schema
+    for part in path:
+        properties = node.get("properties") if isinstance(node, dict) else None
+        if not isinstance(properties, dict) or not isinstance(properties.get(part), dict):
+            return None
+        node = properties[part]
+    return node if isinstance(node, dict) else None

@@ -1,0 +1,143 @@
+"""Sign in and out, language and project switching, the branding stylesheet."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import RedirectResponse, Response
+from pydantic import ValidationError
+
+from datalab.api.auth import sign_in
+from datalab.api.schemas import Credentials
+from datalab.errors import DatalabError, Forbidden
+from datalab.identity.access import principal_for
+from datalab.web.context import PageDep, load_page
+from datalab.web.i18n import LANGUAGES
+
+router = APIRouter(include_in_schema=False)
+
+
+def _safe_next(next_url: str | None) -> str:
+    """Only local paths: an open redirect would help phishing."""
+    if next_url and next_url.startswith("/") and not next_url.startswith("//"):
+        return next_url
+    return "/"
+
+
+@router.get("/login")
+def login_form(page: PageDep, next: str | None = None) -> Response:
+    if page.principal is not None:
+        return RedirectResponse(_safe_next(next), status_code=303)
+    return page.render("login.html", next=_safe_next(next), error=None, username="")
+
+
+@router.post("/login")
+def login(
+    request: Request,
+    username: Annotated[str, Form()] = "",
+    password: Annotated[str, Form()] = "",
+    csrf_token: Annotated[str, Form()] = "",
+    next: Annotated[str, Form()] = "/",
+) -> Response:
+    page = load_page(request, form_csrf_checked=True)
+    try:
+        page.check_form_csrf(csrf_token)
+        credentials = Credentials(username=username, password=password)
+    except DatalabError as exc:
+        return page.render(
+            "login.html", status=exc.status, next=next, error=exc.message, username=username
+        )
+    except ValidationError:
+        return page.render(
+            "login.html", status=422, next=next, error=page.t("login.missing"), username=username
+        )
+    platform = page.platform
+    try:
+        with platform.db.session() as session:
+            user, _ = sign_in(platform, session, request, credentials)
+            lang = page.request.session.get("lang")
+            if lang in LANGUAGES and lang != user.lang and user.lang == "en":
+                user.lang = lang  # the language picked on the sign-in page sticks
+    except DatalabError as exc:
+        message = page.t("login.failed") if exc.status == 401 else exc.message
+        return page.render(
+            "login.html", status=exc.status, next=next, error=message, username=username
+        )
+    return RedirectResponse(_safe_next(next), status_code=303)
+
+
+@router.post("/logout")
+def logout(request: Request, csrf_token: Annotated[str, Form()] = "") -> Response:
+    page = load_page(request, form_csrf_checked=True)
+    try:
+        page.check_form_csrf(csrf_token)
+    except Forbidden as exc:
+        return page.error(exc)
+    request.session.clear()
+    return RedirectResponse("/login", status_code=303)
+
+
+@router.post("/ui/lang")
+def switch_language(
+    request: Request,
+    lang: Annotated[str, Form()],
+    csrf_token: Annotated[str, Form()] = "",
+    next: Annotated[str, Form()] = "/",
+) -> Response:
+    page = load_page(request, form_csrf_checked=True)
+    try:
+        page.check_form_csrf(csrf_token)
+    except Forbidden as exc:
+        return page.error(exc)
+    if lang not in LANGUAGES:
+        return page.render("error.html", status=422, message=page.t("lang.unknown", lang=lang))
+    request.session["lang"] = lang
+    if page.user is not None:
+        with page.platform.db.session() as session:
+            from datalab.db import User
+
+            row = session.get(User, page.user.id)
+            if row is not None:
+                row.lang = lang
+    return RedirectResponse(_safe_next(next), status_code=303)
+
+
+@router.post("/ui/project")
+def switch_project(
+    request: Request,
+    project: Annotated[str, Form()],
+    csrf_token: Annotated[str, Form()] = "",
+    next: Annotated[str, Form()] = "/",
+) -> Response:
+    page = load_page(request, form_csrf_checked=True)
+    try:
+        page.check_form_csrf(csrf_token)
+        page.require()
+        assert page.user is not None
+        with page.platform.db.session() as session:
+            principal_for(session, page.user, project, "session")  # membership check
+    except DatalabError as exc:
+        return page.error(exc)
+    request.session["project"] = project
+    return RedirectResponse(_safe_next(next), status_code=303)
+
+
+@router.get("/ui/theme.css")
+def theme(page: PageDep) -> Response:
+    """Branding colours as CSS variables (validated #rrggbb in the settings)."""
+    branding = page.branding
+    css = f":root {{ --primary: {branding.primary_colour}; --accent: {branding.accent_colour}; }}\n"
+    return Response(css, media_type="text/css", headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/")
+async def home(page: PageDep) -> Response:
+    principal = page.require()
+    services = await page.platform.services.list(principal)
+    return page.render(
+        "home.html",
+        quota=page.platform.services.quota(principal),
+        services=services,
+        active=[s for s in services if s["phase"] in ("building", "starting", "running")],
+    )

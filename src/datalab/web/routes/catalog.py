@@ -1,0 +1,88 @@
+"""The catalog (catalogs as tabs, chart cards, search) and the launcher generated from a chart's
+resolved values schema."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+
+from datalab.catalog.errors import ValuesError
+from datalab.catalog.schema import deep_merge
+from datalab.errors import DatalabError
+from datalab.web.context import PageDep
+from datalab.web.forms import build_form, parse_prefill
+
+router = APIRouter(include_in_schema=False)
+
+#: query parameters of the launcher that are not values
+LAUNCHER_PARAMS = {"version", "name", "friendly_name", "shared", "autolaunch"}
+
+
+def _matches(chart: dict[str, Any], query: str) -> bool:
+    text = " ".join([chart["name"], chart["description"], *chart["keywords"]]).lower()
+    return all(word in text for word in query.lower().split())
+
+
+@router.get("/catalog")
+def catalog_page(page: PageDep, tab: str | None = None, q: str = "") -> Response:
+    page.require()
+    catalogs = [c.to_json() for c in page.platform.catalogs.catalogs()]
+    current = next((c for c in catalogs if c["id"] == tab), catalogs[0] if catalogs else None)
+    charts = []
+    if current is not None:
+        highlighted = set(current["highlighted"])
+        charts = [
+            {**chart, "highlighted": chart["name"] in highlighted}
+            for chart in current["charts"]
+            if not q.strip() or _matches(chart, q)
+        ]
+    return page.render("catalog.html", catalogs=catalogs, current=current, charts=charts, q=q)
+
+
+@router.get("/launcher/{catalog_id}/{chart_name}")
+def launcher_page(
+    page: PageDep,
+    catalog_id: str,
+    chart_name: str,
+    version: str | None = None,
+    name: str = "",
+    friendly_name: str = "",
+    shared: bool = False,
+    autolaunch: bool = False,
+) -> Response:
+    principal = page.require()
+    services = page.platform.services
+    try:
+        chart = page.platform.catalogs.get_chart(catalog_id, chart_name, version)
+        _, defaults = services.resolve(principal, catalog_id, chart.name, chart.version)
+    except DatalabError as exc:
+        return page.error(exc)
+    query = [(k, v) for k, v in page.request.query_params.multi_items()]
+    prefill = parse_prefill([(k, v) for k, v in query if k not in LAUNCHER_PARAMS], defaults.schema)
+    current, problems = defaults.values, []
+    if prefill:
+        try:
+            current = services.resolve(
+                principal, catalog_id, chart.name, chart.version, overrides=prefill
+            )[1].values
+        except ValuesError as exc:  # shown as given, with the problems next to the fields
+            current = deep_merge(copy.deepcopy(defaults.values), prefill)
+            problems = [p.to_json() for p in exc.problems]
+    personal = principal.project_id == next(
+        (p.id for p in page.projects if p.personal), principal.project_id
+    )
+    return page.render(
+        "launcher.html",
+        chart=chart,
+        catalog_id=catalog_id,
+        sections=build_form(defaults.schema, defaults.values, current),
+        problems=problems,
+        name=name,
+        friendly_name=friendly_name or chart.name,
+        shared=shared and not personal,
+        personal=personal,
+        autolaunch=autolaunch,
+    )

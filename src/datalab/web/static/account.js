@@ -1,0 +1,64 @@
+// Account: profile, password and API tokens through the JSON API.
+"use strict";
+
+document.addEventListener("DOMContentLoaded", () => {
+  const holder = document.querySelector("[data-messages]");
+  if (!holder) return;
+  const text = Datalab.messages(holder);
+  const showError = (id, error) => { document.getElementById(id).textContent = error ? error.message : ""; };
+
+  document.getElementById("profile-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const f = event.target.elements;
+    const languageChanged = f.lang.value !== document.documentElement.lang;
+    try {
+      await Datalab.api("PATCH", "/api/me", {
+        email: f.email.value, git_name: f.git_name.value, git_email: f.git_email.value, lang: f.lang.value,
+      });
+      showError("profile-error", null);
+      if (languageChanged) window.location.reload();
+      else Datalab.toast(text.saved);
+    } catch (error) {
+      showError("profile-error", error);
+    }
+  });
+
+  document.getElementById("password-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const f = event.target.elements;
+    try {
+      await Datalab.api("POST", "/api/me/password", { current: f.current.value, new: f.new.value });
+      window.location.assign("/login");
+    } catch (error) {
+      showError("password-error", error);
+    }
+  });
+
+  document.getElementById("token-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const f = event.target.elements;
+    const body = { name: f.name.value };
+    if (f.ttl_days.value) body.ttl_days = Number(f.ttl_days.value);
+    try {
+      const token = await Datalab.api("POST", "/api/me/tokens", body);
+      showError("token-error", null);
+      document.getElementById("new-token-value").value = token.token;
+      document.getElementById("new-token").hidden = false;
+      document.getElementById("new-token-value").focus();
+    } catch (error) {
+      showError("token-error", error);
+    }
+  });
+
+  document.querySelectorAll("[data-revoke]").forEach((button) => {
+    button.addEventListener("click", async () => {
+      if (!window.confirm(text.confirm_revoke)) return;
+      try {
+        await Datalab.api("DELETE", `/api/me/tokens/${button.dataset.revoke}`);
+        window.location.reload();
+      } catch (error) {
+        Datalab.toast(error.message, true);
+      }
+    });
+  });
+});

@@ -1,0 +1,268 @@
+// The launcher: turns the generated form into overrides (only the fields the user changed),
+// asks the API for a dry run as the form changes (command bar + inline validation), launches.
+"use strict";
+
+document.addEventListener("DOMContentLoaded", () => {
+  const form = document.getElementById("launcher");
+  if (!form) return;
+  const text = Datalab.messages(form);
+  const fields = Array.from(form.querySelectorAll("[data-field]"));
+  const byPath = new Map(fields.map((f) => [f.dataset.path, f]));
+  const control = (field) => field.querySelector("input:not([type=range]), select, textarea");
+
+  // -- reading and writing fields -----------------------------------------------------------
+
+  function readField(field) {
+    const input = control(field);
+    const widget = field.dataset.widget;
+    if (widget === "checkbox") return input.checked;
+    const raw = input.value;
+    if (widget === "number" || widget === "integer") return raw.trim() === "" ? null : Number(raw);
+    if (widget === "list") return raw.split("\n").map((s) => s.trim()).filter(Boolean);
+    if (widget === "json") {
+      try {
+        return JSON.parse(raw || "null");
+      } catch (_) {
+        throw new SyntaxError(text.invalid_json);
+      }
+    }
+    return raw;
+  }
+
+  function writeField(field, value) {
+    const input = control(field);
+    const widget = field.dataset.widget;
+    if (widget === "checkbox") input.checked = Boolean(value);
+    else if (widget === "password") input.value = "";
+    else if (widget === "list") input.value = (value || []).join("\n");
+    else if (widget === "json") input.value = JSON.stringify(value, null, 2);
+    else input.value = value === null || value === undefined ? "" : String(value);
+    if (widget === "slider") syncRange(field);
+  }
+
+  const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
+
+  function setPath(target, path, value) {
+    const parts = path.split(".");
+    let node = target;
+    parts.slice(0, -1).forEach((part) => { node = node[part] = node[part] || {}; });
+    node[parts[parts.length - 1]] = value;
+  }
+
+  // The overrides: changed fields only. Passwords count only when typed in.
+  function collect() {
+    const values = {};
+    const flat = [];
+    const problems = [];
+    for (const field of fields) {
+      if (control(field).disabled || control(field).readOnly) continue;
+      let value;
+      try {
+        value = readField(field);
+      } catch (error) {
+        problems.push({ path: field.dataset.path, message: error.message });
+        continue;
+      }
+      if (field.dataset.widget === "password" ? value === "" : same(value, JSON.parse(field.dataset.default))) continue;
+      setPath(values, field.dataset.path, value);
+      flat.push([field.dataset.path, value]);
+    }
+    return { values, flat, problems };
+  }
+
+  function request(dryRun) {
+    const { values, flat, problems } = collect();
+    return {
+      body: {
+        catalog: form.dataset.catalog,
+        chart: form.dataset.chart,
+        version: form.elements.version.value,
+        name: form.elements.name.value.trim() || null,
+        friendly_name: form.elements.friendly_name.value.trim() || null,
+        shared: form.elements.shared.checked,
+        values,
+        dry_run: dryRun,
+        mask_secrets: dryRun,
+      },
+      flat,
+      problems,
+    };
+  }
+
+  // -- sliders and conditional fields ---------------------------------------------------------
+
+  function syncRange(field) {
+    const range = field.querySelector("input[type=range]");
+    if (!range) return;
+    const unit = range.dataset.unit || "";
+    const raw = control(field).value.trim();
+    if (raw.endsWith(unit) && !Number.isNaN(parseFloat(raw))) range.value = parseFloat(raw);
+  }
+
+  fields.filter((f) => f.dataset.widget === "slider").forEach((field) => {
+    const range = field.querySelector("input[type=range]");
+    syncRange(field);
+    range.addEventListener("input", () => {
+      control(field).value = `${range.value}${range.dataset.unit || ""}`;
+      control(field).dispatchEvent(new Event("input", { bubbles: true }));
+    });
+  });
+
+  function applyConditions() {
+    form.querySelectorAll("[data-hide-path]").forEach((element) => {
+      const other = byPath.get(element.dataset.hidePath);
+      if (!other) return;
+      let value;
+      try { value = readField(other); } catch (_) { return; }
+      element.hidden = same(value, JSON.parse(element.dataset.hideValue));
+    });
+  }
+
+  // -- problems next to the fields ------------------------------------------------------------
+
+  const generalErrors = document.getElementById("general-errors");
+
+  function showProblems(problems) {
+    form.querySelectorAll(".field-error").forEach((p) => { p.textContent = ""; });
+    form.querySelectorAll(".invalid").forEach((f) => f.classList.remove("invalid"));
+    form.querySelectorAll("[role=tab].has-error").forEach((t) => t.classList.remove("has-error"));
+    const general = [];
+    for (const problem of problems) {
+      const path = (problem.path || "").replace(/\[\d+\].*$/, "");
+      let field = byPath.get(path);
+      // a problem inside an object shown as JSON: the nearest field above it
+      for (let p = path; !field && p.includes("."); ) { p = p.slice(0, p.lastIndexOf(".")); field = byPath.get(p); }
+      if (path === "name" && !field) {
+        document.getElementById("service-name-error").textContent = problem.message;
+        continue;
+      }
+      if (!field) {
+        general.push(problem.path ? `${problem.path}: ${problem.message}` : problem.message);
+        continue;
+      }
+      field.classList.add("invalid");
+      const box = field.querySelector(".field-error");
+      box.textContent = box.textContent ? `${box.textContent} ${problem.message}` : problem.message;
+      const panel = field.closest("[role=tabpanel]");
+      if (panel) document.getElementById(panel.getAttribute("aria-labelledby"))?.classList.add("has-error");
+    }
+    generalErrors.textContent = general.join("\n");
+    generalErrors.hidden = general.length === 0;
+  }
+
+  function problemsOf(error) {
+    if (Array.isArray(error.details) && error.details.length && error.details[0].message) return error.details;
+    if (Array.isArray(error.details) && error.details.length && error.details[0].problem) {
+      return error.details.map((d) => ({ path: d.field === "name" ? "name" : "", message: `${d.field}: ${d.problem}` }));
+    }
+    return [{ path: "", message: error.message }];
+  }
+
+  // -- the command bar: a dry run as the form changes ----------------------------------------
+
+  let pending = null;
+  let sequence = 0;
+  async function preview() {
+    const { body, problems } = request(true);
+    const mine = ++sequence;
+    if (problems.length) { showProblems(problems); return; }
+    try {
+      const result = await Datalab.api("POST", "/api/services", body);
+      if (mine !== sequence) return;
+      document.getElementById("cmd-datalab").textContent = result.commands.datalab;
+      document.getElementById("cmd-helm").textContent = result.commands.helm;
+      document.getElementById("cmd-values").textContent = result.commands.values_yaml;
+      showProblems([]);
+    } catch (error) {
+      if (mine === sequence) showProblems(problemsOf(error));
+    }
+  }
+  function schedulePreview() {
+    applyConditions();
+    clearTimeout(pending);
+    pending = setTimeout(preview, 250);
+  }
+  form.addEventListener("input", schedulePreview);
+  form.addEventListener("change", schedulePreview);
+
+  // -- actions ---------------------------------------------------------------------------------
+
+  const launchButton = document.getElementById("launch-button");
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const { body, problems } = request(false);
+    if (problems.length) { showProblems(problems); return; }
+    launchButton.disabled = true;
+    const label = launchButton.textContent;
+    launchButton.textContent = text.launching;
+    try {
+      const service = await Datalab.api("POST", "/api/services", body);
+      window.location.assign(`/services#svc-${encodeURIComponent(service.id)}`);
+    } catch (error) {
+      showProblems(problemsOf(error));
+      Datalab.toast(error.message, true);
+      launchButton.disabled = false;
+      launchButton.textContent = label;
+    }
+  });
+
+  document.getElementById("restore-defaults").addEventListener("click", () => {
+    fields.forEach((field) => writeField(field, JSON.parse(field.dataset.default)));
+    schedulePreview();
+  });
+
+  document.getElementById("version").addEventListener("change", (event) => {
+    const url = new URL(window.location.href);
+    url.searchParams.set("version", event.target.value);
+    window.location.assign(url.toString());
+  });
+
+  // The auto-launch link: this page with every changed field (secrets left out) as a parameter.
+  document.getElementById("copy-url").addEventListener("click", async () => {
+    const { flat } = request(false);
+    const url = new URL(window.location.pathname, window.location.origin);
+    url.searchParams.set("version", form.elements.version.value);
+    if (form.elements.name.value.trim()) url.searchParams.set("name", form.elements.name.value.trim());
+    if (form.elements.friendly_name.value.trim()) url.searchParams.set("friendly_name", form.elements.friendly_name.value.trim());
+    if (form.elements.shared.checked) url.searchParams.set("shared", "true");
+    for (const [path, value] of flat) {
+      if (byPath.get(path).dataset.widget === "password") continue;
+      url.searchParams.set(path, typeof value === "string" ? value : JSON.stringify(value));
+    }
+    url.searchParams.set("autolaunch", "true");
+    const box = document.getElementById("autolaunch-url");
+    box.value = url.toString();
+    document.getElementById("autolaunch-url-box").hidden = false;
+    await Datalab.copy(box.value);
+    Datalab.toast(text.copied);
+  });
+
+  // -- tabs (WAI-ARIA pattern: arrows move between tabs) ---------------------------------------
+
+  const tabs = Array.from(form.querySelectorAll("[role=tab]"));
+  function selectTab(tab, focus) {
+    tabs.forEach((t) => {
+      const selected = t === tab;
+      t.setAttribute("aria-selected", String(selected));
+      t.tabIndex = selected ? 0 : -1;
+      document.getElementById(t.getAttribute("aria-controls")).hidden = !selected;
+    });
+    if (focus) tab.focus();
+  }
+  tabs.forEach((tab, index) => {
+    tab.addEventListener("click", () => selectTab(tab, false));
+    tab.addEventListener("keydown", (event) => {
+      const moves = { ArrowRight: 1, ArrowLeft: -1, Home: -index, End: tabs.length - 1 - index };
+      if (!(event.key in moves)) return;
+      event.preventDefault();
+      selectTab(tabs[(index + moves[event.key] + tabs.length) % tabs.length], true);
+    });
+  });
+  if (tabs.length) selectTab(tabs[0], false);
+
+  applyConditions();
+  const initial = JSON.parse(form.dataset.initialProblems || "[]");
+  if (initial.length) showProblems(initial);
+  else preview();
+  if (form.dataset.autolaunch === "true") launchButton.focus();
+});
