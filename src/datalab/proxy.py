@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from contextlib import asynccontextmanager
 from http.cookies import SimpleCookie
 from typing import Any
@@ -204,7 +204,7 @@ class ServiceProxy:
             forwarded_for = forwarded_for + b", " + client if forwarded_for else client
         if forwarded_for:
             out.append((b"x-forwarded-for", forwarded_for))
-        scheme = scope.get("scheme", "http")
+        scheme: str = scope.get("scheme") or "http"
         proto = {"ws": "http", "wss": "https"}.get(scheme, scheme)
         out.append((b"x-forwarded-proto", proto.encode("latin-1")))
         if host:
@@ -411,7 +411,7 @@ async def _deny(
     send: Send,
     status: int,
     detail: str,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> None:
     extra = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     if scope["type"] == "http":

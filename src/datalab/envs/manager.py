@@ -16,6 +16,7 @@ recipes that lock to the same set share one environment.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import hashlib
 import inspect
@@ -348,7 +349,9 @@ class EnvManager:
         except (FileNotFoundError, json.JSONDecodeError):
             return {}
 
-    def prune(self, older_than: timedelta | None = None, *, keep_in_use: bool = True) -> list[str]:
+    def prune(
+        self, older_than: timedelta | None = None, *, keep_in_use: bool = True
+    ) -> builtins.list[str]:
         """Delete environments not used for ``older_than`` (None: any age), except, with
         ``keep_in_use``, those that installed services (running or suspended) still use.
         Returns the deleted keys. Also clears leftovers of interrupted builds."""

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import psutil
+import psutil  # type: ignore[import-untyped]
 
 from datalab.backends.local.limits import Confinement
 
@@ -100,8 +100,13 @@ async def wait_exit(ref: ProcessRef) -> int | None:
         return _reap(ref.pid)
     try:
         if ref.is_alive():
-            exited = loop.create_future()
-            loop.add_reader(pidfd, lambda: exited.done() or exited.set_result(None))
+            exited: asyncio.Future[None] = loop.create_future()
+
+            def on_exit() -> None:
+                if not exited.done():
+                    exited.set_result(None)
+
+            loop.add_reader(pidfd, on_exit)
             try:
                 await exited
             finally:
