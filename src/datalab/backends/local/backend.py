@@ -36,8 +36,8 @@ from datalab.backends.local.process import (
     ProcessRef,
     describe_exit,
     free_port,
-    listens_on,
     port_is_free,
+    port_squatted,
     probe_http,
     probe_tcp,
     spawn,
@@ -550,19 +550,16 @@ class LocalBackend(Backend):
                     ready = await probe_http(client, port, rendered.readiness_http)
                 else:
                     ready = await probe_tcp(rendered.readiness_tcp or port)
-                if ready and not svc.exited.is_set() and await self._owns_port(svc, port):
+                if ready and not svc.exited.is_set() and not await self._squatted(svc, port):
                     return "ready"
                 if loop.time() >= deadline:
                     return "timeout"
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(svc.exited.wait(), 0.1)
 
-    async def _owns_port(self, svc: _Service, port: int) -> bool:
-        assert self.limiter is not None
-        if svc.process is None:
-            return False
-        pids = self.limiter.pids(svc.spec.id)
-        return await asyncio.to_thread(listens_on, svc.process, port, pids)
+    async def _squatted(self, svc: _Service, port: int) -> bool:
+        ref = svc.process
+        return ref is not None and await asyncio.to_thread(port_squatted, ref, port)
 
     async def _watch(self, svc: _Service, ref: ProcessRef) -> None:
         """Notices the end of the process the moment it happens (pidfd), whatever the cause."""

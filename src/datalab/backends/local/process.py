@@ -187,18 +187,27 @@ def _reap_quietly(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
-def listens_on(ref: ProcessRef, port: int, extra_pids: set[int] = frozenset()) -> bool:  # type: ignore[assignment]
-    """Whether the port's listener is one of the service's processes, not a program that took
-    the port first (the probe would then succeed against the wrong server)."""
-    for process in tree(ref, extra_pids):
+def port_squatted(ref: ProcessRef, port: int) -> bool:
+    """Whether the port is held by a program that was there before the service started (the
+    probe would then succeed against the wrong server, while the service fails to bind).
+
+    A listener the service started itself, even one that left its session (a daemon), is
+    younger than the service and so not a squatter. Unknown owners (no permission) are
+    trusted."""
+    try:
+        connections = psutil.net_connections(kind="inet")
+    except psutil.Error:
+        return False
+    for connection in connections:
+        if connection.status != psutil.CONN_LISTEN or connection.laddr.port != port:
+            continue
+        if connection.pid is None or connection.pid == ref.pid:
+            continue
         try:
-            connections = process.net_connections(kind="inet")
-        except psutil.AccessDenied:
-            return True  # cannot tell: trust the probe
+            if psutil.Process(connection.pid).create_time() < ref.create_time - 0.05:
+                return True
         except psutil.Error:
             continue
-        if any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in connections):
-            return True
     return False
 
 
