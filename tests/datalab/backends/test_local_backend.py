@@ -98,6 +98,15 @@ async def test_suspend_resume_keeps_work_dir(backend: LocalBackend, services) ->
     assert reasons[-5:] == ["Suspended", "Resuming", "Building", "Started", "Ready"]
 
 
+async def test_password_in_the_command_line_is_flagged(backend: LocalBackend, services) -> None:  # type: ignore[no-untyped-def]
+    recipe = services.python("pass", password="{{ values.pw }}")
+    recipe["command"] = ["python", "-c", "pass", "--token={{ values.pw }}"]
+    spec = services.spec(recipe, values={"pw": "s3cret-value"})
+    await backend.install(spec)
+    events = await backend.events(spec.id)
+    assert [e.type for e in events if e.reason == "PasswordInCommandLine"] == ["Warning"]
+
+
 async def test_command_that_exits_at_once_fails_with_its_last_lines(
     backend: LocalBackend,
     services,  # type: ignore[no-untyped-def]

@@ -198,12 +198,21 @@ class LocalBackend(Backend):
         if spec.id in self._services:
             raise BackendError(f"service {spec.id!r} is already installed")
         svc = await self._new_record(spec)
-        self._dry_render(svc)
+        rendered = self._dry_render(svc)
         self._make_dirs(svc)
         self._services[spec.id] = svc
         self._add_event(
             svc, "Scheduled", f"{spec.chart_name} {spec.chart_version} for {spec.owner}"
         )
+        if rendered.password and any(rendered.password in arg for arg in rendered.command):
+            # /proc/<pid>/cmdline is world-readable, and loopback ports are reachable by every
+            # local account: the password is the service's only lock against other users
+            self._add_event(
+                svc, "PasswordInCommandLine", "the service's password appears in its command "
+                "line, which other local users can read; pass it in an environment variable",
+                "Warning",
+            )  # fmt: skip
+            log.warning("service %s: password in the command line (%s)", spec.id, spec.chart_name)
         self._launch_pipeline(svc)
         return self._status(svc)
 
@@ -378,11 +387,13 @@ class LocalBackend(Backend):
         assert svc.spec.local_recipe is not None
         return render_recipe(svc.spec.local_recipe, self._context(svc, env_dir))
 
-    def _dry_render(self, svc: _Service) -> None:
+    def _dry_render(self, svc: _Service) -> RenderedRecipe:
         """Template errors are the user's (or the chart's) to fix: report them at install."""
         svc.port = 0
-        self._render(svc, self.envs.root / "<environment>")
-        svc.port = None
+        try:
+            return self._render(svc, self.envs.root / "<environment>")
+        finally:
+            svc.port = None
 
     # -- phases -------------------------------------------------------------------------------
 
