@@ -146,6 +146,10 @@ def create_app(platform: Platform, *, manage_lifecycle: bool = True) -> FastAPI:
 
     for module in (health, auth, me, admin, catalogs, services, envs):
         app.include_router(module.router)
+    from datalab.api import storage, wellknown
+
+    for module in (storage, wellknown):
+        app.include_router(module.router)
     mount_service_proxy(
         app, service_resolver(platform), path_prefix="/s", drop_cookies=[SESSION_COOKIE]
     )

@@ -193,7 +193,10 @@ class StorageSettings(_Section):
         None, ge=1, le=65535, description="Embedded S3 port (default: a free port, kept)."
     )
     credentials_ttl_s: int = Field(
-        3600, ge=60, le=43200, description="Lifetime of per-user S3 session credentials."
+        3600,
+        ge=900,
+        le=43200,
+        description="Lifetime of per-user S3 session credentials (STS allows 900 to 43200 s).",
     )
     max_upload_bytes: int = Field(
         5 * 1024**3, ge=1, description="Largest object accepted by the storage API (bytes)."
@@ -219,7 +222,7 @@ class SecretsSettings(_Section):
         None, ge=1, le=65535, description="Embedded OpenBao port (default: a free port, kept)."
     )
     token_ttl_s: int = Field(
-        3600, ge=60, description="Lifetime of per-user Vault tokens (renewable up to 24 h)."
+        3600, ge=5, description="Lifetime of per-user Vault tokens (renewable up to 24 h)."
     )
 
 

@@ -101,7 +101,7 @@ class Platform:
             SecretsService(settings, issuer) if settings.secrets.mode != "disabled" else None
         )
         services = ServiceManager(settings, db, catalogs, backend)
-        services.credentials = CredentialBroker(settings, db, storage, secret_store)
+        services.credentials = CredentialBroker(settings, db, issuer, storage, secret_store)
         return cls(
             issuer=issuer,
             storage=storage,

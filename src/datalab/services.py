@@ -141,7 +141,7 @@ class ServiceManager:
         user = session.get(User, principal.user_id)
         assert user is not None
         region = self.settings.region
-        return build_context(
+        context = build_context(
             ContextUser(idep=user.name, email=user.email or "", lang=user.lang),
             ContextProject(id=principal.project_id),
             RegionContext(
@@ -157,6 +157,11 @@ class ServiceManager:
             s3=injection.s3 if injection else None,
             vault=injection.vault if injection else None,
         )
+        if injection is not None and injection.refresh_token:
+            # datalab additions: AWS container-credentials endpoint that refreshes S3 sessions
+            context["s3"]["credentialsUrl"] = injection.refresh_url
+            context["s3"]["credentialsAuthorization"] = f"Bearer {injection.refresh_token}"
+        return context
 
     def resolve(
         self,
@@ -181,7 +186,9 @@ class ServiceManager:
         service_id = self._new_service_id(chart.name, request.name)
         injection = None
         if self.credentials is not None:
-            injection = await self.credentials.for_launch(principal.name, principal.project_id)
+            injection = await self.credentials.for_launch(
+                principal.name, principal.project_id, service_id
+            )
         with self.db.session() as session:
             context = self._context(session, principal, injection)
         resolved = resolve_values(chart, context, overrides=request.overrides)

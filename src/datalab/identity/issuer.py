@@ -9,6 +9,7 @@ up before they start, see :class:`JwksServer`).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
@@ -26,6 +27,7 @@ from joserfc.jwt import JWTClaimsRegistry
 #: audiences of the platform's consumers
 AUDIENCE_S3 = "datalab-s3"
 AUDIENCE_VAULT = "datalab-vault"
+AUDIENCE_CREDENTIALS = "datalab-credentials"  # a service's S3 credentials refresh token
 
 ALGORITHM = "RS256"
 
@@ -48,8 +50,16 @@ def _load_or_create_key(path: Path) -> RSAKey:
 class TokenIssuer:
     def __init__(self, key_path: Path, issuer_url: str) -> None:
         self.issuer_url = issuer_url.rstrip("/")
-        self._key = _load_or_create_key(key_path)
-        self.kid = self._key.thumbprint()
+        self.key_path = key_path
+
+    @functools.cached_property
+    def _key(self) -> RSAKey:
+        # created at first use: generating a key takes a noticeable fraction of a second
+        return _load_or_create_key(self.key_path)
+
+    @functools.cached_property
+    def kid(self) -> str:
+        return str(self._key.thumbprint())
 
     def issue(
         self,

@@ -1,6 +1,17 @@
 """What every launch injects through the x-onyxia context: S3 session credentials for the
 user's bucket and the project's bucket, and a Vault token for the user's and their projects'
-secret directories. Both are minted per launch from the real STS / Vault JWT flows."""
+secret directories. Both are minted per launch from the real STS / Vault JWT flows.
+
+Refresh: S3 session credentials expire (``storage.credentials_ttl_s``), so each launch also
+gets a *credentials refresh token*: a JWT for the audience ``datalab-credentials`` naming the
+user, the project and the service. The service gives it to the AWS SDKs' standard container
+credentials provider (``AWS_CONTAINER_CREDENTIALS_FULL_URI`` =
+``<platform>/api/storage/credentials/refresh`` and ``AWS_CONTAINER_AUTHORIZATION_TOKEN`` =
+``Bearer <token>``), which boto3, s3fs, the AWS CLI and the other SDKs call again before the
+credentials expire. The platform answers only while the user may still use the project and the
+service still exists, so deleting a service or removing a member ends its S3 access at the next
+refresh. Vault tokens are renewable by their holder (``auth/token/renew-self``) up to 24 h.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +19,11 @@ from dataclasses import dataclass
 
 from datalab.config import Settings
 from datalab.context import S3Context, VaultContext
-from datalab.db import Database
+from datalab.db import Database, Service
+from datalab.errors import Unauthenticated
 from datalab.identity import accounts
+from datalab.identity.access import principal_for
+from datalab.identity.issuer import AUDIENCE_CREDENTIALS, InvalidToken, TokenIssuer
 from datalab.secrets.service import SecretsService
 from datalab.storage.service import S3Credentials, StorageService
 
@@ -19,6 +33,13 @@ class Injection:
     s3: S3Context | None = None
     vault: VaultContext | None = None
     s3_credentials: S3Credentials | None = None
+    refresh_url: str = ""
+    refresh_token: str = ""
+
+
+#: lifetime of a service's credentials refresh token (it also dies with the service)
+REFRESH_TOKEN_TTL_S = 90 * 24 * 3600
+REFRESH_PATH = "/api/storage/credentials/refresh"
 
 
 class CredentialBroker:
@@ -26,11 +47,13 @@ class CredentialBroker:
         self,
         settings: Settings,
         db: Database,
+        issuer: TokenIssuer,
         storage: StorageService | None,
         secret_store: SecretsService | None,
     ) -> None:
         self.settings = settings
         self.db = db
+        self.issuer = issuer
         self.storage = storage
         self.secret_store = secret_store
 
@@ -47,9 +70,12 @@ class CredentialBroker:
         personal, _ = self._user_projects(user_name)
         return await self.storage.session_credentials(user_name, personal, project_id)
 
-    async def for_launch(self, user_name: str, project_id: str) -> Injection:
+    async def for_launch(
+        self, user_name: str, project_id: str, service_id: str | None = None
+    ) -> Injection:
         personal, shared = self._user_projects(user_name)
         s3 = vault = credentials = None
+        refresh_url = refresh_token = ""
         if self.storage is not None:
             credentials = await self.storage.session_credentials(user_name, personal, project_id)
             s3 = S3Context(
@@ -61,6 +87,14 @@ class CredentialBroker:
                 bucket=project_id,
                 path_style_access=True,
             )
+            if service_id is not None:
+                refresh_url = self.settings.server.url() + REFRESH_PATH
+                refresh_token = self.issuer.issue(
+                    user_name,
+                    AUDIENCE_CREDENTIALS,
+                    REFRESH_TOKEN_TTL_S,
+                    {"project": project_id, "service": service_id},
+                )
         if self.secret_store is not None:
             token = await self.secret_store.user_token(user_name, shared)
             vault = VaultContext(
@@ -69,4 +103,28 @@ class CredentialBroker:
                 mount=self.secret_store.mount,
                 top_dir=project_id,
             )
-        return Injection(s3=s3, vault=vault, s3_credentials=credentials)
+        return Injection(
+            s3=s3,
+            vault=vault,
+            s3_credentials=credentials,
+            refresh_url=refresh_url,
+            refresh_token=refresh_token,
+        )
+
+    async def refresh(self, refresh_token: str) -> S3Credentials:
+        """New S3 credentials for the service a refresh token was issued to, if its user may
+        still use the project and the service still exists."""
+        try:
+            claims = self.issuer.verify(refresh_token, AUDIENCE_CREDENTIALS)
+        except InvalidToken as exc:
+            raise Unauthenticated(f"credentials refresh refused: {exc}") from None
+        user_name, project_id = str(claims["sub"]), str(claims.get("project", ""))
+        with self.db.session() as session:
+            user = accounts.get_user(session, user_name)
+            if user.disabled:
+                raise Unauthenticated("credentials refresh refused: the account is disabled")
+            principal_for(session, user, project_id, "refresh")  # still a member?
+            service = session.get(Service, str(claims.get("service", "")))
+            if service is None or service.owner_id != user.id or service.project_id != project_id:
+                raise Unauthenticated("credentials refresh refused: the service no longer exists")
+        return await self.s3_credentials(user_name, project_id)

@@ -96,6 +96,7 @@ def iam_config(
     return {
         "sts": {
             "tokenDuration": "1h",
+            # the upper bound of DurationSeconds (SeaweedFS's lower bound is 900 s)
             "maxSessionLength": f"{max_session_s}s",
             "issuer": "datalab-seaweedfs-sts",
             "signingKey": signing_key,

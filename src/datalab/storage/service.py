@@ -28,6 +28,9 @@ from datalab.storage.seaweedfs import ROLE_ARN, EmbeddedSeaweedFS
 
 log = logging.getLogger(__name__)
 
+#: longest S3 session the embedded STS grants (AWS's own limit for role sessions)
+MAX_SESSION_S = 12 * 3600
+
 
 class StorageUnavailable(DatalabError):
     status = 503
@@ -114,7 +117,7 @@ class StorageService:
                 issuer_url=self.issuer.issuer_url,
                 jwks_url=self.jwks.jwks_url,
                 audience=AUDIENCE_S3,
-                max_session_s=max(self.settings.credentials_ttl_s, 3600),
+                max_session_s=MAX_SESSION_S,
             )
 
     async def stop(self) -> None:
@@ -181,7 +184,12 @@ class StorageService:
             # the call is authenticated by the token; botocore insists on signing something
             aws_access_key_id="anonymous",
             aws_secret_access_key="anonymous",  # noqa: S106 - not a secret
-            config=Config(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=5),
+            # parameter_validation off: botocore insists on AWS's 900 s minimum duration
+            config=Config(
+                retries={"max_attempts": 2, "mode": "standard"},
+                connect_timeout=5,
+                parameter_validation=False,
+            ),
         )
         try:
             answer = await self._call(
