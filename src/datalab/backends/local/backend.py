@@ -135,6 +135,8 @@ class LocalBackend(Backend):
         self._init()
 
     def _init(self) -> None:
+        if self._maintenance is None:  # (again, after a shutdown)
+            self._maintenance = asyncio.get_running_loop().create_task(self._maintain())
         if self.limiter is not None:
             return
         self.services_dir.mkdir(parents=True, exist_ok=True)
@@ -150,7 +152,6 @@ class LocalBackend(Backend):
                 _current_user(),
             )
         log.info("local backend resource limits: %s", self.limiter.describe())
-        self._maintenance = asyncio.get_running_loop().create_task(self._maintain())
 
     async def shutdown(self) -> None:
         if self._maintenance:
