@@ -343,7 +343,8 @@ async def test_logs_tail_and_follow(backend: LocalBackend, services) -> None:  #
     recipe["readiness"] = {"tcp": "1", "timeout": 0.5}  # never ready: we only want its logs
     spec = services.spec(recipe)
     await backend.install(spec)
-    await services.wait(spec.id, Phase.STARTING)
+    status = await services.wait(spec.id, Phase.STARTING)
+    assert status.reason == "waiting until ready (port 1)"
     seen: list[str] = []
     async for line in backend.logs(spec.id, tail=1, follow=True):
         seen.append(line)

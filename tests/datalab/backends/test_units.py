@@ -175,3 +175,37 @@ async def test_memory_backend_runs_nothing_but_keeps_the_contract() -> None:
     assert await other.list() == []
     with pytest.raises(ServiceNotFound):
         await other.status("svc")
+
+
+def test_cgroup_files_written(tmp_path: Path) -> None:
+    """The kernel interface is files: checked on a plain directory tree for the version this
+    machine may not offer (v2 here has no memory/cpu controllers; v1 is tested for real)."""
+    from datalab.backends.local.limits import CgroupV1Limiter, CgroupV2Limiter, _try_v2
+
+    resources = Resources(cpu_request=0.5, cpu_limit=1.5, memory_limit=2**30)
+    v2 = CgroupV2Limiter(tmp_path / "v2")
+    confinement = v2.prepare("svc", resources)
+    group = tmp_path / "v2" / "svc"
+    assert (group / "memory.max").read_text() == str(2**30)
+    assert (group / "cpu.max").read_text() == "150000 100000"
+    assert (group / "cpu.weight").read_text() == "50"
+    assert confinement.cgroup_procs == (str(group / "cgroup.procs"),)
+    v2.prepare("open", Resources())
+    assert (tmp_path / "v2" / "open" / "memory.max").read_text() == "max"
+    assert (tmp_path / "v2" / "open" / "cpu.max").read_text() == "max 100000"
+
+    v1 = CgroupV1Limiter(tmp_path / "memory", tmp_path / "cpu")
+    v1.prepare("svc", resources)
+    assert (tmp_path / "memory" / "svc" / "memory.limit_in_bytes").read_text() == str(2**30)
+    assert (tmp_path / "cpu" / "svc" / "cpu.cfs_quota_us").read_text() == "150000"
+    assert (tmp_path / "cpu" / "svc" / "cpu.shares").read_text() == "512"
+
+    root = tmp_path / "unified"
+    (root / "platform").mkdir(parents=True)
+    (root / "cgroup.controllers").write_text("cpu memory pids")
+    (root / "platform" / "cgroup.controllers").write_text("cpu memory pids")
+    limiter = _try_v2(root, "/platform")
+    assert limiter is not None and limiter.base == root / "platform" / "datalab"
+    assert (limiter.base / "cgroup.subtree_control").read_text() == "+memory +cpu"
+    (root / "platform" / "cgroup.controllers").write_text("pids")
+    assert _try_v2(root, "/platform") is None  # controllers not delegated: fall back

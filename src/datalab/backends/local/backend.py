@@ -546,6 +546,8 @@ class LocalBackend(Backend):
         self._transition(
             svc, Phase.STARTING, "Started", f"process {ref.pid} started on port {svc.port}"
         )
+        probe = rendered.readiness_http or f"port {rendered.readiness_tcp or svc.port}"
+        svc.reason = f"waiting until ready ({probe})"
         svc.watcher = asyncio.get_running_loop().create_task(self._watch(svc, ref))
 
     async def _await_ready(self, svc: _Service) -> str:
