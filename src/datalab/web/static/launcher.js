@@ -91,17 +91,25 @@ document.addEventListener("DOMContentLoaded", () => {
 
   // -- sliders and conditional fields ---------------------------------------------------------
 
+  // Kubernetes quantities ("2", "1500m", "512Mi", "4Gi") in the slider's unit
+  const FACTORS = { m: 1e-3, "": 1, k: 1e3, K: 1e3, M: 1e6, G: 1e9, T: 1e12, Ki: 1024, Mi: 1024 ** 2, Gi: 1024 ** 3, Ti: 1024 ** 4 };
+  function inUnit(raw, unit) {
+    const match = /^([0-9]+(?:\.[0-9]+)?)([a-zA-Z]*)$/.exec(raw.trim());
+    if (!match || !(match[2] in FACTORS) || !(unit in FACTORS)) return null;
+    return (parseFloat(match[1]) * FACTORS[match[2]]) / FACTORS[unit];
+  }
+
   function syncRange(field) {
     const range = field.querySelector("input[type=range]");
     if (!range) return;
-    const unit = range.dataset.unit || "";
-    const raw = control(field).value.trim();
-    if (raw.endsWith(unit) && !Number.isNaN(parseFloat(raw))) range.value = parseFloat(raw);
+    const value = inUnit(control(field).value, range.dataset.unit || "");
+    if (value !== null) range.value = value;
   }
 
   fields.filter((f) => f.dataset.widget === "slider").forEach((field) => {
     const range = field.querySelector("input[type=range]");
     syncRange(field);
+    control(field).addEventListener("input", () => syncRange(field));
     range.addEventListener("input", () => {
       control(field).value = `${range.value}${range.dataset.unit || ""}`;
       control(field).dispatchEvent(new Event("input", { bubbles: true }));

@@ -1,0 +1,201 @@
+"""The web UI in a real browser (Debian's Chromium through Playwright), on the memory backend:
+sign in, catalog, launcher with its live command bar and inline validation, my services,
+account, admin, French, and one user not seeing another's services."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from playwright.sync_api import expect
+
+from ..conftest import ADMIN_PASSWORD
+from .conftest import LiveServer, screenshot, sign_in
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def page(browser: Any, memory_server: LiveServer) -> Iterator[Any]:
+    context = browser.new_context(
+        viewport={"width": 1280, "height": 900}, locale="en-GB", base_url=memory_server.url
+    )
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    errors: list[str] = []
+    # chart icons on the internet fail to load here (no network): only CSP violations and
+    # script errors count
+    page.on("console", lambda m: errors.append(m.text) if "Security Policy" in m.text else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    yield page
+    context.close()
+    assert errors == []
+
+
+def test_launch_from_the_catalog_with_the_command_bar(page: Any, memory_server: LiveServer) -> None:
+    memory_server.add_user("carol", "carol-password-1")
+    page.goto("/services")
+    assert "/login" in page.url  # pages need a session
+    screenshot(page, "01-login")
+    sign_in(page, memory_server, "carol", "carol-password-1")
+    screenshot(page, "02-home")
+
+    page.get_by_role("link", name="Catalog", exact=True).first.click()
+    page.get_by_role("heading", name="jupyter-python").wait_for()
+    page.get_by_label("Search charts").fill("jupyterlab")
+    assert page.locator("#chart-cards > li:visible").count() == 1
+    page.get_by_label("Search charts").fill("")
+    screenshot(page, "03-catalog")
+
+    page.get_by_role("link", name="Launch jupyter-python").click()
+    page.get_by_role("heading", name="Launch jupyter-python").wait_for()
+    bar = page.locator("#cmd-datalab")
+    expect(page.locator("#cmd-helm")).to_contain_text("helm upgrade --install")
+    assert "datalab launch datalab/jupyter-python" in bar.text_content()
+    assert "password: '********'" in page.locator("#cmd-values").text_content()
+
+    page.get_by_role("tab", name="resources").click()
+    limit = page.locator("#f-resources-limits-cpu")
+    limit.fill("1500m")
+    expect(bar).to_contain_text("--set resources.limits.cpu=1500m")
+    assert "cpu: 1500m" in page.locator("#cmd-values").text_content()
+    # the slider follows the text field
+    assert page.locator("#f-resources-limits-cpu-range").input_value() == "1500"
+
+    # the API's validation, shown next to the field and on the section's tab
+    limit.fill("lots")
+    error = page.locator("#f-resources-limits-cpu-error")
+    error.wait_for(state="visible")
+    assert "does not match the pattern" in error.text_content()
+    assert "has-error" in (page.get_by_role("tab", name="resources").get_attribute("class") or "")
+    screenshot(page, "04-launcher-invalid")
+    limit.fill("1500m")
+    error.wait_for(state="hidden")
+
+    # conditional fields: git identity hidden while git is disabled
+    page.get_by_role("tab", name="git").click()
+    assert page.locator("#f-git-name").is_visible()
+    page.locator("#f-git-enabled").uncheck()
+    assert not page.locator("#f-git-name").is_visible()
+    page.locator("#f-git-enabled").check()
+
+    page.get_by_role("button", name="Copy auto-launch link").click()
+    link = page.locator("#autolaunch-url").input_value()
+    assert "resources.limits.cpu=1500m" in link and "autolaunch=true" in link
+    assert "password" not in link
+    screenshot(page, "05-launcher")
+
+    page.get_by_role("button", name="Restore defaults").click()
+    expect(bar).not_to_contain_text("--set")
+    page.goto(link)  # the link opens the launcher pre-filled, and waits for the user
+    assert page.locator("#f-resources-limits-cpu").input_value() == "1500m"
+    page.get_by_role("alert").filter(has_text="pre-filled").wait_for()
+    page.get_by_label("Service id (optional)").fill("nb-carol")
+    page.get_by_role("button", name="Launch", exact=True).click()
+    page.wait_for_url(re.compile(r"/services#svc-nb-carol$"))
+
+    card = page.locator("#svc-nb-carol")
+    card.get_by_text("Running").wait_for()
+    card.get_by_text("Events").click()
+    card.locator(".events table").wait_for()
+    card.get_by_text("Logs").click()
+    expect(card.locator(".logs")).to_contain_text("memory backend")
+    screenshot(page, "06-services")
+
+    card.get_by_text("Name and sharing").click()
+    card.get_by_label("Display name").fill("My <b>notebook</b>")
+    card.get_by_role("button", name="Save").click()
+    card.locator(".service-name", has_text="My <b>notebook</b>").wait_for()
+
+    card.get_by_role("button", name="Suspend").click()
+    card.get_by_text("Suspended").wait_for()
+    card.get_by_role("button", name="Resume").click()
+    card.get_by_text("Running").wait_for()
+    page.once("dialog", lambda dialog: dialog.accept())
+    card.get_by_role("button", name="Delete").click()
+    card.wait_for(state="detached")
+    assert (
+        memory_server.api(
+            "GET", "/api/services", token=memory_server.token("carol", "carol-password-1")
+        )["services"]
+        == []
+    )
+
+
+def test_account_and_admin_pages(page: Any, memory_server: LiveServer) -> None:
+    sign_in(page, memory_server, "admin", ADMIN_PASSWORD)
+    page.goto("/account")
+    page.get_by_label("Git name").fill("Ada Admin")
+    page.get_by_label("Git email").fill("not-an-email")
+    page.locator("#profile-form").get_by_role("button", name="Save").click()
+    page.locator("#profile-error").get_by_text("not an email address").wait_for()
+    page.get_by_label("Git email").fill("ada@example.org")
+    page.locator("#profile-form").get_by_role("button", name="Save").click()
+    page.get_by_role("status").get_by_text("Saved.").wait_for()
+
+    page.get_by_label("Name", exact=True).fill("laptop")
+    page.get_by_role("button", name="Create a token").click()
+    page.locator("#new-token").wait_for()
+    token = page.locator("#new-token-value").input_value()
+    assert token.startswith("dlb_")
+    me = memory_server.api("GET", "/api/me", token=token)
+    assert (me["git_name"], me["git_email"]) == ("Ada Admin", "ada@example.org")
+    page.reload()
+    assert token not in page.content()  # shown once
+    screenshot(page, "07-account")
+
+    page.goto("/admin")
+    page.locator("#new-user").fill("dave")
+    page.get_by_role("button", name="Create the user").click()
+    page.locator("#admin-result").get_by_text("New password for dave").wait_for()
+    page.locator("#new-project").fill("sandbox")
+    page.get_by_role("button", name="Create the project").click()
+    row = page.locator("tr[data-project='project-sandbox']")
+    row.get_by_label("User name").select_option("dave")
+    row.get_by_role("button", name="Add").click()
+    page.locator("tr[data-project='project-sandbox']").get_by_text("dave (member)").wait_for()
+    screenshot(page, "08-admin")
+
+
+def test_french(page: Any, memory_server: LiveServer) -> None:
+    sign_in(page, memory_server, "admin", ADMIN_PASSWORD)
+    page.get_by_label("Language").select_option("fr")
+    page.wait_for_load_state()
+    page.get_by_role("heading", name="Bienvenue, admin").wait_for()
+    assert page.locator("html").get_attribute("lang") == "fr"
+    for path, heading in [
+        ("/catalog", "Catalogue"),
+        ("/launcher/datalab/mlflow", "Lancer mlflow"),
+        ("/services", "Mes services"),
+        ("/account", "Compte"),
+        ("/admin", "Administration"),
+    ]:
+        page.goto(path)
+        page.get_by_role("heading", name=heading, exact=True).wait_for()
+        assert "Sign out" not in page.content()
+        screenshot(page, f"09-fr{path.replace('/', '-')}")
+    page.get_by_label("Langue").select_option("en")
+    page.get_by_role("heading", name="Administration").wait_for()
+    assert "Sign out" in page.content()
+
+
+def test_a_user_does_not_see_another_users_services(
+    browser: Any, page: Any, memory_server: LiveServer
+) -> None:
+    memory_server.add_user("erin", "erin-password-1")
+    memory_server.add_user("frank", "frank-password-1")
+    erin = memory_server.token("erin", "erin-password-1")
+    memory_server.api(
+        "POST", "/api/services", token=erin, json={"chart": "mlflow", "name": "erin-tracking"}
+    )
+    sign_in(page, memory_server, "frank", "frank-password-1")
+    page.goto("/services")
+    page.get_by_text("No service yet in this project.").wait_for()
+    assert "erin-tracking" not in page.content()
+    page.goto("/ui/services/erin-tracking/status")
+    assert "no longer exists" in page.content()
+    response = page.request.get(memory_server.url + "/api/services/erin-tracking")
+    assert response.status == 404
+    screenshot(page, "10-other-user")
