@@ -1,0 +1,82 @@
+"""Flow 1 in a real browser on the real local backend: sign in, pick JupyterLab in the catalog,
+change its CPU limit in the launcher, launch, open it through the platform's proxy with the
+password copied from My services, and run ``print(6*7)`` in a notebook."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from playwright.sync_api import expect
+
+from .conftest import LiveServer, screenshot, serve, sign_in
+
+pytestmark = pytest.mark.slow
+
+#: a cold environment build (JupyterLab, pandas, pyarrow, polars, duckdb...) from the uv cache
+BUILD_TIMEOUT_MS = 240_000
+
+
+@pytest.fixture(scope="module")
+def local_server() -> Iterator[LiveServer]:
+    yield from serve({"backend": {"name": "local"}})
+
+
+def test_jupyterlab_from_the_catalog_runs_a_notebook(
+    browser: Any, local_server: LiveServer
+) -> None:
+    local_server.add_user("nora", "nora-password-1")
+    context = browser.new_context(
+        viewport={"width": 1280, "height": 900}, base_url=local_server.url
+    )
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=local_server.url)
+    context.set_default_timeout(30_000)
+    page = context.new_page()
+    try:
+        sign_in(page, local_server, "nora", "nora-password-1")
+        page.get_by_role("link", name="Catalog", exact=True).first.click()
+        page.get_by_role("link", name="Launch jupyter-python").click()
+        page.get_by_role("tab", name="Resources").click()
+        page.locator("#f-resources-limits-cpu").fill("1500m")
+        expect(page.locator("#cmd-datalab")).to_contain_text("resources.limits.cpu=1500m")
+        page.get_by_label("Service id (optional)").fill("nb")
+        page.get_by_role("button", name="Launch", exact=True).click()
+
+        card = page.locator("#svc-nb")
+        card.get_by_text("Building environment").or_(card.get_by_text("Starting")).or_(
+            card.get_by_text("Running")
+        ).first.wait_for()
+        screenshot(page, "11-jupyter-building")
+        open_link = card.get_by_role("link", name="Open")
+        open_link.wait_for(timeout=BUILD_TIMEOUT_MS)
+        expect(card).to_contain_text("1500m at most")
+        screenshot(page, "12-jupyter-running")
+
+        card.get_by_role("button", name="Copy password").click()
+        page.get_by_role("status").get_by_text("Copied").wait_for()
+        password = page.evaluate("navigator.clipboard.readText()")
+        assert password and password not in page.content()  # copied, never shown
+
+        with context.expect_page() as opened:
+            open_link.click()
+        lab = opened.value
+        lab.wait_for_load_state()
+        assert lab.url.startswith(local_server.url + "/s/nb/")  # through the platform's proxy
+        lab.locator("#password_input").fill(password)  # Jupyter's own second lock
+        lab.locator("#password_input").press("Enter")
+        lab.locator(".jp-LauncherCard[data-category='Notebook']").first.click(timeout=90_000)
+        cell = lab.locator(".jp-Notebook .jp-Cell .cm-content").first
+        cell.click()
+        cell.type("print(6*7)")
+        lab.keyboard.press("Shift+Enter")
+        output = lab.locator(".jp-OutputArea-output").first
+        expect(output).to_have_text("42", timeout=60_000)
+        screenshot(lab, "13-jupyter-notebook")
+        lab.close()
+
+        page.once("dialog", lambda dialog: dialog.accept())
+        card.get_by_role("button", name="Delete").click()
+        card.wait_for(state="detached")
+    finally:
+        context.close()
