@@ -47,8 +47,9 @@ class BodySizeLimit:
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith("/s/"):
-            # the service proxy streams bodies of any size to the service itself
+        if scope["type"] != "http" or scope["path"].startswith(("/s/", "/api/storage/buckets/")):
+            # the service proxy streams bodies of any size to the service itself; storage
+            # uploads stream to S3 under their own limit (storage.max_upload_bytes)
             await self.app(scope, receive, send)
             return
         for name, value in scope["headers"]:

@@ -1,15 +1,26 @@
-"""Object storage for users: S3 credentials for the caller's project, and the refresh endpoint
-services use to renew theirs (the AWS SDKs' container credentials provider)."""
+"""Object storage for users: S3 credentials for the caller's project, the refresh endpoint
+services use to renew theirs (the AWS SDKs' container credentials provider), and the object
+browser's operations (list, upload, download, delete, folders, share links, public prefixes,
+preview, code snippets). See docs/storage.md."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import quote
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
 
 from datalab.api.deps import PlatformDep, PrincipalDep
 from datalab.errors import DatalabError, Unauthenticated
 from datalab.storage.injection import CredentialBroker
+from datalab.storage.keys import check_key
+from datalab.storage.objects import ObjectStore, PayloadTooLarge
+from datalab.storage.preview import (
+    MAX_ROWS,
+)
+from datalab.storage.snippets import snippets
 
 router = APIRouter(prefix="/api/storage", tags=["storage"])
 
@@ -57,4 +68,141 @@ async def refresh(
         "SecretAccessKey": body["SecretAccessKey"],
         "Token": body.get("SessionToken", ""),
         "Expiration": body.get("Expiration", ""),
+    }
+
+
+def objects(platform: PlatformDep) -> ObjectStore:
+    return broker(platform).objects
+
+
+ObjectsDep = Annotated[ObjectStore, Depends(objects)]
+
+
+@router.get("/buckets", summary="The buckets the caller can use: theirs and the project's")
+def buckets(caller: PrincipalDep, store: ObjectsDep) -> dict[str, Any]:
+    return {"buckets": store.buckets(caller), "project": caller.project_id}
+
+
+@router.get("/buckets/{bucket}/objects", summary="List objects and folders under a prefix")
+async def list_objects(
+    caller: PrincipalDep,
+    store: ObjectsDep,
+    bucket: str,
+    prefix: str = "",
+    delimiter: str = "/",
+    max_keys: Annotated[int, Query(ge=1, le=1000)] = 1000,
+    token: Annotated[str | None, Query(description="next_token of the previous page")] = None,
+) -> dict[str, Any]:
+    return await store.list(caller, bucket, prefix, delimiter, max_keys, token)
+
+
+@router.put("/buckets/{bucket}/objects/{key:path}", summary="Upload (streamed; multipart)")
+async def upload(
+    caller: PrincipalDep,
+    store: ObjectsDep,
+    platform: PlatformDep,
+    bucket: str,
+    key: str,
+    request: Request,
+) -> dict[str, Any]:
+    if key.endswith("/"):
+        return await store.make_folder(caller, bucket, key)
+    limit = platform.settings.storage.max_upload_bytes
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise PayloadTooLarge(
+            f"{bucket}/{key} is larger than the {limit} bytes this platform accepts "
+            "(storage.max_upload_bytes)"
+        )
+    return await store.upload(
+        caller,
+        bucket,
+        key,
+        request.stream(),
+        content_type=request.headers.get("content-type"),
+        max_bytes=limit,
+    )
+
+
+@router.get("/buckets/{bucket}/objects/{key:path}", summary="Download (streamed)")
+async def download(
+    caller: PrincipalDep, store: ObjectsDep, bucket: str, key: str
+) -> StreamingResponse:
+    meta, chunks = await store.open(caller, bucket, key)
+    headers = {"ETag": f'"{meta["etag"]}"'}
+    if meta["size"] is not None:
+        headers["Content-Length"] = str(meta["size"])
+    filename = key.rsplit("/", 1)[-1]
+    headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(filename)}"
+    return StreamingResponse(chunks, media_type=meta["content_type"], headers=headers)
+
+
+@router.delete(
+    "/buckets/{bucket}/objects/{key:path}",
+    summary="Delete an object, or a folder and everything in it with recursive=true",
+)
+async def delete(
+    caller: PrincipalDep, store: ObjectsDep, bucket: str, key: str, recursive: bool = False
+) -> dict[str, Any]:
+    return await store.delete(caller, bucket, key, recursive=recursive)
+
+
+class ShareRequest(BaseModel):
+    key: str = Field(description="Object to share.")
+    expires_s: int = Field(3600, description="Link lifetime in seconds (at most 7 days).")
+
+
+@router.post("/buckets/{bucket}/share", summary="A presigned download link (s3v4)")
+async def share(
+    caller: PrincipalDep, store: ObjectsDep, bucket: str, body: ShareRequest
+) -> dict[str, Any]:
+    return await store.share(caller, bucket, body.key, body.expires_s)
+
+
+class PublicRequest(BaseModel):
+    prefix: str = Field("", description="Prefix ('' for the whole bucket).")
+    public: bool = Field(description="Anyone may read objects under the prefix (True) or not.")
+
+
+@router.get("/buckets/{bucket}/public", summary="Prefixes readable by anyone")
+async def public_prefixes(caller: PrincipalDep, store: ObjectsDep, bucket: str) -> dict[str, Any]:
+    return {"bucket": bucket, "public_prefixes": await store.public_prefixes(caller, bucket)}
+
+
+@router.put("/buckets/{bucket}/public", summary="Make a prefix public or private (bucket policy)")
+async def set_public(
+    caller: PrincipalDep, store: ObjectsDep, bucket: str, body: PublicRequest
+) -> dict[str, Any]:
+    return await store.set_public(caller, bucket, body.prefix, body.public)
+
+
+@router.get(
+    "/buckets/{bucket}/preview/{key:path}",
+    summary="Schema and first rows of a Parquet, CSV or JSON object",
+)
+async def preview(
+    caller: PrincipalDep,
+    store: ObjectsDep,
+    bucket: str,
+    key: str,
+    rows: Annotated[int, Query(ge=1, le=MAX_ROWS)] = 20,
+    format: Annotated[str | None, Query(description="parquet, csv or json")] = None,
+) -> dict[str, Any]:
+    return await store.preview(caller, bucket, key, rows, format)
+
+
+@router.get("/snippets", summary="Code reaching a bucket or object with the caller's credentials")
+async def code_snippets(
+    caller: PrincipalDep, store: ObjectsDep, bucket: str, key: str = ""
+) -> dict[str, Any]:
+    store.check(caller, bucket)
+    check_key(key, allow_empty=True)
+    await store.client(caller)
+    credentials = store.session_credentials(caller)
+    storage = store.storage
+    return {
+        "bucket": bucket,
+        "key": key,
+        "expiration": credentials.expiration.isoformat() if credentials.expiration else None,
+        "snippets": snippets(storage.endpoint_url, storage.region, credentials, bucket, key),
     }

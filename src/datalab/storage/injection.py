@@ -15,6 +15,7 @@ refresh. Vault tokens are renewable by their holder (``auth/token/renew-self``) 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from datalab.config import Settings
@@ -25,6 +26,7 @@ from datalab.identity import accounts
 from datalab.identity.access import principal_for
 from datalab.identity.issuer import AUDIENCE_CREDENTIALS, InvalidToken, TokenIssuer
 from datalab.secrets.service import SecretsService
+from datalab.storage.objects import ObjectStore
 from datalab.storage.service import S3Credentials, StorageService
 
 
@@ -64,6 +66,15 @@ class CredentialBroker:
             projects = accounts.list_projects(session, user)
             shared = [p.id for p in projects if p.personal_of is None]
         return accounts.personal_project_id(self.settings.region, user_name), shared
+
+    def personal_project(self, user_name: str) -> str:
+        return accounts.personal_project_id(self.settings.region, user_name)
+
+    @functools.cached_property
+    def objects(self) -> ObjectStore:
+        """The storage API's operations, with the callers' own session credentials."""
+        assert self.storage is not None
+        return ObjectStore(self.storage, self.s3_credentials, self.personal_project)
 
     async def s3_credentials(self, user_name: str, project_id: str) -> S3Credentials:
         assert self.storage is not None

@@ -127,7 +127,7 @@ class StorageService:
     def admin_client(self) -> BaseClient:
         return s3_client(self.endpoint_url, self.region, self._admin_key, self._admin_secret)
 
-    async def _call(self, what: str, function: Any, *args: Any, **kwargs: Any) -> Any:
+    async def run(self, what: str, function: Any, *args: Any, **kwargs: Any) -> Any:
         """Run a blocking boto3 call in a thread; S3 unreachable becomes a clear 503."""
         try:
             return await asyncio.to_thread(function, *args, **kwargs)
@@ -146,7 +146,7 @@ class StorageService:
             return
         client = self.admin_client()
         try:
-            await self._call("create bucket", client.create_bucket, Bucket=name)
+            await self.run("create bucket", client.create_bucket, Bucket=name)
         except botocore.exceptions.ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
@@ -192,7 +192,7 @@ class StorageService:
             ),
         )
         try:
-            answer = await self._call(
+            answer = await self.run(
                 "STS",
                 sts.assume_role_with_web_identity,
                 RoleArn=self.role_arn,

@@ -1,0 +1,439 @@
+"""The storage API's operations: list, upload, download, delete, folders, share links, public
+prefixes. Object operations run with the *caller's own* STS session credentials, so S3 itself
+enforces the tenancy (the platform checks bucket and key first, to give clear errors).
+
+Uploads stream: bodies up to one part are a single PUT; larger ones become a multipart upload
+of ``PART_BYTES`` parts, so the platform holds one part in memory at a time. Downloads stream
+the object in chunks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import botocore.exceptions
+from botocore.client import BaseClient
+
+from datalab.errors import Conflict, DatalabError, Forbidden, InvalidInput, NotFound
+from datalab.identity.access import Principal
+from datalab.storage import preview
+from datalab.storage.keys import check_bucket, check_key
+from datalab.storage.service import S3Credentials, StorageService, StorageUnavailable, s3_client
+
+PART_BYTES = 16 * 1024 * 1024
+CHUNK_BYTES = 1024 * 1024
+MAX_SHARE_S = 7 * 24 * 3600  # S3 signature v4 limit
+REFRESH_MARGIN_S = 300
+
+
+class PayloadTooLarge(DatalabError):
+    status = 413
+    code = "payload_too_large"
+
+
+def _s3_error(exc: botocore.exceptions.ClientError, bucket: str, key: str = "") -> DatalabError:
+    """A clear platform error for an S3 refusal (never echoes credentials)."""
+    code = exc.response.get("Error", {}).get("Code", "")
+    where = f"{bucket}/{key}" if key else bucket
+    if code in ("NoSuchKey", "404", "NotFound"):
+        return NotFound(f"no object {where!r}")
+    if code == "NoSuchBucket":
+        return NotFound(f"no bucket {bucket!r}")
+    if code in ("AccessDenied", "403", "Forbidden"):
+        return Forbidden(f"access to {where!r} is denied")
+    if code == "BucketNotEmpty":
+        return Conflict(f"bucket {bucket!r} is not empty")
+    message = exc.response.get("Error", {}).get("Message", "")
+    return StorageUnavailable(f"object storage error on {where!r}: {code} {message}".strip())
+
+
+@dataclass
+class _Session:
+    credentials: S3Credentials
+    client: BaseClient
+
+
+class ObjectStore:
+    def __init__(self, storage: StorageService, credentials_for: Any, personal_project: Any):
+        self.storage = storage
+        self._credentials_for = credentials_for  # async (user, project) -> S3Credentials
+        self._personal_project = personal_project  # (user name) -> project id
+        self._sessions: dict[tuple[str, str], _Session] = {}
+
+    # -- sessions ---------------------------------------------------------------------------
+
+    async def client(self, principal: Principal) -> BaseClient:
+        """A boto3 client with the caller's session credentials, reused until near expiry."""
+        cache_key = (principal.name, principal.project_id)
+        session = self._sessions.get(cache_key)
+        expiration = session.credentials.expiration if session else None
+        if session is None or (
+            expiration is not None and expiration.timestamp() - time.time() < REFRESH_MARGIN_S
+        ):
+            credentials = await self._credentials_for(principal.name, principal.project_id)
+            client = s3_client(
+                self.storage.endpoint_url,
+                self.storage.region,
+                credentials.access_key_id,
+                credentials.secret_access_key,
+                credentials.session_token,
+            )
+            session = _Session(credentials, client)
+            self._sessions[cache_key] = session
+        return session.client
+
+    def session_credentials(self, principal: Principal) -> S3Credentials:
+        """The credentials behind :meth:`client` (call it first)."""
+        return self._sessions[(principal.name, principal.project_id)].credentials
+
+    def buckets(self, principal: Principal) -> list[str]:
+        personal = self._personal_project(principal.name)
+        return sorted({personal, principal.project_id})
+
+    def check(self, principal: Principal, bucket: str) -> str:
+        return check_bucket(principal, bucket, self._personal_project(principal.name))
+
+    async def _call(self, bucket: str, key: str, function: Any, **kwargs: Any) -> Any:
+        try:
+            return await self.storage.run("request", function, **kwargs)
+        except botocore.exceptions.ClientError as exc:
+            raise _s3_error(exc, bucket, key) from None
+
+    # -- listing ------------------------------------------------------------------------------
+
+    async def list(
+        self,
+        principal: Principal,
+        bucket: str,
+        prefix: str = "",
+        delimiter: str = "/",
+        max_keys: int = 1000,
+        token: str | None = None,
+    ) -> dict[str, Any]:
+        self.check(principal, bucket)
+        check_key(prefix, allow_empty=True, what="prefix")
+        if not 1 <= max_keys <= 1000:
+            raise InvalidInput("max_keys must be between 1 and 1000")
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": max_keys}
+        if delimiter:
+            kwargs["Delimiter"] = delimiter
+        if token:
+            kwargs["ContinuationToken"] = token
+        client = await self.client(principal)
+        answer = await self._call(bucket, prefix, client.list_objects_v2, **kwargs)
+        return {
+            "bucket": bucket,
+            "prefix": prefix,
+            "folders": [p["Prefix"] for p in answer.get("CommonPrefixes", [])],
+            "objects": [
+                {
+                    "key": o["Key"],
+                    "size": o["Size"],
+                    "last_modified": o["LastModified"].isoformat(),
+                    "etag": o.get("ETag", "").strip('"'),
+                }
+                for o in answer.get("Contents", [])
+            ],
+            "next_token": answer.get("NextContinuationToken"),
+            "truncated": bool(answer.get("IsTruncated")),
+        }
+
+    # -- upload -------------------------------------------------------------------------------
+
+    async def upload(
+        self,
+        principal: Principal,
+        bucket: str,
+        key: str,
+        body: AsyncIterator[bytes],
+        *,
+        content_type: str | None = None,
+        max_bytes: int,
+    ) -> dict[str, Any]:
+        self.check(principal, bucket)
+        check_key(key)
+        client = await self.client(principal)
+        extra = {"ContentType": content_type} if content_type else {}
+        buffer = bytearray()
+        parts: list[dict[str, Any]] = []
+        upload_id: str | None = None
+        total = 0
+        try:
+            async for chunk in body:
+                total += len(chunk)
+                if total > max_bytes:
+                    raise PayloadTooLarge(
+                        f"{bucket}/{key} is larger than the {max_bytes} bytes this platform "
+                        "accepts (storage.max_upload_bytes)"
+                    )
+                buffer += chunk
+                if len(buffer) >= PART_BYTES:
+                    if upload_id is None:
+                        started = await self._call(
+                            bucket,
+                            key,
+                            client.create_multipart_upload,
+                            Bucket=bucket,
+                            Key=key,
+                            **extra,
+                        )
+                        upload_id = started["UploadId"]
+                    part = bytes(buffer[:PART_BYTES])
+                    del buffer[:PART_BYTES]
+                    answer = await self._call(
+                        bucket,
+                        key,
+                        client.upload_part,
+                        Bucket=bucket,
+                        Key=key,
+                        UploadId=upload_id,
+                        PartNumber=len(parts) + 1,
+                        Body=part,
+                    )
+                    parts.append({"PartNumber": len(parts) + 1, "ETag": answer["ETag"]})
+            if upload_id is None:
+                await self._call(
+                    bucket,
+                    key,
+                    client.put_object,
+                    Bucket=bucket,
+                    Key=key,
+                    Body=bytes(buffer),
+                    **extra,
+                )
+            else:
+                if buffer:
+                    answer = await self._call(
+                        bucket,
+                        key,
+                        client.upload_part,
+                        Bucket=bucket,
+                        Key=key,
+                        UploadId=upload_id,
+                        PartNumber=len(parts) + 1,
+                        Body=bytes(buffer),
+                    )
+                    parts.append({"PartNumber": len(parts) + 1, "ETag": answer["ETag"]})
+                await self._call(
+                    bucket,
+                    key,
+                    client.complete_multipart_upload,
+                    Bucket=bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": parts},
+                )
+        except BaseException:
+            if upload_id is not None:  # leave no orphan parts behind
+                await asyncio.to_thread(
+                    _ignore_errors,
+                    client.abort_multipart_upload,
+                    Bucket=bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                )
+            raise
+        return {"bucket": bucket, "key": key, "size": total, "parts": max(1, len(parts))}
+
+    async def make_folder(self, principal: Principal, bucket: str, prefix: str) -> dict[str, Any]:
+        """S3 has no folders: an empty object whose key ends with '/' shows one."""
+        self.check(principal, bucket)
+        folder = prefix if prefix.endswith("/") else prefix + "/"
+        check_key(folder, what="folder")
+        client = await self.client(principal)
+        await self._call(bucket, folder, client.put_object, Bucket=bucket, Key=folder, Body=b"")
+        return {"bucket": bucket, "key": folder}
+
+    # -- download -----------------------------------------------------------------------------
+
+    async def open(
+        self, principal: Principal, bucket: str, key: str
+    ) -> tuple[dict[str, Any], AsyncIterator[bytes]]:
+        """The object's metadata and an iterator over its bytes."""
+        self.check(principal, bucket)
+        check_key(key)
+        client = await self.client(principal)
+        answer = await self._call(bucket, key, client.get_object, Bucket=bucket, Key=key)
+        stream = answer["Body"]
+
+        async def chunks() -> AsyncIterator[bytes]:
+            try:
+                while True:
+                    chunk = await asyncio.to_thread(stream.read, CHUNK_BYTES)
+                    if not chunk:
+                        return
+                    yield chunk
+            finally:
+                stream.close()
+
+        meta = {
+            "size": answer.get("ContentLength"),
+            "content_type": answer.get("ContentType") or "application/octet-stream",
+            "etag": answer.get("ETag", "").strip('"'),
+        }
+        return meta, chunks()
+
+    async def preview(
+        self, principal: Principal, bucket: str, key: str, rows: int, format: str | None
+    ) -> dict[str, Any]:
+        """Schema and first rows of a Parquet, CSV or JSON object (see preview.py)."""
+        self.check(principal, bucket)
+        check_key(key)
+        kind = preview.detect_format(key, format)
+        client = await self.client(principal)
+        credentials = self.session_credentials(principal)
+        storage = self.storage
+        try:
+            if kind == "parquet":
+                result = await storage.run(
+                    "preview",
+                    preview.preview_parquet,
+                    storage.endpoint_url,
+                    storage.region,
+                    credentials,
+                    bucket,
+                    key,
+                    rows,
+                )
+            else:
+                reader = preview.preview_csv if kind == "csv" else preview.preview_json
+                result = await storage.run("preview", reader, client, bucket, key, rows)
+        except botocore.exceptions.ClientError as exc:
+            raise _s3_error(exc, bucket, key) from None
+        return {"bucket": bucket, "key": key, "format": kind, **result}
+
+    # -- delete -------------------------------------------------------------------------------
+
+    async def delete(
+        self, principal: Principal, bucket: str, key: str, *, recursive: bool = False
+    ) -> dict[str, Any]:
+        self.check(principal, bucket)
+        check_key(key)
+        client = await self.client(principal)
+        if not recursive:
+            # S3 deletes are silent about missing keys: say what is (not) there instead
+            try:
+                await self._call(bucket, key, client.head_object, Bucket=bucket, Key=key)
+            except NotFound:
+                inside = await self._call(
+                    bucket,
+                    key,
+                    client.list_objects_v2,
+                    Bucket=bucket,
+                    Prefix=key.rstrip("/") + "/",
+                    MaxKeys=1,
+                )
+                if inside.get("KeyCount"):
+                    raise InvalidInput(
+                        f"{key!r} is a folder: delete it and its content with recursive=true"
+                    ) from None
+                raise
+            await self._call(bucket, key, client.delete_object, Bucket=bucket, Key=key)
+            return {"bucket": bucket, "deleted": [key]}
+        prefix = key if key.endswith("/") else key + "/"
+        deleted: list[str] = []
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+            if token:
+                kwargs["ContinuationToken"] = token
+            page = await self._call(bucket, prefix, client.list_objects_v2, **kwargs)
+            keys = [o["Key"] for o in page.get("Contents", [])]
+            if keys:
+                await self._call(
+                    bucket,
+                    prefix,
+                    client.delete_objects,
+                    Bucket=bucket,
+                    Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True},
+                )
+                deleted += keys
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated"):
+                break
+        return {"bucket": bucket, "deleted": deleted}
+
+    # -- sharing ------------------------------------------------------------------------------
+
+    async def share(
+        self, principal: Principal, bucket: str, key: str, expires_s: int
+    ) -> dict[str, Any]:
+        """A presigned GET link (signature v4). Signed with the platform's S3 identity once the
+        caller's access is checked, so the link may outlive the caller's session."""
+        self.check(principal, bucket)
+        check_key(key)
+        if not 1 <= expires_s <= MAX_SHARE_S:
+            raise InvalidInput(f"expires_s must be between 1 and {MAX_SHARE_S} (7 days)")
+        client = await self.client(principal)
+        await self._call(bucket, key, client.head_object, Bucket=bucket, Key=key)
+        url = self.storage.admin_client().generate_presigned_url(
+            "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires_s
+        )
+        return {"bucket": bucket, "key": key, "url": url, "expires_s": expires_s}
+
+    async def set_public(
+        self, principal: Principal, bucket: str, prefix: str, public: bool
+    ) -> dict[str, Any]:
+        """Make a prefix readable by anyone (or private again) with the bucket policy."""
+        self.check(principal, bucket)
+        check_key(prefix, allow_empty=True, what="prefix")
+        client = await self.client(principal)
+        policy = await self._policy(client, bucket)
+        statements = [s for s in policy["Statement"] if s.get("Sid") != _public_sid(prefix)]
+        if public:
+            statements.append(
+                {
+                    "Sid": _public_sid(prefix),
+                    "Effect": "Allow",
+                    "Principal": "*",
+                    "Action": ["s3:GetObject"],
+                    "Resource": [f"arn:aws:s3:::{bucket}/{prefix}*"],
+                }
+            )
+        if statements:
+            document = json.dumps({"Version": "2012-10-17", "Statement": statements})
+            await self._call(
+                bucket, prefix, client.put_bucket_policy, Bucket=bucket, Policy=document
+            )
+        else:
+            await self._call(bucket, prefix, client.delete_bucket_policy, Bucket=bucket)
+        return {"bucket": bucket, "prefix": prefix, "public": public}
+
+    async def public_prefixes(self, principal: Principal, bucket: str) -> list[str]:
+        self.check(principal, bucket)
+        client = await self.client(principal)
+        policy = await self._policy(client, bucket)
+        return sorted(
+            bytes.fromhex(s["Sid"].removeprefix(_PUBLIC)).decode()
+            for s in policy["Statement"]
+            if str(s.get("Sid", "")).startswith(_PUBLIC)
+        )
+
+    async def _policy(self, client: BaseClient, bucket: str) -> dict[str, Any]:
+        try:
+            answer = await self.storage.run("policy", client.get_bucket_policy, Bucket=bucket)
+        except botocore.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "NoSuchBucketPolicy":
+                return {"Version": "2012-10-17", "Statement": []}
+            raise _s3_error(exc, bucket) from None
+        return dict(json.loads(answer["Policy"]))
+
+
+_PUBLIC = "DatalabPublic"
+
+
+def _public_sid(prefix: str) -> str:
+    """Statement ids allow letters and digits only: the prefix is hex-encoded."""
+    return _PUBLIC + prefix.encode().hex()
+
+
+def _ignore_errors(function: Any, **kwargs: Any) -> None:
+    try:
+        function(**kwargs)
+    except Exception:  # cleanup after a failure must not hide the failure itself
+        return
