@@ -77,6 +77,25 @@ async def test_http_service_lifecycle(backend: LocalBackend, services) -> None: 
     await backend.uninstall(spec.id)  # idempotent
 
 
+async def test_build_progress_is_reported(data_dir: Path, services) -> None:  # type: ignore[no-untyped-def]
+    seen: list[tuple[str, str, float]] = []
+    backend = LocalBackend(
+        data_dir / "p",
+        "http://x",
+        # an empty cache: this build is real
+        env_manager=EnvManager(data_dir / "envs", shared=os.geteuid() == 0),
+        on_build_progress=lambda sid, phase, pct, msg: seen.append((sid, phase, pct)),
+    )
+    spec = services.spec(serve_recipe(services))
+    try:
+        await backend.install(spec)
+        await services.wait(spec.id, Phase.RUNNING, backend=backend)
+    finally:
+        await backend.shutdown()
+    assert {sid for sid, _, _ in seen} == {spec.id}
+    assert seen[0][1] == "resolving" and seen[-1][1:] == ("done", 100)
+
+
 async def test_suspend_resume_keeps_work_dir(backend: LocalBackend, services) -> None:  # type: ignore[no-untyped-def]
     spec = services.spec("http_server")
     await services.run(spec)

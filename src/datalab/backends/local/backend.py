@@ -11,7 +11,7 @@ import os
 import shlex
 import shutil
 import stat
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -103,16 +103,20 @@ class LocalBackend(Backend):
         log_backups: int = 3,
         path_prefix: str = "/s",
         env_manager: EnvManager | None = None,
+        on_build_progress: Callable[[str, str, float, str], Any] | None = None,
     ) -> None:
         """
         ``isolate_users``: run each user's services under ``datalab-<user>`` (default: when
         the platform runs as root; requires root). ``readiness_timeout_s`` overrides recipes'.
         ``env_manager`` lets several backends (tests) share one environment cache.
+        ``on_build_progress(service_id, phase, percent, message)`` follows environment builds
+        (for a progress bar); ``status().reason`` shows the same as text.
         """
         self.data_dir = Path(data_dir)
         self.public_url = public_url.rstrip("/")
         self.stop_services_on_shutdown = stop_services_on_shutdown
         self.readiness_timeout_s = readiness_timeout_s
+        self.on_build_progress = on_build_progress
         is_root = os.geteuid() == 0
         if isolate_users and not is_root:
             raise BackendError("isolate_users needs the platform to run as root")
@@ -122,6 +126,11 @@ class LocalBackend(Backend):
         self.log_backups = log_backups
         self.path_prefix = "/" + path_prefix.strip("/")
         self.services_dir = self.data_dir / "services"
+        if env_manager is not None and self.isolate_users and not env_manager.shared:
+            raise BackendError(
+                "the EnvManager must be created with shared=True: services run under per-user "
+                "accounts, which must be able to run the environments' interpreters"
+            )
         self.envs = env_manager or EnvManager(
             self.data_dir / "envs", build_timeout_s=env_build_timeout_s, shared=self.isolate_users
         )
@@ -482,9 +491,12 @@ class LocalBackend(Backend):
             self._fail(svc, f"internal error while starting: {type(exc).__name__}: {exc}")
 
     def _progress(self, svc: _Service) -> Any:
-        def report(phase: str, percent: float, message: str) -> None:
+        def report(phase: str, percent: float, message: str) -> Any:
             if svc.phase is Phase.BUILDING:
                 svc.reason = f"building environment: {message} ({percent:.0f}%)"
+            if self.on_build_progress is not None:
+                return self.on_build_progress(svc.spec.id, phase, percent, message)
+            return None
 
         return report
 
