@@ -64,7 +64,7 @@ class Page:
     def site_name(self) -> str:
         return self.branding.name or self.platform.settings.instance_name
 
-    def t(self, key: str, **params: Any) -> str:
+    def t(self, key: str, /, **params: Any) -> str:
         return translate(self.lang, key, **params)
 
     def require(self) -> Principal:

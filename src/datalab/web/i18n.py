@@ -26,8 +26,8 @@ def catalog(lang: str) -> dict[str, str]:
     return {str(k): str(v) for k, v in data.items()}
 
 
-def translate(lang: str, key: str, **params: Any) -> str:
-    text = catalog(lang if lang in LANGUAGES else DEFAULT_LANGUAGE)[key]
+def translate(language: str, key: str, /, **params: Any) -> str:
+    text = catalog(language if language in LANGUAGES else DEFAULT_LANGUAGE)[key]
     return text.format(**params) if params else text
 
 
@@ -40,7 +40,8 @@ def negotiate(accept_language: str | None) -> str:
             weight = float(quality) if quality else 1.0
         except ValueError:
             weight = 0.0
-        choices.append((-weight, index, tag.split("-")[0].lower()))
+        if weight > 0:  # q=0 means "not this one"
+            choices.append((-weight, index, tag.split("-")[0].lower()))
     for _, _, lang in sorted(choices):
         if lang in LANGUAGES:
             return lang
