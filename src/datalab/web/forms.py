@@ -233,20 +233,6 @@ def _group(
     return group
 
 
-def secret_paths(schema: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
-    """Paths of the values that hold secrets (``render: password`` or a secret-like name)."""
-    found = []
-    for name, node in (schema.get("properties") or {}).items():
-        if not isinstance(node, dict):
-            continue
-        path = (*prefix, name)
-        if isinstance(node.get("properties"), dict):
-            found += secret_paths(node, path)
-        elif is_secret_field(node, name):
-            found.append(path)
-    return found
-
-
 def parse_prefill(query: list[tuple[str, str]], schema: dict[str, Any]) -> dict[str, Any]:
     """Overrides from an auto-launch URL: ``?resources.limits.cpu=2500m&persistence.enabled=false``.
 
