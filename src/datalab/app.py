@@ -147,9 +147,9 @@ def create_app(platform: Platform, *, manage_lifecycle: bool = True) -> FastAPI:
 
     for module in (health, auth, me, admin, catalogs, services, envs):
         app.include_router(module.router)
-    from datalab.api import storage, wellknown
+    from datalab.api import secrets, storage, wellknown
 
-    for module in (storage, wellknown):
+    for module in (storage, secrets, wellknown):
         app.include_router(module.router)
     mount_service_proxy(
         app, service_resolver(platform), path_prefix="/s", drop_cookies=[SESSION_COOKIE]

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datalab.config import ConfigError, Settings
 from datalab.identity.issuer import AUDIENCE_VAULT, TokenIssuer
 from datalab.secrets.openbao import EmbeddedOpenBao
-from datalab.secrets.vault import VaultClient
+from datalab.secrets.vault import SecretsUnavailable, VaultClient
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,7 @@ class SecretsService:
                 )
             self.address = self.settings.address.rstrip("/")
         self.admin: VaultClient | None = None
+        self._users: VaultClient | None = None
         self._accessor = ""
         self._known_projects: set[str] = set()
 
@@ -70,14 +71,22 @@ class SecretsService:
             assert self.settings.token is not None
             token = self.settings.token.get_secret_value()
         self.admin = VaultClient(self.address, token)
+        self._users = VaultClient(self.address)  # requests made with users' own tokens
         await self.configure()
 
     async def stop(self) -> None:
-        if self.admin is not None:
-            await self.admin.aclose()
-            self.admin = None
+        for client in (self.admin, self._users):
+            if client is not None:
+                await client.aclose()
+        self.admin = self._users = None
         if self.embedded is not None:
             await self.embedded.stop()
+
+    def user_client(self) -> VaultClient:
+        """The client for requests authenticated by a user's token (passed per request)."""
+        if self._users is None:
+            raise SecretsUnavailable("the secrets store is not started")
+        return self._users
 
     def _client(self) -> VaultClient:
         assert self.admin is not None, "SecretsService.start() first"

@@ -26,6 +26,7 @@ from datalab.identity import accounts
 from datalab.identity.access import principal_for
 from datalab.identity.issuer import AUDIENCE_CREDENTIALS, InvalidToken, TokenIssuer
 from datalab.secrets.service import SecretsService
+from datalab.secrets.store import SecretStore
 from datalab.storage.objects import ObjectStore
 from datalab.storage.service import S3Credentials, StorageService
 
@@ -75,6 +76,14 @@ class CredentialBroker:
         """The storage API's operations, with the callers' own session credentials."""
         assert self.storage is not None
         return ObjectStore(self.storage, self.s3_credentials, self.personal_project)
+
+    @functools.cached_property
+    def secrets(self) -> SecretStore:
+        """The secrets API's operations, with the callers' own Vault tokens."""
+        assert self.secret_store is not None
+        return SecretStore(
+            self.secret_store, self.personal_project, lambda name: self._user_projects(name)[1]
+        )
 
     async def s3_credentials(self, user_name: str, project_id: str) -> S3Credentials:
         assert self.storage is not None

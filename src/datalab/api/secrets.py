@@ -1,0 +1,83 @@
+"""Secrets for users: a KV tree per user and per project (Vault KV v2, read and written with
+the caller's own Vault token). See docs/secrets.md. Values are never logged nor echoed in
+errors."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import PlainTextResponse
+from pydantic import BaseModel, Field
+
+from datalab.api.deps import PlatformDep, PrincipalDep
+from datalab.errors import DatalabError
+from datalab.secrets.store import SecretStore, export_lines
+
+router = APIRouter(prefix="/api/secrets", tags=["secrets"])
+
+
+class SecretsDisabled(DatalabError):
+    status = 503
+    code = "secrets_disabled"
+
+
+def store(platform: PlatformDep) -> SecretStore:
+    broker = platform.services.credentials
+    if platform.secret_store is None or broker is None:
+        raise SecretsDisabled("the secrets store is not enabled on this platform (secrets.mode)")
+    return broker.secrets
+
+
+StoreDep = Annotated[SecretStore, Depends(store)]
+
+
+class SecretData(BaseModel):
+    data: dict[str, Any] = Field(description="KEY: value pairs (keys are env variable names).")
+
+
+class Rename(BaseModel):
+    source: str = Field(description="Current path, e.g. user-alice/db.")
+    target: str = Field(description="New path.")
+
+
+@router.get("/tree", summary="My top directories: my personal project's and the project's")
+async def tops(caller: PrincipalDep, secrets: StoreDep) -> dict[str, Any]:
+    return await secrets.list(caller, "")
+
+
+@router.get("/tree/{path:path}", summary="Secrets and directories under a path")
+async def tree(caller: PrincipalDep, secrets: StoreDep, path: str) -> dict[str, Any]:
+    return await secrets.list(caller, path)
+
+
+@router.get("/values/{path:path}", summary="Read a secret (its KEY: value pairs)")
+async def read(caller: PrincipalDep, secrets: StoreDep, path: str) -> dict[str, Any]:
+    return await secrets.read(caller, path)
+
+
+@router.put("/values/{path:path}", summary="Create or replace a secret (a new version)")
+async def write(
+    caller: PrincipalDep, secrets: StoreDep, path: str, body: SecretData
+) -> dict[str, Any]:
+    return await secrets.write(caller, path, body.data)
+
+
+@router.delete("/values/{path:path}", summary="Delete a secret and all its versions")
+async def delete(caller: PrincipalDep, secrets: StoreDep, path: str) -> dict[str, Any]:
+    return await secrets.delete(caller, path)
+
+
+@router.post("/rename", summary="Rename (move) a secret")
+async def rename(caller: PrincipalDep, secrets: StoreDep, body: Rename) -> dict[str, Any]:
+    return await secrets.rename(caller, body.source, body.target)
+
+
+@router.get(
+    "/export/{path:path}",
+    summary="A secret as `export KEY=value` lines for a shell",
+    response_class=PlainTextResponse,
+)
+async def export(caller: PrincipalDep, secrets: StoreDep, path: str) -> PlainTextResponse:
+    secret = await secrets.read(caller, path)
+    return PlainTextResponse(export_lines(secret["data"]), headers={"Cache-Control": "no-store"})
