@@ -209,3 +209,30 @@ def test_cgroup_files_written(tmp_path: Path) -> None:
     assert (limiter.base / "cgroup.subtree_control").read_text() == "+memory +cpu"
     (root / "platform" / "cgroup.controllers").write_text("pids")
     assert _try_v2(root, "/platform") is None  # controllers not delegated: fall back
+
+
+async def test_follow_survives_rotation(tmp_path: Path) -> None:
+    import asyncio
+
+    from datalab.backends.local.logs import follow_lines
+
+    log = tmp_path / "service.log"
+    log.write_text("old 1\nold 2\n")
+    seen: list[str] = []
+
+    async def follow() -> None:
+        async for line in follow_lines(log, 1, lambda: True):
+            seen.append(line)
+            if line == "new 2":
+                return
+
+    task = asyncio.create_task(follow())
+    await asyncio.sleep(0.3)
+    with open(log, "a") as handle:
+        handle.write("before rotation\n")
+    await asyncio.sleep(0.3)
+    rotate_if_needed(log, 1, 1)
+    with open(log, "a") as handle:  # O_APPEND, as the service writes
+        handle.write("new 1\nnew 2\n")
+    await asyncio.wait_for(task, 5)
+    assert seen == ["old 2", "before rotation", "new 1", "new 2"]
