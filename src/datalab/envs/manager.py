@@ -366,10 +366,13 @@ class EnvManager:
             _remove_tree(info.path)
             (self.root / ".usage" / f"{info.key}.json").unlink(missing_ok=True)
             removed.append(info.key)
-        building = any(lock.locked() for lock in self._locks.values())
+        # Another process may be building right now: a build dir is a leftover only once it is
+        # older than any build may last. Trash (half-deleted environments) always is.
+        cutoff = time.time() - self.build_timeout_s - 60
         for leftover in self.root.glob(".tmp-*"):
-            if not building:
-                shutil.rmtree(leftover, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                if leftover.name.startswith(".tmp-trash-") or leftover.stat().st_mtime < cutoff:
+                    shutil.rmtree(leftover, ignore_errors=True)
         for pointer in (self.root / ".specs").glob("*"):
             with contextlib.suppress(OSError):
                 if not (self.root / pointer.read_text().strip()).is_dir():

@@ -59,7 +59,7 @@ async def test_http_service_lifecycle(backend: LocalBackend, services) -> None: 
         assert (await client.get(f"http://127.0.0.1:{endpoint.port}/")).status_code == 200
 
     reasons = [event.reason for event in await backend.events(spec.id)]
-    assert reasons[:4] == ["Scheduled", "Building", "Started", "Ready"]
+    assert reasons[:5] == ["Scheduled", "Building", "EnvironmentReady", "Started", "Ready"]
     assert await backend.list() == [spec.id]
     assert "GET / HTTP/1.1" in "\n".join([line async for line in backend.logs(spec.id)])
 
@@ -114,7 +114,9 @@ async def test_suspend_resume_keeps_work_dir(backend: LocalBackend, services) ->
     assert backend.get_state(spec.id)["pid"] != pid
     assert (workdir / "notes.txt").read_text() == "kept"
     reasons = [event.reason for event in await backend.events(spec.id)]
-    assert reasons[-5:] == ["Suspended", "Resuming", "Building", "Started", "Ready"]
+    assert reasons[-6:] == [
+        "Suspended", "Resuming", "Building", "EnvironmentReady", "Started", "Ready"
+    ]  # fmt: skip
 
 
 async def test_password_in_the_command_line_is_flagged(backend: LocalBackend, services) -> None:  # type: ignore[no-untyped-def]

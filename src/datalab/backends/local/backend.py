@@ -449,6 +449,8 @@ class LocalBackend(Backend):
             env = await self.envs.ensure(svc.env_spec, progress=self._progress(svc))
             svc.env_key = env.key
             self.envs.touch(env.key, add=svc.spec.id)
+            how = "built" if env.built else "from the cache"
+            self._add_event(svc, "EnvironmentReady", f"environment {env.key} {how}")
             for _attempt in range(PORT_ATTEMPTS):
                 self._start_process(svc, env)
                 outcome = await self._await_ready(svc)
