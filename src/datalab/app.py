@@ -154,7 +154,10 @@ def create_app(platform: Platform, *, manage_lifecycle: bool = True) -> FastAPI:
     mount_service_proxy(
         app, service_resolver(platform), path_prefix="/s", drop_cookies=[SESSION_COOKIE]
     )
+    from datalab.api import saved_configs
     from datalab.web import mount_web
+
+    app.include_router(saved_configs.router)
 
     mount_web(app)  # pages, /ui fragments, /static, security headers (CSP)
 

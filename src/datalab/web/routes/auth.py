@@ -9,6 +9,7 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
 from datalab.api.auth import sign_in
+from datalab.api.saved_configs import config_out, list_configs
 from datalab.api.schemas import Credentials
 from datalab.errors import DatalabError, Forbidden
 from datalab.identity.access import principal_for
@@ -135,8 +136,13 @@ def theme(page: PageDep) -> Response:
 async def home(page: PageDep) -> Response:
     principal = page.require()
     services = await page.platform.services.list(principal)
+    with page.platform.db.session() as session:
+        saved = [
+            config_out(c) for c in list_configs(session, principal.user_id, principal.project_id)
+        ]
     return page.render(
         "home.html",
+        saved=saved,
         quota=page.platform.services.quota(principal),
         services=services,
         active=[s for s in services if s["phase"] in ("building", "starting", "running")],

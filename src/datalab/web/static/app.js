@@ -101,6 +101,17 @@ const Datalab = (() => {
       if (img.complete && img.naturalWidth === 0) iconFallback(img);
       else img.addEventListener("error", () => iconFallback(img));
     });
+    document.querySelectorAll("[data-delete-config]").forEach((button) => {
+      button.addEventListener("click", async () => {
+        if (!window.confirm(messages(button).confirm_delete)) return;
+        try {
+          await api("DELETE", `/api/saved-configs/${button.dataset.deleteConfig}`);
+          button.closest("li").remove();
+        } catch (error) {
+          toast(error.message, true);
+        }
+      });
+    });
     const search = document.querySelector("[data-filter-cards]");
     if (search) {
       const cards = document.querySelectorAll(`${search.dataset.filterCards} > [data-search]`);

@@ -245,6 +245,22 @@ document.addEventListener("DOMContentLoaded", () => {
     Datalab.toast(text.copied);
   });
 
+  document.getElementById("save-config").addEventListener("click", async () => {
+    const { body, problems } = request(false);
+    if (problems.length) { showProblems(problems); return; }
+    const name = window.prompt(text.config_name, form.elements.friendly_name.value);
+    if (!name) return;
+    try {
+      await Datalab.api("POST", "/api/saved-configs", {
+        name, catalog: body.catalog, chart: body.chart, version: body.version, values: body.values,
+      });
+      Datalab.toast(text.saved);
+    } catch (error) {
+      showProblems(problemsOf(error));
+      Datalab.toast(error.message, true);
+    }
+  });
+
   // -- tabs (WAI-ARIA pattern: arrows move between tabs) ---------------------------------------
 
   const tabs = Array.from(form.querySelectorAll("[role=tab]"));

@@ -1,0 +1,150 @@
+"""Saved launch configurations: a user's named overrides for a chart, per project, to launch the
+same service again from the web launcher (pre-filled) or the API.
+
+Only the overrides are saved (what the user changed), never the resolved values: one-time
+passwords, credentials and random names come fresh at each launch. Secret fields (passwords,
+tokens, keys) are dropped before saving.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Response
+from pydantic import Field
+from sqlalchemy import JSON, ForeignKey, Integer, String, UniqueConstraint, select
+from sqlalchemy.orm import Mapped, mapped_column
+
+from datalab.api.deps import PlatformDep, PrincipalDep, SessionDep
+from datalab.api.masking import is_secret_field
+from datalab.api.schemas import Model
+from datalab.db import Base, UTCDateTime, utcnow
+from datalab.errors import NotFound
+
+router = APIRouter(prefix="/api/saved-configs", tags=["saved configurations"])
+
+
+class SavedConfig(Base):
+    __tablename__ = "saved_configs"
+    __table_args__ = (UniqueConstraint("owner_id", "project_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    catalog_id: Mapped[str] = mapped_column(String(63))
+    chart_name: Mapped[str] = mapped_column(String(63))
+    chart_version: Mapped[str | None] = mapped_column(String(63))
+    values: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class NewSavedConfig(Model):
+    name: str = Field(min_length=1, max_length=100, description="Name, unique per project.")
+    catalog: str = Field("datalab", max_length=63)
+    chart: str = Field(max_length=63)
+    version: str | None = Field(None, max_length=63, description="None: the latest at launch.")
+    values: dict[str, Any] = Field(default_factory=dict, description="Overrides, as JSON.")
+
+
+def launcher_url(config: SavedConfig) -> str:
+    """The web launcher pre-filled with this configuration (the user still presses Launch)."""
+    params: list[tuple[str, str]] = []
+    if config.chart_version:
+        params.append(("version", config.chart_version))
+    for path, value in _leaves(config.values):
+        params.append((path, value if isinstance(value, str) else json.dumps(value)))
+    query = urlencode(params)
+    return f"/launcher/{config.catalog_id}/{config.chart_name}" + (f"?{query}" if query else "")
+
+
+def _leaves(values: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    found = []
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            found += _leaves(value, path + ".")
+        else:
+            found.append((path, value))
+    return found
+
+
+def config_out(config: SavedConfig) -> dict[str, Any]:
+    return {
+        "id": config.id,
+        "name": config.name,
+        "project": config.project_id,
+        "catalog": config.catalog_id,
+        "chart": config.chart_name,
+        "version": config.chart_version,
+        "values": config.values,
+        "launcher_url": launcher_url(config),
+        "updated_at": config.updated_at.isoformat(),
+    }
+
+
+def list_configs(session: Any, owner_id: int, project_id: str) -> list[SavedConfig]:
+    query = (
+        select(SavedConfig)
+        .where(SavedConfig.owner_id == owner_id, SavedConfig.project_id == project_id)
+        .order_by(SavedConfig.name)
+    )
+    return list(session.scalars(query))
+
+
+def _without_secrets(values: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    kept: dict[str, Any] = {}
+    properties = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+    for key, value in values.items():
+        node = properties.get(key) if isinstance(properties.get(key), dict) else {}
+        if isinstance(value, dict):
+            inner = _without_secrets(value, node)
+            if inner or not value:
+                kept[key] = inner
+        elif not is_secret_field(node, key):
+            kept[key] = value
+    return kept
+
+
+@router.get("", summary="My saved launch configurations in the project")
+def list_saved(caller: PrincipalDep, session: SessionDep) -> list[dict[str, Any]]:
+    return [config_out(c) for c in list_configs(session, caller.user_id, caller.project_id)]
+
+
+@router.post("", summary="Save a launch configuration (replaces one of the same name)")
+def save(
+    body: NewSavedConfig, caller: PrincipalDep, session: SessionDep, platform: PlatformDep
+) -> dict[str, Any]:
+    # the same validation as a launch: unknown chart, bad or read-only values are refused
+    chart, resolved = platform.services.resolve(
+        caller, body.catalog, body.chart, body.version, overrides=body.values
+    )
+    values = _without_secrets(body.values, resolved.schema)
+    name = body.name.strip()
+    config = session.scalar(
+        select(SavedConfig).where(
+            SavedConfig.owner_id == caller.user_id,
+            SavedConfig.project_id == caller.project_id,
+            SavedConfig.name == name,
+        )
+    )
+    if config is None:
+        config = SavedConfig(owner_id=caller.user_id, project_id=caller.project_id, name=name)
+        session.add(config)
+    config.catalog_id, config.chart_name = body.catalog, chart.name
+    config.chart_version, config.values = body.version, values
+    session.flush()
+    return config_out(config)
+
+
+@router.delete("/{config_id}", summary="Delete a saved configuration", status_code=204)
+def delete(config_id: int, caller: PrincipalDep, session: SessionDep) -> Response:
+    config = session.get(SavedConfig, config_id)
+    if config is None or config.owner_id != caller.user_id:
+        raise NotFound(f"you have no saved configuration with id {config_id}")
+    session.delete(config)
+    return Response(status_code=204)
