@@ -23,7 +23,9 @@ def _command_paths(command: Any, prefix: str = "datalab") -> list[str]:
 
 
 def test_every_cli_command_is_documented() -> None:
-    documented = set(re.findall(r"^\| `(datalab[a-z -]*)` \|", (DOCS / "cli.md").read_text(), re.M))
+    documented = set(
+        re.findall(r"^\| `(datalab[a-z0-9 -]*)` \|", (DOCS / "cli.md").read_text(), re.M)
+    )
     commands = set(_command_paths(typer.main.get_command(app)))
     assert commands - documented == set(), "undocumented commands"
     assert documented - commands == set(), "documented commands that do not exist"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from datalab.cli import accounts, server, services
+from datalab.cli import accounts, secrets, server, services, storage
 from datalab.cli.common import run_safely
 
 app = typer.Typer(
@@ -22,6 +22,8 @@ app = typer.Typer(
 server.register(app)
 accounts.register(app)
 services.register(app)
+storage.register(app)
+secrets.register(app)
 
 
 def main() -> None:

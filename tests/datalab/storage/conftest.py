@@ -3,12 +3,15 @@ them takes seconds): users alice, bob and carol; project-team with alice and car
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+import uvicorn
 from botocore.client import BaseClient
 
 from datalab.app import create_app
@@ -91,3 +94,27 @@ async def federated(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[F
     finally:
         await http.aclose()
         await platform.stop()
+
+
+@asynccontextmanager
+async def serving(platform: Platform) -> AsyncIterator[str]:
+    """The platform's app on its configured loopback port (for clients outside the test:
+    the CLI, services refreshing credentials); yields its URL."""
+    url = platform.settings.server.url()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(platform, manage_lifecycle=False),
+            host="127.0.0.1",
+            port=platform.settings.server.port,
+            log_level="warning",
+            lifespan="off",
+        )
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.05)
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        await task

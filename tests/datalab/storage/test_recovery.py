@@ -14,13 +14,11 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-import uvicorn
 
-from datalab.app import create_app
 from datalab.secrets.vault import VaultClient
 from datalab.storage.supervisor import free_port
 
-from .conftest import Federated, add_users, embedded_settings, start_federated
+from .conftest import Federated, add_users, embedded_settings, serving, start_federated
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -50,23 +48,10 @@ async def served(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Fede
         secrets={"token_ttl_s": VAULT_TTL_S},
     )
     platform, http = await start_federated(settings)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(platform, manage_lifecycle=False),
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
-            lifespan="off",
-        )
-    )
-    serving = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.05)
     try:
-        yield Federated(platform, http, add_users(platform, http))
+        async with serving(platform):
+            yield Federated(platform, http, add_users(platform, http))
     finally:
-        server.should_exit = True
-        await serving
         await http.aclose()
         await platform.stop()
 
