@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import shlex
 import shutil
 import stat
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,7 +28,7 @@ from datalab.backends.base import (
     ServiceStatus,
 )
 from datalab.backends.local import logs as service_logs
-from datalab.backends.local.accounts import Account, ensure_account
+from datalab.backends.local.accounts import ensure_account
 from datalab.backends.local.limits import Limiter, detect_limiter
 from datalab.backends.local.process import (
     ProcessRef,
@@ -45,43 +43,16 @@ from datalab.backends.local.process import (
     wait_exit,
 )
 from datalab.backends.local.recipe import RenderedRecipe, render_recipe, resolve_command
+from datalab.backends.local.record import ServiceRecord, newer_state, read_state_file
 from datalab.backends.local.resources import Resources
 from datalab.envs import Env, EnvBuildError, EnvManager, EnvSpec
 
 log = logging.getLogger(__name__)
 
-STATE_VERSION = 1
 LOG_NAME = "service.log"
 FAILURE_LOG_LINES = 20  # last log lines quoted in a failure reason
-MAX_EVENTS = 200
 PORT_ATTEMPTS = 3
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
-
-
-@dataclass
-class _Service:
-    spec: ServiceSpec
-    resources: Resources
-    env_spec: EnvSpec
-    workdir: Path
-    log_file: Path
-    account: Account | None
-    phase: Phase = Phase.BUILDING
-    reason: str | None = None
-    events: list[Event] = field(default_factory=list)
-    port: int | None = None
-    process: ProcessRef | None = None
-    env_key: str | None = None
-    rendered: RenderedRecipe | None = None
-    started_at: datetime | None = None
-    ready_at: datetime | None = None
-    updated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    pipeline: asyncio.Task[None] | None = None  # build -> start -> readiness
-    watcher: asyncio.Task[None] | None = None
-    exited: asyncio.Event = field(default_factory=asyncio.Event)
-    returncode: int | None = None
-    stopping: bool = False
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class LocalBackend(Backend):
@@ -135,7 +106,7 @@ class LocalBackend(Backend):
             self.data_dir / "envs", build_timeout_s=env_build_timeout_s, shared=self.isolate_users
         )
         self.limiter: Limiter | None = None
-        self._services: dict[str, _Service] = {}
+        self._services: dict[str, ServiceRecord] = {}
         self._maintenance: asyncio.Task[None] | None = None
 
     # -- lifecycle of the backend -------------------------------------------------------------
@@ -170,7 +141,7 @@ class LocalBackend(Backend):
             self._maintenance = None
         await asyncio.gather(*(self._shutdown_one(svc) for svc in list(self._services.values())))
 
-    async def _shutdown_one(self, svc: _Service) -> None:
+    async def _shutdown_one(self, svc: ServiceRecord) -> None:
         async with svc.lock:
             await self._cancel_pipeline(svc)
             if self.stop_services_on_shutdown:
@@ -186,7 +157,7 @@ class LocalBackend(Backend):
                     svc.watcher.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await svc.watcher
-                self._persist(svc)
+                svc.persist()
 
     async def _maintain(self) -> None:
         """Periodic chores: log rotation (the service writes its log file directly)."""
@@ -284,13 +255,11 @@ class LocalBackend(Backend):
         return list(self._services)
 
     def get_state(self, service_id: str) -> dict[str, Any]:
-        return self._state(self._get(service_id))
+        return self._get(service_id).to_state()
 
     async def load_state(self, spec: ServiceSpec, state: dict[str, Any]) -> ServiceStatus:
         self._init()
-        disk = self._read_state_file(spec.id)
-        if disk and disk.get("updated_at", "") > state.get("updated_at", ""):
-            state = disk  # the backend's own record is newer (e.g. written during shutdown)
+        state = newer_state(state, read_state_file(self.services_dir / spec.id))
         old = self._services.pop(spec.id, None)
         if old is not None:  # loading twice: forget the previous record's tasks
             await self._cancel_pipeline(old)
@@ -299,15 +268,7 @@ class LocalBackend(Backend):
         svc = await self._new_record(spec)
         self._make_dirs(svc)
         self._services[spec.id] = svc
-        svc.phase = Phase(state.get("phase", Phase.FAILED.value))
-        svc.reason = state.get("reason")
-        svc.events = [Event.from_json(e) for e in state.get("events", [])]
-        svc.port = state.get("port")
-        svc.env_key = state.get("env_key")
-        svc.started_at = _time(state.get("started_at"))
-        svc.ready_at = _time(state.get("ready_at"))
-        if state.get("pid") and state.get("create_time"):
-            svc.process = ProcessRef(int(state["pid"]), float(state["create_time"]))
+        svc.apply_state(state)
 
         if svc.phase in (Phase.STARTING, Phase.RUNNING):
             await self._reattach(svc)
@@ -320,7 +281,7 @@ class LocalBackend(Backend):
             if svc.env_key and svc.port:
                 with contextlib.suppress(BackendError):
                     svc.rendered = self._render(svc, self.envs.root / svc.env_key)
-            self._persist(svc)
+            svc.persist()
         return self._status(svc)
 
     async def endpoint(self, service_id: str) -> Endpoint | None:
@@ -332,13 +293,13 @@ class LocalBackend(Backend):
 
     # -- records ------------------------------------------------------------------------------
 
-    def _get(self, service_id: str) -> _Service:
+    def _get(self, service_id: str) -> ServiceRecord:
         try:
             return self._services[service_id]
         except KeyError:
             raise ServiceNotFound(f"unknown service {service_id!r}") from None
 
-    async def _new_record(self, spec: ServiceSpec) -> _Service:
+    async def _new_record(self, spec: ServiceSpec) -> ServiceRecord:
         recipe = spec.local_recipe
         if not recipe:
             raise BackendError(
@@ -353,7 +314,7 @@ class LocalBackend(Backend):
             )
         account = await ensure_account(spec.owner) if self.isolate_users else None
         base = self.services_dir / spec.id
-        return _Service(
+        return ServiceRecord(
             spec=spec,
             resources=Resources.from_values(spec.values),
             env_spec=EnvSpec.from_recipe(environment),
@@ -362,7 +323,7 @@ class LocalBackend(Backend):
             account=account,
         )
 
-    def _make_dirs(self, svc: _Service) -> None:
+    def _make_dirs(self, svc: ServiceRecord) -> None:
         if self.isolate_users:
             _check_traversable(self.services_dir)
         base = svc.workdir.parent
@@ -376,7 +337,7 @@ class LocalBackend(Backend):
     def _prefix(self, service_id: str) -> str:
         return f"{self.path_prefix}/{service_id}"
 
-    def _context(self, svc: _Service, env_dir: Path) -> dict[str, Any]:
+    def _context(self, svc: ServiceRecord, env_dir: Path) -> dict[str, Any]:
         base_url = self._prefix(svc.spec.id) + "/"
         return {
             "values": svc.spec.values,
@@ -393,11 +354,11 @@ class LocalBackend(Backend):
             "env_dir": str(env_dir),
         }
 
-    def _render(self, svc: _Service, env_dir: Path) -> RenderedRecipe:
+    def _render(self, svc: ServiceRecord, env_dir: Path) -> RenderedRecipe:
         assert svc.spec.local_recipe is not None
         return render_recipe(svc.spec.local_recipe, self._context(svc, env_dir))
 
-    def _dry_render(self, svc: _Service) -> RenderedRecipe:
+    def _dry_render(self, svc: ServiceRecord) -> RenderedRecipe:
         """Template errors are the user's (or the chart's) to fix: report them at install."""
         svc.port = 0
         try:
@@ -407,23 +368,23 @@ class LocalBackend(Backend):
 
     # -- phases -------------------------------------------------------------------------------
 
-    def _add_event(self, svc: _Service, reason: str, message: str, type: str = "Normal") -> None:
-        svc.events.append(Event.now(reason, message, type))
-        del svc.events[:-MAX_EVENTS]
-        svc.updated_at = datetime.now(UTC)
-        self._persist(svc)
+    def _add_event(
+        self, svc: ServiceRecord, reason: str, message: str, type: str = "Normal"
+    ) -> None:
+        svc.add_event(Event.now(reason, message, type))
+        svc.persist()
 
     def _transition(
-        self, svc: _Service, phase: Phase, reason: str, message: str, type: str = "Normal"
+        self, svc: ServiceRecord, phase: Phase, reason: str, message: str, type: str = "Normal"
     ) -> None:
         svc.phase = phase
         svc.reason = message if phase in (Phase.FAILED, Phase.SUSPENDED, Phase.BUILDING) else None
         self._add_event(svc, reason, message, type)
 
-    def _fail(self, svc: _Service, message: str) -> None:
+    def _fail(self, svc: ServiceRecord, message: str) -> None:
         self._transition(svc, Phase.FAILED, "Failed", message, "Warning")
 
-    def _status(self, svc: _Service) -> ServiceStatus:
+    def _status(self, svc: ServiceRecord) -> ServiceStatus:
         rendered = svc.rendered
         return ServiceStatus(
             phase=svc.phase,
@@ -438,12 +399,12 @@ class LocalBackend(Backend):
 
     # -- build, start, readiness --------------------------------------------------------------
 
-    def _launch_pipeline(self, svc: _Service) -> None:
+    def _launch_pipeline(self, svc: ServiceRecord) -> None:
         svc.phase = Phase.BUILDING
         svc.reason = "building environment"
         svc.pipeline = asyncio.get_running_loop().create_task(self._pipeline(svc))
 
-    async def _pipeline(self, svc: _Service) -> None:
+    async def _pipeline(self, svc: ServiceRecord) -> None:
         try:
             self._transition(svc, Phase.BUILDING, "Building", "building environment")
             env = await self.envs.ensure(svc.env_spec, progress=self._progress(svc))
@@ -492,7 +453,7 @@ class LocalBackend(Backend):
             await self._stop_process(svc)
             self._fail(svc, f"internal error while starting: {type(exc).__name__}: {exc}")
 
-    def _progress(self, svc: _Service) -> Any:
+    def _progress(self, svc: ServiceRecord) -> Any:
         def report(phase: str, percent: float, message: str) -> Any:
             if svc.phase is Phase.BUILDING:
                 svc.reason = f"building environment: {message} ({percent:.0f}%)"
@@ -502,12 +463,12 @@ class LocalBackend(Backend):
 
         return report
 
-    def _readiness_timeout(self, svc: _Service) -> float:
+    def _readiness_timeout(self, svc: ServiceRecord) -> float:
         if self.readiness_timeout_s is not None:
             return self.readiness_timeout_s
         return svc.rendered.readiness_timeout_s if svc.rendered else 180.0
 
-    def _allocate_port(self, svc: _Service) -> int:
+    def _allocate_port(self, svc: ServiceRecord) -> int:
         """The service's previous port if still free (stable URLs for tools that cache them),
         else a new free one; never a port another service of ours holds."""
         taken = {s.port for s in self._services.values() if s is not svc and s.port}
@@ -515,7 +476,7 @@ class LocalBackend(Backend):
             return svc.port
         return free_port(exclude=taken)
 
-    def _start_process(self, svc: _Service, env: Env) -> None:
+    def _start_process(self, svc: ServiceRecord, env: Env) -> None:
         assert self.limiter is not None
         svc.port = self._allocate_port(svc)
         svc.rendered = rendered = self._render(svc, env.path)
@@ -564,7 +525,7 @@ class LocalBackend(Backend):
         svc.reason = f"waiting until ready ({probe})"
         svc.watcher = asyncio.get_running_loop().create_task(self._watch(svc, ref))
 
-    async def _await_ready(self, svc: _Service) -> str:
+    async def _await_ready(self, svc: ServiceRecord) -> str:
         """ "ready", "died" or "timeout"."""
         assert svc.rendered is not None and svc.port is not None
         rendered, port = svc.rendered, svc.port
@@ -585,11 +546,11 @@ class LocalBackend(Backend):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(svc.exited.wait(), 0.1)
 
-    async def _squatted(self, svc: _Service, port: int) -> bool:
+    async def _squatted(self, svc: ServiceRecord, port: int) -> bool:
         ref = svc.process
         return ref is not None and await asyncio.to_thread(port_squatted, ref, port)
 
-    async def _watch(self, svc: _Service, ref: ProcessRef) -> None:
+    async def _watch(self, svc: ServiceRecord, ref: ProcessRef) -> None:
         """Notices the end of the process the moment it happens (pidfd), whatever the cause."""
         returncode = await wait_exit(ref)
         if svc.process is not ref:
@@ -606,9 +567,9 @@ class LocalBackend(Backend):
             await terminate(ref, 1.0, self.limiter.pids(svc.spec.id))
             self.limiter.cleanup(svc.spec.id)
             svc.process = None
-            self._persist(svc)
+            svc.persist()
 
-    async def _stop_process(self, svc: _Service) -> None:
+    async def _stop_process(self, svc: ServiceRecord) -> None:
         """SIGTERM the service's processes, SIGKILL after the grace period; wait for the end."""
         ref = svc.process
         if ref is None:
@@ -625,16 +586,16 @@ class LocalBackend(Backend):
         finally:
             svc.stopping = False
             svc.process = None
-            self._persist(svc)
+            svc.persist()
 
-    async def _cancel_pipeline(self, svc: _Service) -> None:
+    async def _cancel_pipeline(self, svc: ServiceRecord) -> None:
         task, svc.pipeline = svc.pipeline, None
         if task is not None and not task.done():
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    def _last_lines(self, svc: _Service) -> str:
+    def _last_lines(self, svc: ServiceRecord) -> str:
         lines = [
             line
             for line in service_logs.tail_lines(svc.log_file, FAILURE_LOG_LINES + 5)
@@ -644,7 +605,7 @@ class LocalBackend(Backend):
 
     # -- restart ------------------------------------------------------------------------------
 
-    async def _reattach(self, svc: _Service) -> None:
+    async def _reattach(self, svc: ServiceRecord) -> None:
         ref = svc.process
         env_dir = self.envs.root / (svc.env_key or "")
         if ref is not None and ref.is_alive() and svc.env_key and env_dir.is_dir():
@@ -663,7 +624,7 @@ class LocalBackend(Backend):
         svc.process = None
         self._fail(svc, "the process was no longer running when the platform restarted")
 
-    async def _finish_start(self, svc: _Service) -> None:
+    async def _finish_start(self, svc: ServiceRecord) -> None:
         outcome = await self._await_ready(svc)
         if outcome == "ready":
             svc.ready_at = datetime.now(UTC)
@@ -673,41 +634,6 @@ class LocalBackend(Backend):
             self._fail(svc, "not ready after the platform restart (readiness timeout)")
         else:
             self._fail(svc, describe_exit(svc.returncode) + self._last_lines(svc))
-
-    def _state(self, svc: _Service) -> dict[str, Any]:
-        return {
-            "version": STATE_VERSION,
-            "phase": svc.phase.value,
-            "reason": svc.reason,
-            "pid": svc.process.pid if svc.process else None,
-            "create_time": svc.process.create_time if svc.process else None,
-            "port": svc.port,
-            "env_key": svc.env_key,
-            "account": svc.account.name if svc.account else None,
-            "started_at": svc.started_at.isoformat() if svc.started_at else None,
-            "ready_at": svc.ready_at.isoformat() if svc.ready_at else None,
-            "updated_at": svc.updated_at.isoformat(),
-            "events": [event.to_json() for event in svc.events],
-        }
-
-    def _persist(self, svc: _Service) -> None:
-        """The backend's own copy of the state, next to the service (see load_state)."""
-        path = svc.workdir.parent / "state.json"
-        if not path.parent.is_dir():
-            return
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self._state(svc)))
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-
-    def _read_state_file(self, service_id: str) -> dict[str, Any] | None:
-        try:
-            state: dict[str, Any] = json.loads(
-                (self.services_dir / service_id / "state.json").read_text()
-            )
-            return state
-        except (OSError, json.JSONDecodeError):
-            return None
 
 
 def _check_traversable(directory: Path) -> None:
@@ -734,7 +660,3 @@ def _current_user() -> str:
         return pwd.getpwuid(os.geteuid()).pw_name
     except KeyError:
         return str(os.geteuid())
-
-
-def _time(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
