@@ -72,6 +72,17 @@ class Page:
             raise LoginRequired(str(self.request.url.path))
         return self.principal
 
+    def size(self, count: int | None) -> str:
+        """A byte count with binary units in the page's language (8 B, 1.5 KiB / 1,5 Kio)."""
+        if count is None:
+            return ""
+        units = self.t("size.units").split()
+        value, unit = float(count), 0
+        while value >= 1024 and unit < len(units) - 1:
+            value, unit = value / 1024, unit + 1
+        text = f"{value:.0f}" if unit == 0 else f"{value:.1f}"
+        return f"{text.replace('.', self.t('size.decimal'))} {units[unit]}"
+
     def render(self, template: str, status: int = 200, **context: Any) -> HTMLResponse:
         html = templates.get_template(template).render(
             page=self, t=self.t, languages=LANGUAGES, now=datetime.now(UTC), **context

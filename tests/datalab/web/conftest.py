@@ -73,13 +73,9 @@ def serve(settings_overrides: dict[str, Any]) -> Iterator[LiveServer]:
     os.chmod(root, 0o711)
     port = free_port()
     os.environ["DATALAB_ADMIN_PASSWORD"] = ADMIN_PASSWORD
+    overrides = {"storage": {"mode": "disabled"}, "secrets": {"mode": "disabled"}}
     settings = load_settings(
-        None,
-        data_dir=root / "data",
-        server={"port": port},
-        storage={"mode": "disabled"},
-        secrets={"mode": "disabled"},
-        **settings_overrides,
+        None, data_dir=root / "data", server={"port": port}, **(overrides | settings_overrides)
     )
     platform = Platform.create(settings)
     platform.ensure_admin()

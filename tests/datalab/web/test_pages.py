@@ -323,3 +323,17 @@ async def test_logout_needs_the_form_token(web: httpx.AsyncClient) -> None:
     csrf = csrf_of((await web.get("/")).text)
     out = await web.post("/logout", data={"csrf_token": csrf})
     assert out.status_code == 303 and (await web.get("/")).status_code == 303
+
+
+async def test_files_page_without_object_storage(web: httpx.AsyncClient) -> None:
+    page = await web.get("/files")
+    assert page.status_code == 200 and "Object storage is not enabled" in page.text
+
+
+def test_sizes_in_both_languages(env: Env) -> None:
+    from datalab.web.context import Page
+
+    page = Page(request=None, platform=env.platform, lang="fr", csrf="")  # type: ignore[arg-type]
+    assert [page.size(n) for n in (8, 1536, 5 * 1024**3)] == ["8 o", "1,5 Kio", "5,0 Gio"]
+    page.lang = "en"
+    assert page.size(1536) == "1.5 KiB" and page.size(None) == ""

@@ -1,0 +1,59 @@
+"""The S3 explorer: buckets and prefixes listed server-side through the storage service (the
+same calls as the storage API); uploads, downloads, deletions, folders, share links, public
+prefixes, previews and code snippets are calls from the browser to the storage API
+(static/files.js)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+
+from datalab.api.storage import broker
+from datalab.errors import DatalabError
+from datalab.web.context import PageDep
+
+router = APIRouter(include_in_schema=False)
+
+
+def _crumbs(prefix: str) -> list[dict[str, str]]:
+    """``a/b/`` → [{name: a, prefix: a/}, {name: b, prefix: a/b/}]"""
+    crumbs, path = [], ""
+    for part in [p for p in prefix.split("/") if p]:
+        path += part + "/"
+        crumbs.append({"name": part, "prefix": path})
+    return crumbs
+
+
+@router.get("/files")
+async def files_page(
+    page: PageDep, bucket: str | None = None, prefix: str = "", token: str | None = None
+) -> Response:
+    principal = page.require()
+    try:
+        store = broker(page.platform).objects
+    except DatalabError as exc:
+        return page.render("files.html", unavailable=exc.message, listing=None)
+    buckets = store.buckets(principal)
+    bucket = bucket or principal.project_id
+    listing: dict[str, Any] | None = None
+    public: list[str] = []
+    error = None
+    try:
+        listing = await store.list(principal, bucket, prefix, "/", 500, token)
+        public = await store.public_prefixes(principal, bucket)
+    except DatalabError as exc:
+        error = exc.message
+    return page.render(
+        "files.html",
+        unavailable=None,
+        error=error,
+        buckets=buckets,
+        bucket=bucket,
+        prefix=prefix,
+        crumbs=_crumbs(prefix),
+        listing=listing,
+        public=prefix in public or "" in public,
+        public_prefixes=public,
+    )

@@ -1,0 +1,105 @@
+"""Flow 2 in a real browser with the real embedded SeaweedFS: upload a Parquet file by drag and
+drop, preview its rows, create a share link that downloads it; names are escaped; another user
+does not see the files."""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from playwright.sync_api import expect
+
+from .conftest import LiveServer, screenshot, serve, sign_in
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def storage_server() -> Iterator[LiveServer]:
+    yield from serve({"backend": {"name": "memory"}, "storage": {"mode": "embedded"}})
+
+
+def parquet_bytes() -> bytes:
+    table = pa.table({"code": ["62.01Z", "10.71C"], "label": ["Programmation", "Boulangerie"]})
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    return buffer.getvalue()
+
+
+def drop_file(page: Any, name: str, data: bytes, mime: str) -> None:
+    """Drag and drop a file onto the drop zone, as a user would from their desktop."""
+    transfer = page.evaluate_handle(
+        """([name, bytes, mime]) => {
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([new Uint8Array(bytes)], name, {type: mime}));
+            return transfer;
+        }""",
+        [name, list(data), mime],
+    )
+    page.dispatch_event("#drop-zone", "drop", {"dataTransfer": transfer})
+
+
+def test_upload_preview_share(browser: Any, storage_server: LiveServer) -> None:
+    storage_server.add_user("gina", "gina-password-1")
+    storage_server.add_user("hugo", "hugo-password-1")
+    context = browser.new_context(
+        viewport={"width": 1280, "height": 900}, base_url=storage_server.url, bypass_csp=False
+    )
+    context.set_default_timeout(30_000)
+    page = context.new_page()
+    try:
+        sign_in(page, storage_server, "gina", "gina-password-1")
+        page.get_by_role("link", name="My files").click()
+        page.get_by_text("This folder is empty.").wait_for()
+
+        page.once("dialog", lambda dialog: dialog.accept("data"))
+        page.get_by_role("button", name="New folder").click()
+        page.wait_for_url("**prefix=data%2F")
+
+        data = parquet_bytes()
+        drop_file(page, "naf.parquet", data, "application/octet-stream")
+        page.get_by_role("cell", name="naf.parquet").wait_for()
+        evil = "<img src=x onerror=alert(1)>.csv"  # a file name is text, never markup
+        page.locator("#upload-input").set_input_files(
+            files=[{"name": evil, "mimeType": "text/csv", "buffer": b"a,b\n1,2\n"}]
+        )
+        page.get_by_role("cell", name=evil).wait_for()
+        assert "&lt;img src=x onerror=alert(1)&gt;.csv" in page.content()
+        assert page.locator("img[src=x]").count() == 0
+
+        row = page.locator("tr[data-key='data/naf.parquet']")
+        row.get_by_role("button", name="Preview").click()
+        preview = page.locator("#preview-table")
+        expect(preview).to_contain_text("Boulangerie")
+        expect(page.locator("#preview-schema")).to_contain_text("code: string")
+        screenshot(page, "14-files-preview")
+
+        row.get_by_role("button", name="Share").click()
+        page.get_by_label("Link valid for").select_option("86400")
+        page.get_by_role("button", name="Create the link").click()
+        expect(page.locator("#share-url")).to_have_value(re.compile(r"^http"))
+        url = page.locator("#share-url").input_value()
+        assert httpx.get(url, timeout=30).content == data  # no credentials needed
+        screenshot(page, "15-files-share")
+    finally:
+        context.close()
+
+    other = browser.new_context(base_url=storage_server.url)
+    page = other.new_page()
+    try:
+        sign_in(page, storage_server, "hugo", "hugo-password-1")
+        page.goto("/files")
+        page.get_by_text("This folder is empty.").wait_for()
+        assert "naf.parquet" not in page.content()
+        page.goto("/files?bucket=user-gina&prefix=data/")
+        assert "naf.parquet" not in page.content()
+        page.get_by_role("alert").wait_for()
+        screenshot(page, "16-files-other-user")
+    finally:
+        other.close()
