@@ -330,7 +330,7 @@ async def test_files_page_without_object_storage(web: httpx.AsyncClient) -> None
     assert page.status_code == 200 and "Object storage is not enabled" in page.text
 
 
-def test_sizes_in_both_languages(env: Env) -> None:
+async def test_sizes_in_both_languages(env: Env) -> None:
     from datalab.web.context import Page
 
     page = Page(request=None, platform=env.platform, lang="fr", csrf="")  # type: ignore[arg-type]
