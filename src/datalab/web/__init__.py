@@ -17,9 +17,9 @@ from datalab.web.security import SecurityHeaders
 
 def mount_web(app: FastAPI) -> None:
     """Add the pages, the fragments, the static files and the security headers to ``app``."""
-    from datalab.web.routes import account, admin, auth, catalog, files, services
+    from datalab.web.routes import account, admin, auth, catalog, files, secrets, services
 
-    for module in (auth, catalog, services, files, account, admin):
+    for module in (auth, catalog, services, files, secrets, account, admin):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_exception_handler(LoginRequired, redirect_to_login)  # type: ignore[arg-type]

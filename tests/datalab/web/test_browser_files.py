@@ -1,6 +1,6 @@
 """Flow 2 in a real browser with the real embedded SeaweedFS: upload a Parquet file by drag and
 drop, preview its rows, create a share link that downloads it; names are escaped; another user
-does not see the files."""
+does not see the files. And the secrets editor on the real embedded OpenBao."""
 
 from __future__ import annotations
 
@@ -22,7 +22,13 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def storage_server() -> Iterator[LiveServer]:
-    yield from serve({"backend": {"name": "memory"}, "storage": {"mode": "embedded"}})
+    yield from serve(
+        {
+            "backend": {"name": "memory"},
+            "storage": {"mode": "embedded"},
+            "secrets": {"mode": "embedded"},
+        }
+    )
 
 
 def parquet_bytes() -> bytes:
@@ -103,3 +109,35 @@ def test_upload_preview_share(browser: Any, storage_server: LiveServer) -> None:
         screenshot(page, "16-files-other-user")
     finally:
         other.close()
+
+
+def test_secrets_editor(browser: Any, storage_server: LiveServer) -> None:
+    storage_server.add_user("ines", "ines-password-1")
+    context = browser.new_context(
+        viewport={"width": 1280, "height": 900}, base_url=storage_server.url
+    )
+    context.set_default_timeout(30_000)
+    page = context.new_page()
+    try:
+        sign_in(page, storage_server, "ines", "ines-password-1")
+        page.get_by_role("link", name="Secrets").first.click()
+        page.get_by_role("link", name="user-ines/").click()
+        page.once("dialog", lambda dialog: dialog.accept("database"))
+        page.get_by_role("button", name="New secret").click()
+        page.get_by_label("Key 1").fill("DB_PASSWORD")
+        page.get_by_label("Value 1").fill("hunter2-secret")
+        assert page.get_by_label("Value 1").get_attribute("type") == "password"
+        page.get_by_role("button", name="Save").click()
+        page.get_by_role("button", name="database").click()
+        assert page.get_by_label("Value 1").input_value() == "hunter2-secret"
+        assert "hunter2-secret" not in page.content()  # in an input, masked, on demand
+        page.get_by_label("Show values").check()
+        assert page.get_by_label("Value 1").get_attribute("type") == "text"
+        page.get_by_role("button", name="Show as environment variables").click()
+        expect(page.locator("#env-text")).to_have_value("export DB_PASSWORD=hunter2-secret\n")
+        screenshot(page, "17-secrets")
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.get_by_role("button", name="Delete").click()
+        page.get_by_text("Nothing here yet.").wait_for()
+    finally:
+        context.close()

@@ -17,13 +17,13 @@ from datalab.web.context import PageDep
 router = APIRouter(include_in_schema=False)
 
 
-def _crumbs(prefix: str) -> list[dict[str, str]]:
+def crumbs(prefix: str) -> list[dict[str, str]]:
     """``a/b/`` → [{name: a, prefix: a/}, {name: b, prefix: a/b/}]"""
-    crumbs, path = [], ""
+    found, path = [], ""
     for part in [p for p in prefix.split("/") if p]:
         path += part + "/"
-        crumbs.append({"name": part, "prefix": path})
-    return crumbs
+        found.append({"name": part, "prefix": path})
+    return found
 
 
 @router.get("/files")
@@ -52,7 +52,7 @@ async def files_page(
         buckets=buckets,
         bucket=bucket,
         prefix=prefix,
-        crumbs=_crumbs(prefix),
+        crumbs=crumbs(prefix),
         listing=listing,
         public=prefix in public or "" in public,
         public_prefixes=public,

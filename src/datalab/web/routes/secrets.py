@@ -1,0 +1,43 @@
+"""Secrets: the KV tree listed server-side through the secrets store (the same calls as the
+secrets API). Values are never rendered in the page: the editor (static/secrets.js) reads and
+writes them through the secrets API when the user opens a secret."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+
+from datalab.api.secrets import store
+from datalab.errors import DatalabError
+from datalab.web.context import PageDep
+from datalab.web.routes.files import crumbs
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/secrets")
+async def secrets_page(page: PageDep, path: str = "") -> Response:
+    principal = page.require()
+    try:
+        secrets = store(page.platform)
+    except DatalabError as exc:
+        return page.render("secrets.html", unavailable=exc.message)
+    directory = path if not path or path.endswith("/") else path + "/"
+    listing: dict[str, Any] = {"entries": []}
+    error = None
+    try:
+        listing = await secrets.list(principal, directory.rstrip("/"))
+    except DatalabError as exc:
+        error = exc.message
+    entries = listing.get("entries", [])
+    return page.render(
+        "secrets.html",
+        unavailable=None,
+        error=error,
+        directory=directory,
+        crumbs=crumbs(directory),
+        folders=[e for e in entries if e.endswith("/")],
+        secrets=[e for e in entries if not e.endswith("/")],
+    )
