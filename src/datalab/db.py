@@ -162,6 +162,25 @@ class Service(Base):
     project: Mapped[Project] = relationship()
 
 
+class AuditEntry(Base):
+    """One state-changing action (append-only: see datalab.audit). Names, not foreign keys:
+    the record outlives the user, project or service it names."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    user_name: Mapped[str | None] = mapped_column(String(63), index=True)
+    project_id: Mapped[str | None] = mapped_column(String(63), index=True)
+    action: Mapped[str] = mapped_column(String(100), index=True)
+    target: Mapped[str] = mapped_column(String(1024), default="")
+    outcome: Mapped[str] = mapped_column(String(16))  # success | denied | failed
+    status: Mapped[int] = mapped_column(Integer)
+    method: Mapped[str] = mapped_column(String(8))
+    path: Mapped[str] = mapped_column(String(2048))
+    client_ip: Mapped[str | None] = mapped_column(String(45))
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
