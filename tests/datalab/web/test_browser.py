@@ -199,3 +199,20 @@ def test_a_user_does_not_see_another_users_services(
     response = page.request.get(memory_server.url + "/api/services/erin-tracking")
     assert response.status == 404
     screenshot(page, "10-other-user")
+
+
+def test_pages_fit_a_phone_screen(page: Any, memory_server: LiveServer) -> None:
+    page.set_viewport_size({"width": 390, "height": 844})
+    sign_in(page, memory_server, "admin", ADMIN_PASSWORD)
+    for path in ("/", "/catalog", "/launcher/datalab/jupyter-python", "/services", "/account"):
+        page.goto(path)
+        page.locator("main h1").wait_for()
+        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        wide = page.evaluate(
+            "[...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right"
+            " > window.innerWidth).map(e => e.tagName + '#' + e.id + '.' + e.className).slice(0, 5)"
+        )
+        assert overflow <= 0, (path, overflow, wide)
+    screenshot(page, "18-phone-account")
+    page.goto("/launcher/datalab/jupyter-python")
+    screenshot(page, "18-phone-launcher")

@@ -139,5 +139,10 @@ def test_secrets_editor(browser: Any, storage_server: LiveServer) -> None:
         page.once("dialog", lambda dialog: dialog.accept())
         page.get_by_role("button", name="Delete").click()
         page.get_by_text("Nothing here yet.").wait_for()
+
+        page.get_by_role("link", name="Account").click()
+        page.get_by_role("button", name="Show my S3 credentials").click()
+        expect(page.locator("[data-s3=AccessKeyId]")).not_to_be_empty()
+        expect(page.locator("[data-s3=bucket]")).to_have_text("user-ines")
     finally:
         context.close()

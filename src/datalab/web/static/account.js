@@ -50,6 +50,18 @@ document.addEventListener("DOMContentLoaded", () => {
     }
   });
 
+  document.getElementById("show-s3").addEventListener("click", async () => {
+    try {
+      const answer = await Datalab.api("GET", "/api/storage/credentials");
+      const values = { ...answer, ...answer.credential_process };
+      document.querySelectorAll("[data-s3]").forEach((cell) => { cell.textContent = values[cell.dataset.s3] || ""; });
+      document.getElementById("s3-credentials").hidden = false;
+      showError("s3-error", null);
+    } catch (error) {
+      showError("s3-error", error);
+    }
+  });
+
   document.querySelectorAll("[data-revoke]").forEach((button) => {
     button.addEventListener("click", async () => {
       if (!window.confirm(text.confirm_revoke)) return;
