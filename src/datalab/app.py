@@ -147,10 +147,10 @@ def create_app(platform: Platform, *, manage_lifecycle: bool = True) -> FastAPI:
 
     for module in (health, auth, me, admin, catalogs, services, envs):
         app.include_router(module.router)
-    from datalab.api import audit, secrets, storage, wellknown
+    from datalab.api import audit, oidc, secrets, storage, wellknown
     from datalab.audit import AuditMiddleware
 
-    for module in (storage, secrets, audit, wellknown):
+    for module in (storage, secrets, audit, oidc, wellknown):
         app.include_router(module.router)
     # inside the session middleware (added below), so it sees who is signed in
     app.add_middleware(AuditMiddleware, db=platform.db, region=platform.settings.region)

@@ -226,6 +226,43 @@ class SecretsSettings(_Section):
     )
 
 
+class OidcSettings(_Section):
+    """Sign-in with an external OpenID Connect provider (authorization code + PKCE)."""
+
+    enabled: bool = Field(False, description="Offer sign-in with the provider below.")
+    issuer_url: str | None = Field(
+        None, description="Provider issuer URL (its /.well-known/openid-configuration is read)."
+    )
+    client_id: str | None = Field(None, description="This platform's client id at the provider.")
+    client_secret: SecretStr | None = Field(
+        None, description="Client secret (None for a public client: PKCE only)."
+    )
+    scopes: str = Field("openid profile email", description="Scopes requested at sign-in.")
+    audience: str | None = Field(
+        None, description="Expected ID token audience (default: client_id)."
+    )
+    username_claim: str = Field(
+        "preferred_username", description="Claim holding the user name (Onyxia's idep)."
+    )
+    groups_claim: str = Field("groups", description="Claim listing the user's groups.")
+    group_include: list[str] = Field(
+        default_factory=lambda: [".*"],
+        description="Regexes: only groups matching one of them become projects.",
+    )
+    group_exclude: list[str] = Field(
+        default_factory=list, description="Regexes: groups matching one of them are ignored."
+    )
+    group_pattern: str = Field(
+        "^/?(.*)$", description="Regex applied to a group name to make its project name."
+    )
+    group_replacement: str = Field(
+        "\\1", description="Replacement for group_pattern (re.sub syntax), e.g. \\1."
+    )
+    admin_groups: list[str] = Field(
+        default_factory=list, description="Members of these groups are platform administrators."
+    )
+
+
 class Settings(BaseSettings):
     """The whole platform configuration (``datalab.yaml``)."""
 
@@ -249,6 +286,7 @@ class Settings(BaseSettings):
     backend: BackendSettings = Field(default_factory=BackendSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     secrets: SecretsSettings = Field(default_factory=SecretsSettings)
+    oidc: OidcSettings = Field(default_factory=OidcSettings)
     branding: BrandingSettings = Field(default_factory=BrandingSettings)
     catalogs: list[CatalogConfig] = Field(
         default_factory=lambda: load_catalog_file(SHIPPED_CATALOG_DIR / "catalog.yaml"),
