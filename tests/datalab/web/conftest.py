@@ -107,8 +107,10 @@ def memory_server() -> Iterator[LiveServer]:
     yield from serve({"backend": {"name": "memory"}})
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """One Chromium per module: Playwright's sync API runs an event loop in this thread while it
+    is open, and the anyio tests of other modules need the thread's loop free."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (make test does it)")
     from playwright.sync_api import sync_playwright

@@ -4,6 +4,7 @@ password copied from My services, and run ``print(6*7)`` in a notebook."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -65,14 +66,21 @@ def test_jupyterlab_from_the_catalog_runs_a_notebook(
         assert lab.url.startswith(local_server.url + "/s/nb/")  # through the platform's proxy
         lab.locator("#password_input").fill(password)  # Jupyter's own second lock
         lab.locator("#password_input").press("Enter")
-        lab.locator(".jp-LauncherCard[data-category='Notebook']").first.click(timeout=90_000)
-        cell = lab.locator(".jp-Notebook .jp-Cell .cm-content").first
-        cell.click()
-        cell.type("print(6*7)")
-        lab.keyboard.press("Shift+Enter")
-        output = lab.locator(".jp-OutputArea-output").first
-        expect(output).to_have_text("42", timeout=60_000)
-        screenshot(lab, "13-jupyter-notebook")
+        try:
+            lab.locator(".jp-LauncherCard[data-category='Notebook']").first.click(timeout=90_000)
+            # the kernel must be up before the cell runs (the status bar says Idle)
+            lab.get_by_text(re.compile(r"\| Idle$")).first.wait_for(timeout=90_000)
+            cell = lab.locator(".jp-Notebook .jp-Cell .cm-content").first
+            cell.click()
+            cell.type("print(6*7)")
+            expect(cell).to_have_text("print(6*7)")
+            lab.keyboard.press("Shift+Enter")
+            output = lab.locator(".jp-OutputArea-output").first
+            expect(output).to_have_text("42", timeout=60_000)
+            screenshot(lab, "13-jupyter-notebook")
+        except Exception:
+            screenshot(lab, "FAILED-jupyter-notebook")
+            raise
         lab.close()
 
         page.once("dialog", lambda dialog: dialog.accept())
