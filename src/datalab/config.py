@@ -164,6 +164,12 @@ class BrandingSettings(_Section):
     long_running_warning_h: float = Field(
         24, gt=0, description="Warn on My services about services running longer (hours)."
     )
+    oidc_provider_name: str | None = Field(
+        None,
+        max_length=100,
+        description="Provider name on the 'Sign in with ...' button when oidc is enabled "
+        "(default: the issuer's host).",
+    )
 
 
 class StorageSettings(_Section):

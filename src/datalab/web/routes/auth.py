@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
@@ -13,10 +14,18 @@ from datalab.api.saved_configs import config_out, list_configs
 from datalab.api.schemas import Credentials
 from datalab.errors import DatalabError, Forbidden
 from datalab.identity.access import principal_for
-from datalab.web.context import PageDep, load_page
+from datalab.web.context import Page, PageDep, load_page
 from datalab.web.i18n import LANGUAGES
 
 router = APIRouter(include_in_schema=False)
+
+
+def _oidc_provider(page: Page) -> str | None:
+    """The name on the "Sign in with ..." button, when sign-in with a provider is configured."""
+    oidc = page.platform.settings.oidc
+    if not (oidc.enabled and oidc.issuer_url and oidc.client_id):
+        return None
+    return page.branding.oidc_provider_name or urlsplit(oidc.issuer_url).hostname or "OIDC"
 
 
 def _safe_next(next_url: str | None) -> str:
@@ -30,7 +39,18 @@ def _safe_next(next_url: str | None) -> str:
 def login_form(page: PageDep, next: str | None = None) -> Response:
     if page.principal is not None:
         return RedirectResponse(_safe_next(next), status_code=303)
-    return page.render("login.html", next=_safe_next(next), error=None, username="")
+    return _login_form(page, 200, next, None, "")
+
+
+def _login_form(page: Page, status: int, next: str, error: str | None, username: str) -> Response:
+    return page.render(
+        "login.html",
+        status=status,
+        next=_safe_next(next),
+        error=error,
+        username=username,
+        oidc_provider=_oidc_provider(page),
+    )
 
 
 @router.post("/login")
@@ -46,13 +66,9 @@ def login(
         page.check_form_csrf(csrf_token)
         credentials = Credentials(username=username, password=password)
     except DatalabError as exc:
-        return page.render(
-            "login.html", status=exc.status, next=next, error=exc.message, username=username
-        )
+        return _login_form(page, exc.status, next, exc.message, username)
     except ValidationError:
-        return page.render(
-            "login.html", status=422, next=next, error=page.t("login.missing"), username=username
-        )
+        return _login_form(page, 422, next, page.t("login.missing"), username)
     platform = page.platform
     try:
         with platform.db.session() as session:
@@ -62,9 +78,7 @@ def login(
                 user.lang = lang  # the language picked on the sign-in page sticks
     except DatalabError as exc:
         message = page.t("login.failed") if exc.status == 401 else exc.message
-        return page.render(
-            "login.html", status=exc.status, next=next, error=message, username=username
-        )
+        return _login_form(page, exc.status, next, message, username)
     return RedirectResponse(_safe_next(next), status_code=303)
 
 
