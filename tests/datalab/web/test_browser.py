@@ -158,6 +158,14 @@ def test_account_and_admin_pages(page: Any, memory_server: LiveServer) -> None:
     page.locator("tr[data-project='project-sandbox']").get_by_text("dave (member)").wait_for()
     screenshot(page, "08-admin")
 
+    page.get_by_role("link", name="Audit log").click()
+    page.get_by_label("User", exact=True).fill("admin")
+    page.get_by_role("button", name="Filter").click()
+    page.wait_for_url("**/admin/audit?user=admin**")
+    page.get_by_role("cell", name="admin", exact=True).first.wait_for()
+    assert "No entry matches." not in page.content()
+    screenshot(page, "08-admin-audit")
+
 
 def test_french(page: Any, memory_server: LiveServer) -> None:
     sign_in(page, memory_server, "admin", ADMIN_PASSWORD)

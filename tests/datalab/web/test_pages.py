@@ -337,3 +337,21 @@ async def test_sizes_in_both_languages(env: Env) -> None:
     assert [page.size(n) for n in (8, 1536, 5 * 1024**3)] == ["8 o", "1,5 Kio", "5,0 Gio"]
     page.lang = "en"
     assert page.size(1536) == "1.5 KiB" and page.size(None) == ""
+
+
+async def test_audit_log_page(env: Env, web: httpx.AsyncClient) -> None:
+    await env.admin.call("POST", "/api/services", json={"chart": "mlflow", "name": "audited"})
+    page = await web.get("/admin/audit")
+    assert page.status_code == 200 and "Audit log" in page.text
+    assert "services.launch" in page.text
+    filtered = await web.get("/admin/audit?action=services&outcome=success&since=2020-01-01")
+    assert filtered.status_code == 200 and "services.launch" in filtered.text
+    assert 'href="/api/audit/export?action=services&amp;outcome=success' in filtered.text
+    nothing = await web.get("/admin/audit?user=nobody")
+    assert "No entry matches." in nothing.text
+    bad = await web.get("/admin/audit?since=yesterday")
+    assert bad.status_code == 422 and "is not a date" in bad.text
+    await env.user("quinn")
+    http = httpx.AsyncClient(transport=env.http._transport, base_url="http://testserver")
+    await sign_in(http, "quinn", "quinn-password-123")
+    assert (await http.get("/admin/audit")).status_code == 403
