@@ -156,7 +156,7 @@ class Filters:
     since: datetime | None = None
     until: datetime | None = None
 
-    def apply(self, statement: Select[tuple[AuditEntry]]) -> Select[tuple[AuditEntry]]:
+    def apply(self, statement: Select[Any]) -> Select[Any]:
         if self.user:
             statement = statement.where(AuditEntry.user_name == self.user)
         if self.project:

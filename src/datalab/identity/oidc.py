@@ -94,7 +94,7 @@ class OidcClient:
             issuer = (self.settings.issuer_url or "").rstrip("/")
             document = await self._get_json(f"{issuer}/.well-known/openid-configuration")
             keys = await self._get_json(document["jwks_uri"])
-            self._discovery, self._keys = document, KeySet.import_key_set(keys)
+            self._discovery, self._keys = document, KeySet.import_key_set(keys)  # type: ignore[arg-type]
             self._discovered_at = time.monotonic()
         return self._discovery
 
@@ -136,12 +136,12 @@ class OidcClient:
             "client_id": self.client_id,
             "code_verifier": code_verifier,
         }
-        auth = None
-        if self.settings.client_secret is not None:
-            auth = (self.client_id, self.settings.client_secret.get_secret_value())
+        extra: dict[str, Any] = {}
+        if self.settings.client_secret is not None:  # else a public client: PKCE only
+            extra["auth"] = (self.client_id, self.settings.client_secret.get_secret_value())
         try:
             async with httpx.AsyncClient(timeout=10) as http:
-                response = await http.post(document["token_endpoint"], data=form, auth=auth)
+                response = await http.post(document["token_endpoint"], data=form, **extra)
         except httpx.HTTPError as exc:
             raise OidcUnavailable(
                 f"the identity provider's token endpoint is unavailable: {type(exc).__name__}"

@@ -10,6 +10,7 @@ service's environment. Values are never logged nor put in error messages.
 
 from __future__ import annotations
 
+import builtins  # the classes below have a method named list
 import re
 import shlex
 import time
@@ -72,7 +73,7 @@ class SecretStore:
             self._tokens[cache_key] = cached
         return cached[0].token
 
-    def tops(self, principal: Principal) -> list[str]:
+    def tops(self, principal: Principal) -> builtins.list[str]:
         return sorted({self._personal_project(principal.name), principal.project_id})
 
     def _path(self, principal: Principal, path: str, *, directory: bool = False) -> str:

@@ -3,13 +3,14 @@ prefixes. Object operations run with the *caller's own* STS session credentials,
 enforces the tenancy (the platform checks bucket and key first, to give clear errors).
 
 Uploads stream: bodies up to one part are a single PUT; larger ones become a multipart upload
-of ``PART_BYTES`` parts, so the platform holds one part in memory at a time. Downloads stream
-the object in chunks.
+of ``PART_BYTES`` parts, ``PARTS_IN_FLIGHT`` at a time, so the platform holds a bounded number of
+parts in memory. Downloads stream the object in chunks.
 """
 
 from __future__ import annotations
 
 import asyncio
+import builtins  # the classes below have a method named list
 import json
 import time
 from collections.abc import AsyncIterator
@@ -21,11 +22,11 @@ from botocore.client import BaseClient
 
 from datalab.errors import Conflict, DatalabError, Forbidden, InvalidInput, NotFound
 from datalab.identity.access import Principal
-from datalab.storage import preview
 from datalab.storage.keys import check_bucket, check_key
 from datalab.storage.service import S3Credentials, StorageService, StorageUnavailable, s3_client
 
-PART_BYTES = 16 * 1024 * 1024
+PART_BYTES = 8 * 1024 * 1024
+PARTS_IN_FLIGHT = 4
 CHUNK_BYTES = 1024 * 1024
 MAX_SHARE_S = 7 * 24 * 3600  # S3 signature v4 limit
 REFRESH_MARGIN_S = 300
@@ -159,10 +160,10 @@ class ObjectStore:
         check_key(key)
         client = await self.client(principal)
         extra = {"ContentType": content_type} if content_type else {}
-        buffer = bytearray()
-        parts: list[dict[str, Any]] = []
-        upload_id: str | None = None
-        total = 0
+        writer = _MultipartWriter(self, client, bucket, key, extra)
+        # chunks are gathered in a list and joined once per part: one copy of each byte
+        pending: list[bytes] = []
+        pending_size = total = 0
         try:
             async for chunk in body:
                 total += len(chunk)
@@ -171,74 +172,29 @@ class ObjectStore:
                         f"{bucket}/{key} is larger than the {max_bytes} bytes this platform "
                         "accepts (storage.max_upload_bytes)"
                     )
-                buffer += chunk
-                if len(buffer) >= PART_BYTES:
-                    if upload_id is None:
-                        started = await self._call(
-                            bucket,
-                            key,
-                            client.create_multipart_upload,
-                            Bucket=bucket,
-                            Key=key,
-                            **extra,
-                        )
-                        upload_id = started["UploadId"]
-                    part = bytes(buffer[:PART_BYTES])
-                    del buffer[:PART_BYTES]
-                    answer = await self._call(
-                        bucket,
-                        key,
-                        client.upload_part,
-                        Bucket=bucket,
-                        Key=key,
-                        UploadId=upload_id,
-                        PartNumber=len(parts) + 1,
-                        Body=part,
-                    )
-                    parts.append({"PartNumber": len(parts) + 1, "ETag": answer["ETag"]})
-            if upload_id is None:
+                pending.append(chunk)
+                pending_size += len(chunk)
+                if pending_size >= PART_BYTES:
+                    await writer.add(b"".join(pending))
+                    pending, pending_size = [], 0
+            if writer.parts == 0:
                 await self._call(
                     bucket,
                     key,
                     client.put_object,
                     Bucket=bucket,
                     Key=key,
-                    Body=bytes(buffer),
+                    Body=b"".join(pending),
                     **extra,
                 )
             else:
-                if buffer:
-                    answer = await self._call(
-                        bucket,
-                        key,
-                        client.upload_part,
-                        Bucket=bucket,
-                        Key=key,
-                        UploadId=upload_id,
-                        PartNumber=len(parts) + 1,
-                        Body=bytes(buffer),
-                    )
-                    parts.append({"PartNumber": len(parts) + 1, "ETag": answer["ETag"]})
-                await self._call(
-                    bucket,
-                    key,
-                    client.complete_multipart_upload,
-                    Bucket=bucket,
-                    Key=key,
-                    UploadId=upload_id,
-                    MultipartUpload={"Parts": parts},
-                )
+                if pending:
+                    await writer.add(b"".join(pending))
+                await writer.complete()
         except BaseException:
-            if upload_id is not None:  # leave no orphan parts behind
-                await asyncio.to_thread(
-                    _ignore_errors,
-                    client.abort_multipart_upload,
-                    Bucket=bucket,
-                    Key=key,
-                    UploadId=upload_id,
-                )
+            await writer.abort()  # leave no orphan parts behind
             raise
-        return {"bucket": bucket, "key": key, "size": total, "parts": max(1, len(parts))}
+        return {"bucket": bucket, "key": key, "size": total, "parts": max(1, writer.parts)}
 
     async def make_folder(self, principal: Principal, bucket: str, prefix: str) -> dict[str, Any]:
         """S3 has no folders: an empty object whose key ends with '/' shows one."""
@@ -282,6 +238,8 @@ class ObjectStore:
         self, principal: Principal, bucket: str, key: str, rows: int, format: str | None
     ) -> dict[str, Any]:
         """Schema and first rows of a Parquet, CSV or JSON object (see preview.py)."""
+        from datalab.storage import preview  # pyarrow: loaded when first needed (~60 MB)
+
         self.check(principal, bucket)
         check_key(key)
         kind = preview.detect_format(key, format)
@@ -336,7 +294,7 @@ class ObjectStore:
             await self._call(bucket, key, client.delete_object, Bucket=bucket, Key=key)
             return {"bucket": bucket, "deleted": [key]}
         prefix = key if key.endswith("/") else key + "/"
-        deleted: list[str] = []
+        deleted: builtins.list[str] = []
         token: str | None = None
         while True:
             kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
@@ -404,7 +362,7 @@ class ObjectStore:
             await self._call(bucket, prefix, client.delete_bucket_policy, Bucket=bucket)
         return {"bucket": bucket, "prefix": prefix, "public": public}
 
-    async def public_prefixes(self, principal: Principal, bucket: str) -> list[str]:
+    async def public_prefixes(self, principal: Principal, bucket: str) -> builtins.list[str]:
         self.check(principal, bucket)
         client = await self.client(principal)
         policy = await self._policy(client, bucket)
@@ -422,6 +380,88 @@ class ObjectStore:
                 return {"Version": "2012-10-17", "Statement": []}
             raise _s3_error(exc, bucket) from None
         return dict(json.loads(answer["Policy"]))
+
+
+class _MultipartWriter:
+    """A multipart upload whose parts go up concurrently (at most ``PARTS_IN_FLIGHT``), so the
+    platform keeps pace with a parallel client while holding a bounded number of parts."""
+
+    def __init__(
+        self, store: ObjectStore, client: BaseClient, bucket: str, key: str, extra: dict[str, Any]
+    ) -> None:
+        self.store, self.client, self.bucket, self.key, self.extra = (
+            store,
+            client,
+            bucket,
+            key,
+            extra,
+        )
+        self.upload_id: str | None = None
+        self.parts = 0
+        self._etags: dict[int, str] = {}
+        self._pending: set[asyncio.Task[None]] = set()
+
+    async def add(self, data: bytes) -> None:
+        if self.upload_id is None:
+            started = await self.store._call(
+                self.bucket,
+                self.key,
+                self.client.create_multipart_upload,
+                Bucket=self.bucket,
+                Key=self.key,
+                **self.extra,
+            )
+            self.upload_id = started["UploadId"]
+        while len(self._pending) >= PARTS_IN_FLIGHT:
+            await self._wait(asyncio.FIRST_COMPLETED)
+        self.parts += 1
+        task = asyncio.create_task(self._upload(self.parts, data))
+        self._pending.add(task)
+
+    async def _upload(self, number: int, data: bytes) -> None:
+        answer = await self.store._call(
+            self.bucket,
+            self.key,
+            self.client.upload_part,
+            Bucket=self.bucket,
+            Key=self.key,
+            UploadId=self.upload_id,
+            PartNumber=number,
+            Body=data,
+        )
+        self._etags[number] = answer["ETag"]
+
+    async def _wait(self, when: str) -> None:
+        done, self._pending = await asyncio.wait(self._pending, return_when=when)
+        for task in done:
+            task.result()  # a failed part fails the upload
+
+    async def complete(self) -> None:
+        if self._pending:
+            await self._wait(asyncio.ALL_COMPLETED)
+        parts = [{"PartNumber": n, "ETag": self._etags[n]} for n in sorted(self._etags)]
+        await self.store._call(
+            self.bucket,
+            self.key,
+            self.client.complete_multipart_upload,
+            Bucket=self.bucket,
+            Key=self.key,
+            UploadId=self.upload_id,
+            MultipartUpload={"Parts": parts},
+        )
+
+    async def abort(self) -> None:
+        for task in self._pending:
+            task.cancel()
+        await asyncio.gather(*self._pending, return_exceptions=True)
+        if self.upload_id is not None:
+            await asyncio.to_thread(
+                _ignore_errors,
+                self.client.abort_multipart_upload,
+                Bucket=self.bucket,
+                Key=self.key,
+                UploadId=self.upload_id,
+            )
 
 
 _PUBLIC = "DatalabPublic"

@@ -175,8 +175,8 @@ class EmbeddedSeaweedFS:
         ports: dict[str, int] = json.loads(path.read_text()) if path.exists() else {}
         if self._requested_port:
             ports["s3"] = self._requested_port
-        names = ("s3", "s3_grpc", "master", "master_grpc", "volume", "volume_grpc")
-        names += ("filer", "filer_grpc")
+        names = ["s3", "s3_grpc", "master", "master_grpc", "volume", "volume_grpc"]
+        names += ["filer", "filer_grpc"]
         for name in names:
             if name not in ports or (name != "s3" and not port_is_free(ports[name])):
                 ports[name] = free_port()
