@@ -69,8 +69,12 @@ document.addEventListener("DOMContentLoaded", () => {
   }
 
   list.querySelectorAll(".service-card").forEach((card) => {
-    card.querySelectorAll("button[data-action]").forEach((button) => {
-      button.addEventListener("click", () => run(card, button.dataset.action));
+    // the action buttons live in the polled status fragment: one delegated listener
+    card.addEventListener("click", (event) => {
+      const button = event.target.closest("button[data-action]");
+      if (button && card.contains(button) && ["password", "suspend", "resume", "delete"].includes(button.dataset.action)) {
+        run(card, button.dataset.action);
+      }
     });
     const logs = card.querySelector("[data-panel=logs]");
     const follow = card.querySelector("[data-action=follow]");
