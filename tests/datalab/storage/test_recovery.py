@@ -141,6 +141,23 @@ async def test_storage_crash_is_restarted_and_the_platform_recovers(served: Fede
     assert credentials["credential_process"]["AccessKeyId"].startswith("ASIA")
 
 
+async def test_secrets_crash_is_restarted_unsealed_and_recovers(served: Federated) -> None:
+    secrets = served.platform.secret_store
+    assert secrets is not None and secrets.embedded is not None
+    process = secrets.embedded.process
+    assert process is not None and process.pid is not None
+    alice = served.users["alice"]
+    await alice.call("PUT", "/api/secrets/values/user-alice/kept", json={"data": {"K": "v"}})
+    os.killpg(process.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while process.restarts < 1 and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+    assert process.restarts == 1
+    # persistent storage, unsealed again by the platform: the secret is still there
+    kept = await alice.call("GET", "/api/secrets/values/user-alice/kept")
+    assert kept["data"] == {"K": "v"}
+
+
 async def test_storage_down_is_a_clear_503(served: Federated) -> None:
     storage = served.platform.storage
     assert storage is not None and storage.embedded is not None
