@@ -3,6 +3,7 @@ delete. Every answer carries the equivalent command lines."""
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 import yaml
@@ -89,6 +90,41 @@ async def launch(body: LaunchBody, caller: PrincipalDep, platform: PlatformDep) 
             result["values"], sort_keys=False, allow_unicode=True
         )
     return result
+
+
+@router.get(
+    "/launch-preview",
+    summary="A dry-run launch as a read: resolved values (secrets masked) and equivalent commands",
+)
+async def launch_preview(
+    caller: PrincipalDep,
+    platform: PlatformDep,
+    chart: str,
+    catalog: str = "datalab",
+    version: str | None = None,
+    name: str | None = None,
+    values: Annotated[
+        str, Query(max_length=100_000, description="Overrides as a JSON object.")
+    ] = "{}",
+) -> dict[str, Any]:
+    """What the web launcher's command bar shows as the form changes. A GET, so that previews
+    are not recorded as actions in the audit log; the answer is a ``dry_run`` launch's."""
+    try:
+        overrides = json.loads(values)
+    except ValueError as exc:
+        raise InvalidInput(f"values must be a JSON object: {exc}") from None
+    if not isinstance(overrides, dict):
+        raise InvalidInput("values must be a JSON object of overrides")
+    body = LaunchBody(
+        catalog=catalog,
+        chart=chart,
+        version=version,
+        name=name or None,
+        values=overrides,
+        dry_run=True,
+        mask_secrets=True,
+    )
+    return await launch(body, caller, platform)
 
 
 @router.get("/services", summary="Services of the project visible to me")

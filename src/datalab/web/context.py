@@ -41,7 +41,11 @@ class LoginRequired(Exception):
 
 
 async def redirect_to_login(request: Request, exc: LoginRequired) -> Response:
-    return RedirectResponse(f"/login?next={quote(exc.next_url, safe='/')}", status_code=303)
+    target = f"/login?next={quote(exc.next_url, safe='/')}"
+    if request.headers.get("hx-request"):
+        # a polled fragment after the session ended: htmx sends the whole page to sign-in
+        return Response(status_code=401, headers={"HX-Redirect": target})
+    return RedirectResponse(target, status_code=303)
 
 
 @dataclass

@@ -355,3 +355,34 @@ async def test_audit_log_page(env: Env, web: httpx.AsyncClient) -> None:
     http = httpx.AsyncClient(transport=env.http._transport, base_url="http://testserver")
     await sign_in(http, "quinn", "quinn-password-123")
     assert (await http.get("/admin/audit")).status_code == 403
+
+
+async def test_launch_preview_is_a_read_with_secrets_masked(env: Env) -> None:
+    values = '{"resources": {"limits": {"cpu": "1500m"}}}'
+    preview = await env.admin.call(
+        "GET", "/api/launch-preview", params={"chart": "jupyter-python", "values": values}
+    )
+    assert preview["dry_run"] is True
+    assert "--set resources.limits.cpu=1500m" in preview["commands"]["datalab"]
+    assert preview["values"]["security"]["password"] == "********"
+    bad = await env.http.get(
+        "/api/launch-preview",
+        params={"chart": "jupyter-python", "values": "{nope"},
+        headers=env.admin.headers(),
+    )
+    assert bad.status_code == 422 and "JSON" in bad.json()["error"]["message"]
+    invalid = await env.http.get(
+        "/api/launch-preview",
+        params={"chart": "jupyter-python", "values": '{"resources": {"limits": {"cpu": "x"}}}'},
+        headers=env.admin.headers(),
+    )
+    assert invalid.status_code == 422
+    assert invalid.json()["error"]["details"][0]["path"] == "resources.limits.cpu"
+    audited = await env.admin.call("GET", "/api/audit")
+    assert not [e for e in audited["entries"] if "preview" in e["path"]]
+
+
+async def test_fragments_send_htmx_to_sign_in(env: Env) -> None:
+    response = await env.http.get("/ui/services/x/status", headers={"HX-Request": "true"})
+    assert response.status_code == 401
+    assert response.headers["hx-redirect"].startswith("/login?next=")

@@ -70,7 +70,7 @@ document.addEventListener("DOMContentLoaded", () => {
     return { values, flat, problems };
   }
 
-  function request(dryRun) {
+  function request() {
     const { values, flat, problems } = collect();
     return {
       body: {
@@ -81,8 +81,6 @@ document.addEventListener("DOMContentLoaded", () => {
         friendly_name: form.elements.friendly_name.value.trim() || null,
         shared: form.elements.shared.checked,
         values,
-        dry_run: dryRun,
-        mask_secrets: dryRun,
       },
       flat,
       problems,
@@ -171,11 +169,13 @@ document.addEventListener("DOMContentLoaded", () => {
   let pending = null;
   let sequence = 0;
   async function preview() {
-    const { body, problems } = request(true);
+    const { body, problems } = request();
     const mine = ++sequence;
     if (problems.length) { showProblems(problems); return; }
+    const query = new URLSearchParams({ catalog: body.catalog, chart: body.chart, version: body.version, values: JSON.stringify(body.values) });
+    if (body.name) query.set("name", body.name);
     try {
-      const result = await Datalab.api("POST", "/api/services", body);
+      const result = await Datalab.api("GET", `/api/launch-preview?${query}`);
       if (mine !== sequence) return;
       document.getElementById("cmd-datalab").textContent = result.commands.datalab;
       document.getElementById("cmd-helm").textContent = result.commands.helm;
@@ -198,7 +198,7 @@ document.addEventListener("DOMContentLoaded", () => {
   const launchButton = document.getElementById("launch-button");
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
-    const { body, problems } = request(false);
+    const { body, problems } = request();
     if (problems.length) { showProblems(problems); return; }
     launchButton.disabled = true;
     const label = launchButton.textContent;
@@ -227,7 +227,7 @@ document.addEventListener("DOMContentLoaded", () => {
 
   // The auto-launch link: this page with every changed field (secrets left out) as a parameter.
   document.getElementById("copy-url").addEventListener("click", async () => {
-    const { flat } = request(false);
+    const { flat } = request();
     const url = new URL(window.location.pathname, window.location.origin);
     url.searchParams.set("version", form.elements.version.value);
     if (form.elements.name.value.trim()) url.searchParams.set("name", form.elements.name.value.trim());
@@ -246,7 +246,7 @@ document.addEventListener("DOMContentLoaded", () => {
   });
 
   document.getElementById("save-config").addEventListener("click", async () => {
-    const { body, problems } = request(false);
+    const { body, problems } = request();
     if (problems.length) { showProblems(problems); return; }
     const name = window.prompt(text.config_name, form.elements.friendly_name.value);
     if (!name) return;
