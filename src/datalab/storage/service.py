@@ -21,7 +21,7 @@ import botocore.exceptions
 from botocore.client import BaseClient
 from botocore.config import Config
 
-from datalab.config import Settings
+from datalab.config import ConfigError, Settings
 from datalab.errors import DatalabError
 from datalab.identity.issuer import AUDIENCE_S3, JwksServer, TokenIssuer
 from datalab.storage.seaweedfs import ROLE_ARN, EmbeddedSeaweedFS
@@ -98,7 +98,7 @@ class StorageService:
             self.role_arn: str | None = ROLE_ARN
         else:
             if not self.settings.endpoint_url or not self.settings.access_key_id:
-                raise DatalabError(
+                raise ConfigError(
                     "storage.mode is 'external' but storage.endpoint_url or "
                     "storage.access_key_id is not set"
                 )
