@@ -56,6 +56,15 @@ def test_launch_from_the_catalog_with_the_command_bar(page: Any, memory_server: 
     assert "datalab launch datalab/jupyter-python" in bar.text_content()
     assert "password: '********'" in page.locator("#cmd-values").text_content()
 
+    # the sections are WAI-ARIA tabs: arrow keys and End move between them
+    first = page.get_by_role("tab").first
+    first.focus()
+    page.keyboard.press("ArrowRight")
+    expect(page.get_by_role("tab").nth(1)).to_be_focused()
+    expect(page.get_by_role("tab").nth(1)).to_have_attribute("aria-selected", "true")
+    page.keyboard.press("End")
+    expect(page.get_by_role("tab").last).to_have_attribute("aria-selected", "true")
+
     page.get_by_role("tab", name="resources").click()
     limit = page.locator("#f-resources-limits-cpu")
     limit.fill("1500m")

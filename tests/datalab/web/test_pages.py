@@ -4,6 +4,7 @@ secret in pages, languages, projects, the launcher's pre-filling, the status fra
 from __future__ import annotations
 
 import re
+from html.parser import HTMLParser
 from pathlib import Path
 
 import httpx
@@ -386,3 +387,46 @@ async def test_fragments_send_htmx_to_sign_in(env: Env) -> None:
     response = await env.http.get("/ui/services/x/status", headers={"HX-Request": "true"})
     assert response.status_code == 401
     assert response.headers["hx-redirect"].startswith("/login?next=")
+
+
+class _Controls(HTMLParser):
+    """Form controls of a page and the ids that labels point at."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.controls: list[dict[str, str | None]] = []
+        self.labelled: set[str] = set()
+        self.images: list[dict[str, str | None]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        if tag == "label" and attributes.get("for"):
+            self.labelled.add(str(attributes["for"]))
+        if tag in ("input", "select", "textarea") and attributes.get("type") != "hidden":
+            self.controls.append(attributes)
+        if tag == "img":
+            self.images.append(attributes)
+
+
+async def test_every_control_has_a_label(env: Env, web: httpx.AsyncClient) -> None:
+    await env.admin.call("POST", "/api/services", json={"chart": "mlflow", "name": "labelled"})
+    for path in (
+        "/",
+        "/catalog",
+        "/launcher/datalab/jupyter-python",
+        "/launcher/datalab/mlflow",
+        "/services",
+        "/account",
+        "/admin",
+        "/admin/audit",
+        "/login",
+    ):
+        parser = _Controls()
+        client = env.http if path == "/login" else web  # signed-in users skip the sign-in page
+        parser.feed((await client.get(path)).text)
+        assert parser.controls, path
+        for control in parser.controls:
+            named = control.get("aria-label") or control.get("id") in parser.labelled
+            assert named, (path, control)
+        for image in parser.images:
+            assert image.get("alt") is not None, (path, image)
