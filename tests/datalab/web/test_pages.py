@@ -430,3 +430,11 @@ async def test_every_control_has_a_label(env: Env, web: httpx.AsyncClient) -> No
             assert named, (path, control)
         for image in parser.images:
             assert image.get("alt") is not None, (path, image)
+
+
+async def test_quota_fragment_follows_launches(env: Env, web: httpx.AsyncClient) -> None:
+    before = (await web.get("/ui/quota")).text
+    assert 'id="gauge-services" min="0" max="10" value="0"' in before
+    await env.admin.call("POST", "/api/services", json={"chart": "mlflow", "name": "counted"})
+    after = (await web.get("/ui/quota")).text
+    assert 'id="gauge-services" min="0" max="10" value="1"' in after

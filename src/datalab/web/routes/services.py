@@ -50,6 +50,13 @@ async def services_page(page: PageDep) -> Response:
     )
 
 
+@router.get("/ui/quota")
+def quota_fragment(page: PageDep) -> Response:
+    """The quota gauges, polled by My services (launches and suspensions elsewhere count)."""
+    principal = page.require()
+    return page.render("_quota.html", gauges=_gauges(page.platform.services.quota(principal)))
+
+
 @router.get("/ui/services/{service_id}/status")
 async def service_status(page: PageDep, service_id: str) -> Response:
     principal = page.require()
