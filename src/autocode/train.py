@@ -337,6 +337,12 @@ def train(config: TrainConfig, progress=None) -> TrainResult:
         "training_fingerprint": datamod.fingerprint(inputs.table),
         **run_info(config),
     }
+    if config.categorical:  # the values seen in training, for clients that validate inputs
+        coder.info["categorical_values"] = {
+            name: sorted({str(v) for v in inputs.table[name] if str(v) not in ("", "nan")})
+            for name in config.categorical
+            if name in inputs.table
+        }
     evaluations: dict[str, Evaluation] = {}
     if validation is not None:
         evaluations["val"] = validation
