@@ -28,6 +28,7 @@ class Field:
     name: str  # last part of the path
     # text | textarea | password | number | integer | checkbox | select | slider | list | json
     widget: str
+    kind: str  # the JSON schema type of the value: string, integer, number, boolean...
     label: str
     description: str = ""
     value: Any = None  # current value (the default, or a pre-filled override)
@@ -168,6 +169,7 @@ def _field(
         path=".".join(path),
         name=name,
         widget=widget,
+        kind=_main_type(node) or "string",
         label=str(node.get("title") or name),
         description=str(node.get("description") or ""),
         value=current,

@@ -93,6 +93,7 @@ def test_widgets_follow_the_schema() -> None:
         "service.git.name": "text",
     }
     assert by_path["service.cpu"].slider == {"min": 50, "max": 4000, "step": 50, "unit": "m"}
+    assert (by_path["service.cpu"].kind, by_path["replicas"].kind) == ("string", "integer")
     assert by_path["service.image"].options == ["a", "b"]
     assert by_path["service.fixed"].readonly
     assert by_path["service.git.name"].hide_when == {"path": "service.git.enabled", "value": False}

@@ -17,7 +17,10 @@ document.addEventListener("DOMContentLoaded", () => {
     const widget = field.dataset.widget;
     if (widget === "checkbox") return input.checked;
     const raw = input.value;
-    if (widget === "number" || widget === "integer") return raw.trim() === "" ? null : Number(raw);
+    const numeric = widget === "number" || widget === "integer" ||
+      (widget === "slider" && ["number", "integer"].includes(field.dataset.type));
+    // a number the browser cannot read stays text: the API then names the problem
+    if (numeric) return raw.trim() === "" ? null : (Number.isNaN(Number(raw)) ? raw : Number(raw));
     if (widget === "list") return raw.split("\n").map((s) => s.trim()).filter(Boolean);
     if (widget === "json") {
       try {
