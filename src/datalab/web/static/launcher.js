@@ -157,6 +157,8 @@ document.addEventListener("DOMContentLoaded", () => {
     }
     generalErrors.textContent = general.join("\n");
     generalErrors.hidden = general.length === 0;
+    // the command bar shows the last valid launch: dim it while the form is not valid
+    form.querySelector(".command-bar").classList.toggle("stale", problems.length > 0);
   }
 
   function problemsOf(error) {
