@@ -215,15 +215,25 @@ async def test_chart_text_and_names_are_escaped(env: Env, tmp_path: Path) -> Non
         '"title": "<img src=x onerror=alert(1)>", "default": "<b>hi</b>"}}}'
     )
     (chart / "templates" / "cm.yaml").write_text("kind: ConfigMap\n")
+    broken = tmp_path / "charts" / "broken"
+    broken.mkdir()
+    (broken / "Chart.yaml").write_text("apiVersion: v2\nname: broken\nversion: 1.0.0\n")
+    (broken / "values.yaml").write_text("key: [unclosed\n")
     env.platform.catalogs = type(env.platform.catalogs)(
-        [CatalogConfig(id="evil", name="<i>Evil</i>", location=str(tmp_path / "charts"))],
+        [
+            *env.platform.settings.catalogs,
+            CatalogConfig(id="evil", name="<i>Evil</i>", location=str(tmp_path / "charts")),
+        ],
         cache_dir=tmp_path / "cache",
     )
     env.platform.services.catalogs = env.platform.catalogs
     await env.platform.catalogs.refresh()
     http = httpx.AsyncClient(transport=env.http._transport, base_url="http://testserver")
     await sign_in(http, "admin", ADMIN_PASSWORD)
-    listing = (await http.get("/catalog")).text
+    shipped = (await http.get("/catalog")).text  # catalogs as tabs, the first one shown
+    assert 'href="/catalog?tab=evil"' in shipped and "jupyter-python" in shipped
+    listing = (await http.get("/catalog?tab=evil")).text
+    assert "1 chart(s) could not be loaded" in listing and "<code>broken</code>" in listing
     assert "<script>alert" not in listing and "&lt;script&gt;alert(&#39;chart&#39;)" in listing
     assert "<i>Evil</i>" not in listing
     launcher = (await http.get("/launcher/evil/evil")).text
