@@ -19,6 +19,9 @@ PUBLIC = {
     ("POST", "/api/auth/login"),
     ("POST", "/api/auth/token"),
     ("POST", "/api/auth/logout"),
+    # sign-in through an external identity provider (tests/datalab/identity/test_oidc_login.py)
+    ("GET", "/api/auth/oidc/login"),
+    ("GET", "/api/auth/oidc/callback"),
 }
 
 

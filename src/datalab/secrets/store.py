@@ -20,6 +20,7 @@ from typing import Any
 from datalab.errors import Conflict, Forbidden, InvalidInput, NotFound
 from datalab.identity.access import Principal
 from datalab.secrets.service import SecretsService, VaultToken
+from datalab.secrets.vault import VaultDenied
 from datalab.storage.keys import check_key
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -63,9 +64,12 @@ class SecretStore:
         self._shared_projects = shared_projects
         self._tokens: dict[tuple[str, tuple[str, ...]], tuple[VaultToken, float]] = {}
 
+    def _cache_key(self, principal: Principal) -> tuple[str, tuple[str, ...]]:
+        return (principal.name, tuple(sorted(self._shared_projects(principal.name))))
+
     async def _token(self, principal: Principal) -> str:
-        shared = tuple(sorted(self._shared_projects(principal.name)))
-        cache_key = (principal.name, shared)
+        cache_key = self._cache_key(principal)
+        shared = cache_key[1]
         cached = self._tokens.get(cache_key)
         if cached is None or cached[1] - time.monotonic() < REFRESH_MARGIN_S:
             token = await self.service.user_token(principal.name, list(shared))
@@ -90,8 +94,14 @@ class SecretStore:
         return path
 
     async def _request(self, principal: Principal, method: str, api_path: str, **kw: Any) -> Any:
-        token = await self._token(principal)
-        return await self.service.user_client().request(method, api_path, token=token, **kw)
+        client = self.service.user_client()
+        try:
+            return await client.request(method, api_path, token=await self._token(principal), **kw)
+        except VaultDenied:
+            # a cached token revoked or lost (e.g. the store was rebuilt): one retry with a new
+            # one; a real policy refusal is refused again
+            self._tokens.pop(self._cache_key(principal), None)
+            return await client.request(method, api_path, token=await self._token(principal), **kw)
 
     async def list(self, principal: Principal, path: str = "") -> dict[str, Any]:
         directory = self._path(principal, path, directory=True)

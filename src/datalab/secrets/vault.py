@@ -72,7 +72,7 @@ class VaultClient:
                 errors = []
             message = "; ".join(str(e) for e in errors) or response.reason_phrase
             if response.status_code == 403:
-                raise _Denied(f"permission denied on {path!r}: {message}")
+                raise VaultDenied(f"permission denied on {path!r}: {message}")
             raise VaultError(f"the secrets store refused {method} {path}: {message}")
         if response.status_code == 204 or not response.content:
             return None
@@ -88,6 +88,8 @@ class VaultClient:
         return str(auth["client_token"]), int(auth["lease_duration"])
 
 
-class _Denied(DatalabError):
+class VaultDenied(DatalabError):
+    """Vault answered 403: the token may not do this, or is no longer valid."""
+
     status = 403
     code = "forbidden"

@@ -218,3 +218,26 @@ async def test_forged_expired_and_misdirected_tokens_are_refused(federated: Fede
             )
             assert refused.status_code in (400, 403), f"Vault accepted the {name} token"
     assert ROLE_ARN
+
+
+async def test_other_users_services_logs_and_proxy_are_out_of_reach(federated: Federated) -> None:
+    alice, bob = federated.users["alice"], federated.users["bob"]
+    await bob.call("POST", "/api/services", json={"chart": "jupyter-python", "name": "bob-nb"})
+    attempts = successes = 0
+    for method, path in (
+        ("GET", "/api/services/bob-nb"),
+        ("GET", "/api/services/bob-nb/logs"),
+        ("GET", "/api/services/bob-nb/events"),
+        ("POST", "/api/services/bob-nb/suspend"),
+        ("DELETE", "/api/services/bob-nb"),
+        ("GET", "/s/bob-nb/"),
+        ("GET", "/api/storage/buckets/user-bob/objects"),
+        ("GET", "/api/secrets/tree/user-bob"),
+    ):
+        for project in (None, "user-bob"):
+            attempts += 1
+            response = await alice.http.request(method, path, headers=alice.headers(project))
+            successes += response.is_success
+    assert attempts == 16 and successes == 0
+    assert "bob-nb" in {s["id"] for s in (await bob.call("GET", "/api/services"))["services"]}
+    await bob.call("DELETE", "/api/services/bob-nb")
