@@ -72,13 +72,14 @@ def serve(settings_overrides: dict[str, Any]) -> Iterator[LiveServer]:
     root = Path(tempfile.mkdtemp(prefix="datalab-web-"))
     os.chmod(root, 0o711)
     port = free_port()
-    os.environ["DATALAB_ADMIN_PASSWORD"] = ADMIN_PASSWORD
     overrides = {"storage": {"mode": "disabled"}, "secrets": {"mode": "disabled"}}
     settings = load_settings(
         None, data_dir=root / "data", server={"port": port}, **(overrides | settings_overrides)
     )
     platform = Platform.create(settings)
-    platform.ensure_admin()
+    with pytest.MonkeyPatch.context() as patch:  # not left behind for other tests
+        patch.setenv("DATALAB_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        platform.ensure_admin()
     config = uvicorn.Config(
         create_app(platform),
         host="127.0.0.1",
