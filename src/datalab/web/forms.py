@@ -63,10 +63,6 @@ class Field:
         """The default, for the browser's diff and "restore defaults" (never a secret)."""
         return json.dumps(None if self.widget == "password" else self.default)
 
-    @property
-    def value_json(self) -> str:
-        return json.dumps(None if self.widget == "password" else self.value)
-
 
 @dataclass
 class Group:
