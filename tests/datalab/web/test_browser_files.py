@@ -93,6 +93,18 @@ def test_upload_preview_share(browser: Any, storage_server: LiveServer) -> None:
         url = page.locator("#share-url").input_value()
         assert httpx.get(url, timeout=30).content == data  # no credentials needed
         screenshot(page, "15-files-share")
+
+        # the launcher's defaults carry the injected S3 credentials: no secret in the page
+        page.goto("/launcher/datalab/jupyter-python")
+        expect(page.locator("#cmd-values")).to_contain_text("secretAccessKey: '********'")
+        token = storage_server.token("gina", "gina-password-1")
+        launch = storage_server.api(
+            "POST", "/api/services", token=token, json={"chart": "jupyter-python", "dry_run": True}
+        )
+        s3 = launch["values"]["s3"]
+        assert s3["enabled"] and s3["secretAccessKey"] and s3["sessionToken"]
+        html = page.content()
+        assert s3["secretAccessKey"] not in html and s3["sessionToken"] not in html
     finally:
         context.close()
 
