@@ -142,11 +142,12 @@ class ServiceProxy:
         has_body = any(
             name in (b"content-length", b"transfer-encoding") for name, _ in scope["headers"]
         )
+        body = _RequestBody(receive) if has_body else None
         request = self.client.build_request(
             scope["method"],
             f"http://{target.host}:{target.port}{path}",
             headers=headers,
-            content=_request_body(receive) if has_body else None,
+            content=body,
         )
         try:
             response = await self.client.send(request, stream=True)
@@ -158,18 +159,20 @@ class ServiceProxy:
             await _respond(send, 502, "the service is not reachable (is it running?)")
             return
         try:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": response.status_code,
-                    "headers": _response_headers(response.headers.raw, target),
-                }
-            )
-            async for chunk in response.aiter_raw():
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except OSError:  # the client went away mid-response
-            pass
+            pump = asyncio.create_task(_pump_response(response, send, target))
+            # An endless response (event stream, long poll) must end when the client leaves:
+            # watch for the disconnect once the request body no longer needs receive().
+            watchers = [pump]
+            if body is None or body.done:
+                watchers.append(asyncio.create_task(_disconnected(receive)))
+            try:
+                await asyncio.wait(watchers, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in watchers:
+                    task.cancel()
+                results = await asyncio.gather(*watchers, return_exceptions=True)
+            if isinstance(results[0], Exception) and not isinstance(results[0], OSError):
+                raise results[0]  # OSError: the client went away mid-response
         finally:
             await response.aclose()
 
@@ -326,15 +329,39 @@ def _preserving_host(host: str | None) -> type[ClientConnection]:
 # -- helpers ------------------------------------------------------------------------------------
 
 
-async def _request_body(receive: Receive) -> AsyncIterator[bytes]:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise OSError("client disconnected while sending the body")
-        if message.get("body"):
-            yield message["body"]
-        if not message.get("more_body", False):
-            return
+class _RequestBody:
+    """The client's request body as an async iterable for httpx, streamed as it arrives."""
+
+    def __init__(self, receive: Receive) -> None:
+        self.receive = receive
+        self.done = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while not self.done:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise OSError("client disconnected while sending the body")
+            self.done = not message.get("more_body", False)
+            if message.get("body"):
+                yield message["body"]
+
+
+async def _pump_response(response: httpx.Response, send: Send, target: Target) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": response.status_code,
+            "headers": _response_headers(response.headers.raw, target),
+        }
+    )
+    async for chunk in response.aiter_raw():
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 def _response_headers(raw: list[tuple[bytes, bytes]], target: Target) -> list[tuple[bytes, bytes]]:

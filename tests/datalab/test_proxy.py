@@ -102,6 +102,21 @@ async def slow(request: Request) -> StreamingResponse:
     return StreamingResponse(chunks(), media_type="text/plain")
 
 
+ENDLESS = {"closed": asyncio.Event()}
+
+
+async def endless(request: Request) -> StreamingResponse:
+    async def chunks() -> AsyncIterator[bytes]:
+        try:
+            while True:
+                yield b"data: tick\n\n"
+                await asyncio.sleep(0.05)
+        finally:
+            ENDLESS["closed"].set()
+
+    return StreamingResponse(chunks(), media_type="text/event-stream")
+
+
 async def gzipped(request: Request) -> Response:
     return Response(gzip.compress(b"compressed " * 100), headers={"content-encoding": "gzip"})
 
@@ -137,6 +152,7 @@ def upstream_app() -> Starlette:
             Route(prefix + "/echo", echo, methods=["GET", "POST", "PUT"]),
             Route(prefix + "/big", big),
             Route(prefix + "/slow", slow),
+            Route(prefix + "/endless", endless),
             Route(prefix + "/gzip", gzipped),
             Route(prefix + "/redirect", redirect),
             WebSocketRoute(prefix + "/ws", ws_echo),
@@ -231,6 +247,19 @@ async def test_streamed_upload_and_download(proxy_urls: tuple[str, str]) -> None
         raw = await http.get("/s/svc/gzip", headers={"Accept-Encoding": "gzip"})
         assert raw.headers["content-encoding"] == "gzip"
         assert raw.content == b"compressed " * 100  # httpx decoded what the proxy passed
+
+
+async def test_client_leaving_an_endless_response_closes_the_upstream(
+    proxy_urls: tuple[str, str],
+) -> None:
+    public, _ = proxy_urls
+    ENDLESS["closed"] = asyncio.Event()
+    async with (
+        httpx.AsyncClient(base_url=public) as http,
+        http.stream("GET", "/s/svc/endless") as stream,
+    ):
+        assert (await stream.aiter_raw().__anext__()).startswith(b"data: tick")
+    await asyncio.wait_for(ENDLESS["closed"].wait(), 5)
 
 
 async def test_strip_prefix(proxy_urls: tuple[str, str]) -> None:
