@@ -42,12 +42,14 @@ class UserError(Exception):
 
 def main() -> None:
     from autocode.data import DataError
+    from autocode.model import ModelLoadError
     from autocode.nomenclature import NomenclatureError
     from autocode.train import ConfigError
 
+    user_errors = (UserError, ConfigError, DataError, NomenclatureError, ModelLoadError)
     try:
         app()
-    except (UserError, ConfigError, DataError, NomenclatureError, FileNotFoundError) as exc:
+    except (*user_errors, FileNotFoundError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise SystemExit(2) from None
 

@@ -170,7 +170,9 @@ class ColdStartConfig:
     """What goes into the cold-start set (each option measured by CV on the notes)."""
 
     leaf_labels: bool = True  # the leaf's own label
-    ancestor_labels: tuple[str, ...] = ("class", "group")  # labels propagated to their leaves
+    # labels of these ancestor levels as rows of their leaves (off: it lowered both the notes CV
+    # and the real-description accuracy, see docs/autocode.md)
+    ancestor_labels: tuple[str, ...] = ()
     ancestor_text: bool = True  # leaf label + its ancestors' labels as one row
     note_fields: tuple[str, ...] = ("general_note", "comprend", "comprend_aussi")
     note_levels: tuple[str, ...] = ("subclass", "class")  # notes of these levels, propagated

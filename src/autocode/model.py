@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ class Classifier:
 
     kind: ClassVar[str]
     default_temperature: ClassVar[float] = 1.0
+    ensemble_weight: ClassVar[float] = 1.0  # default weight in an ensemble
     classes: list[str]
 
     def __init__(self, **params: Any):
@@ -95,6 +97,9 @@ class FastTextClassifier(Classifier):
     """fastText supervised (softmax loss), word n-grams and character subwords."""
 
     kind = "fasttext"
+    # Measured on cold start (docs/autocode.md): fastText alone is weaker than TF-IDF on real
+    # descriptions; a small share keeps its subword signal without pulling accuracy down.
+    ensemble_weight = 0.2
 
     @classmethod
     def default_params(cls) -> dict[str, Any]:
@@ -163,6 +168,7 @@ class TfidfClassifier(Classifier):
     """TF-IDF of word n-grams and character n-grams, a linear SVM, softmax-calibrated scores."""
 
     kind = "tfidf"
+    ensemble_weight = 0.8
     default_temperature = 10.0  # SVM margins are about ±1; training calibrates it
 
     @classmethod
@@ -224,7 +230,7 @@ class EnsembleClassifier(Classifier):
     def __init__(self, members: Sequence[Classifier], weights: Sequence[float] | None = None):
         super().__init__()
         self.members = list(members)
-        weights = list(weights or [1.0] * len(self.members))
+        weights = list(weights or [m.ensemble_weight for m in self.members])
         total = sum(weights)
         self.weights = [w / total for w in weights]
         self.params = {
@@ -305,14 +311,20 @@ class Coder:
     threshold: float = 0.8  # IC threshold of the automatic-coding decision
     k: int = 5
     info: dict[str, Any] = field(default_factory=dict)
+    # Weight given to a leaf code written in the text itself ("... CODE APE 4339Z"): business
+    # owners often copy their code; 0 disables it.
+    code_mention_weight: float = 0.5
 
     def __post_init__(self) -> None:
         self._preprocessor = Preprocessor(self.preprocess)
 
+    def _texts(self, frame: pd.DataFrame) -> list[object]:
+        column = self.text_column if self.text_column in frame else _find_text_column(frame)
+        return frame[column].tolist()
+
     def features(self, frame: pd.DataFrame) -> list[str]:
         """Model input strings: normalised text, then one token per categorical variable."""
-        column = self.text_column if self.text_column in frame else _find_text_column(frame)
-        texts = self._preprocessor(frame[column].tolist())
+        texts = self._preprocessor(self._texts(frame))
         if not self.categorical:
             return texts
         values = {
@@ -325,7 +337,24 @@ class Coder:
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         if len(frame) == 0:
             return np.zeros((0, len(self.classifier.classes)), dtype=np.float32)
-        return self.classifier.predict_proba(self.features(frame))
+        proba = self.classifier.predict_proba(self.features(frame))
+        if self.code_mention_weight > 0:
+            self._mix_code_mentions(proba, self._texts(frame))
+        return proba
+
+    def _mix_code_mentions(self, proba: np.ndarray, texts: list[object]) -> None:
+        """In place: rows whose text names exactly one known leaf code get that code mixed in,
+        ``p ← (1 - w)·p + w·onehot``."""
+        index = {c: i for i, c in enumerate(self.classifier.classes)}
+        weight = self.code_mention_weight
+        for row, text in enumerate(texts):
+            if not isinstance(text, str) or not _CODE_LIKE.search(text):
+                continue
+            found = {self.nomenclature.find(m) for m in _CODE_LIKE.findall(text)}
+            found = {c for c in found if c in index}
+            if len(found) == 1:
+                proba[row] *= 1 - weight
+                proba[row, index[found.pop()]] += weight
 
     def predict(
         self, frame: pd.DataFrame, k: int | None = None, threshold: float | None = None
@@ -394,6 +423,7 @@ class Coder:
             "threshold": self.threshold,
             "k": self.k,
             "info": self.info,
+            "code_mention_weight": self.code_mention_weight,
         }
         (directory / "coder.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False))
         return directory
@@ -413,7 +443,12 @@ class Coder:
             threshold=meta["threshold"],
             k=meta["k"],
             info=meta.get("info", {}),
+            code_mention_weight=meta.get("code_mention_weight", 0.0),
         )
+
+
+# A code as people write it: 4 digits and a letter, with or without the dot (4339Z, 43.39Z).
+_CODE_LIKE = re.compile(r"(?<![0-9A-Za-z])\d{2}\.?\d{2}[A-Za-z](?![0-9A-Za-z])")
 
 
 def _find_text_column(frame: pd.DataFrame) -> str:
@@ -475,7 +510,20 @@ def load_coder(uri: str) -> Coder:
             return Coder.load(path)
         if (path / "artifacts" / "coder" / "coder.json").is_file():
             return Coder.load(path / "artifacts" / "coder")
+    if "://" not in uri and ":/" not in uri:
+        raise ModelLoadError(f"model {uri!r}: no such model directory (nor an MLflow URI)")
     import mlflow.pyfunc
+    from mlflow.exceptions import MlflowException
 
-    model = mlflow.pyfunc.load_model(uri)
-    return model.unwrap_python_model().coder
+    try:
+        model = mlflow.pyfunc.load_model(uri)
+    except MlflowException as exc:
+        raise ModelLoadError(f"model {uri!r}: {exc.message}") from exc
+    python_model = model.unwrap_python_model()
+    if not hasattr(python_model, "coder"):
+        raise ModelLoadError(f"model {uri!r} is not an autocode model")
+    return python_model.coder
+
+
+class ModelLoadError(ValueError):
+    """A model URI or directory that does not lead to an autocode model."""

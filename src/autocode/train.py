@@ -78,6 +78,7 @@ class TrainConfig:
     only_codes: list[str] = field(default_factory=list)  # restrict to codes under these
     k: int = 5
     threshold: float = 0.8
+    code_mention_weight: float = 0.5  # weight of a code written in the text itself
     seed: int = 0
     output: str = DEFAULT_OUTPUT
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
@@ -211,6 +212,7 @@ def build_coder(config: TrainConfig, nomenclature: Nomenclature) -> Coder:
         text_column=datamod.TEXT,
         threshold=config.threshold,
         k=config.k,
+        code_mention_weight=config.code_mention_weight,
     )
 
 

@@ -113,6 +113,11 @@ def test_user_errors_are_one_line(monkeypatch, capsys, tmp_path, config_file):
     assert code == 2 and "nomenclature folder" in err
     code, _, err = run(monkeypatch, capsys, "evaluate")
     assert code == 2 and "--model" in err
+    code, _, err = run(
+        monkeypatch, capsys, "predict", "--model", str(tmp_path / "nope"),
+        "--input", "x.csv", "--output", "y.csv",
+    )  # fmt: skip
+    assert code == 2 and "no such model directory" in err
 
 
 def test_default_config_finds_the_nomenclature_folder(monkeypatch, nomenclatures_dir):

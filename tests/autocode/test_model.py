@@ -143,3 +143,20 @@ def test_figures_are_png(small_model, tmp_path):
     assert names == ["accuracy_per_section.png", "automatic_coding_curve.png", "ic_histogram.png"]
     for path in paths:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_code_written_in_the_text_is_mixed_in(small_model):
+    coder = small_model.coder
+    rows = pd.DataFrame({"text": ["restaurant traditionnel", "restaurant code APE 1052Z"]})
+    coded = coder.predict(rows, k=2)
+    assert coded.loc[0, "code_1"] != "10.52Z"
+    assert coded.loc[1, "code_1"] == "10.52Z" and coded.loc[1, "proba_1"] >= 0.5
+    np.testing.assert_allclose(coder.predict_proba(rows).sum(axis=1), 1.0, rtol=1e-4)
+    # two different codes, or a code of another sub-tree: no mixing
+    rows = pd.DataFrame({"text": ["1052Z ou 5610A", "code 6201Z", "depuis 2011 a Paris"]})
+    proba = coder.predict_proba(rows)
+    coder.code_mention_weight = 0.0
+    try:
+        np.testing.assert_allclose(coder.predict_proba(rows), proba, rtol=1e-6)
+    finally:
+        coder.code_mention_weight = 0.5
