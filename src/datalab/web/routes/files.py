@@ -36,7 +36,8 @@ async def files_page(
     except DatalabError as exc:
         return page.render("files.html", unavailable=exc.message, listing=None)
     buckets = store.buckets(principal)
-    bucket = bucket or principal.project_id
+    if not bucket:  # the current project's bucket when it has one of its own
+        bucket = principal.project_id if principal.project_id in buckets else buckets[0]
     listing: dict[str, Any] | None = None
     public: list[str] = []
     error = None
