@@ -194,6 +194,14 @@ class StorageSettings(_Section):
         description="Role assumed with the platform's tokens (AssumeRoleWithWebIdentity) on an "
         "external S3; without it services get the static credentials above (single-tenant only).",
     )
+    bucket_mode: Literal["bucket", "prefix"] = Field(
+        "bucket",
+        description="As Onyxia's bucketMode: bucket = one bucket per project (user-alice); "
+        "prefix = one shared bucket, one prefix per project (shared_bucket/user-alice/).",
+    )
+    shared_bucket: str = Field(
+        "datalab", description="The bucket holding every project's prefix (bucket_mode prefix)."
+    )
     region: str = Field("us-east-1", description="S3 region injected as AWS_DEFAULT_REGION.")
     port: int | None = Field(
         None, ge=1, le=65535, description="Embedded S3 port (default: a free port, kept)."

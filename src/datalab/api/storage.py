@@ -41,10 +41,12 @@ def broker(platform: PlatformDep) -> CredentialBroker:
 async def credentials(caller: PrincipalDep, platform: PlatformDep) -> dict[str, Any]:
     issued = await broker(platform).s3_credentials(caller.name, caller.project_id)
     assert platform.storage is not None
+    bucket, prefix = platform.storage.locate(caller.project_id)
     return {
         "endpoint_url": platform.storage.endpoint_url,
         "region": platform.storage.region,
-        "bucket": caller.project_id,
+        "bucket": bucket,
+        "prefix": prefix,  # "" unless storage.bucket_mode is prefix
         # the shape of an AWS credential_process answer: `datalab s3 credentials --process`
         "credential_process": issued.to_json(),
     }
@@ -204,5 +206,7 @@ async def code_snippets(
         "bucket": bucket,
         "key": key,
         "expiration": credentials.expiration.isoformat() if credentials.expiration else None,
-        "snippets": snippets(storage.endpoint_url, storage.region, credentials, bucket, key),
+        "snippets": snippets(
+            storage.endpoint_url, storage.region, credentials, *storage.locate(bucket, key)
+        ),
     }

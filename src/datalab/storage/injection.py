@@ -98,13 +98,15 @@ class CredentialBroker:
         refresh_url = refresh_token = ""
         if self.storage is not None:
             credentials = await self.storage.session_credentials(user_name, personal, project_id)
+            bucket, prefix = self.storage.locate(project_id)  # prefix: "" in bucket mode
             s3 = S3Context(
                 endpoint_url=self.storage.endpoint_url,
                 access_key_id=credentials.access_key_id,
                 secret_access_key=credentials.secret_access_key,
                 session_token=credentials.session_token,
                 region=self.storage.region,
-                bucket=project_id,
+                bucket=bucket,
+                object_name_prefix=prefix,
                 path_style_access=True,
             )
             if service_id is not None:

@@ -120,7 +120,8 @@ class ObjectStore:
         check_key(prefix, allow_empty=True, what="prefix")
         if not 1 <= max_keys <= 1000:
             raise InvalidInput("max_keys must be between 1 and 1000")
-        kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": max_keys}
+        root, physical_prefix = self.storage.locate(bucket, prefix)
+        kwargs: dict[str, Any] = {"Bucket": root, "Prefix": physical_prefix, "MaxKeys": max_keys}
         if delimiter:
             kwargs["Delimiter"] = delimiter
         if token:
@@ -130,10 +131,13 @@ class ObjectStore:
         return {
             "bucket": bucket,
             "prefix": prefix,
-            "folders": [p["Prefix"] for p in answer.get("CommonPrefixes", [])],
+            "folders": [
+                self.storage.space_key(bucket, p["Prefix"])
+                for p in answer.get("CommonPrefixes", [])
+            ],
             "objects": [
                 {
-                    "key": o["Key"],
+                    "key": self.storage.space_key(bucket, o["Key"]),
                     "size": o["Size"],
                     "last_modified": o["LastModified"].isoformat(),
                     "etag": o.get("ETag", "").strip('"'),
@@ -160,7 +164,8 @@ class ObjectStore:
         check_key(key)
         client = await self.client(principal)
         extra = {"ContentType": content_type} if content_type else {}
-        writer = _MultipartWriter(self, client, bucket, key, extra)
+        root, path = self.storage.locate(bucket, key)
+        writer = _MultipartWriter(self, client, root, path, extra)
         # chunks are gathered in a list and joined once per part: one copy of each byte
         pending: list[bytes] = []
         pending_size = total = 0
@@ -182,8 +187,8 @@ class ObjectStore:
                     bucket,
                     key,
                     client.put_object,
-                    Bucket=bucket,
-                    Key=key,
+                    Bucket=root,
+                    Key=path,
                     Body=b"".join(pending),
                     **extra,
                 )
@@ -202,7 +207,8 @@ class ObjectStore:
         folder = prefix if prefix.endswith("/") else prefix + "/"
         check_key(folder, what="folder")
         client = await self.client(principal)
-        await self._call(bucket, folder, client.put_object, Bucket=bucket, Key=folder, Body=b"")
+        root, path = self.storage.locate(bucket, folder)
+        await self._call(bucket, folder, client.put_object, Bucket=root, Key=path, Body=b"")
         return {"bucket": bucket, "key": folder}
 
     # -- download -----------------------------------------------------------------------------
@@ -214,7 +220,8 @@ class ObjectStore:
         self.check(principal, bucket)
         check_key(key)
         client = await self.client(principal)
-        answer = await self._call(bucket, key, client.get_object, Bucket=bucket, Key=key)
+        root, path = self.storage.locate(bucket, key)
+        answer = await self._call(bucket, key, client.get_object, Bucket=root, Key=path)
         stream = answer["Body"]
 
         async def chunks() -> AsyncIterator[bytes]:
@@ -246,6 +253,7 @@ class ObjectStore:
         client = await self.client(principal)
         credentials = self.session_credentials(principal)
         storage = self.storage
+        root, path = storage.locate(bucket, key)
         try:
             if kind == "parquet":
                 result = await storage.run(
@@ -254,13 +262,13 @@ class ObjectStore:
                     storage.endpoint_url,
                     storage.region,
                     credentials,
-                    bucket,
-                    key,
+                    root,
+                    path,
                     rows,
                 )
             else:
                 reader = preview.preview_csv if kind == "csv" else preview.preview_json
-                result = await storage.run("preview", reader, client, bucket, key, rows)
+                result = await storage.run("preview", reader, client, root, path, rows)
         except botocore.exceptions.ClientError as exc:
             raise _s3_error(exc, bucket, key) from None
         return {"bucket": bucket, "key": key, "format": kind, **result}
@@ -273,17 +281,18 @@ class ObjectStore:
         self.check(principal, bucket)
         check_key(key)
         client = await self.client(principal)
+        root, path = self.storage.locate(bucket, key)
         if not recursive:
             # S3 deletes are silent about missing keys: say what is (not) there instead
             try:
-                await self._call(bucket, key, client.head_object, Bucket=bucket, Key=key)
+                await self._call(bucket, key, client.head_object, Bucket=root, Key=path)
             except NotFound:
                 inside = await self._call(
                     bucket,
                     key,
                     client.list_objects_v2,
-                    Bucket=bucket,
-                    Prefix=key.rstrip("/") + "/",
+                    Bucket=root,
+                    Prefix=path.rstrip("/") + "/",
                     MaxKeys=1,
                 )
                 if inside.get("KeyCount"):
@@ -291,13 +300,13 @@ class ObjectStore:
                         f"{key!r} is a folder: delete it and its content with recursive=true"
                     ) from None
                 raise
-            await self._call(bucket, key, client.delete_object, Bucket=bucket, Key=key)
+            await self._call(bucket, key, client.delete_object, Bucket=root, Key=path)
             return {"bucket": bucket, "deleted": [key]}
-        prefix = key if key.endswith("/") else key + "/"
+        prefix = path if path.endswith("/") else path + "/"
         deleted: builtins.list[str] = []
         token: str | None = None
         while True:
-            kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+            kwargs: dict[str, Any] = {"Bucket": root, "Prefix": prefix}
             if token:
                 kwargs["ContinuationToken"] = token
             page = await self._call(bucket, prefix, client.list_objects_v2, **kwargs)
@@ -307,10 +316,10 @@ class ObjectStore:
                     bucket,
                     prefix,
                     client.delete_objects,
-                    Bucket=bucket,
+                    Bucket=root,
                     Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True},
                 )
-                deleted += keys
+                deleted += [self.storage.space_key(bucket, k) for k in keys]
             token = page.get("NextContinuationToken")
             if not page.get("IsTruncated"):
                 break
@@ -328,9 +337,10 @@ class ObjectStore:
         if not 1 <= expires_s <= MAX_SHARE_S:
             raise InvalidInput(f"expires_s must be between 1 and {MAX_SHARE_S} (7 days)")
         client = await self.client(principal)
-        await self._call(bucket, key, client.head_object, Bucket=bucket, Key=key)
+        root, path = self.storage.locate(bucket, key)
+        await self._call(bucket, key, client.head_object, Bucket=root, Key=path)
         url = self.storage.admin_client().generate_presigned_url(
-            "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires_s
+            "get_object", Params={"Bucket": root, "Key": path}, ExpiresIn=expires_s
         )
         return {"bucket": bucket, "key": key, "url": url, "expires_s": expires_s}
 
@@ -340,37 +350,45 @@ class ObjectStore:
         """Make a prefix readable by anyone (or private again) with the bucket policy."""
         self.check(principal, bucket)
         check_key(prefix, allow_empty=True, what="prefix")
-        client = await self.client(principal)
-        policy = await self._policy(client, bucket)
-        statements = [s for s in policy["Statement"] if s.get("Sid") != _public_sid(prefix)]
+        client = await self._policy_client(principal)
+        root, path = self.storage.locate(bucket, prefix)
+        policy = await self._policy(client, root)
+        statements = [s for s in policy["Statement"] if s.get("Sid") != _public_sid(path)]
         if public:
             statements.append(
                 {
-                    "Sid": _public_sid(prefix),
+                    "Sid": _public_sid(path),
                     "Effect": "Allow",
                     "Principal": "*",
                     "Action": ["s3:GetObject"],
-                    "Resource": [f"arn:aws:s3:::{bucket}/{prefix}*"],
+                    "Resource": [f"arn:aws:s3:::{root}/{path}*"],
                 }
             )
         if statements:
             document = json.dumps({"Version": "2012-10-17", "Statement": statements})
-            await self._call(
-                bucket, prefix, client.put_bucket_policy, Bucket=bucket, Policy=document
-            )
+            await self._call(bucket, prefix, client.put_bucket_policy, Bucket=root, Policy=document)
         else:
-            await self._call(bucket, prefix, client.delete_bucket_policy, Bucket=bucket)
+            await self._call(bucket, prefix, client.delete_bucket_policy, Bucket=root)
         return {"bucket": bucket, "prefix": prefix, "public": public}
 
     async def public_prefixes(self, principal: Principal, bucket: str) -> builtins.list[str]:
         self.check(principal, bucket)
-        client = await self.client(principal)
-        policy = await self._policy(client, bucket)
-        return sorted(
+        client = await self._policy_client(principal)
+        root, space = self.storage.locate(bucket)
+        policy = await self._policy(client, root)
+        physical = [
             bytes.fromhex(s["Sid"].removeprefix(_PUBLIC)).decode()
             for s in policy["Statement"]
             if str(s.get("Sid", "")).startswith(_PUBLIC)
-        )
+        ]
+        return sorted(self.storage.space_key(bucket, p) for p in physical if p.startswith(space))
+
+    async def _policy_client(self, principal: Principal) -> BaseClient:
+        """Bucket policies: the caller's own bucket with their credentials; in prefix mode the
+        shared bucket's policy, which users may not change, by the platform for them."""
+        if self.storage.prefix_mode:
+            return self.storage.admin_client()
+        return await self.client(principal)
 
     async def _policy(self, client: BaseClient, bucket: str) -> dict[str, Any]:
         try:

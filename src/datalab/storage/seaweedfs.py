@@ -71,8 +71,30 @@ class AdminCredentials:
     secret_access_key: str
 
 
-def role_policy() -> dict[str, Any]:
-    """What one STS session may do: its user's bucket and its project's bucket, nothing else."""
+def role_policy(bucket_mode: str = "bucket", shared_bucket: str = "") -> dict[str, Any]:
+    """What one STS session may do: its user's space and its project's, nothing else. The
+    spaces are buckets (claims ``bucket``, ``project_bucket``) or, in prefix mode, prefixes of
+    the shared bucket (claims ``prefix``, ``project_prefix``, ending with '/')."""
+    validate = {"Effect": "Allow", "Action": ["sts:ValidateSession"], "Resource": ["*"]}
+    if bucket_mode == "prefix":
+        prefixes = ("${jwt:prefix}", "${jwt:project_prefix}")
+        return {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Action": ["s3:*"],
+                    "Resource": [f"arn:aws:s3:::{shared_bucket}/{p}*" for p in prefixes],
+                },
+                {
+                    "Effect": "Allow",
+                    "Action": ["s3:ListBucket"],
+                    "Resource": [f"arn:aws:s3:::{shared_bucket}"],
+                    "Condition": {"StringLike": {"s3:prefix": [f"{p}*" for p in prefixes]}},
+                },
+                validate,
+            ],
+        }
     buckets = ("${jwt:bucket}", "${jwt:project_bucket}")
     return {
         "Version": "2012-10-17",
@@ -84,13 +106,19 @@ def role_policy() -> dict[str, Any]:
                     r for b in buckets for r in (f"arn:aws:s3:::{b}", f"arn:aws:s3:::{b}/*")
                 ],
             },
-            {"Effect": "Allow", "Action": ["sts:ValidateSession"], "Resource": ["*"]},
+            validate,
         ],
     }
 
 
 def iam_config(
-    *, issuer_url: str, jwks_url: str, audience: str, signing_key: str, max_session_s: int
+    *,
+    issuer_url: str,
+    jwks_url: str,
+    audience: str,
+    signing_key: str,
+    max_session_s: int,
+    policy: dict[str, Any],
 ) -> dict[str, Any]:
     """SeaweedFS's advanced IAM config: its STS trusts the platform's issuer."""
     return {
@@ -133,7 +161,7 @@ def iam_config(
                 "description": "datalab users: their own bucket and their project's bucket",
             }
         ],
-        "policies": [{"name": ROLE_NAME, "document": role_policy()}],
+        "policies": [{"name": ROLE_NAME, "document": policy}],
     }
 
 
@@ -185,7 +213,13 @@ class EmbeddedSeaweedFS:
         return ports
 
     def _write_config(
-        self, *, issuer_url: str, jwks_url: str, audience: str, max_session_s: int
+        self,
+        *,
+        issuer_url: str,
+        jwks_url: str,
+        audience: str,
+        max_session_s: int,
+        policy: dict[str, Any],
     ) -> tuple[Path, Path]:
         config_dir = self.root / "config"
         s3_config = config_dir / "s3.json"
@@ -211,6 +245,7 @@ class EmbeddedSeaweedFS:
             audience=audience,
             signing_key=self._signing_key(),
             max_session_s=max_session_s,
+            policy=policy,
         )
         _write_private(iam, json.dumps(document, indent=2))
         return s3_config, iam
@@ -256,10 +291,20 @@ class EmbeddedSeaweedFS:
         return s3.status_code == 403 and filer.status_code == 200
 
     async def start(
-        self, *, issuer_url: str, jwks_url: str, audience: str, max_session_s: int
+        self,
+        *,
+        issuer_url: str,
+        jwks_url: str,
+        audience: str,
+        max_session_s: int,
+        policy: dict[str, Any],
     ) -> None:
         s3_config, iam = self._write_config(
-            issuer_url=issuer_url, jwks_url=jwks_url, audience=audience, max_session_s=max_session_s
+            issuer_url=issuer_url,
+            jwks_url=jwks_url,
+            audience=audience,
+            max_session_s=max_session_s,
+            policy=policy,
         )
         self.process = SupervisedProcess(
             "seaweedfs",

@@ -24,7 +24,7 @@ from botocore.config import Config
 from datalab.config import ConfigError, Settings
 from datalab.errors import DatalabError
 from datalab.identity.issuer import AUDIENCE_S3, JwksServer, TokenIssuer
-from datalab.storage.seaweedfs import ROLE_ARN, EmbeddedSeaweedFS
+from datalab.storage.seaweedfs import ROLE_ARN, EmbeddedSeaweedFS, role_policy
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +118,7 @@ class StorageService:
                 jwks_url=self.jwks.jwks_url,
                 audience=AUDIENCE_S3,
                 max_session_s=MAX_SESSION_S,
+                policy=role_policy(self.settings.bucket_mode, self.settings.shared_bucket),
             )
 
     async def stop(self) -> None:
@@ -153,12 +154,32 @@ class StorageService:
                 raise StorageUnavailable(f"cannot create bucket {name!r}: {code}") from None
         self._known_buckets.add(name)
 
+    @property
+    def prefix_mode(self) -> bool:
+        return self.settings.bucket_mode == "prefix"
+
+    def locate(self, space: str, key: str = "") -> tuple[str, str]:
+        """Where a project's space (``user-alice``) and a key in it live in S3: a bucket of
+        its own, or a prefix of the shared bucket (``bucket_mode: prefix``)."""
+        if self.prefix_mode:
+            return self.settings.shared_bucket, f"{space}/{key}"
+        return space, key
+
+    def space_key(self, space: str, physical_key: str) -> str:
+        """The key as the user sees it in their space (inverse of :meth:`locate`)."""
+        return physical_key.removeprefix(f"{space}/") if self.prefix_mode else physical_key
+
     async def session_credentials(
         self, user_name: str, personal_bucket: str, project_bucket: str, ttl_s: int | None = None
     ) -> S3Credentials:
-        """Credentials for ``user_name`` on their bucket and ``project_bucket``."""
-        await self.ensure_bucket(personal_bucket)
-        await self.ensure_bucket(project_bucket)
+        """Credentials for ``user_name`` on their space and ``project_bucket``'s."""
+        if self.prefix_mode:
+            await self.ensure_bucket(self.settings.shared_bucket)
+            claims = {"prefix": f"{personal_bucket}/", "project_prefix": f"{project_bucket}/"}
+        else:
+            await self.ensure_bucket(personal_bucket)
+            await self.ensure_bucket(project_bucket)
+            claims = {"bucket": personal_bucket, "project_bucket": project_bucket}
         if self.role_arn is None:
             return S3Credentials(self._admin_key, self._admin_secret, "", None)
         ttl = ttl_s or self.settings.credentials_ttl_s
@@ -166,11 +187,7 @@ class StorageService:
             user_name,
             AUDIENCE_S3,
             ttl_s=300,  # only long enough for the exchange below
-            claims={
-                "preferred_username": user_name,
-                "bucket": personal_bucket,
-                "project_bucket": project_bucket,
-            },
+            claims={"preferred_username": user_name, **claims},
         )
         return await self.assume_role(token, user_name, ttl)
 
