@@ -236,3 +236,40 @@ def test_pages_fit_a_phone_screen(page: Any, memory_server: LiveServer) -> None:
     screenshot(page, "18-phone-account")
     page.goto("/launcher/datalab/jupyter-python")
     screenshot(page, "18-phone-launcher")
+
+
+def test_sharing_in_a_project(browser: Any, page: Any, memory_server: LiveServer) -> None:
+    admin = memory_server.token("admin", ADMIN_PASSWORD)
+    for name in ("mia", "noah"):
+        memory_server.add_user(name, f"{name}-password-1")
+    memory_server.api("POST", "/api/projects", token=admin, json={"name": "survey"})
+    for name in ("mia", "noah"):
+        memory_server.api(
+            "POST", "/api/projects/project-survey/members", token=admin, json={"user": name}
+        )
+    sign_in(page, memory_server, "mia", "mia-password-1")
+    page.get_by_label("Project").select_option("project-survey")
+    page.get_by_text("Project: project-survey").wait_for()
+    page.goto("/launcher/datalab/mlflow")
+    page.get_by_label("Share with the project's members").check()
+    page.get_by_label("Service id (optional)").fill("team-tracking")
+    page.get_by_role("button", name="Launch", exact=True).click()
+    page.locator("#svc-team-tracking").get_by_text("Shared").wait_for()
+
+    other = browser.new_context(base_url=memory_server.url)
+    noah = other.new_page()
+    try:
+        sign_in(noah, memory_server, "noah", "noah-password-1")
+        noah.goto("/services")
+        assert "team-tracking" not in noah.content()  # personal project: not there
+        noah.get_by_label("Project").select_option("project-survey")
+        card = noah.locator("#svc-team-tracking")
+        card.get_by_text("by mia").wait_for()
+        card.get_by_text("Running").wait_for()
+        # a member uses it (open, password, logs) but only its owner or a project admin changes it
+        assert card.get_by_role("button", name="Delete").count() == 0
+        assert card.get_by_text("Name and sharing").count() == 0
+        card.get_by_role("button", name="Copy password").wait_for()
+        screenshot(noah, "20-shared-service")
+    finally:
+        other.close()

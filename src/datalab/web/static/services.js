@@ -84,7 +84,7 @@ document.addEventListener("DOMContentLoaded", () => {
     });
     follow.addEventListener("change", () => loadLogs(card, follow.checked));
     card.querySelector("[data-action=reload-logs]").addEventListener("click", () => loadLogs(card, follow.checked));
-    card.querySelector("form[data-action=rename]").addEventListener("submit", async (event) => {
+    card.querySelector("form[data-action=rename]")?.addEventListener("submit", async (event) => {
       event.preventDefault();
       const name = event.target.elements.name.value.trim();
       try {
@@ -96,7 +96,7 @@ document.addEventListener("DOMContentLoaded", () => {
       }
     });
     const share = card.querySelector("[data-action=share]");
-    share.addEventListener("change", async () => {
+    share?.addEventListener("change", async () => {
       try {
         await Datalab.api("PATCH", base(card.dataset.service), { shared: share.checked });
         refresh(card);
