@@ -246,6 +246,7 @@ class ServiceProxy:
                 max_size=None,
                 ping_interval=None,  # the client's own keep-alive passes through
                 open_timeout=self.connect_timeout_s,
+                close_timeout=2,  # a service that does not answer a close frame: drop it
                 create_connection=_preserving_host(host),
                 proxy=None,
             )
