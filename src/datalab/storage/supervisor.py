@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import signal
 import socket
+import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -51,6 +53,18 @@ def last_lines(path: Path, count: int = 15) -> str:
     except OSError:
         return ""
     return "\n".join(lines[-count:])
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM if the platform dies without stopping us (killed,
+    crashed), so no embedded server is left behind holding its ports and data (Linux only)."""
+    if sys.platform != "linux":
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+PR_SET_PDEATHSIG = 1
 
 
 class SupervisedProcess:
@@ -113,6 +127,7 @@ class SupervisedProcess:
                 cwd=self.cwd,
                 env=self.env,
                 start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         finally:
             os.close(fd)

@@ -168,3 +168,13 @@ async def test_storage_down_is_a_clear_503(served: Federated) -> None:
     assert "unavailable" in down["error"]["message"]
     launch = await alice.call("POST", "/api/services", json={"chart": "jupyter-python"}, expect=503)
     assert launch["error"]["code"] == "storage_unavailable"
+
+
+async def test_secrets_down_is_a_clear_503(served: Federated) -> None:
+    secrets = served.platform.secret_store
+    assert secrets is not None and secrets.embedded is not None
+    await secrets.embedded.stop()
+    alice = served.users["alice"]
+    down = await alice.call("GET", "/api/secrets/values/user-alice/kept", expect=503)
+    assert down["error"]["code"] == "secrets_unavailable"
+    assert "unavailable" in down["error"]["message"]
