@@ -107,9 +107,11 @@ def test_launch_from_the_catalog_with_the_command_bar(page: Any, memory_server: 
 
     card = page.locator("#svc-nb-carol")
     card.get_by_text("Running").wait_for()
-    card.get_by_text("Events").click()
+    card.get_by_text("Equivalent commands").click()
+    card.get_by_text("datalab suspend nb-carol").wait_for()
+    card.get_by_text("Events", exact=True).click()
     card.locator(".events table").wait_for()
-    card.get_by_text("Logs").click()
+    card.get_by_text("Logs", exact=True).click()
     expect(card.locator(".logs")).to_contain_text("memory backend")
     screenshot(page, "06-services")
 
@@ -160,10 +162,13 @@ def test_account_and_admin_pages(page: Any, memory_server: LiveServer) -> None:
     page.get_by_role("button", name="Create the user").click()
     page.locator("#admin-result").get_by_text("New password for dave").wait_for()
     page.locator("#new-project").fill("sandbox")
-    page.get_by_role("button", name="Create the project").click()
+    # these actions reload the page: wait for the new one to be loaded (scripts attached)
+    with page.expect_navigation():
+        page.get_by_role("button", name="Create the project").click()
     row = page.locator("tr[data-project='project-sandbox']")
     row.get_by_label("User name").select_option("dave")
-    row.get_by_role("button", name="Add").click()
+    with page.expect_navigation():
+        row.get_by_role("button", name="Add").click()
     page.locator("tr[data-project='project-sandbox']").get_by_text("dave (member)").wait_for()
     screenshot(page, "08-admin")
 

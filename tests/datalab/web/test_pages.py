@@ -257,6 +257,8 @@ async def test_services_status_fragment(env: Env, web: httpx.AsyncClient) -> Non
     created = await env.admin.call("POST", "/api/services", json={"chart": "mlflow", "name": "ml"})
     fragment = await web.get("/ui/services/ml/status")
     assert fragment.status_code == 200 and "Running" in fragment.text
+    assert "datalab suspend ml --project user-admin" in fragment.text  # the command bar too
+    assert "helm uninstall ml -n user-admin" in fragment.text
     password = (await env.admin.call("GET", "/api/services/ml"))["password"]
     for path in ("/services", "/ui/services/ml/status", "/"):
         page = (await web.get(path)).text
