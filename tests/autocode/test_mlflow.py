@@ -31,8 +31,8 @@ def registered(tmp_path_factory, nomenclatures_dir, seaweedfs, mlflow_server):
     config.mlflow.experiment = "autocode-tests"
     first = train(config)
     weak = small_config(
-        tmp / "two", nomenclatures_dir, model="tfidf", params={"C": 0.001},
-        cold_start_options={"note_fields": [], "exclusions": False, "ancestor_text": False},
+        tmp / "two", nomenclatures_dir, model="tfidf", params={"C": 0.0005},
+        cold_start_options={"exclusions": False},
     )  # fmt: skip
     weak.mlflow = config.mlflow
     second = train(weak)
