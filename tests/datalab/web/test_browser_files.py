@@ -61,7 +61,7 @@ def test_upload_preview_share(browser: Any, storage_server: LiveServer) -> None:
     page = context.new_page()
     try:
         sign_in(page, storage_server, "gina", "gina-password-1")
-        page.get_by_role("link", name="My files").click()
+        page.get_by_role("link", name="My files", exact=True).click()
         page.get_by_text("This folder is empty.").wait_for()
 
         page.once("dialog", lambda dialog: dialog.accept("data"))
@@ -132,7 +132,7 @@ def test_secrets_editor(browser: Any, storage_server: LiveServer) -> None:
     page = context.new_page()
     try:
         sign_in(page, storage_server, "ines", "ines-password-1")
-        page.get_by_role("link", name="Secrets").first.click()
+        page.get_by_role("link", name="Secrets", exact=True).click()
         page.get_by_role("link", name="user-ines/").click()
         page.once("dialog", lambda dialog: dialog.accept("database"))
         page.get_by_role("button", name="New secret").click()
@@ -152,7 +152,7 @@ def test_secrets_editor(browser: Any, storage_server: LiveServer) -> None:
         page.get_by_role("button", name="Delete").click()
         page.get_by_text("Nothing here yet.").wait_for()
 
-        page.get_by_role("link", name="Account").click()
+        page.get_by_role("link", name="Account", exact=True).click()
         page.get_by_role("button", name="Show my S3 credentials").click()
         expect(page.locator("[data-s3=AccessKeyId]")).not_to_be_empty()
         expect(page.locator("[data-s3=bucket]")).to_have_text("user-ines")
