@@ -35,6 +35,12 @@ def db_session(request: Request) -> Iterator[Session]:
         yield session
 
 
+#: The session commits when the handler returns, *before* the response is sent (FastAPI's
+#: default for dependencies with yield is after it): a client that reads right after a write
+#: (the web UI reloading a page, a script) must see it.
+DbSession = Depends(db_session, scope="function")
+
+
 def authenticated_user(
     request: HTTPConnection, session: Session, *, proxied: bool = False, csrf_checked: bool = False
 ) -> tuple[User, str]:
@@ -91,7 +97,7 @@ def principal(
 
 def current_user(
     caller: Annotated[Principal, Depends(principal)],
-    session: Annotated[Session, Depends(db_session)],
+    session: Annotated[Session, DbSession],
 ) -> User:
     """The caller's user row, in the request's database session."""
     user = session.get(User, caller.user_id)
@@ -106,7 +112,7 @@ def admin(caller: Annotated[Principal, Depends(principal)]) -> Principal:
 
 
 PlatformDep = Annotated[Platform, Depends(platform)]
-SessionDep = Annotated[Session, Depends(db_session)]
+SessionDep = Annotated[Session, DbSession]
 PrincipalDep = Annotated[Principal, Depends(principal)]
 AdminDep = Annotated[Principal, Depends(admin)]
 UserDep = Annotated[User, Depends(current_user)]

@@ -9,9 +9,8 @@ import pytest
 
 from ..conftest import Env
 
-pytestmark = pytest.mark.anyio
 
-
+@pytest.mark.anyio
 async def test_save_list_replace_delete(env: Env) -> None:
     alice = await env.user("alice")
     bob = await env.user("bob")
@@ -43,6 +42,7 @@ async def test_save_list_replace_delete(env: Env) -> None:
     assert await alice.call("GET", "/api/saved-configs") == []
 
 
+@pytest.mark.anyio
 async def test_bad_configurations_are_refused_like_launches(env: Env) -> None:
     alice = await env.user("alice")
     bad = await env.http.post(
@@ -62,6 +62,7 @@ async def test_bad_configurations_are_refused_like_launches(env: Env) -> None:
     assert empty.status_code == 422
 
 
+@pytest.mark.anyio
 async def test_home_lists_saved_configurations(env: Env) -> None:
     from .test_pages import sign_in
 
@@ -75,3 +76,13 @@ async def test_home_lists_saved_configurations(env: Env) -> None:
     await sign_in(http, "alice", "alice-password-123")
     home = (await http.get("/")).text
     assert "&lt;b&gt;tracking&lt;/b&gt;" in home and 'href="/launcher/datalab/mlflow"' in home
+
+
+def test_writes_are_committed_before_the_response() -> None:
+    """The web UI reloads a page right after an API write: the database session must commit
+    before the response leaves (FastAPI ends yield dependencies after it by default)."""
+    from typing import get_args
+
+    from datalab.api.deps import SessionDep
+
+    assert get_args(SessionDep)[1].scope == "function"
