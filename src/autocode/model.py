@@ -132,7 +132,9 @@ class FastTextClassifier(Classifier):
                 except RuntimeError as exc:  # "Encountered NaN": lr too high for this data
                     if "NaN" not in str(exc):
                         raise
+                    # halve lr and move the seed (both logged in params)
                     self.params["lr"] = self.params["lr"] / 2
+                    self.params["seed"] = int(self.params.get("seed", 0)) + 1
             else:
                 raise RuntimeError(f"fastText diverged even at lr={self.params['lr']}")
         self._prepare()
