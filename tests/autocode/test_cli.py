@@ -148,3 +148,24 @@ def test_every_option_is_documented():
             if isinstance(param, click.Option) and param.name != "help":
                 assert param.help, f"{name} {param.opts} has no help"
                 assert param.opts[0] in docs, f"docs/autocode.md lacks {name} {param.opts[0]}"
+
+
+def test_cold_start_combined_with_labelled_data(tmp_path, nomenclatures_dir, monkeypatch):
+    from autocode.train import train
+
+    from .conftest import small_config
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    sample = str(FIXTURES / "labelled_sample.csv")
+    config = small_config(
+        tmp_path, nomenclatures_dir, model="tfidf", params={},
+        train=[{"uri": sample, "name": "register"}], categorical=["type_", "nature"],
+    )  # fmt: skip
+    result = train(config)
+    coder = result.coder
+    assert coder.categorical == ("type_", "nature")
+    assert coder.info["categorical_values"] == {"type_": ["C", "M"], "nature": ["04", "10", "99"]}
+    assert result.metrics["training_rows"] > 4
+    rows = pd.DataFrame({"text": ["boulangerie"], "type_": ["C"], "nature": ["10"]})
+    assert coder.features(rows) == ["boulanger TYPE_C NATURE_10"]
+    assert coder.predict(rows)["code_1"].item().startswith("10.")
