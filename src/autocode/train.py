@@ -332,6 +332,10 @@ def train(config: TrainConfig, progress=None) -> TrainResult:
     step = progress or (lambda message: None)
     step("loading nomenclature and data")
     inputs = load_inputs(config)
+    for uri, invalid in inputs.invalid.items():
+        if len(invalid):  # reported, never silently dropped
+            reasons = invalid["reason"].value_counts().to_dict()
+            step(f"{uri}: {len(invalid)} rows left out (invalid): {reasons}")
     coder, validation, timings = fit_coder(config, inputs.nomenclature, inputs.table, step)
     coder.info = {
         "nomenclature": f"{inputs.nomenclature.name} {inputs.nomenclature.version}",
@@ -439,6 +443,11 @@ def log_run(
             report = datamod.rows_per_code(inputs.table, inputs.nomenclature)
             report.to_csv(tmp_path / "rows_per_code.csv")
             mlflow.log_artifact(str(tmp_path / "rows_per_code.csv"), "data")
+            for number, (uri, invalid) in enumerate(inputs.invalid.items()):
+                if len(invalid):
+                    path = tmp_path / f"invalid_{number}_{Path(uri).stem}.csv"
+                    invalid.to_csv(path, index=False)
+                    mlflow.log_artifact(str(path), "data")
             for name, evaluation in result.evaluations.items():
                 for figure in write_figures(evaluation, tmp_path / name, f"({name})"):
                     mlflow.log_artifact(str(figure), f"figures/{name}")

@@ -64,6 +64,7 @@ def test_train_predict_evaluate(monkeypatch, capsys, tmp_path, config_file, nome
     assert code == 0, err
     assert (model / "MLmodel").is_file()
     assert "labelled_sample_accuracy" in err
+    assert "3 rows left out (invalid)" in err
 
     output = tmp_path / "coded.csv"
     code, _, err = run(
