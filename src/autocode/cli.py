@@ -13,6 +13,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from autocode.serve.cli import app as serve_app
+
 app = typer.Typer(
     help="Code free-text activity descriptions into a hierarchical nomenclature (NAF, NACE).",
     no_args_is_help=True,
@@ -21,6 +23,7 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Training data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+app.add_typer(serve_app, name="serve")
 console = Console(stderr=True)
 
 NomenclaturesOption = Annotated[

@@ -159,7 +159,7 @@ def test_launch_waits_then_logs_follow(server: dict[str, str]) -> None:
     assert launched.returncode == 0, launched.stderr
     assert "web: running" in launched.stdout and "/s/web/" in launched.stdout
     with subprocess.Popen(
-        [*DATALAB, "logs", "-f", "--tail", "0", "web"],
+        [*DATALAB, "logs", "-f", "--tail", "5", "web"],
         env=server,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
