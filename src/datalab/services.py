@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 
 from datalab import commands
 from datalab.backends.base import Backend, BackendError, Phase, ServiceNotFound, ServiceSpec
+from datalab.backends.local.resources import MIB, Resources
 from datalab.catalog import CatalogRegistry, Chart
 from datalab.config import Settings
 from datalab.context import (
@@ -34,7 +35,6 @@ from datalab.errors import Conflict, InvalidInput, QuotaExceeded
 from datalab.identity.access import Action, Principal, check_service
 from datalab.identity.names import check_label
 from datalab.launch import ResolvedValues, equivalent_commands, resolve_values
-from datalab.resources import requested_resources
 
 if TYPE_CHECKING:
     from datalab.storage.injection import CredentialBroker, Injection
@@ -192,7 +192,7 @@ class ServiceManager:
         with self.db.session() as session:
             context = self._context(session, principal, injection)
         resolved = resolve_values(chart, context, overrides=request.overrides)
-        cpu, memory_mb = requested_resources(resolved.values)
+        cpu, memory_mb = counted_resources(resolved.values)
         release_commands = equivalent_commands(
             request.catalog_id,
             chart.name,
@@ -456,3 +456,17 @@ class ServiceManager:
     def count(self) -> int:
         with self.db.session() as session:
             return session.scalar(select(func.count(Service.id))) or 0
+
+
+def counted_resources(values: dict[str, Any]) -> tuple[float, int]:
+    """(cores, MiB) counted against quotas: the limits, else the requests, parsed exactly as
+    the local backend enforces them."""
+    try:
+        resources = Resources.from_values(values)
+    except BackendError as exc:
+        raise InvalidInput(str(exc)) from None
+    cpu = resources.cpu_limit if resources.cpu_limit is not None else resources.cpu_request
+    memory = (
+        resources.memory_limit if resources.memory_limit is not None else resources.memory_request
+    )
+    return cpu or 0.0, round((memory or 0) / MIB)
