@@ -55,6 +55,9 @@ class S3Context:
     object_name_prefix: str = ""  # the user may read/write every key under this prefix
     path_style_access: bool = True
     is_anonymous: bool = False
+    # datalab additions: the AWS container-credentials endpoint that renews the session
+    credentials_url: str = ""  # AWS_CONTAINER_CREDENTIALS_FULL_URI
+    credentials_authorization: str = ""  # AWS_CONTAINER_AUTHORIZATION_TOKEN ("Bearer ...")
 
 
 @dataclass(frozen=True)
@@ -219,6 +222,8 @@ def _s3_block(s3: S3Context | None) -> dict[str, Any]:
             "workingDirectoryPath": "",
             "isAnonymous": False,
             "url": "",
+            "credentialsUrl": "",
+            "credentialsAuthorization": "",
         }
     parsed = urlparse(s3.endpoint_url)
     secure = parsed.scheme == "https"
@@ -240,6 +245,9 @@ def _s3_block(s3: S3Context | None) -> dict[str, Any]:
         "isAnonymous": anonymous,
         # datalab addition: the full endpoint URL (scheme and port), for local http endpoints
         "url": s3.endpoint_url.rstrip("/"),
+        # datalab additions: where the AWS SDKs renew the session (container credentials)
+        "credentialsUrl": "" if anonymous else s3.credentials_url,
+        "credentialsAuthorization": "" if anonymous else s3.credentials_authorization,
     }
 
 

@@ -31,7 +31,7 @@ from datalab.context import (
     build_context,
 )
 from datalab.db import Database, Service, User
-from datalab.errors import Conflict, InvalidInput, QuotaExceeded
+from datalab.errors import Conflict, InvalidInput, NotFound, QuotaExceeded
 from datalab.identity.access import Action, Principal, check_service
 from datalab.identity.names import check_label
 from datalab.launch import ResolvedValues, equivalent_commands, resolve_values
@@ -157,10 +157,6 @@ class ServiceManager:
             s3=injection.s3 if injection else None,
             vault=injection.vault if injection else None,
         )
-        if injection is not None and injection.refresh_token:
-            # datalab additions: AWS container-credentials endpoint that refreshes S3 sessions
-            context["s3"]["credentialsUrl"] = injection.refresh_url
-            context["s3"]["credentialsAuthorization"] = f"Bearer {injection.refresh_token}"
         return context
 
     def resolve(
@@ -192,6 +188,7 @@ class ServiceManager:
         with self.db.session() as session:
             context = self._context(session, principal, injection)
         resolved = resolve_values(chart, context, overrides=request.overrides)
+        await self._check_chosen_secrets(principal, resolved.values)
         cpu, memory_mb = counted_resources(resolved.values)
         release_commands = equivalent_commands(
             request.catalog_id,
@@ -244,6 +241,31 @@ class ServiceManager:
             result = await self._describe(row)
         result["commands"] = release_commands
         return result
+
+    async def _check_chosen_secrets(self, principal: Principal, values: dict[str, Any]) -> None:
+        """The secrets named in ``vault.secret`` (they become environment variables of the
+        service at each start) exist and are the caller's: a clear error now rather than a
+        service that fails to start."""
+        vault = values.get("vault")
+        chosen = vault.get("secret") if isinstance(vault, dict) else None
+        if not isinstance(chosen, str) or not chosen.strip():
+            return
+        paths = [path.strip().strip("/") for path in chosen.split(",") if path.strip()]
+        if self.credentials is None or self.credentials.secret_store is None:
+            raise InvalidInput(
+                "vault.secret names secrets, but this platform has no secrets store; "
+                "leave vault.secret empty"
+            )
+        if not vault.get("enabled", True):
+            raise InvalidInput("vault.secret names secrets but vault.enabled is false")
+        for path in paths:
+            try:
+                await self.credentials.secrets.read(principal, path)
+            except NotFound:
+                raise InvalidInput(
+                    f"vault.secret: there is no secret {path!r}; create it (datalab secrets "
+                    "set) or pick one of yours (datalab secrets ls)"
+                ) from None
 
     def _new_service_id(self, chart_name: str, name: str | None) -> str:
         if name:

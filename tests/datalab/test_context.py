@@ -78,10 +78,26 @@ def test_s3_endpoint_is_split_like_onyxia_and_keeps_the_full_url() -> None:
     assert https["s3"]["port"] == 443
 
 
+def test_s3_refresh_endpoint_is_given_to_services() -> None:
+    s3 = S3Context(
+        "http://127.0.0.1:8333", "AK", "SK", "ST",
+        credentials_url="http://127.0.0.1:8000/api/storage/credentials/refresh",
+        credentials_authorization="Bearer jwt",
+    )  # fmt: skip
+    block = build_context(USER, PROJECT, s3=s3, rng=random.Random(0))["s3"]
+    assert block["credentialsUrl"] == "http://127.0.0.1:8000/api/storage/credentials/refresh"
+    assert block["credentialsAuthorization"] == "Bearer jwt"
+    without = build_context(USER, PROJECT, rng=random.Random(0))["s3"]
+    assert without["credentialsUrl"] == without["credentialsAuthorization"] == ""
+
+
 def test_anonymous_s3_hides_credentials() -> None:
-    s3 = S3Context("https://s3.example.org", "AK", "SK", is_anonymous=True)
+    s3 = S3Context(
+        "https://s3.example.org", "AK", "SK", is_anonymous=True, credentials_authorization="B"
+    )
     block = build_context(USER, PROJECT, s3=s3, rng=random.Random(0))["s3"]
     assert block["AWS_ACCESS_KEY_ID"] == block["AWS_SECRET_ACCESS_KEY"] == ""
+    assert block["credentialsAuthorization"] == ""
 
 
 def test_seeded_generator_makes_it_deterministic_and_default_is_random() -> None:

@@ -97,6 +97,8 @@ def test_context_is_injected_into_the_shipped_jupyter_chart(jupyter: Chart) -> N
         "bucket": "alice",
         "pathStyleAccess": True,
         "workingDirectoryPath": "alice/",
+        "credentialsUrl": "",
+        "credentialsAuthorization": "",
     }
     assert values["resources"]["limits"] == {"cpu": "4000m", "memory": "8Gi"}
     assert values["resources"]["requests"] == {"cpu": "100m", "memory": "512Mi"}

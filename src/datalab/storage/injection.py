@@ -99,6 +99,14 @@ class CredentialBroker:
         if self.storage is not None:
             credentials = await self.storage.session_credentials(user_name, personal, project_id)
             bucket, prefix = self.storage.locate(project_id)  # prefix: "" in bucket mode
+            if service_id is not None:
+                refresh_url = self.settings.server.url() + REFRESH_PATH
+                refresh_token = self.issuer.issue(
+                    user_name,
+                    AUDIENCE_CREDENTIALS,
+                    REFRESH_TOKEN_TTL_S,
+                    {"project": project_id, "service": service_id},
+                )
             s3 = S3Context(
                 endpoint_url=self.storage.endpoint_url,
                 access_key_id=credentials.access_key_id,
@@ -108,15 +116,9 @@ class CredentialBroker:
                 bucket=bucket,
                 object_name_prefix=prefix,
                 path_style_access=True,
+                credentials_url=refresh_url,
+                credentials_authorization=f"Bearer {refresh_token}" if refresh_token else "",
             )
-            if service_id is not None:
-                refresh_url = self.settings.server.url() + REFRESH_PATH
-                refresh_token = self.issuer.issue(
-                    user_name,
-                    AUDIENCE_CREDENTIALS,
-                    REFRESH_TOKEN_TTL_S,
-                    {"project": project_id, "service": service_id},
-                )
         if self.secret_store is not None:
             token = await self.secret_store.user_token(user_name, shared)
             vault = VaultContext(

@@ -38,6 +38,8 @@ class Field:
     slider: dict[str, Any] = field(default_factory=dict)  # min, max, step, unit
     pattern: str | None = None
     hide_when: dict[str, Any] | None = None  # {"path": dotted, "value": json} for the browser
+    # "secrets": the input suggests the caller's secret paths (schema: x-datalab.suggest)
+    suggest: str | None = None
 
     @property
     def dom_id(self) -> str:
@@ -175,7 +177,17 @@ def _field(
         slider=slider,
         pattern=node.get("pattern") if isinstance(node.get("pattern"), str) else None,
         hide_when=_hide_when(node, path[:-1]),
+        suggest=(node.get("x-datalab") or {}).get("suggest") if widget == "text" else None,
     )
+
+
+def fields(sections: list[Group]) -> list[Field]:
+    """Every field of a form, depth first."""
+    found: list[Field] = []
+    for group in sections:
+        found += group.fields
+        found += fields(group.groups)
+    return found
 
 
 def build_form(

@@ -73,8 +73,14 @@ def chart_writer(tmp_path: Path) -> ChartWriter:
     return write
 
 
-def alice_context(seed: int = 7, *, with_s3: bool = True) -> dict[str, Any]:
-    """A realistic context: user alice, personal project, S3 and Vault, a region with limits."""
+REFRESH_URL = "http://127.0.0.1:8000/api/storage/credentials/refresh"
+
+
+def alice_context(
+    seed: int = 7, *, with_s3: bool = True, with_refresh: bool = False
+) -> dict[str, Any]:
+    """A realistic context: user alice, personal project, S3 and Vault, a region with limits;
+    with_refresh: the platform can renew the S3 session (container credentials)."""
     return build_context(
         ContextUser(idep="alice", name="Alice Martin", email="alice@example.org", ip="10.1.2.3"),
         ContextProject(id="user-alice", password="project-secret-pw"),
@@ -92,6 +98,8 @@ def alice_context(seed: int = 7, *, with_s3: bool = True) -> dict[str, Any]:
             secret_access_key="alice-secret-key",
             session_token="alice-session",
             bucket="user-alice",
+            credentials_url=REFRESH_URL if with_refresh else "",
+            credentials_authorization="Bearer refresh-jwt" if with_refresh else "",
         )
         if with_s3
         else None,
@@ -109,3 +117,8 @@ def context() -> dict[str, Any]:
 @pytest.fixture
 def context_without_s3() -> dict[str, Any]:
     return alice_context(with_s3=False)
+
+
+@pytest.fixture
+def context_with_refresh() -> dict[str, Any]:
+    return alice_context(with_refresh=True)

@@ -20,6 +20,8 @@ from datalab.catalog import (
 )
 from datalab.launch import resolve_values
 
+from .conftest import REFRESH_URL
+
 NAMESPACE = "user-alice"
 
 
@@ -42,8 +44,11 @@ def render(chart: Chart, values: dict[str, Any] | None, release: str) -> dict[st
             continue
         for doc in yaml.safe_load_all(text):
             if doc:
-                assert doc["kind"] not in manifests, f"two {doc['kind']}s"
-                manifests[doc["kind"]] = doc
+                key = doc["kind"]
+                if key in manifests:  # a second one of a kind: by name
+                    key = f"{key}/{doc['metadata']['name']}"
+                assert key not in manifests, f"two {key}s"
+                manifests[key] = doc
     return manifests
 
 
@@ -107,6 +112,52 @@ def test_jupyter_renders_with_a_resolved_user_context(
         == (manifests["StatefulSet"]["spec"]["selector"]["matchLabels"])
     )  # the region's defaultNetworkPolicy is on
     assert "s3://user-alice/" in manifests["NOTES"]
+
+
+@pytest.mark.parametrize("name", ["jupyter-python", "mlflow", "autocode-api"])
+def test_charts_give_renewable_s3_credentials_when_the_platform_renews_them(
+    registry: CatalogRegistry, context_with_refresh: dict[str, Any], name: str
+) -> None:
+    chart = registry.get_chart("datalab", name)
+    values = resolve_values(chart, context_with_refresh).values
+    manifests = render(chart, values, f"{name}-r")
+    [secret] = [
+        doc["stringData"]
+        for key, doc in manifests.items()
+        if key.startswith("Secret") and "AWS_DEFAULT_REGION" in doc.get("stringData", {})
+    ]
+    assert secret["AWS_CONTAINER_CREDENTIALS_FULL_URI"] == REFRESH_URL
+    assert secret["AWS_CONTAINER_AUTHORIZATION_TOKEN"] == "Bearer refresh-jwt"
+    # static keys would take precedence over the renewable ones in every AWS SDK
+    assert "AWS_ACCESS_KEY_ID" not in secret and "AWS_SESSION_TOKEN" not in secret
+    variables = {"values": values, "service": _service(Path("/srv"), name), "env_dir": "/venv"}
+    env = render_recipe(chart.local_recipe, variables)["env"]
+    assert env["AWS_CONTAINER_CREDENTIALS_FULL_URI"] == REFRESH_URL
+    assert env["AWS_CONTAINER_AUTHORIZATION_TOKEN"] == "Bearer refresh-jwt"
+    assert env["AWS_ACCESS_KEY_ID"] == env["AWS_SESSION_TOKEN"] == ""
+
+
+def test_jupyter_turns_chosen_secrets_into_environment_variables(
+    registry: CatalogRegistry, context: dict[str, Any], tmp_path: Path
+) -> None:
+    chart = registry.get_chart("datalab", "jupyter-python")
+    overrides = {"vault": {"secret": "user-alice/database, user-alice/api"}}
+    values = resolve_values(chart, context, overrides=overrides).values
+    manifests = render(chart, values, "jupyter-v")
+    assert manifests["Secret"]["stringData"]["VAULT_SECRETS"] == overrides["vault"]["secret"]
+    [container] = manifests["StatefulSet"]["spec"]["template"]["spec"]["containers"]
+    assert 'os.environ["VAULT_SECRETS"]' in container["args"][0]
+    variables = {"values": values, "service": _service(tmp_path, "jupyter"), "env_dir": "/venv"}
+    vault_env = render_recipe(chart.local_recipe, variables)["vault_env"]
+    assert vault_env == {
+        "address": "http://127.0.0.1:8200",
+        "token": "hvs.alice",
+        "mount": "onyxia-kv",
+        "secrets": "user-alice/database, user-alice/api",
+    }
+    without = render(chart, resolve_values(chart, context).values, "jupyter-w")
+    [container] = without["StatefulSet"]["spec"]["template"]["spec"]["containers"]
+    assert "VAULT_SECRETS" not in container["args"][0]
 
 
 def test_mlflow_renders_with_s3_artifacts_and_without(
@@ -185,11 +236,15 @@ def test_jupyter_local_recipe_renders(
     ]:
         assert package in packages
     assert "--ServerApp.base_url=/s/jupyter-a1b2/" in recipe["command"]
-    assert f"--IdentityProvider.token={values['security']['password']}" in recipe["command"]
+    assert not any(values["security"]["password"] in arg for arg in recipe["command"])
     assert recipe["env"]["JUPYTER_TOKEN"] == values["security"]["password"]
     assert recipe["password"] == values["security"]["password"]
     assert recipe["env"]["AWS_ACCESS_KEY_ID"] == ("AKIAALICE" if with_s3 else "")
     assert recipe["env"]["AWS_ENDPOINT_URL"] == ("http://127.0.0.1:8333" if with_s3 else "")
+    assert recipe["env"]["VAULT_TOKEN"] == "hvs.alice"
+    assert recipe["env"]["GIT_PERSONAL_ACCESS_TOKEN"] == "ghp_alice"
+    assert recipe["env"]["GIT_CONFIG_KEY_0"] == "credential.helper"
+    assert "$GIT_PERSONAL_ACCESS_TOKEN" in recipe["env"]["GIT_CONFIG_VALUE_0"]
     assert recipe["readiness"]["http"] == "/s/jupyter-a1b2/api/status"
     assert recipe["url"] == "http://127.0.0.1:8000/s/jupyter-a1b2/lab"
 

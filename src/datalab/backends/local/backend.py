@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import shlex
@@ -31,6 +32,7 @@ from datalab.backends.local import logs as service_logs
 from datalab.backends.local.accounts import ensure_account
 from datalab.backends.local.limits import Limiter, detect_limiter
 from datalab.backends.local.process import (
+    VAULT_ENV_VARIABLE,
     ProcessRef,
     describe_exit,
     free_port,
@@ -494,6 +496,9 @@ class LocalBackend(Backend):
             "PYTHONUNBUFFERED": "1",
             **rendered.env,
         }
+        if rendered.vault_env is not None:
+            # read by the launcher (never in argv: /proc/<pid>/cmdline is world-readable)
+            environ[VAULT_ENV_VARIABLE] = json.dumps(rendered.vault_env.to_json())
         try:
             confinement = self.limiter.prepare(svc.spec.id, svc.resources)
         except OSError as exc:

@@ -25,6 +25,9 @@ import psutil  # type: ignore[import-untyped]
 from datalab.backends.local.limits import Confinement
 
 LAUNCHER = Path(__file__).with_name("_launcher.py")
+#: environment variable through which the launcher gets the Vault secrets to turn into
+#: environment variables (JSON of ``recipe.VaultEnv``); the launcher removes it
+VAULT_ENV_VARIABLE = "DATALAB_VAULT_ENV"
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,24 @@ _jinja = ImmutableSandboxedEnvironment(
 
 
 @dataclass(frozen=True)
+class VaultEnv:
+    """Vault KV v2 secrets whose keys the launcher turns into environment variables."""
+
+    address: str
+    token: str
+    mount: str
+    secrets: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "address": self.address,
+            "token": self.token,
+            "mount": self.mount,
+            "secrets": self.secrets,
+        }
+
+
+@dataclass(frozen=True)
 class RenderedRecipe:
     command: list[str]  # argv; argv[0] still unresolved (see resolve_command)
     env: dict[str, str]
@@ -34,6 +52,7 @@ class RenderedRecipe:
     url: str | None
     password: str | None
     notes: str
+    vault_env: VaultEnv | None = None
 
 
 def render_recipe(recipe: dict[str, Any], context: dict[str, Any]) -> RenderedRecipe:
@@ -77,7 +96,27 @@ def render_recipe(recipe: dict[str, Any], context: dict[str, Any]) -> RenderedRe
         url=optional["url"],
         password=optional["password"] or None,
         notes=optional["notes"] or "",
+        vault_env=_vault_env(recipe.get("vault_env"), context),
     )
+
+
+def _vault_env(raw: dict[str, Any] | None, context: dict[str, Any]) -> VaultEnv | None:
+    """The rendered ``vault_env`` section; None when it names no secret."""
+    if not raw:
+        return None
+    rendered = {key: _render(raw[key], context, f"vault_env.{key}") for key in raw}
+    secrets = [path.strip().strip("/") for path in rendered["secrets"].split(",")]
+    secrets = [path for path in secrets if path]
+    if not secrets:
+        return None
+    missing = [key for key in ("address", "token", "mount") if not rendered[key]]
+    if missing:
+        raise BackendError(
+            f"secrets {', '.join(secrets)} are to become environment variables, but the "
+            f"secrets store is not configured for this service ({', '.join(missing)} empty): "
+            "enable vault in the service's values or leave vault.secret empty"
+        )
+    return VaultEnv(rendered["address"], rendered["token"], rendered["mount"], secrets)
 
 
 def resolve_command(argv0: str, env_bin: str, path: str) -> str:

@@ -12,10 +12,13 @@ from fastapi.responses import Response
 from datalab.catalog.errors import ValuesError
 from datalab.catalog.schema import deep_merge
 from datalab.errors import DatalabError
-from datalab.web.context import PageDep
-from datalab.web.forms import build_form, parse_prefill
+from datalab.identity.access import Principal
+from datalab.web.context import Page, PageDep
+from datalab.web.forms import build_form, fields, parse_prefill
 
 router = APIRouter(include_in_schema=False)
+
+MAX_SECRET_SUGGESTIONS = 200
 
 #: query parameters of the launcher that are not values
 LAUNCHER_PARAMS = {"version", "name", "friendly_name", "shared", "autolaunch"}
@@ -27,7 +30,10 @@ def _matches(chart: dict[str, Any], query: str) -> bool:
 
 
 @router.get("/catalog")
-def catalog_page(page: PageDep, tab: str | None = None, q: str = "") -> Response:
+def catalog_page(
+    page: PageDep, tab: str | None = None, q: str = "", with_secret: str = ""
+) -> Response:
+    """``with_secret``: a secret path the launch links pre-fill as ``vault.secret``."""
     page.require()
     catalogs = [c.to_json() for c in page.platform.catalogs.catalogs()]
     current = next((c for c in catalogs if c["id"] == tab), catalogs[0] if catalogs else None)
@@ -39,11 +45,18 @@ def catalog_page(page: PageDep, tab: str | None = None, q: str = "") -> Response
             for chart in current["charts"]
             if not q.strip() or _matches(chart, q)
         ]
-    return page.render("catalog.html", catalogs=catalogs, current=current, charts=charts, q=q)
+    return page.render(
+        "catalog.html",
+        catalogs=catalogs,
+        current=current,
+        charts=charts,
+        q=q,
+        with_secret=with_secret.strip(),
+    )
 
 
 @router.get("/launcher/{catalog_id}/{chart_name}")
-def launcher_page(
+async def launcher_page(
     page: PageDep,
     catalog_id: str,
     chart_name: str,
@@ -74,11 +87,16 @@ def launcher_page(
     personal = principal.project_id == next(
         (p.id for p in page.projects if p.personal), principal.project_id
     )
+    sections = build_form(defaults.schema, defaults.values, current)
+    secret_paths: list[str] = []
+    if any(f.suggest == "secrets" for f in fields(sections)):
+        secret_paths = await _secret_paths(page, principal)
     return page.render(
         "launcher.html",
+        secret_paths=secret_paths,
         chart=chart,
         catalog_id=catalog_id,
-        sections=build_form(defaults.schema, defaults.values, current),
+        sections=sections,
         problems=problems,
         name=name,
         friendly_name=friendly_name or chart.name,
@@ -86,3 +104,24 @@ def launcher_page(
         personal=personal,
         autolaunch=autolaunch,
     )
+
+
+async def _secret_paths(page: Page, principal: Principal) -> list[str]:
+    """The caller's secrets (two directory levels), for the ``vault.secret`` suggestions;
+    none when the secrets store is off or unreachable (the field still takes a typed path)."""
+    broker = page.platform.services.credentials
+    if broker is None or broker.secret_store is None:
+        return []
+    found: list[str] = []
+    directories = [f"{top}/" for top in broker.secrets.tops(principal)]
+    for depth in range(2):
+        deeper = []
+        for directory in directories:
+            try:
+                entries = (await broker.secrets.list(principal, directory))["entries"]
+            except DatalabError:
+                continue
+            for entry in entries:
+                (deeper if entry.endswith("/") else found).append(directory + entry)
+        directories = deeper if depth == 0 else []
+    return sorted(found)[:MAX_SECRET_SUGGESTIONS]

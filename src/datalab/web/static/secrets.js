@@ -36,6 +36,7 @@ document.addEventListener("DOMContentLoaded", () => {
   function open(path, data) {
     current = path;
     document.getElementById("editor-path").textContent = path;
+    document.getElementById("use-in-launch").href = "/catalog?with_secret=" + encodeURIComponent(path);
     rows.replaceChildren();
     errorBox.textContent = "";
     document.getElementById("env-box").hidden = true;
