@@ -77,6 +77,8 @@ class User(Base):
     source: Mapped[str] = mapped_column(String(16), default="local")  # local | oidc
     git_name: Mapped[str | None] = mapped_column(String(255))
     git_email: Mapped[str | None] = mapped_column(String(254))
+    # personal access token injected as git.token into services (never shown back)
+    git_token: Mapped[str | None] = mapped_column(String(1024))
     lang: Mapped[str] = mapped_column(String(8), default="en")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 

@@ -152,7 +152,9 @@ class ServiceManager:
                 kubernetes=KubernetesContext(domain=region.domain),
             ),
             git=GitContext(
-                name=user.git_name or user.name, email=user.git_email or user.email or ""
+                name=user.git_name or user.name,
+                email=user.git_email or user.email or "",
+                token=user.git_token or "",
             ),
             s3=injection.s3 if injection else None,
             vault=injection.vault if injection else None,

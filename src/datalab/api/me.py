@@ -30,6 +30,7 @@ def me(caller: PrincipalDep, user: UserDep, session: SessionDep, request: Reques
         **user_out(user).model_dump(),
         git_name=user.git_name,
         git_email=user.git_email,
+        git_token_set=bool(user.git_token),
         lang=user.lang,
         project=caller.project_id,
         project_role=caller.project_role,
@@ -38,7 +39,7 @@ def me(caller: PrincipalDep, user: UserDep, session: SessionDep, request: Reques
     )
 
 
-@router.patch("", summary="Change my profile: email, git identity, language")
+@router.patch("", summary="Change my profile: email, git identity and token, language")
 def update_profile(
     body: ProfileUpdate,
     caller: PrincipalDep,
@@ -56,6 +57,11 @@ def update_profile(
         if key != "git_name" and text and not EMAIL.fullmatch(text):
             raise InvalidInput(f"{key}: {text!r} is not an email address (name@domain)")
         setattr(user, key, text or None)
+    if "git_token" in changes:
+        token = (changes["git_token"] or "").strip()
+        if any(c.isspace() or not c.isprintable() for c in token):
+            raise InvalidInput("git_token: a token has no spaces nor control characters")
+        user.git_token = token or None
     return me(caller, user, session, request)
 
 

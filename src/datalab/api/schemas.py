@@ -70,6 +70,9 @@ class UserOut(BaseModel):
 class MeOut(UserOut):
     git_name: str | None = Field(None, description="Name for git commits (default: user name).")
     git_email: str | None = Field(None, description="Email for git commits (default: email).")
+    git_token_set: bool = Field(
+        False, description="A git personal access token is saved (it is never shown back)."
+    )
     lang: str = Field("en", description="Interface language: en or fr.")
     project: str
     project_role: str
@@ -83,6 +86,12 @@ class ProfileUpdate(Model):
     email: str | None = Field(None, max_length=254)
     git_name: str | None = Field(None, max_length=255)
     git_email: str | None = Field(None, max_length=254)
+    git_token: str | None = Field(
+        None,
+        max_length=1024,
+        description="Personal access token of your git forge, injected into your services as "
+        "git.token (GIT_PERSONAL_ACCESS_TOKEN); write-only, \"\" removes it.",
+    )
     lang: Literal["en", "fr"] | None = None
 
 

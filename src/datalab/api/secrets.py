@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 
 from datalab.api.deps import PlatformDep, PrincipalDep
@@ -71,6 +71,34 @@ async def delete(caller: PrincipalDep, secrets: StoreDep, path: str) -> dict[str
 @router.post("/rename", summary="Rename (move) a secret")
 async def rename(caller: PrincipalDep, secrets: StoreDep, body: Rename) -> dict[str, Any]:
     return await secrets.rename(caller, body.source, body.target)
+
+
+@router.post(
+    "/token",
+    summary="A Vault token for my secrets (my and my projects' directories), for tools",
+)
+async def vault_token(caller: PrincipalDep, platform: PlatformDep, secrets: StoreDep) -> Any:
+    """The same token a launch injects: Vault enforces the same policies. Renewable by its
+    holder (``bao token renew``) up to the role's maximum TTL."""
+    service = secrets.service
+    token = await service.user_token(caller.name, secrets.shared_projects(caller.name))
+    variables = {
+        "VAULT_ADDR": service.address,
+        "VAULT_TOKEN": token.token,
+        "VAULT_MOUNT": service.mount,
+        "VAULT_TOP_DIR": caller.project_id,
+    }
+    return JSONResponse(
+        {
+            "address": service.address,
+            "token": token.token,
+            "ttl_s": token.ttl_s,
+            "mount": service.mount,
+            "top_dir": caller.project_id,
+            "exports": export_lines(variables),
+        },
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 @router.get(

@@ -24,7 +24,9 @@ from datalab.cli.common import (
     print_json,
 )
 
-secrets_app = typer.Typer(help="Secrets: list, read, write, rename, delete, export.")
+secrets_app = typer.Typer(
+    help="Secrets: list, read, write, rename, delete, export; a Vault token for tools."
+)
 
 
 def _quoted(path: str) -> str:
@@ -70,6 +72,20 @@ def export(
 ) -> None:
     """Print `export KEY=value` lines: eval "$(datalab secrets export user-alice/db)"."""
     sys.stdout.write(client(project).get(f"/api/secrets/export/{_quoted(path)}"))
+
+
+@secrets_app.command("token")
+def token(
+    project: ProjectOption = None,
+    output: OutputOption = Output.table,
+) -> None:
+    """Print a Vault token for your secrets as export lines, for the bao / vault CLIs and hvac:
+    eval "$(datalab secrets token)"."""
+    answer = client(project).post("/api/secrets/token")
+    if output is Output.json:
+        print_json(answer)
+        return
+    sys.stdout.write(answer["exports"])
 
 
 @secrets_app.command("set")

@@ -64,6 +64,10 @@ class SecretStore:
         self._shared_projects = shared_projects
         self._tokens: dict[tuple[str, tuple[str, ...]], tuple[VaultToken, float]] = {}
 
+    def shared_projects(self, user_name: str) -> builtins.list[str]:
+        """The shared projects whose secret directories the user's tokens reach."""
+        return self._shared_projects(user_name)
+
     def _cache_key(self, principal: Principal) -> tuple[str, tuple[str, ...]]:
         return (principal.name, tuple(sorted(self._shared_projects(principal.name))))
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 
 from ..storage.conftest import TEAM, Federated, add_users, embedded_settings, start_federated
@@ -113,3 +114,22 @@ async def test_bad_input_and_other_peoples_secrets(vault: Federated) -> None:
     assert as_team.status_code == 403  # not a member of the project
     assert attempts == refusals == 6
     assert (await alice.call("GET", "/api/secrets/values/user-alice/s"))["data"] == {"K": VALUE}
+
+
+async def test_vault_token_for_tools_reaches_my_secrets_only(vault: Federated) -> None:
+    alice, bob = vault.users["alice"], vault.users["bob"]
+    await alice.call("PUT", "/api/secrets/values/user-alice/tool", json={"data": {"K": "v"}})
+    await bob.call("PUT", "/api/secrets/values/user-bob/tool", json={"data": {"K": "b"}})
+    response = await vault.http.post("/api/secrets/token", headers=alice.headers())
+    assert response.status_code == 200 and response.headers["cache-control"] == "no-store"
+    answer = response.json()
+    assert answer["ttl_s"] > 0 and answer["top_dir"] == "user-alice"
+    assert f"export VAULT_TOKEN={answer['token']}" in answer["exports"]
+    headers = {"X-Vault-Token": answer["token"]}
+    async with httpx.AsyncClient(base_url=answer["address"]) as direct:
+        mine = await direct.get(f"/v1/{answer['mount']}/data/user-alice/tool", headers=headers)
+        assert mine.status_code == 200 and mine.json()["data"]["data"] == {"K": "v"}
+        theirs = await direct.get(f"/v1/{answer['mount']}/data/user-bob/tool", headers=headers)
+        assert theirs.status_code == 403
+        renewed = await direct.post("/v1/auth/token/renew-self", headers=headers)
+        assert renewed.status_code == 200

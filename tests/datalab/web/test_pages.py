@@ -331,6 +331,27 @@ async def test_profile_api(env: Env) -> None:
     assert cleared["git_name"] is None and cleared["lang"] == "fr"
 
 
+async def test_git_token_is_write_only_and_injected_into_launches(env: Env) -> None:
+    token = "ghp_secretGitToken123"
+    me = await env.admin.call("PATCH", "/api/me", json={"git_token": f" {token} "})
+    assert me["git_token_set"] is True and token not in str(me)
+    assert token not in str(await env.admin.call("GET", "/api/me"))
+    launch = {"chart": "jupyter-python", "dry_run": True}
+    dry = await env.admin.call("POST", "/api/services", json=launch)
+    assert dry["values"]["git"]["token"] == token
+    masked = await env.admin.call("POST", "/api/services", json=launch | {"mask_secrets": True})
+    assert token not in str(masked)
+    bad = await env.http.patch(
+        "/api/me", json={"git_token": "two words"}, headers=env.admin.headers()
+    )
+    assert bad.status_code == 422 and "git_token" in bad.json()["error"]["message"]
+    assert token not in bad.text
+    cleared = await env.admin.call("PATCH", "/api/me", json={"git_token": ""})
+    assert cleared["git_token_set"] is False
+    dry = await env.admin.call("POST", "/api/services", json=launch)
+    assert dry["values"]["git"]["token"] == ""
+
+
 async def test_logout_needs_the_form_token(web: httpx.AsyncClient) -> None:
     assert (await web.post("/logout")).status_code == 403
     csrf = csrf_of((await web.get("/")).text)

@@ -12,9 +12,14 @@ document.addEventListener("DOMContentLoaded", () => {
     const f = event.target.elements;
     const languageChanged = f.lang.value !== document.documentElement.lang;
     try {
-      await Datalab.api("PATCH", "/api/me", {
+      const body = {
         email: f.email.value, git_name: f.git_name.value, git_email: f.git_email.value, lang: f.lang.value,
-      });
+      };
+      // write-only: sent when typed (or removed), never read back
+      if (f.git_token.value) body.git_token = f.git_token.value;
+      else if (f.git_token_remove && f.git_token_remove.checked) body.git_token = "";
+      await Datalab.api("PATCH", "/api/me", body);
+      f.git_token.value = "";
       showError("profile-error", null);
       if (languageChanged) window.location.reload();
       else Datalab.toast(text.saved);
@@ -59,6 +64,17 @@ document.addEventListener("DOMContentLoaded", () => {
       showError("s3-error", null);
     } catch (error) {
       showError("s3-error", error);
+    }
+  });
+
+  document.getElementById("show-vault")?.addEventListener("click", async () => {
+    try {
+      const answer = await Datalab.api("POST", "/api/secrets/token");
+      document.getElementById("vault-exports").value = answer.exports;
+      document.getElementById("vault-token").hidden = false;
+      showError("vault-error", null);
+    } catch (error) {
+      showError("vault-error", error);
     }
   });
 
