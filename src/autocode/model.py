@@ -14,7 +14,8 @@ import os
 import pickle
 import re
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -25,7 +26,7 @@ import pandas as pd
 from autocode.nomenclature import Nomenclature
 from autocode.preprocess import PreprocessConfig, Preprocessor, categorical_tokens
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: TF-IDF weights stored sparse (format 1 still loads)
 
 
 def softmax(scores: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -117,9 +118,27 @@ class FastTextClassifier(Classifier):
             "seed": 0,
         }
 
+    def validate_params(self) -> None:
+        """Refuse parameters that make fastText crash or misbehave, with a clear message."""
+        p = self.params
+        hashed = int(p.get("wordNgrams", 1)) > 1 or int(p.get("maxn", 0)) > 0
+        if int(p.get("bucket", 0)) < 0:
+            raise ValueError(f"fastText bucket must be ≥ 0, got {p['bucket']}")
+        if hashed and int(p.get("bucket", 0)) == 0:
+            # fastText hashes word n-grams and subwords modulo `bucket`: 0 kills the process
+            # with a floating-point exception (SIGFPE), no Python error.
+            raise ValueError(
+                "fastText bucket=0 needs wordNgrams=1 and maxn=0 (no hashed n-grams); "
+                f"got wordNgrams={p.get('wordNgrams')}, maxn={p.get('maxn')}"
+            )
+        for name in ("dim", "epoch", "thread"):
+            if name in p and int(p[name]) < 1:
+                raise ValueError(f"fastText {name} must be ≥ 1, got {p[name]}")
+
     def fit(self, texts: Sequence[str], codes: Sequence[str]) -> FastTextClassifier:
         import fasttext
 
+        self.validate_params()
         with tempfile.TemporaryDirectory(prefix="autocode-ft-") as tmp:
             path = Path(tmp) / "train.txt"
             with path.open("w", encoding="utf-8") as handle:
@@ -127,7 +146,8 @@ class FastTextClassifier(Classifier):
                     handle.write(f"__label__{code} {_one_line(text)}\n")
             for _attempt in range(3):
                 try:
-                    self._model = fasttext.train_supervised(str(path), verbose=0, **self.params)
+                    with zeroed_allocations():
+                        self._model = fasttext.train_supervised(str(path), verbose=0, **self.params)
                     break
                 except RuntimeError as exc:  # "Encountered NaN": lr too high for this data
                     if "NaN" not in str(exc):
@@ -138,7 +158,20 @@ class FastTextClassifier(Classifier):
             else:
                 raise RuntimeError(f"fastText diverged even at lr={self.params['lr']}")
         self._prepare()
+        self._check_finite()
         return self
+
+    def _check_finite(self) -> None:
+        """A model with non-finite weights would give NaN probabilities: refuse it here."""
+        for name, matrix in (
+            ("input", self._model.get_input_matrix()),
+            ("output", self._output),
+        ):
+            if not np.isfinite(matrix).all():
+                raise RuntimeError(
+                    f"fastText produced non-finite {name} weights (uninitialised memory: see "
+                    "zeroed_allocations); retrain, or report this platform"
+                )
 
     def _prepare(self) -> None:
         self.classes = [label.removeprefix("__label__") for label in self._model.get_labels()]
@@ -167,7 +200,13 @@ class FastTextClassifier(Classifier):
 
 
 class TfidfClassifier(Classifier):
-    """TF-IDF of word n-grams and character n-grams, a linear SVM, softmax-calibrated scores."""
+    """TF-IDF of word n-grams and character n-grams, a linear SVM, softmax-calibrated scores.
+
+    Only what prediction needs is kept after fitting: the vectorizer and the SVM's weights as a
+    sparse float32 matrix (most weights of a one-vs-rest linear SVM on n-gram features are
+    exactly 0; ``coef_prune`` also drops the tiny ones). The dense float64 ``coef_`` of sklearn
+    made the model directory ~240 MB and its loading seconds long.
+    """
 
     kind = "tfidf"
     ensemble_weight = 0.8
@@ -181,6 +220,7 @@ class TfidfClassifier(Classifier):
             "char_ngram_max": 5,
             "char_min_df": 2,
             "C": 0.5,
+            "coef_prune": 1e-4,  # weights |w| ≤ this are dropped (docs: effect measured)
             "seed": 0,
         }
 
@@ -201,27 +241,61 @@ class TfidfClassifier(Classifier):
             ),
         )
         features = self._vectorizer.fit_transform(list(texts))
-        self._svm = LinearSVC(C=p["C"], random_state=p["seed"]).fit(features, list(codes))
-        self.classes = [str(c) for c in self._svm.classes_]
+        for _, vectorizer in self._vectorizer.transformer_list:
+            vectorizer.stop_words_ = None  # the n-grams cut by min_df: not needed to predict
+        svm = LinearSVC(C=p["C"], random_state=p["seed"]).fit(features, list(codes))
+        self.classes = [str(c) for c in svm.classes_]
+        self._set_weights(*compact_weights(svm.coef_, svm.intercept_, p["coef_prune"]))
         return self
 
     def scores(self, texts: Sequence[str]) -> np.ndarray:
-        scores = self._svm.decision_function(self._vectorizer.transform(list(texts)))
-        if scores.ndim == 1:  # two classes: sklearn returns one column
-            scores = np.stack([-scores, scores], axis=1)
+        features = self._vectorizer.transform(list(texts)).astype(np.float32)
+        scores = (features @ self._coef_t).toarray() + self._intercept
+        if scores.shape[1] == 1:  # two classes: sklearn keeps one row of weights
+            scores = np.hstack([-scores, scores])
         return np.asarray(scores, dtype=np.float32)
 
+    def _set_weights(self, coef, intercept: np.ndarray) -> None:
+        self._coef = coef.tocsr()  # classes × features, as saved
+        self._coef_t = self._coef.T.tocsc()  # features × classes, for the product
+        self._intercept = intercept
+
     def save(self, directory: Path) -> None:
-        with (directory / "tfidf.pkl").open("wb") as handle:
-            pickle.dump((self._vectorizer, self._svm), handle)
+        import scipy.sparse
+
+        with (directory / "tfidf_vectorizer.pkl").open("wb") as handle:
+            pickle.dump(self._vectorizer, handle, protocol=pickle.HIGHEST_PROTOCOL)
+        scipy.sparse.save_npz(directory / "tfidf_coef.npz", self._coef, compressed=False)
+        np.save(directory / "tfidf_intercept.npy", self._intercept)
 
     @classmethod
     def load(cls, directory: Path, meta: Mapping[str, Any]) -> TfidfClassifier:
+        import scipy.sparse
+
         model = cls(**meta["params"], temperature=meta["temperature"])
-        with (directory / "tfidf.pkl").open("rb") as handle:
-            model._vectorizer, model._svm = pickle.load(handle)  # noqa: S301 (our own artifact)
+        if (directory / "tfidf.pkl").is_file():  # format 1: (vectorizer, LinearSVC) pickled
+            with (directory / "tfidf.pkl").open("rb") as handle:
+                model._vectorizer, svm = pickle.load(handle)  # noqa: S301 (our own artifact)
+            model._set_weights(*compact_weights(svm.coef_, svm.intercept_, 0.0))
+        else:
+            with (directory / "tfidf_vectorizer.pkl").open("rb") as handle:
+                model._vectorizer = pickle.load(handle)  # noqa: S301 (our own artifact)
+            model._set_weights(
+                scipy.sparse.load_npz(directory / "tfidf_coef.npz"),
+                np.load(directory / "tfidf_intercept.npy"),
+            )
         model.classes = list(meta["classes"])
         return model
+
+
+def compact_weights(coef: np.ndarray, intercept: np.ndarray, prune: float):
+    """A linear model's weights as a float32 CSR matrix without the weights |w| ≤ ``prune``
+    (exact zeros always go), and its float32 intercepts."""
+    import scipy.sparse
+
+    coef = np.asarray(coef, dtype=np.float32)
+    coef[np.abs(coef) <= prune] = 0.0
+    return scipy.sparse.csr_matrix(coef), np.asarray(intercept, dtype=np.float32)
 
 
 class EnsembleClassifier(Classifier):
@@ -294,6 +368,48 @@ def make_classifier(kind: str, params: Mapping[str, Any] | None = None) -> Class
     if kind not in CLASSIFIERS:
         raise ValueError(f"unknown model kind {kind!r}; choose from {sorted(CLASSIFIERS)}")
     return CLASSIFIERS[kind](**params)
+
+
+# glibc's mallopt parameter: fill each new allocation with the complement of this byte.
+_M_PERTURB = -6
+
+
+@contextmanager
+def zeroed_allocations() -> Iterator[None]:
+    """Memory handed out by malloc is zero-filled while fastText trains.
+
+    Why: fastText (fasttext-numpy2 0.10.4, ``DenseMatrix::uniform``) initialises only the first
+    ``thread``/10 of its input matrix (words, then the ``bucket`` rows of hashed n-grams and
+    subwords); the rest is left as whatever the allocator returns. A large matrix gets fresh,
+    zeroed pages from the kernel, but a small one (small ``bucket`` or ``dim``, or a process
+    whose malloc already holds freed memory, e.g. after a few large numpy arrays) gets recycled
+    heap bytes: values like 1e35 or NaN. Training then "diverges" whatever the learning rate,
+    or rows never reached by training keep the garbage and the probabilities of any text whose
+    n-grams hash there are NaN. glibc's ``M_PERTURB`` makes every new allocation zero-filled
+    (the complement of 0xFF) while it is set; it is reset afterwards. Elsewhere (no glibc),
+    nothing is changed and `FastTextClassifier` still refuses a model with non-finite weights.
+    """
+    mallopt = _glibc_mallopt()
+    if mallopt is None:
+        yield
+        return
+    mallopt(_M_PERTURB, 0xFF)
+    try:
+        yield
+    finally:
+        mallopt(_M_PERTURB, 0)
+
+
+def _glibc_mallopt():
+    import ctypes
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        return ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return None
 
 
 def _one_line(text: str) -> str:
@@ -369,14 +485,18 @@ class Coder:
     def format(
         self, proba: np.ndarray, k: int | None = None, threshold: float | None = None
     ) -> pd.DataFrame:
-        k = max(1, min(int(k or self.k), len(self.classifier.classes)))
+        n_classes = len(self.classifier.classes)
+        k = max(1, min(int(k or self.k), n_classes))
         threshold = self.threshold if threshold is None else float(threshold)
         n = len(proba)
         classes = np.asarray(self.classifier.classes)
+        # The two best codes are always ranked, whatever k: IC = p1 - p2 must not depend on how
+        # many codes are returned (k = 1 used to give IC = p1).
+        ranked = min(max(k, 2), n_classes)
         top = (
-            np.argpartition(-proba, kth=min(k, proba.shape[1] - 1), axis=1)[:, :k]
+            np.argpartition(-proba, kth=min(ranked, n_classes - 1), axis=1)[:, :ranked]
             if n
-            else (np.zeros((0, k), dtype=int))
+            else (np.zeros((0, ranked), dtype=int))
         )
         top_p = np.take_along_axis(proba, top, axis=1).astype(np.float64)
         order = np.argsort(-top_p, axis=1, kind="stable")
@@ -389,7 +509,7 @@ class Coder:
             out[f"code_{rank + 1}"] = codes
             out[f"proba_{rank + 1}"] = top_p[:, rank].astype(np.float64)
             out[f"label_{rank + 1}"] = [labels[c] for c in codes]
-        second = top_p[:, 1] if k > 1 else np.zeros(n)
+        second = top_p[:, 1] if ranked > 1 else np.zeros(n)  # a single class: p2 = 0
         out["ic"] = (top_p[:, 0] - second).astype(np.float64) if n else np.zeros(0)
         out["auto"] = out["ic"] >= threshold
         paths = self._paths()

@@ -160,3 +160,94 @@ def test_a_code_written_in_the_text_is_mixed_in(small_model):
         np.testing.assert_allclose(coder.predict_proba(rows), proba, rtol=1e-6)
     finally:
         coder.code_mention_weight = 0.5
+
+
+def test_ic_is_p1_minus_p2_whatever_k(small_model):
+    coder = small_model.coder
+    proba = coder.predict_proba(ROWS)
+    best_two = -np.sort(-proba, axis=1)[:, :2].astype(np.float64)
+    for k in (1, 2, 5):
+        coded = coder.format(proba, k=k, threshold=0.5)
+        np.testing.assert_allclose(coded["ic"], best_two[:, 0] - best_two[:, 1], atol=1e-7)
+        assert (coded["auto"] == (coded["ic"] >= 0.5)).all()
+        assert [c for c in coded.columns if c.startswith("code_")] == [
+            f"code_{r + 1}" for r in range(k)
+        ]
+    assert coder.predict(ROWS, k=1)["ic"].tolist() == coder.predict(ROWS, k=3)["ic"].tolist()
+
+
+def test_ic_of_a_single_class_model_is_p1(small_nomenclature):
+    coder = Coder(TfidfClassifier(), small_nomenclature)
+    coder.classifier.classes = ["10.71C"]
+    coded = coder.format(np.ones((2, 1), dtype=np.float32), k=3)
+    assert coded["ic"].tolist() == [1.0, 1.0] and list(coded["code_1"]) == ["10.71C"] * 2
+
+
+@pytest.mark.parametrize("bucket", [1, 10, 100])
+def test_fasttext_with_a_small_bucket_has_finite_weights(bucket, cold_start):
+    # fastText initialises only part of its input matrix; small matrices used to get recycled
+    # heap bytes (1e35, NaN): "Encountered NaN" at any lr, or NaN probabilities.
+    model = FastTextClassifier(epoch=5, dim=10, thread=1, bucket=bucket, wordNgrams=1)
+    model.fit(cold_start["text"], cold_start["code"])
+    assert model.params["lr"] == 0.5  # no divergence, no retry with a lower lr
+    weights = model._model.get_input_matrix()
+    assert np.isfinite(weights).all() and np.abs(weights).max() < 100
+    proba = model.predict_proba(["boulangerie", "zzzqqq inconnu", "restaurant rapide", ""])
+    assert np.isfinite(proba).all()
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-4)
+
+
+def test_fasttext_without_words_or_subwords_trains(cold_start):
+    # wordNgrams=1 and maxn=0: fastText sets bucket=0 and its whole matrix is small
+    model = FastTextClassifier(epoch=5, dim=10, thread=2, wordNgrams=1, minn=0, maxn=0)
+    model.fit(cold_start["text"], cold_start["code"])
+    assert model.params["lr"] == 0.5
+    assert np.isfinite(model.predict_proba(["boulangerie artisanale"])).all()
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"bucket": 0, "wordNgrams": 2}, "bucket=0"),
+        ({"bucket": 0, "wordNgrams": 1, "minn": 3, "maxn": 6}, "bucket=0"),
+        ({"bucket": -1}, "bucket"),
+        ({"dim": 0}, "dim"),
+    ],
+)
+def test_fasttext_parameters_that_crash_are_refused(params, message, cold_start):
+    # bucket=0 with hashed n-grams used to kill the whole process (SIGFPE)
+    with pytest.raises(ValueError, match=message):
+        FastTextClassifier(epoch=1, thread=1, **params).fit(cold_start["text"], cold_start["code"])
+
+
+def test_tfidf_weights_are_stored_sparse_and_predict_like_sklearn(cold_start, tmp_path):
+    import pickle
+
+    from sklearn.svm import LinearSVC
+
+    texts, codes = cold_start["text"].tolist(), cold_start["code"].tolist()
+    exact = TfidfClassifier(coef_prune=0.0).fit(texts, codes)
+    features = exact._vectorizer.transform(texts)
+    svm = LinearSVC(C=0.5, random_state=0).fit(features, codes)
+    dense = svm.decision_function(features)
+    np.testing.assert_allclose(exact.scores(texts), dense, atol=1e-5)
+    assert exact._coef.dtype == np.float32 and exact._coef.format == "csr"
+    assert abs(exact._coef.nnz - np.count_nonzero(svm.coef_)) < 0.01 * svm.coef_.size
+
+    pruned = TfidfClassifier().fit(texts, codes)  # default coef_prune
+    assert pruned._coef.nnz < exact._coef.nnz
+    assert np.abs(pruned.predict_proba(texts) - exact.predict_proba(texts)).max() < 1e-3
+    assert (pruned.scores(texts).argmax(axis=1) == dense.argmax(axis=1)).all()
+
+    pruned.save(tmp_path)
+    assert not (tmp_path / "tfidf.pkl").exists()
+    again = TfidfClassifier.load(tmp_path, pruned.meta())
+    np.testing.assert_array_equal(again.scores(texts), pruned.scores(texts))
+
+    # a model directory of format 1 (vectorizer and LinearSVC pickled) still loads
+    old = tmp_path / "format1"
+    old.mkdir()
+    with (old / "tfidf.pkl").open("wb") as handle:
+        pickle.dump((exact._vectorizer, svm), handle)
+    loaded = TfidfClassifier.load(old, exact.meta())
+    np.testing.assert_allclose(loaded.scores(texts), dense, atol=1e-5)

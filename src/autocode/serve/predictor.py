@@ -4,8 +4,8 @@ then a lean top-k formatting into plain Python structures.
 Why not `Coder.predict`: it builds a pandas DataFrame of k × 3 + levels × 2 columns, which costs
 more than the model itself for one description (about 1 ms of the 3 ms of a call). The
 formatting below follows `Coder.format` exactly (top-k by probability, IC = p1 - p2, auto =
-IC >= threshold); a test checks both agree on the same inputs. One difference, on purpose: IC is
-always p1 - p2, even when the client asks for k = 1 (`Coder.format` then reports p1).
+IC >= threshold); a test checks both agree on the same inputs. IC is always p1 - p2, even when
+the client asks for k = 1 (as in `Coder.format`).
 
 Categorical variables: the model declares their names (`Coder.categorical`). The values it
 knows are not stored in the model today, so they are read from what it was trained on: the
