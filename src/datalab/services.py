@@ -169,9 +169,14 @@ class ServiceManager:
         version: str | None,
         overrides: dict[str, Any] | None = None,
     ) -> tuple[Chart, ResolvedValues]:
+        """The chart's values for the caller as a launch would resolve them, with the S3 and
+        Vault sections enabled as at launch but no credentials minted."""
         chart = self.catalogs.get_chart(catalog_id, chart_name, version)
+        injection = None
+        if self.credentials is not None:
+            injection = self.credentials.preview(principal.project_id)
         with self.db.session() as session:
-            context = self._context(session, principal)
+            context = self._context(session, principal, injection)
         return chart, resolve_values(chart, context, overrides=overrides or {})
 
     async def launch(self, principal: Principal, request: LaunchRequest) -> dict[str, Any]:

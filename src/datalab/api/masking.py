@@ -1,7 +1,9 @@
 """Masking secrets in values shown on screens (the launcher's command bar, dry runs).
 
 A value is secret when its schema says ``render: password`` or its name looks like a secret
-(password, secret, token, credential, private key): the same rule as in values errors.
+(password, secret, token, credential, private key): the same rule as in values errors. A schema
+can say a field is not one despite its name with ``x-datalab: {secret: false}`` (e.g.
+``vault.secret``, which holds secret *paths*).
 """
 
 from __future__ import annotations
@@ -15,7 +17,12 @@ MASK = "********"
 
 
 def is_secret_field(node: dict[str, Any], name: str) -> bool:
-    return node.get("render") == "password" or bool(SECRET_NAME.search(name))
+    if node.get("render") == "password":
+        return True
+    hints = node.get("x-datalab")
+    if isinstance(hints, dict) and hints.get("secret") is False:
+        return False
+    return bool(SECRET_NAME.search(name))
 
 
 def mask_secret_values(values: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:

@@ -90,7 +90,7 @@ class ProfileUpdate(Model):
         None,
         max_length=1024,
         description="Personal access token of your git forge, injected into your services as "
-        "git.token (GIT_PERSONAL_ACCESS_TOKEN); write-only, \"\" removes it.",
+        'git.token (GIT_PERSONAL_ACCESS_TOKEN); write-only, "" removes it.',
     )
     lang: Literal["en", "fr"] | None = None
 

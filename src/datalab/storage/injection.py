@@ -135,6 +135,27 @@ class CredentialBroker:
             refresh_token=refresh_token,
         )
 
+    def preview(self, project_id: str) -> Injection:
+        """What a launch in ``project_id`` injects, without minting credentials: for forms and
+        schema views, where the S3 and Vault sections must show as enabled."""
+        s3 = vault = None
+        if self.storage is not None:
+            bucket, prefix = self.storage.locate(project_id)
+            s3 = S3Context(
+                endpoint_url=self.storage.endpoint_url,
+                region=self.storage.region,
+                bucket=bucket,
+                object_name_prefix=prefix,
+                path_style_access=True,
+            )
+        if self.secret_store is not None:
+            vault = VaultContext(
+                address=self.secret_store.address,
+                mount=self.secret_store.mount,
+                top_dir=project_id,
+            )
+        return Injection(s3=s3, vault=vault)
+
     async def refresh(self, refresh_token: str) -> S3Credentials:
         """New S3 credentials for the service a refresh token was issued to, if its user may
         still use the project and the service still exists."""
