@@ -127,9 +127,11 @@ def build_context(
     s3: S3Context | None = None,
     vault: VaultContext | None = None,
     git: GitContext | None = None,
+    mlflow_tracking_uri: str = "",
     rng: random.Random | None = None,
 ) -> dict[str, Any]:
-    """The injection context for one launch. Missing S3 / Vault give disabled, empty blocks."""
+    """The injection context for one launch. Missing S3 / Vault give disabled, empty blocks.
+    ``mlflow_tracking_uri``: the project's MLflow service (``discovery.mlflow.trackingUri``)."""
     region = region or RegionContext()
     rng = rng or secrets.SystemRandom()
     git = git or GitContext(name=user.name or user.idep, email=user.email)
@@ -203,6 +205,9 @@ def build_context(
             "cacerts": region.ca_certs,
             "pathToCaBundle": region.path_to_ca_bundle,
         },
+        # datalab addition: services of the project other services find (Onyxia charts do it
+        # with Helm lookups of labelled secrets, which a local process cannot)
+        "discovery": {"mlflow": {"trackingUri": mlflow_tracking_uri}},
     }
 
 

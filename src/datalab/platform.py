@@ -152,8 +152,12 @@ class Platform:
         try:
             if self.storage is not None:
                 await self.storage.start()
+                mode = self.settings.storage.mode
+                log.info("object storage (S3, %s): %s", mode, self.storage.endpoint_url)
             if self.secret_store is not None:
                 await self.secret_store.start()
+                mode = self.settings.secrets.mode
+                log.info("secrets (Vault API, %s): %s", mode, self.secret_store.address)
         except BaseException:
             await self._stop_embedded_servers()
             raise

@@ -31,7 +31,7 @@ from datalab.context import (
     build_context,
 )
 from datalab.db import Database, Service, User
-from datalab.errors import Conflict, InvalidInput, NotFound, QuotaExceeded
+from datalab.errors import Conflict, DatalabError, InvalidInput, NotFound, QuotaExceeded
 from datalab.identity.access import Action, Principal, check_service
 from datalab.identity.names import check_label
 from datalab.launch import ResolvedValues, equivalent_commands, resolve_values
@@ -40,6 +40,9 @@ if TYPE_CHECKING:
     from datalab.storage.injection import CredentialBroker, Injection
 
 log = logging.getLogger(__name__)
+
+#: Chart.yaml annotation naming what a chart's services provide to the others of the project
+DISCOVERY_ANNOTATION = "datalab/discovery"
 
 #: phases that hold resources (counted against quotas)
 ACTIVE_PHASES = (Phase.BUILDING.value, Phase.STARTING.value, Phase.RUNNING.value)
@@ -134,8 +137,42 @@ class ServiceManager:
 
     # -- launching ----------------------------------------------------------------------------
 
+    async def _discover_mlflow(self, principal: Principal) -> str:
+        """The tracking URI of the project's MLflow: the newest running service the caller
+        may use whose chart says ``annotations: {datalab/discovery: mlflow}``; else the
+        region's ``customValues.mlflowTrackingUri``; else ""."""
+        with self.db.session() as session:
+            rows = session.scalars(
+                select(Service)
+                .where(Service.project_id == principal.project_id)
+                .where(Service.phase == Phase.RUNNING.value)
+                .order_by(Service.created_at.desc())
+            ).all()
+            candidates = []
+            for row in rows:
+                try:
+                    check_service(principal, row, Action.USE)
+                    chart = self.catalogs.get_chart(
+                        row.catalog_id, row.chart_name, row.chart_version
+                    )
+                except DatalabError:  # not the caller's to use, or its catalog is gone
+                    continue
+                annotations = chart.metadata.get("annotations") or {}
+                if annotations.get(DISCOVERY_ANNOTATION) == "mlflow":
+                    candidates.append(row.id)
+        for service_id in candidates:
+            with contextlib.suppress(ServiceNotFound):
+                url = await self.backend.internal_url(service_id)
+                if url:
+                    return url
+        return str(self.settings.region.custom_values.get("mlflowTrackingUri") or "")
+
     def _context(
-        self, session: Any, principal: Principal, injection: Injection | None = None
+        self,
+        session: Any,
+        principal: Principal,
+        injection: Injection | None = None,
+        mlflow_tracking_uri: str = "",
     ) -> dict[str, Any]:
         """The x-onyxia injection context of the caller in their project."""
         user = session.get(User, principal.user_id)
@@ -158,10 +195,11 @@ class ServiceManager:
             ),
             s3=injection.s3 if injection else None,
             vault=injection.vault if injection else None,
+            mlflow_tracking_uri=mlflow_tracking_uri,
         )
         return context
 
-    def resolve(
+    async def resolve(
         self,
         principal: Principal,
         catalog_id: str,
@@ -175,8 +213,9 @@ class ServiceManager:
         injection = None
         if self.credentials is not None:
             injection = self.credentials.preview(principal.project_id)
+        mlflow = await self._discover_mlflow(principal)
         with self.db.session() as session:
-            context = self._context(session, principal, injection)
+            context = self._context(session, principal, injection, mlflow)
         return chart, resolve_values(chart, context, overrides=overrides or {})
 
     async def launch(self, principal: Principal, request: LaunchRequest) -> dict[str, Any]:
@@ -192,8 +231,9 @@ class ServiceManager:
             injection = await self.credentials.for_launch(
                 principal.name, principal.project_id, service_id
             )
+        mlflow = await self._discover_mlflow(principal)
         with self.db.session() as session:
-            context = self._context(session, principal, injection)
+            context = self._context(session, principal, injection, mlflow)
         resolved = resolve_values(chart, context, overrides=request.overrides)
         await self._check_chosen_secrets(principal, resolved.values)
         cpu, memory_mb = counted_resources(resolved.values)

@@ -125,6 +125,43 @@ async def test_sharing_in_a_project(env: Env) -> None:
     await alice.call("GET", "/api/services/shared-nb", expect=404)
 
 
+async def test_the_project_mlflow_is_discovered_by_later_launches(env: Env) -> None:
+    alice, bob = await env.user("alice"), await env.user("bob")
+    await env.admin.call("POST", "/api/projects", json={"name": "lab"}, expect=201)
+    for user in ("alice", "bob"):
+        await env.admin.call(
+            "POST", "/api/projects/project-lab/members", json={"user": user, "role": "member"}
+        )
+    project = "project-lab"
+
+    async def tracking_uri(api, chart: str = CHART) -> str:  # type: ignore[no-untyped-def]
+        dry = await launch(api, project=project, dry_run=True, chart=chart)
+        uri: str = dry["values"]["mlflow"]["trackingUri"]
+        return uri
+
+    assert await tracking_uri(alice) == ""
+    await launch(alice, project=project, chart="mlflow", name="tracking")
+    # the memory backend's in-cluster address of the service; the local backend's is its
+    # loopback port and path (tests/datalab/backends/test_local_catalog.py)
+    assert await tracking_uri(alice) == "http://tracking.project-lab"
+    assert await tracking_uri(alice, "autocode-api") == "http://tracking.project-lab"
+    form = await alice.call("GET", f"/api/catalogs/datalab/charts/{CHART}/values", project=project)
+    assert form["values"]["mlflow"]["trackingUri"] == "http://tracking.project-lab"
+    assert await tracking_uri(bob) == ""  # not shared: not bob's to use
+    await alice.call("PATCH", "/api/services/tracking", json={"shared": True}, project=project)
+    assert await tracking_uri(bob) == "http://tracking.project-lab"
+    overridden = await launch(
+        bob, project=project, dry_run=True, values={"mlflow": {"trackingUri": "http://x"}}
+    )
+    assert overridden["values"]["mlflow"]["trackingUri"] == "http://x"
+    await alice.call("POST", "/api/services/tracking/suspend", project=project)
+    assert await tracking_uri(alice) == ""  # only running services
+    # the region's default, when the project runs none
+    env.platform.settings.region.custom_values["mlflowTrackingUri"] = "https://mlflow.example.org"
+    assert await tracking_uri(alice) == "https://mlflow.example.org"
+    assert await tracking_uri(alice, "autocode-api") == "https://mlflow.example.org"
+
+
 async def test_quota_is_enforced_with_usage_in_the_message(env: Env) -> None:
     env.platform.settings.region.user_quota = Quota(max_services=1, cpu=None, memory_mb=None)
     alice = await env.user("alice")

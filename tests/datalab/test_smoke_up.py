@@ -89,6 +89,10 @@ def test_first_start_prints_the_admin_password_once_and_never_logs_it(
 ) -> None:
     text = Path(server["LOG"]).read_text()
     assert text.count(server["ADMIN_PASSWORD"]) == 1  # on the terminal, once
+    # where the embedded servers listen, for the user's own tools
+    assert "object storage (S3, embedded): http://127.0.0.1:" in text
+    assert "secrets (Vault API, embedded): http://127.0.0.1:" in text
+    assert "HTTP Request:" not in text  # httpx's per-call INFO lines are quiet
     data_dir = Path(server["DATALAB_DATA_DIR"])
     for path in data_dir.rglob("*"):
         if path.is_file() and path.suffix in (".log", ".txt", ".json"):

@@ -42,14 +42,14 @@ def get_chart(
     "/{catalog_id}/charts/{chart}/values",
     summary="The chart's resolved schema and default values for the caller and project",
 )
-def resolved_defaults(
+async def resolved_defaults(
     catalog_id: str,
     chart: str,
     caller: PrincipalDep,
     platform: PlatformDep,
     version: str | None = None,
 ) -> dict[str, Any]:
-    found, resolved = platform.services.resolve(caller, catalog_id, chart, version)
+    found, resolved = await platform.services.resolve(caller, catalog_id, chart, version)
     return {
         "catalog": catalog_id,
         "chart": found.name,

@@ -116,29 +116,28 @@ def list_saved(caller: PrincipalDep, session: SessionDep) -> list[dict[str, Any]
 
 
 @router.post("", summary="Save a launch configuration (replaces one of the same name)")
-def save(
-    body: NewSavedConfig, caller: PrincipalDep, session: SessionDep, platform: PlatformDep
-) -> dict[str, Any]:
+async def save(body: NewSavedConfig, caller: PrincipalDep, platform: PlatformDep) -> dict[str, Any]:
     # the same validation as a launch: unknown chart, bad or read-only values are refused
-    chart, resolved = platform.services.resolve(
+    chart, resolved = await platform.services.resolve(
         caller, body.catalog, body.chart, body.version, overrides=body.values
     )
     values = _without_secrets(body.values, resolved.schema)
     name = body.name.strip()
-    config = session.scalar(
-        select(SavedConfig).where(
-            SavedConfig.owner_id == caller.user_id,
-            SavedConfig.project_id == caller.project_id,
-            SavedConfig.name == name,
+    with platform.db.session() as session:
+        config = session.scalar(
+            select(SavedConfig).where(
+                SavedConfig.owner_id == caller.user_id,
+                SavedConfig.project_id == caller.project_id,
+                SavedConfig.name == name,
+            )
         )
-    )
-    if config is None:
-        config = SavedConfig(owner_id=caller.user_id, project_id=caller.project_id, name=name)
-        session.add(config)
-    config.catalog_id, config.chart_name = body.catalog, chart.name
-    config.chart_version, config.values = body.version, values
-    session.flush()
-    return config_out(config)
+        if config is None:
+            config = SavedConfig(owner_id=caller.user_id, project_id=caller.project_id, name=name)
+            session.add(config)
+        config.catalog_id, config.chart_name = body.catalog, chart.name
+        config.chart_version, config.values = body.version, values
+        session.flush()
+        return config_out(config)
 
 
 @router.delete("/{config_id}", summary="Delete a saved configuration", status_code=204)

@@ -84,7 +84,9 @@ async def launch(body: LaunchBody, caller: PrincipalDep, platform: PlatformDep) 
     )
     result = await platform.services.launch(caller, request)
     if body.dry_run and body.mask_secrets:
-        _, resolved = platform.services.resolve(caller, body.catalog, body.chart, body.version)
+        _, resolved = await platform.services.resolve(
+            caller, body.catalog, body.chart, body.version
+        )
         result["values"] = mask_secret_values(result["values"], resolved.schema)
         result["commands"]["values_yaml"] = yaml.safe_dump(
             result["values"], sort_keys=False, allow_unicode=True

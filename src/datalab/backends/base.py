@@ -178,6 +178,15 @@ class Backend(abc.ABC):
         (not running) or when the backend exposes it another way (ingress)."""
         return None
 
+    async def internal_url(self, service_id: str) -> str | None:
+        """The URL other services reach this one at directly (service discovery, e.g. the
+        project's MLflow tracking URI); None while it cannot be reached."""
+        endpoint = await self.endpoint(service_id)
+        if endpoint is None:
+            return None
+        path = "" if endpoint.strip_prefix else endpoint.prefix
+        return f"http://{endpoint.host}:{endpoint.port}{path}"
+
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Called once when the platform starts."""
 

@@ -94,6 +94,13 @@ class MemoryBackend(Backend):
     async def uninstall(self, service_id: str) -> None:
         self._records.pop(service_id, None)
 
+    async def internal_url(self, service_id: str) -> str | None:
+        """Where the service would be in a cluster (nothing answers there)."""
+        record = self._get(service_id)
+        if record.phase is not Phase.RUNNING:
+            return None
+        return f"http://{service_id}.{record.spec.namespace or record.spec.project}"
+
     async def list(self) -> list[str]:
         return list(self._records)
 

@@ -49,6 +49,8 @@ def up(
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # one INFO line per HTTP call the platform makes (STS, Vault, readiness probes) is noise
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.root.level))
     platform = Platform.create(settings)
     admin_password = platform.ensure_admin()
     url = settings.server.url()
@@ -69,6 +71,7 @@ def up(
         port=settings.server.port,
         log_level=settings.log_level,
         lifespan="on",
+        ws="websockets-sansio",  # the proxy's WebSockets, without the deprecated legacy API
         timeout_graceful_shutdown=10,
     )
 

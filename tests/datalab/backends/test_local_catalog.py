@@ -59,7 +59,10 @@ async def test_mlflow_logs_a_run(backend: LocalBackend, services) -> None:  # ty
     await services.run(spec, within=240)
     endpoint = await backend.endpoint(spec.id)
     assert endpoint is not None
-    api = f"http://127.0.0.1:{endpoint.port}{endpoint.prefix}/api/2.0/mlflow"
+    # the URL other services of the project get as their MLflow tracking URI
+    tracking_uri = await backend.internal_url(spec.id)
+    assert tracking_uri == f"http://127.0.0.1:{endpoint.port}{endpoint.prefix}"
+    api = f"{tracking_uri}/api/2.0/mlflow"
     async with httpx.AsyncClient() as client:
         created = await client.post(f"{api}/runs/create", json={"experiment_id": "0"})
         assert created.status_code == 200, created.text

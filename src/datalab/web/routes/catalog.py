@@ -70,7 +70,7 @@ async def launcher_page(
     services = page.platform.services
     try:
         chart = page.platform.catalogs.get_chart(catalog_id, chart_name, version)
-        _, defaults = services.resolve(principal, catalog_id, chart.name, chart.version)
+        _, defaults = await services.resolve(principal, catalog_id, chart.name, chart.version)
     except DatalabError as exc:
         return page.error(exc)
     query = [(k, v) for k, v in page.request.query_params.multi_items()]
@@ -78,9 +78,10 @@ async def launcher_page(
     current, problems = defaults.values, []
     if prefill:
         try:
-            current = services.resolve(
+            _, resolved = await services.resolve(
                 principal, catalog_id, chart.name, chart.version, overrides=prefill
-            )[1].values
+            )
+            current = resolved.values
         except ValuesError as exc:  # shown as given, with the problems next to the fields
             current = deep_merge(copy.deepcopy(defaults.values), prefill)
             problems = [p.to_json() for p in exc.problems]
@@ -115,7 +116,7 @@ async def _secret_paths(page: Page, principal: Principal) -> list[str]:
     found: list[str] = []
     directories = [f"{top}/" for top in broker.secrets.tops(principal)]
     for depth in range(2):
-        deeper = []
+        deeper: list[str] = []
         for directory in directories:
             try:
                 entries = (await broker.secrets.list(principal, directory))["entries"]
