@@ -21,7 +21,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import helm_python
 import jsonschema
 import yaml
 from jsonschema.protocols import Validator
@@ -306,6 +305,8 @@ def _type_name(value: Any) -> str:
 
 def parse_set_args(args: Iterable[str]) -> dict[str, Any]:
     """Helm ``--set`` expressions (``a.b=c``, ``list={x,y}``, ``a[0].b=1``), merged in order."""
+    import helm_python  # Helm's Go runtime (~60 MB): loaded only when --set is used
+
     merged: dict[str, Any] = {}
     for arg in args:
         key = arg.partition("=")[0].strip()

@@ -16,10 +16,7 @@ from datalab.api.deps import PlatformDep, PrincipalDep
 from datalab.errors import DatalabError, Unauthenticated
 from datalab.storage.injection import CredentialBroker
 from datalab.storage.keys import check_key
-from datalab.storage.objects import ObjectStore, PayloadTooLarge
-from datalab.storage.preview import (
-    MAX_ROWS,
-)
+from datalab.storage.objects import MAX_PREVIEW_ROWS, ObjectStore, PayloadTooLarge
 from datalab.storage.snippets import snippets
 
 router = APIRouter(prefix="/api/storage", tags=["storage"])
@@ -187,7 +184,7 @@ async def preview(
     store: ObjectsDep,
     bucket: str,
     key: str,
-    rows: Annotated[int, Query(ge=1, le=MAX_ROWS)] = 20,
+    rows: Annotated[int, Query(ge=1, le=MAX_PREVIEW_ROWS)] = 20,
     format: Annotated[str | None, Query(description="parquet, csv or json")] = None,
 ) -> dict[str, Any]:
     return await store.preview(caller, bucket, key, rows, format)

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import helm_python
 import yaml
 
 from datalab.catalog.errors import ChartInvalid
+from datalab.catalog.helm_check import check_templates as helm_check_templates
 from datalab.catalog.recipe import validate_local_recipe
 from datalab.catalog.schema import validator_class_for
 
@@ -24,9 +24,6 @@ if TYPE_CHECKING:
     from datalab.catalog.schema import SchemaRegistry
 
 CHART_NAME = re.compile(r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$")
-# Helm reports template syntax errors this way; execution errors ("execution error at") may
-# just mean the default values are incomplete, which is legitimate for Onyxia charts.
-_TEMPLATE_PARSE_ERROR = "parse error"
 
 
 @dataclass(frozen=True)
@@ -151,15 +148,16 @@ def load_chart_dir(path: Path, catalog_id: str, *, check_templates: bool = True)
     if (path / "local.yaml").is_file():
         recipe = validate_local_recipe(_read_yaml_mapping(path / "local.yaml", name), name)
 
+    digest = _directory_digest(path)
     if check_templates:
-        _check_templates(path, name, values)
+        helm_check_templates(path, name, digest)
 
     return Chart(
         catalog_id=catalog_id,
         name=name,
         version=version,
         path=path,
-        digest=_directory_digest(path),
+        digest=digest,
         metadata=metadata,
         values=values,
         schema=schema,
@@ -207,20 +205,6 @@ def _read_schema(path: Path, chart: str) -> dict[str, Any] | None:
             f"{f' at {where}' if where else ''}: {message}"
         ) from exc
     return schema
-
-
-def _check_templates(path: Path, chart: str, values: dict[str, Any]) -> None:
-    """Catch what Helm itself rejects at load time and template syntax errors."""
-    try:
-        with helm_python.Chart.load(path) as loaded:
-            loaded.render(values, name="catalog-check", namespace="catalog-check")
-    except helm_python.HelmChartLoadError as exc:
-        raise ChartInvalid(f"chart {chart!r}: Helm cannot load it: {exc}") from exc
-    except helm_python.HelmRenderError as exc:
-        if _TEMPLATE_PARSE_ERROR in str(exc):
-            raise ChartInvalid(f"chart {chart!r}: broken template: {exc}") from exc
-    except helm_python.HelmError:
-        pass  # values-dependent failures are for launch time, with the user's values
 
 
 def _read_text(path: Path) -> str:

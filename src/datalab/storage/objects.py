@@ -30,6 +30,7 @@ PARTS_IN_FLIGHT = 4
 CHUNK_BYTES = 1024 * 1024
 MAX_SHARE_S = 7 * 24 * 3600  # S3 signature v4 limit
 REFRESH_MARGIN_S = 300
+MAX_PREVIEW_ROWS = 100  # rows a preview returns at most (preview.py loads pyarrow lazily)
 
 
 class PayloadTooLarge(DatalabError):

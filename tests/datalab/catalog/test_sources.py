@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import subprocess
+import sys
 import tarfile
 import threading
 from collections.abc import Callable, Iterator
@@ -17,7 +19,13 @@ import httpx
 import pytest
 import yaml
 
-from datalab.catalog import CatalogConfig, ChartInvalid, load_catalog_file
+from datalab.catalog import (
+    CatalogConfig,
+    ChartInvalid,
+    helm_check,
+    load_catalog_file,
+    load_chart_dir,
+)
 from datalab.catalog.config import CatalogError
 from datalab.catalog.sources import extract_chart_archive, load_catalog, version_key
 
@@ -414,3 +422,38 @@ def test_listing_masks_a_password_in_the_location() -> None:
     assert Catalog(config=config).to_json()["location"] == (
         "https://bot:********@charts.example.org:8443/repo"
     )
+
+
+def test_helm_checks_run_in_a_child_process_cached_by_content(
+    chart_writer: ChartWriter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    children: list[str] = []
+    run_child = helm_check._run_child
+
+    def counted(path: Path, chart: str) -> str | None:
+        children.append(chart)
+        return run_child(path, chart)
+
+    monkeypatch.setattr(helm_check, "_run_child", counted)
+    good = chart_writer("good")
+    broken = chart_writer("bad-template", templates={"x.yaml": "{{ .Values.a | nosuchfn }}"})
+    for _ in range(2):
+        load_chart_dir(good, "lab")
+        with pytest.raises(ChartInvalid, match="broken template"):
+            load_chart_dir(broken, "lab")
+    assert children == ["good", "bad-template"]  # once per content: the verdicts are cached
+    (good / "templates" / "extra.yaml").write_text("# changed\n")
+    load_chart_dir(good, "lab")
+    assert children[-1] == "good"  # new content, new check
+
+    # the platform process never loads Helm's Go runtime to load a catalog
+    script = (
+        "import sys; from pathlib import Path; from datalab.catalog import load_chart_dir; "
+        f"load_chart_dir(Path({str(good)!r}), 'lab'); "
+        "assert 'helm_python' not in sys.modules, 'helm_python imported'"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr

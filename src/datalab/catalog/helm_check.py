@@ -1,0 +1,97 @@
+"""Helm's own check of a chart at load time (Helm loads it and renders it with its default
+values), run in a short-lived child process and cached by the chart's content digest.
+
+Why a child: helm-python embeds Helm's Go runtime, about 60 MB of resident memory (42 MB of it
+the mapped library) that would stay in the platform for good after the first chart. The check
+runs once per chart content per machine (cache in ``$XDG_CACHE_HOME/datalab/helm-checks``);
+rendering for users happens in ``helm`` itself (Kubernetes backend) or not at all (local
+backend).
+
+This file runs as a script in the child (``python -I helm_check.py CHART_DIR NAME``): it must
+import nothing from datalab at module level.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+CACHE_VERSION = "1"
+CHILD_TIMEOUT_S = 120
+# Helm reports template syntax errors this way; execution errors ("execution error at") may
+# just mean the default values are incomplete, which is legitimate for Onyxia charts.
+_TEMPLATE_PARSE_ERROR = "parse error"
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "datalab" / "helm-checks"
+
+
+def check_templates(path: Path, chart: str, digest: str) -> None:
+    """Raise ``ChartInvalid`` when Helm cannot load the chart or its templates do not parse."""
+    from datalab.catalog.errors import ChartInvalid
+
+    cached = cache_dir() / f"{CACHE_VERSION}-{digest}.json"
+    try:
+        problem = json.loads(cached.read_text())["problem"]
+    except (OSError, ValueError, KeyError):
+        problem = _run_child(path, chart)
+        _store(cached, problem)
+    if problem:
+        raise ChartInvalid(problem)
+
+
+def _run_child(path: Path, chart: str) -> str | None:
+    failed = f"chart {chart!r}: Helm could not check it"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-I", __file__, str(path), chart],
+            capture_output=True,
+            text=True,
+            timeout=CHILD_TIMEOUT_S,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{failed}: {exc}"
+    try:
+        problem: str | None = json.loads(done.stdout)["problem"]
+    except (ValueError, KeyError, TypeError):
+        return f"{failed}: {done.stderr.strip()[-500:] or f'exit code {done.returncode}'}"
+    return problem
+
+
+def _store(cached: Path, problem: str | None) -> None:
+    """Atomically, best effort: a read-only cache only costs a re-check."""
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=cached.parent, delete=False) as handle:
+            json.dump({"problem": problem}, handle)
+        os.replace(handle.name, cached)
+    except OSError:
+        pass
+
+
+def _problem(path: Path, chart: str) -> str | None:
+    """In the child: what Helm says is wrong with the chart, or None."""
+    import helm_python
+
+    try:
+        with helm_python.Chart.load(path) as loaded:
+            loaded.render(None, name="catalog-check", namespace="catalog-check")
+    except helm_python.HelmChartLoadError as exc:
+        return f"chart {chart!r}: Helm cannot load it: {exc}"
+    except helm_python.HelmRenderError as exc:
+        if _TEMPLATE_PARSE_ERROR in str(exc):
+            return f"chart {chart!r}: broken template: {exc}"
+    except helm_python.HelmError:
+        pass  # values-dependent failures are for launch time, with the user's values
+    return None
+
+
+if __name__ == "__main__":
+    print(json.dumps({"problem": _problem(Path(sys.argv[1]), sys.argv[2])}))
