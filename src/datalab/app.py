@@ -15,19 +15,34 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import datalab
+from datalab.api.localize import localize, localize_details
 from datalab.errors import DatalabError, TooManyRequests
 from datalab.platform import Platform
+from datalab.web.i18n import negotiate
 
 log = logging.getLogger(__name__)
 
 SESSION_COOKIE = "datalab_session"
 
 
-def error_response(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
-    body: dict[str, Any] = {"code": code, "message": message}
+def error_response(
+    status: int, code: str, message: str, details: Any = None, *, lang: str = "en"
+) -> JSONResponse:
+    """The API's error body; ``message`` (and the details' messages) in ``lang``."""
+    body: dict[str, Any] = {"code": code, "message": localize(message, lang)}
     if details is not None:
-        body["details"] = details
-    return JSONResponse({"error": body}, status_code=status)
+        body["details"] = localize_details(details, lang)
+    return JSONResponse(
+        {"error": body},
+        status_code=status,
+        headers={"Content-Language": lang, "Vary": "Accept-Language"},
+    )
+
+
+def _language(request: Request) -> str:
+    """The error messages' language: the request's Accept-Language (the web UI sends its
+    page language), English by default."""
+    return negotiate(request.headers.get("accept-language"))
 
 
 def _describe_validation(exc: RequestValidationError) -> tuple[str, list[dict[str, Any]]]:
@@ -114,7 +129,9 @@ def create_app(platform: Platform, *, manage_lifecycle: bool = True) -> FastAPI:
 
     @app.exception_handler(DatalabError)
     async def _datalab_error(request: Request, exc: DatalabError) -> JSONResponse:
-        response = error_response(exc.status, exc.code, exc.message, exc.details)
+        response = error_response(
+            exc.status, exc.code, exc.message, exc.details, lang=_language(request)
+        )
         if isinstance(exc, TooManyRequests):
             response.headers["Retry-After"] = str(int(exc.retry_after) + 1)
         if exc.status == 401:
@@ -124,7 +141,7 @@ def create_app(platform: Platform, *, manage_lifecycle: bool = True) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         message, details = _describe_validation(exc)
-        return error_response(422, "invalid", message, details)
+        return error_response(422, "invalid", message, details, lang=_language(request))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -132,13 +149,16 @@ def create_app(platform: Platform, *, manage_lifecycle: bool = True) -> FastAPI:
         message = str(exc.detail)
         if exc.status_code == 404:
             message = f"no route {request.url.path}; the API is described at /api/docs"
-        return error_response(exc.status_code, code, message)
+        return error_response(exc.status_code, code, message, lang=_language(request))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return error_response(
-            500, "internal", "internal error; the server log has the details (no data was changed)"
+            500,
+            "internal",
+            "internal error; the server log has the details (no data was changed)",
+            lang=_language(request),
         )
 
     from datalab.api import admin, auth, catalogs, envs, health, me, services

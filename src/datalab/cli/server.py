@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import logging
 from pathlib import Path
@@ -12,6 +14,8 @@ import yaml
 
 from datalab.cli.common import console, print_json
 from datalab.config import Settings, load_settings
+
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 
 ConfigOption = Annotated[
     Path | None,
@@ -25,6 +29,15 @@ ConfigOption = Annotated[
 ]
 
 
+def _return_large_buffers_to_the_system() -> None:
+    """glibc serves allocations above a *dynamic* threshold (up to 32 MiB) from its heaps,
+    which keep freed memory: after an upload's 5 MiB parts the process would stay ~20 MB larger
+    for good. A fixed 1 MiB threshold maps large buffers and unmaps them when freed."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(M_MMAP_THRESHOLD, 1024 * 1024)
+
+
 def up(
     config: ConfigOption = None,
     host: Annotated[str | None, typer.Option(help="Listen address (server.host).")] = None,
@@ -33,6 +46,8 @@ def up(
 ) -> None:
     """Start the platform in the foreground; Ctrl-C stops it cleanly."""
     import uvicorn
+
+    _return_large_buffers_to_the_system()
 
     from datalab.app import create_app
     from datalab.platform import Platform

@@ -25,8 +25,8 @@ from datalab.identity.access import Principal
 from datalab.storage.keys import check_bucket, check_key
 from datalab.storage.service import S3Credentials, StorageService, StorageUnavailable, s3_client
 
-PART_BYTES = 8 * 1024 * 1024
-PARTS_IN_FLIGHT = 4
+PART_BYTES = 5 * 1024 * 1024
+PARTS_IN_FLIGHT = 3
 CHUNK_BYTES = 1024 * 1024
 MAX_SHARE_S = 7 * 24 * 3600  # S3 signature v4 limit
 REFRESH_MARGIN_S = 300

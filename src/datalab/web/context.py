@@ -16,6 +16,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from datalab.api.deps import authenticated_user
+from datalab.api.localize import localize
 from datalab.api.views import projects_of
 from datalab.config import BrandingSettings
 from datalab.db import User
@@ -93,9 +94,13 @@ class Page:
         )
         return HTMLResponse(html, status_code=status)
 
+    def message(self, exc: DatalabError) -> str:
+        """The platform's message (already free of secrets) in the page's language."""
+        return localize(exc.message, self.lang)
+
     def error(self, exc: DatalabError) -> HTMLResponse:
-        """An error page with the platform's message (already free of secrets)."""
-        return self.render("error.html", status=exc.status, message=exc.message)
+        """An error page with the platform's message."""
+        return self.render("error.html", status=exc.status, message=self.message(exc))
 
     def check_form_csrf(self, sent: str | None) -> None:
         if not self.csrf or not hmac.compare_digest(sent or "", self.csrf):

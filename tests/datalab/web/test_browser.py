@@ -201,6 +201,14 @@ def test_french(page: Any, memory_server: LiveServer) -> None:
             assert page.locator(".tablist .has-error").count() == 0
         assert "Sign out" not in page.content()
         screenshot(page, f"09-fr{path.replace('/', '-')}")
+    # the API's error messages come in the page's language too
+    page.goto("/account")
+    page.locator("#email").fill("pas-une-adresse")
+    page.locator("#profile-form button[type=submit]").click()
+    expect(page.locator("#profile-error")).to_have_text(
+        "email : 'pas-une-adresse' n'est pas une adresse électronique (nom@domaine)"
+    )
+    page.goto("/admin")
     page.get_by_label("Langue").select_option("en")
     page.get_by_role("heading", name="Administration").wait_for()
     assert "Sign out" in page.content()

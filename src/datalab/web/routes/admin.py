@@ -92,7 +92,7 @@ def audit_page(
             status=exc.status,
             entries=[],
             form=filters_form,
-            error=exc.message,
+            error=page.message(exc),
             outcomes=OUTCOMES,
             query="",
             older=None,

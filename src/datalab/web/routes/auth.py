@@ -66,7 +66,7 @@ def login(
         page.check_form_csrf(csrf_token)
         credentials = Credentials(username=username, password=password)
     except DatalabError as exc:
-        return _login_form(page, exc.status, next, exc.message, username)
+        return _login_form(page, exc.status, next, page.message(exc), username)
     except ValidationError:
         return _login_form(page, 422, next, page.t("login.missing"), username)
     platform = page.platform
@@ -77,7 +77,7 @@ def login(
             if lang in LANGUAGES and lang != user.lang and user.lang == "en":
                 user.lang = lang  # the language picked on the sign-in page sticks
     except DatalabError as exc:
-        message = page.t("login.failed") if exc.status == 401 else exc.message
+        message = page.t("login.failed") if exc.status == 401 else page.message(exc)
         return _login_form(page, exc.status, next, message, username)
     return RedirectResponse(_safe_next(next), status_code=303)
 

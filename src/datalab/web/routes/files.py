@@ -34,7 +34,7 @@ async def files_page(
     try:
         store = broker(page.platform).objects
     except DatalabError as exc:
-        return page.render("files.html", unavailable=exc.message, listing=None)
+        return page.render("files.html", unavailable=page.message(exc), listing=None)
     buckets = store.buckets(principal)
     if not bucket:  # the current project's bucket when it has one of its own
         bucket = principal.project_id if principal.project_id in buckets else buckets[0]
@@ -45,7 +45,7 @@ async def files_page(
         listing = await store.list(principal, bucket, prefix, "/", 500, token)
         public = await store.public_prefixes(principal, bucket)
     except DatalabError as exc:
-        error = exc.message
+        error = page.message(exc)
     return page.render(
         "files.html",
         unavailable=None,

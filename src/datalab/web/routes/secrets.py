@@ -23,14 +23,14 @@ async def secrets_page(page: PageDep, path: str = "") -> Response:
     try:
         secrets = store(page.platform)
     except DatalabError as exc:
-        return page.render("secrets.html", unavailable=exc.message)
+        return page.render("secrets.html", unavailable=page.message(exc))
     directory = path if not path or path.endswith("/") else path + "/"
     listing: dict[str, Any] = {"entries": []}
     error = None
     try:
         listing = await secrets.list(principal, directory.rstrip("/"))
     except DatalabError as exc:
-        error = exc.message
+        error = page.message(exc)
     entries = listing.get("entries", [])
     return page.render(
         "secrets.html",

@@ -65,7 +65,7 @@ async def service_status(page: PageDep, service_id: str) -> Response:
     except NotFound:
         return page.render("_message.html", status=STOP_POLLING, message=page.t("services.gone"))
     except DatalabError as exc:
-        return page.render("_message.html", message=exc.message)
+        return page.render("_message.html", message=page.message(exc))
     hours = _running_hours(service)
     threshold = page.branding.long_running_warning_h
     return page.render(
@@ -83,5 +83,5 @@ async def service_events(page: PageDep, service_id: str) -> Response:
     try:
         events = await page.platform.services.events(principal, service_id)
     except DatalabError as exc:
-        return page.render("_message.html", status=exc.status, message=exc.message)
+        return page.render("_message.html", status=exc.status, message=page.message(exc))
     return page.render("_events.html", events=events)

@@ -15,7 +15,11 @@ const Datalab = (() => {
 
   // Calls the REST API as the signed-in user; throws ApiError with the platform's message.
   async function api(method, path, body, options = {}) {
-    const headers = { "X-CSRF-Token": meta("csrf-token"), Accept: "application/json" };
+    // the API answers errors in the page's language
+    const headers = {
+      "X-CSRF-Token": meta("csrf-token"), Accept: "application/json",
+      "Accept-Language": document.documentElement.lang || "en",
+    };
     const project = meta("datalab-project");
     if (project) headers["X-Datalab-Project"] = project;
     const init = { method, headers, credentials: "same-origin", signal: options.signal };
