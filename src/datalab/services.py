@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
+import dataclasses
 import logging
 import secrets
 from collections.abc import AsyncIterator
@@ -32,7 +34,7 @@ from datalab.context import (
 )
 from datalab.db import Database, Service, User
 from datalab.errors import Conflict, DatalabError, InvalidInput, NotFound, QuotaExceeded
-from datalab.identity.access import Action, Principal, check_service
+from datalab.identity.access import Action, Principal, check_service, principal_for
 from datalab.identity.names import check_label
 from datalab.launch import ResolvedValues, equivalent_commands, resolve_values
 
@@ -478,14 +480,51 @@ class ServiceManager:
                     "failed service can be resumed"
                 )
             self._check_quota(session, principal, row.cpu, row.memory_mb)
+            renewed = await self._renew_credentials(session, row)
             try:
-                status = await self.backend.resume(service_id)
+                status = await self.backend.resume(service_id, renewed)
             except ServiceNotFound:  # lost by the backend: install it again with the same values
                 status = await self.backend.install(self._spec(row))
             self._record(row, status.phase.value, status.reason)
             result = await self._describe(row)
         result["commands"] = commands.for_action("resume", service_id, row.project_id)
         return result
+
+    async def _renew_credentials(self, session: Any, row: Service) -> dict[str, Any] | None:
+        """The service's values with fresh credentials (S3 session, Vault token, refresh token)
+        in place of the ones minted at launch, which may have expired while it was suspended;
+        every other value unchanged. None when nothing is injected or the chart is gone.
+
+        The values that hold credentials are found by resolving the chart once with marker
+        strings in place of the credentials: whatever the chart does with them (a field, an
+        ``Authorization`` header, a URL), the paths whose values carry a marker take the
+        fresh resolution's value."""
+        if self.credentials is None:
+            return None
+        try:
+            chart = self.catalogs.get_chart(row.catalog_id, row.chart_name, row.chart_version)
+        except DatalabError:
+            log.warning("service %s: chart gone, credentials not renewed", row.id)
+            return None
+        owner = principal_for(session, row.owner, row.project_id, "resume")
+        fresh = await self.credentials.for_launch(row.owner.name, row.project_id, row.id)
+        marked = _with_markers(fresh)
+        mlflow = await self._discover_mlflow(owner)
+        try:
+            fresh_values = resolve_values(
+                chart, self._context(session, owner, fresh, mlflow), overrides=row.overrides
+            ).values
+            marked_values = resolve_values(
+                chart, self._context(session, owner, marked, mlflow), overrides=row.overrides
+            ).values
+        except DatalabError as exc:
+            log.warning("service %s: credentials not renewed: %s", row.id, exc)
+            return None
+        values = copy.deepcopy(row.values)
+        for path in _marked_paths(marked_values):
+            _set_path(values, path, _get_path(fresh_values, path))
+        row.values = values
+        return values
 
     async def update(
         self,
@@ -539,3 +578,43 @@ def counted_resources(values: dict[str, Any]) -> tuple[float, int]:
         resources.memory_limit if resources.memory_limit is not None else resources.memory_request
     )
     return cpu or 0.0, round((memory or 0) / MIB)
+
+
+_MARKER = "\x00datalab-credential\x00"
+
+
+def _with_markers(injection: Injection) -> Injection:
+    """The injection with a marker in place of every credential."""
+    s3 = injection.s3
+    if s3 is not None:
+        s3 = dataclasses.replace(
+            s3,
+            access_key_id=_MARKER,
+            secret_access_key=_MARKER,
+            session_token=_MARKER,
+            credentials_authorization=_MARKER if s3.credentials_authorization else "",
+        )
+    vault = injection.vault
+    if vault is not None:
+        vault = dataclasses.replace(vault, token=_MARKER)
+    return dataclasses.replace(injection, s3=s3, vault=vault)
+
+
+def _marked_paths(values: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    if isinstance(values, dict):
+        return [p for key, value in values.items() for p in _marked_paths(value, (*path, key))]
+    if isinstance(values, list):
+        return [p for i, value in enumerate(values) for p in _marked_paths(value, (*path, i))]
+    return [path] if isinstance(values, str) and _MARKER in values else []
+
+
+def _get_path(values: Any, path: tuple[Any, ...]) -> Any:
+    for part in path:
+        values = values[part]
+    return values
+
+
+def _set_path(values: Any, path: tuple[Any, ...], value: Any) -> None:
+    for part in path[:-1]:
+        values = values[part]
+    values[path[-1]] = value

@@ -154,8 +154,9 @@ class Backend(abc.ABC):
         """Stop the workload, keep its data and values."""
 
     @abc.abstractmethod
-    async def resume(self, service_id: str) -> ServiceStatus:
-        """Start a suspended (or failed) service again with the same values."""
+    async def resume(self, service_id: str, values: dict[str, Any] | None = None) -> ServiceStatus:
+        """Start a suspended (or failed) service again with the same values, or with
+        ``values`` (the same values with renewed credentials)."""
 
     @abc.abstractmethod
     async def uninstall(self, service_id: str) -> None:

@@ -8,7 +8,7 @@ exercised without starting processes. Never use it to serve real users.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -86,8 +86,10 @@ class MemoryBackend(Backend):
         record.events.append(Event.now("Suspended", "suspended"))
         return self._status(record)
 
-    async def resume(self, service_id: str) -> ServiceStatus:
+    async def resume(self, service_id: str, values: dict[str, Any] | None = None) -> ServiceStatus:
         record = self._get(service_id)
+        if values is not None:
+            record.spec = replace(record.spec, values=values)
         self._run(record, "Resumed")
         return self._status(record)
 

@@ -125,6 +125,37 @@ async def test_vault_token_renewed_outlives_its_first_ttl(served: Federated) -> 
         await client.aclose()
 
 
+async def test_resume_renews_the_credentials_that_expired_while_suspended(
+    served: Federated,
+) -> None:
+    alice = served.users["alice"]
+    await alice.call("POST", "/api/services", json={"chart": "jupyter-python", "name": "later"})
+    before = (await alice.call("GET", "/api/services/later"))["values"]
+    await alice.call("POST", "/api/services/later/suspend")
+    secrets = served.platform.secret_store
+    assert secrets is not None
+    client = VaultClient(secrets.address)
+    try:
+        await asyncio.sleep(VAULT_TTL_S + 1)  # the launch's token expires meanwhile
+        with pytest.raises(Exception, match=r"permission denied|invalid token"):
+            await client.request("GET", "auth/token/lookup-self", token=before["vault"]["token"])
+        await alice.call("POST", "/api/services/later/resume")
+        after = (await alice.call("GET", "/api/services/later"))["values"]
+        await client.request("GET", "auth/token/lookup-self", token=after["vault"]["token"])
+    finally:
+        await client.aclose()
+    assert after["vault"]["token"] != before["vault"]["token"]
+    assert after["s3"]["sessionToken"] != before["s3"]["sessionToken"]
+    assert after["s3"]["credentialsAuthorization"] != before["s3"]["credentialsAuthorization"]
+    # nothing else changes: the service keeps its password, its bucket, its settings
+    for values in (before, after):
+        for key in ("sessionToken", "accessKeyId", "secretAccessKey", "credentialsAuthorization"):
+            values["s3"].pop(key)
+        values["vault"].pop("token")
+    assert after == before
+    await alice.call("DELETE", "/api/services/later")
+
+
 async def test_storage_crash_is_restarted_and_the_platform_recovers(served: Federated) -> None:
     storage = served.platform.storage
     assert storage is not None and storage.embedded is not None

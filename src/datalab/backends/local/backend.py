@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -227,10 +228,12 @@ class LocalBackend(Backend):
                 self._transition(svc, Phase.SUSPENDED, "Suspended", "stopped; work dir kept")
         return self._status(svc)
 
-    async def resume(self, service_id: str) -> ServiceStatus:
+    async def resume(self, service_id: str, values: dict[str, Any] | None = None) -> ServiceStatus:
         svc = self._get(service_id)
         async with svc.lock:
             if svc.phase in (Phase.SUSPENDED, Phase.FAILED):
+                if values is not None:
+                    svc.spec = dataclasses.replace(svc.spec, values=values)
                 if svc.process is not None:  # a failed start may leave a process behind
                     await self._stop_process(svc)
                 self._add_event(svc, "Resuming", "starting again with the same values")
