@@ -37,6 +37,10 @@ async def _measure(root: Path) -> dict[str, Any]:
         data_dir=root,
         backend={"name": "memory"},
         region={"user_quota": {"max_services": None, "cpu": None, "memory_mb": None}},
+        # the API's own cost: no S3 / Vault credentials minted per launch (bench_storage
+        # measures object storage)
+        storage={"mode": "disabled"},
+        secrets={"mode": "disabled"},
     )
     platform = Platform.create(settings)
     app = create_app(platform)

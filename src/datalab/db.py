@@ -169,6 +169,24 @@ class Service(Base):
     project: Mapped[Project] = relationship()
 
 
+class SavedConfig(Base):
+    """A user's named launch overrides for a chart, in a project (api/saved_configs.py)."""
+
+    __tablename__ = "saved_configs"
+    __table_args__ = (UniqueConstraint("owner_id", "project_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    catalog_id: Mapped[str] = mapped_column(String(63))
+    chart_name: Mapped[str] = mapped_column(String(63))
+    chart_version: Mapped[str | None] = mapped_column(String(63))
+    values: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
 class AuditEntry(Base):
     """One state-changing action (append-only: see datalab.audit). Names, not foreign keys:
     the record outlives the user, project or service it names."""

@@ -21,7 +21,6 @@ from sqlalchemy import func, select
 
 from datalab import commands
 from datalab.backends.base import Backend, BackendError, Phase, ServiceNotFound, ServiceSpec
-from datalab.backends.local.resources import MIB, Resources
 from datalab.catalog import CatalogRegistry, Chart
 from datalab.config import Settings
 from datalab.context import (
@@ -37,6 +36,7 @@ from datalab.errors import Conflict, DatalabError, InvalidInput, NotFound, Quota
 from datalab.identity.access import Action, Principal, check_service, principal_for
 from datalab.identity.names import check_label
 from datalab.launch import ResolvedValues, equivalent_commands, resolve_values
+from datalab.resources import MIB, Resources
 
 if TYPE_CHECKING:
     from datalab.storage.injection import CredentialBroker, Injection

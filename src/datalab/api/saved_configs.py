@@ -9,38 +9,20 @@ tokens, keys) are dropped before saving.
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Response
 from pydantic import Field
-from sqlalchemy import JSON, ForeignKey, Integer, String, UniqueConstraint, select
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import select
 
 from datalab.api.deps import PlatformDep, PrincipalDep, SessionDep
 from datalab.api.masking import is_secret_field
 from datalab.api.schemas import Model
-from datalab.db import Base, UTCDateTime, utcnow
+from datalab.db import SavedConfig
 from datalab.errors import NotFound
 
 router = APIRouter(prefix="/api/saved-configs", tags=["saved configurations"])
-
-
-class SavedConfig(Base):
-    __tablename__ = "saved_configs"
-    __table_args__ = (UniqueConstraint("owner_id", "project_id", "name"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
-    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
-    name: Mapped[str] = mapped_column(String(100))
-    catalog_id: Mapped[str] = mapped_column(String(63))
-    chart_name: Mapped[str] = mapped_column(String(63))
-    chart_version: Mapped[str | None] = mapped_column(String(63))
-    values: Mapped[dict[str, Any]] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
 
 class NewSavedConfig(Model):

@@ -20,7 +20,7 @@ from datalab.backends.base import (
     ServiceSpec,
     ServiceStatus,
 )
-from datalab.backends.local.resources import Resources
+from datalab.resources import Resources
 
 
 @dataclass

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from datalab.backends.base import BackendError, Phase, ServiceNotFound, ServiceSpec
-from datalab.backends.local import Resources, parse_cpu, parse_memory_bytes
 from datalab.backends.local.accounts import account_name
 from datalab.backends.local.logs import rotate_if_needed, tail_lines
 from datalab.backends.local.recipe import render_recipe, resolve_command
 from datalab.backends.memory import MemoryBackend
+from datalab.resources import Resources, parse_cpu, parse_memory_bytes
 
 pytestmark = pytest.mark.anyio
 

@@ -47,8 +47,8 @@ from datalab.backends.local.process import (
 )
 from datalab.backends.local.recipe import RenderedRecipe, render_recipe, resolve_command
 from datalab.backends.local.record import ServiceRecord, newer_state, read_state_file
-from datalab.backends.local.resources import Resources
 from datalab.envs import Env, EnvBuildError, EnvManager, EnvSpec
+from datalab.resources import Resources
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from datalab.backends.local.resources import Resources
+from datalab.resources import Resources
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from datalab.backends.base import Event, Phase, ServiceSpec
 from datalab.backends.local.accounts import Account
 from datalab.backends.local.process import ProcessRef
 from datalab.backends.local.recipe import RenderedRecipe
-from datalab.backends.local.resources import Resources
 from datalab.envs import EnvSpec
+from datalab.resources import Resources
 
 STATE_VERSION = 1
 STATE_FILE = "state.json"
