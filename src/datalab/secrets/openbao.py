@@ -24,6 +24,9 @@ import httpx
 from datalab.secrets.vault import VaultClient
 from datalab.storage.supervisor import SupervisedProcess, free_port
 
+#: first start: raft bootstrap and key generation (seconds on a busy machine)
+INIT_TIMEOUT_S = 60.0
+
 
 def bao_binary() -> str:
     beside_python = Path(sys.executable).parent / "bao"
@@ -106,8 +109,10 @@ class EmbeddedOpenBao:
         await self.unseal()
 
     async def unseal(self) -> None:
-        """Initialise at first start (keeping the key and root token, mode 0600), then unseal."""
-        client = VaultClient(self.address)
+        """Initialise at first start (keeping the key and root token, mode 0600), then unseal.
+        Initialising bootstraps the raft storage and generates keys: seconds on a busy
+        machine, hence the long timeout."""
+        client = VaultClient(self.address, timeout_s=INIT_TIMEOUT_S)
         try:
             status = await client.request("GET", "sys/init")
             assert status is not None

@@ -167,9 +167,10 @@ class ObjectStore:
         extra = {"ContentType": content_type} if content_type else {}
         root, path = self.storage.locate(bucket, key)
         writer = _MultipartWriter(self, client, root, path, extra)
-        # chunks are gathered in a list and joined once per part: one copy of each byte
-        pending: list[bytes] = []
-        pending_size = total = 0
+        # each part is one buffer the chunks are appended to: one copy of each byte, and no
+        # second copy of a whole part (large buffers grow in place, see cli/server.py)
+        part = bytearray()
+        total = 0
         try:
             async for chunk in body:
                 total += len(chunk)
@@ -178,24 +179,17 @@ class ObjectStore:
                         f"{bucket}/{key} is larger than the {max_bytes} bytes this platform "
                         "accepts (storage.max_upload_bytes)"
                     )
-                pending.append(chunk)
-                pending_size += len(chunk)
-                if pending_size >= PART_BYTES:
-                    await writer.add(b"".join(pending))
-                    pending, pending_size = [], 0
+                part += chunk
+                if len(part) >= PART_BYTES:
+                    await writer.add(part)
+                    part = bytearray()
             if writer.parts == 0:
                 await self._call(
-                    bucket,
-                    key,
-                    client.put_object,
-                    Bucket=root,
-                    Key=path,
-                    Body=b"".join(pending),
-                    **extra,
+                    bucket, key, client.put_object, Bucket=root, Key=path, Body=part, **extra
                 )
             else:
-                if pending:
-                    await writer.add(b"".join(pending))
+                if part:
+                    await writer.add(part)
                 await writer.complete()
         except BaseException:
             await writer.abort()  # leave no orphan parts behind
@@ -420,7 +414,7 @@ class _MultipartWriter:
         self._etags: dict[int, str] = {}
         self._pending: set[asyncio.Task[None]] = set()
 
-    async def add(self, data: bytes) -> None:
+    async def add(self, data: bytearray) -> None:
         if self.upload_id is None:
             started = await self.store._call(
                 self.bucket,
@@ -437,7 +431,7 @@ class _MultipartWriter:
         task = asyncio.create_task(self._upload(self.parts, data))
         self._pending.add(task)
 
-    async def _upload(self, number: int, data: bytes) -> None:
+    async def _upload(self, number: int, data: bytearray) -> None:
         answer = await self.store._call(
             self.bucket,
             self.key,
