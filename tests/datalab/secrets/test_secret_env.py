@@ -14,13 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from datalab.app import create_app
-from datalab.config import load_settings
 from datalab.db import Service
-from datalab.identity import accounts
 from datalab.platform import Platform
 
-from ..conftest import ADMIN_PASSWORD, Api
+from ..conftest import Api
+from ..storage.conftest import add_users, embedded_settings, start_federated
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -38,33 +36,18 @@ async def served() -> AsyncIterator[tuple[Platform, httpx.AsyncClient, Api, Api]
     # not under pytest's tmp dir (mode 700): services run under per-user accounts when root
     root = Path(tempfile.mkdtemp(prefix="datalab-secret-env-"))
     os.chmod(root, 0o711)
-    settings = load_settings(
-        None,
-        data_dir=root / "data",
+    settings = embedded_settings(
+        root / "data",
         backend={"name": "local"},
         catalogs=[{"id": "test", "name": "Test charts", "location": str(CHARTS)}],
         storage={"mode": "disabled"},
-        secrets={"mode": "embedded"},
     )
-    platform = Platform.create(settings)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DATALAB_ADMIN_PASSWORD", ADMIN_PASSWORD)
-        platform.ensure_admin()
-    app = create_app(platform)
-    await platform.start()
+    platform, http = await start_federated(settings)
     try:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
-            apis = []
-            for name in ("alice", "bob"):
-                with platform.db.session() as session:
-                    user, _ = accounts.create_user(
-                        session, settings.region, name, password=f"{name}-password-1"
-                    )
-                    _, token = accounts.create_token(session, user, "t", ttl_days=1)
-                apis.append(Api(http, name, token))
-            yield platform, http, apis[0], apis[1]
+        users = add_users(platform, http)
+        yield platform, http, users["alice"], users["bob"]
     finally:
+        await http.aclose()
         await platform.stop()
         shutil.rmtree(root, ignore_errors=True)
 

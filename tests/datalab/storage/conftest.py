@@ -34,7 +34,7 @@ def embedded_settings(data_dir: Path, **overrides: object) -> Settings:
     return load_settings(
         None,
         data_dir=data_dir,
-        backend={"name": "memory"},
+        backend=overrides.pop("backend", {"name": "memory"}),
         storage={"mode": "embedded", **overrides.pop("storage", {})},  # type: ignore[dict-item]
         secrets={"mode": "embedded", **overrides.pop("secrets", {})},  # type: ignore[dict-item]
         **overrides,
