@@ -3,6 +3,7 @@ backend) served in-process through httpx's ASGI transport."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,3 +93,20 @@ async def env(settings: Settings) -> AsyncIterator[Env]:
             _, token = accounts.create_token(session, admin, "tests", ttl_days=1)
         yield Env(platform, app, http, Api(http, "admin", token))
     await platform.stop()
+
+
+async def wait_for_phase(
+    api: Api, service_id: str, phase: str, timeout: float = 120
+) -> dict[str, Any]:
+    """Poll a service until it reaches ``phase``; a failure shows its reason and logs."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        service = await api.call("GET", f"/api/services/{service_id}")
+        if service["phase"] == phase:
+            return service
+        assert service["phase"] != "failed" or phase == "failed", (
+            service["reason"],
+            await api.call("GET", f"/api/services/{service_id}/logs"),
+        )
+        assert asyncio.get_running_loop().time() < deadline, service
+        await asyncio.sleep(0.3)

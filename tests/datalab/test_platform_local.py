@@ -3,7 +3,6 @@ process and is reachable through the authenticated proxy by its owner only."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import tempfile
@@ -18,7 +17,7 @@ from datalab.config import Settings, load_settings
 from datalab.identity import accounts
 from datalab.platform import Platform
 
-from .conftest import ADMIN_PASSWORD, Api
+from .conftest import ADMIN_PASSWORD, Api, wait_for_phase
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -60,17 +59,6 @@ async def users(local_settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClie
             apis.append(Api(http, name, token))
         yield http, apis[0], apis[1]
     await platform.stop()
-
-
-async def wait_for_phase(api: Api, service_id: str, phase: str, timeout: float = 120) -> dict:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        service = await api.call("GET", f"/api/services/{service_id}")
-        if service["phase"] == phase:
-            return service
-        assert service["phase"] not in ("failed",) or phase == "failed", service
-        assert asyncio.get_running_loop().time() < deadline, service
-        await asyncio.sleep(0.3)
 
 
 async def test_service_reachable_by_its_owner_only(

@@ -4,7 +4,6 @@ every start. Wrong choices are refused at launch with clear errors."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import tempfile
@@ -17,7 +16,7 @@ import pytest
 from datalab.db import Service
 from datalab.platform import Platform
 
-from ..conftest import Api
+from ..conftest import Api, wait_for_phase
 from ..storage.conftest import add_users, embedded_settings, start_federated
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -50,20 +49,6 @@ async def served() -> AsyncIterator[tuple[Platform, httpx.AsyncClient, Api, Api]
         await http.aclose()
         await platform.stop()
         shutil.rmtree(root, ignore_errors=True)
-
-
-async def wait_for_phase(api: Api, service_id: str, phase: str, timeout: float = 90) -> dict:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        service = await api.call("GET", f"/api/services/{service_id}")
-        if service["phase"] == phase:
-            return service
-        assert service["phase"] != "failed" or phase == "failed", (
-            service["reason"],
-            await api.call("GET", f"/api/services/{service_id}/logs"),
-        )
-        assert asyncio.get_running_loop().time() < deadline, service
-        await asyncio.sleep(0.3)
 
 
 def launch_body(name: str, secret: str, show: str = "DB_PASSWORD,DB_USER") -> dict:
