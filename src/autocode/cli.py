@@ -258,6 +258,13 @@ def evaluate(
     config: ConfigOption = None,
     nomenclatures: NomenclaturesOption = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print metrics as JSON.")] = False,
+    combined: Annotated[
+        bool,
+        typer.Option(
+            help="Also evaluate all inputs together ('combined') and their distinct texts only "
+            "('combined_distinct': a text already seen is dropped)."
+        ),
+    ] = False,
 ) -> None:
     """Evaluate a model on labelled files, or cross-validate a training config (--cv K)."""
     from autocode import data as datamod
@@ -273,14 +280,22 @@ def evaluate(
         if not model or not input:
             raise UserError("give --model and at least one --input (or --cv K)")
         coder = load_coder(model)
+        sets = {}
         for uri in input:
             labelled = datamod.load_labelled(
                 uri, coder.nomenclature, text_column, code_column, coder.categorical
             )
             if len(labelled.invalid):
                 console.print(f"[yellow]{uri}: {labelled.report()}[/yellow]")
-            evaluation = evaluate_coder(coder, labelled.rows)
-            name = Path(uri).stem
+            sets[Path(uri).stem] = labelled.rows
+        if combined:
+            import pandas as pd
+
+            everything = pd.concat(list(sets.values()), ignore_index=True)
+            sets["combined"] = everything
+            sets["combined_distinct"] = everything.drop_duplicates(datamod.TEXT)
+        for name, rows in sets.items():
+            evaluation = evaluate_coder(coder, rows)
             results[name] = evaluation.metrics
             if figures:
                 write_figures_for(evaluation, figures / name, name)

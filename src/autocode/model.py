@@ -69,7 +69,11 @@ class Classifier:
     def default_params(cls) -> dict[str, Any]:
         return {}
 
-    def fit(self, texts: Sequence[str], codes: Sequence[str]) -> Classifier:
+    def fit(
+        self, texts: Sequence[str], codes: Sequence[str], weights: Sequence[float] | None = None
+    ) -> Classifier:
+        """Fit on ``texts`` and ``codes``; ``weights`` (one per row, default 1) where the model
+        supports sample weights (TF-IDF), ignored otherwise (fastText has none)."""
         raise NotImplementedError
 
     def scores(self, texts: Sequence[str]) -> np.ndarray:
@@ -135,7 +139,9 @@ class FastTextClassifier(Classifier):
             if name in p and int(p[name]) < 1:
                 raise ValueError(f"fastText {name} must be ≥ 1, got {p[name]}")
 
-    def fit(self, texts: Sequence[str], codes: Sequence[str]) -> FastTextClassifier:
+    def fit(
+        self, texts: Sequence[str], codes: Sequence[str], weights: Sequence[float] | None = None
+    ) -> FastTextClassifier:
         import fasttext
 
         self.validate_params()
@@ -219,23 +225,30 @@ class TfidfClassifier(Classifier):
             "char_ngram_min": 2,
             "char_ngram_max": 5,
             "char_min_df": 2,
-            "C": 0.5,
+            "char_analyzer": "char_wb",  # char_wb (n-grams inside words) | char
+            "sublinear_tf": True,
+            # C 1.0 and balanced class weights (0.5 and none before): measured in docs/autocode.md
+            "C": 1.0,
+            "linear": "svm",  # svm (LinearSVC) | logreg (LogisticRegression, multinomial)
+            "class_weight": "balanced",  # None | balanced (codes with few rows weigh as much)
             "coef_prune": 1e-4,  # weights |w| ≤ this are dropped (docs: effect measured)
             "seed": 0,
         }
 
-    def fit(self, texts: Sequence[str], codes: Sequence[str]) -> TfidfClassifier:
+    def fit(
+        self, texts: Sequence[str], codes: Sequence[str], weights: Sequence[float] | None = None
+    ) -> TfidfClassifier:
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.pipeline import make_union
         from sklearn.svm import LinearSVC
 
         p = self.params
         self._vectorizer = make_union(
-            TfidfVectorizer(ngram_range=(1, p["word_ngram_max"]), sublinear_tf=True),
+            TfidfVectorizer(ngram_range=(1, p["word_ngram_max"]), sublinear_tf=p["sublinear_tf"]),
             TfidfVectorizer(
-                analyzer="char_wb",
+                analyzer=p["char_analyzer"],
                 ngram_range=(p["char_ngram_min"], p["char_ngram_max"]),
-                sublinear_tf=True,
+                sublinear_tf=p["sublinear_tf"],
                 min_df=min(p["char_min_df"], max(1, len(texts) // 100)),
                 dtype=np.float32,
             ),
@@ -243,9 +256,20 @@ class TfidfClassifier(Classifier):
         features = self._vectorizer.fit_transform(list(texts))
         for _, vectorizer in self._vectorizer.transformer_list:
             vectorizer.stop_words_ = None  # the n-grams cut by min_df: not needed to predict
-        svm = LinearSVC(C=p["C"], random_state=p["seed"]).fit(features, list(codes))
-        self.classes = [str(c) for c in svm.classes_]
-        self._set_weights(*compact_weights(svm.coef_, svm.intercept_, p["coef_prune"]))
+        if p["linear"] == "svm":
+            linear = LinearSVC(C=p["C"], class_weight=p["class_weight"], random_state=p["seed"])
+        elif p["linear"] == "logreg":
+            from sklearn.linear_model import LogisticRegression
+
+            linear = LogisticRegression(
+                C=p["C"], class_weight=p["class_weight"], max_iter=300, random_state=p["seed"]
+            )
+        else:
+            raise ValueError(f"tfidf linear={p['linear']!r}: choose svm or logreg")
+        sample_weight = None if weights is None else np.asarray(weights, dtype=np.float64)
+        linear.fit(features, list(codes), sample_weight=sample_weight)
+        self.classes = [str(c) for c in linear.classes_]
+        self._set_weights(*compact_weights(linear.coef_, linear.intercept_, p["coef_prune"]))
         return self
 
     def scores(self, texts: Sequence[str]) -> np.ndarray:
@@ -315,9 +339,11 @@ class EnsembleClassifier(Classifier):
             **{f"{m.kind}.{k}": v for m in self.members for k, v in m.params.items()},
         }
 
-    def fit(self, texts: Sequence[str], codes: Sequence[str]) -> EnsembleClassifier:
+    def fit(
+        self, texts: Sequence[str], codes: Sequence[str], weights: Sequence[float] | None = None
+    ) -> EnsembleClassifier:
         for member in self.members:
-            member.fit(texts, codes)
+            member.fit(texts, codes, weights)
         self.classes = sorted(set(self.members[0].classes))
         return self
 
@@ -559,7 +585,8 @@ class Coder:
         return cls(
             classifier=classifier,
             nomenclature=Nomenclature.load(directory / "nomenclature.json"),
-            preprocess=PreprocessConfig.from_dict(meta["preprocess"]),
+            # models saved before synonyms existed were trained without them
+            preprocess=PreprocessConfig.from_dict({"synonyms": {}, **meta["preprocess"]}),
             categorical=tuple(meta["categorical"]),
             text_column=meta["text_column"],
             threshold=meta["threshold"],

@@ -136,6 +136,88 @@ FRENCH_STOP_WORDS = frozenset(
 )
 
 
+# Generic French abbreviations of activity descriptions and legal forms (words as they are after
+# accent and case folding). A word maps to its replacement (one or more words, then stop words
+# and stemming apply as usual); legal forms map to "" (a stop word: they say nothing about the
+# activity). Only unambiguous abbreviations; configurable with `PreprocessConfig.synonyms`.
+FRENCH_SYNONYMS: dict[str, str] = {
+    # legal forms and company words
+    "sarl": "",
+    "sarlu": "",
+    "eurl": "",
+    "sas": "",
+    "sasu": "",
+    "sci": "",
+    "snc": "",
+    "eirl": "",
+    "selarl": "",
+    "ets": "etablissements",
+    "etabl": "etablissements",
+    "cie": "compagnie",
+    # activity abbreviations
+    "fab": "fabrication",
+    "fabr": "fabrication",
+    "fabric": "fabrication",
+    "vte": "vente",
+    "vtes": "ventes",
+    "cial": "commercial",
+    "ciale": "commerciale",
+    "ciaux": "commerciaux",
+    "cce": "commerce",
+    "det": "detail",
+    "bat": "batiment",
+    "bats": "batiments",
+    "btp": "batiment travaux publics",
+    "trx": "travaux",
+    "trvx": "travaux",
+    "rep": "reparation",
+    "repar": "reparation",
+    "repa": "reparation",
+    "instal": "installation",
+    "install": "installation",
+    "maint": "maintenance",
+    "entr": "entretien",
+    "elec": "electricite",
+    "electr": "electricite",
+    "plomb": "plomberie",
+    "menuis": "menuiserie",
+    "pdts": "produits",
+    "prdts": "produits",
+    "pces": "pieces",
+    "prest": "prestations",
+    "presta": "prestations",
+    "prestas": "prestations",
+    "serv": "services",
+    "svc": "services",
+    "sce": "service",
+    "sces": "services",
+    "dev": "developpement",
+    "devt": "developpement",
+    "dvpt": "developpement",
+    "dvlpt": "developpement",
+    "info": "informatique",
+    "immo": "immobilier",
+    "immob": "immobilier",
+    "admin": "administratif",
+    "adm": "administratif",
+    "alim": "alimentaire",
+    "equip": "equipements",
+    "transp": "transport",
+    "march": "marchandises",
+    "mat": "materiel",
+    "mater": "materiel",
+    "nett": "nettoyage",
+    "nettoy": "nettoyage",
+    "restau": "restaurant",
+    "resto": "restaurant",
+    "boulang": "boulangerie",
+    "patiss": "patisserie",
+    "coif": "coiffure",
+    "esth": "esthetique",
+    "autoentrepreneur": "",
+}
+
+
 def _build_translation(fold: bool, punctuation: bool) -> dict[int, str | None]:
     """One `str.translate` table doing, in a single C-level pass, accent and case folding
     (``fold``: accented letters → base letters, ligatures expanded) and punctuation → space."""
@@ -171,10 +253,13 @@ class PreprocessConfig:
     stem: bool = True
     min_word_length: int = 1
     stop_words: frozenset[str] = field(default=FRENCH_STOP_WORDS)
+    # word → replacement, applied after accent/case folding, before stop words and stemming
+    synonyms: Mapping[str, str] = field(default_factory=lambda: dict(FRENCH_SYNONYMS))
 
     def to_dict(self) -> dict:
         data = asdict(self)
         data["stop_words"] = sorted(self.stop_words)
+        data["synonyms"] = dict(sorted(self.synonyms.items()))
         return data
 
     @classmethod
@@ -208,7 +293,20 @@ class Preprocessor:
         return _TRANSLATIONS[key]
 
     def _normalise_word(self, word: str) -> str:
-        """Stop word → ''; otherwise the stem (cached)."""
+        """Synonym replaced; stop word → ''; otherwise the stem (cached)."""
+        config = self.config
+        if word in config.synonyms:
+            replacement = config.synonyms[word]
+            out = " ".join(
+                w for w in (self._normalise_plain(part) for part in replacement.split()) if w
+            )
+            self._word_cache[word] = out
+            return out
+        out = self._normalise_plain(word)
+        self._word_cache[word] = out
+        return out
+
+    def _normalise_plain(self, word: str) -> str:
         config = self.config
         if (config.remove_stop_words and word in config.stop_words) or len(
             word
@@ -220,7 +318,6 @@ class Preprocessor:
             out = self._stemmer.stemWord(word)
         else:
             out = word
-        self._word_cache[word] = out
         return out
 
     def text(self, text: object) -> str:

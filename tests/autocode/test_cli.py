@@ -91,6 +91,17 @@ def test_train_predict_evaluate(monkeypatch, capsys, tmp_path, config_file, nome
     assert (tmp_path / "fig" / "labelled_sample" / "automatic_coding_curve.png").is_file()
     assert "3 invalid" in err
 
+    twice = tmp_path / "twice.csv"
+    pd.read_csv(FIXTURES / "labelled_sample.csv", dtype=str).head(2).to_csv(twice, index=False)
+    code, out, err = run(
+        monkeypatch, capsys, "evaluate", "--model", str(model), "--json", "--combined",
+        "--input", str(FIXTURES / "labelled_sample.csv"), "--input", str(twice),
+    )  # fmt: skip
+    assert code == 0, err
+    results = json.loads(out)
+    assert results["combined"]["n"] == 6  # 4 valid rows + the 2 of the second file
+    assert results["combined_distinct"]["n"] == 4  # those 2 repeat texts of the first file
+
 
 def test_cross_validation(monkeypatch, capsys, config_file):
     code, out, err = run(

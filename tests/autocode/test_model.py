@@ -228,7 +228,9 @@ def test_tfidf_weights_are_stored_sparse_and_predict_like_sklearn(cold_start, tm
     texts, codes = cold_start["text"].tolist(), cold_start["code"].tolist()
     exact = TfidfClassifier(coef_prune=0.0).fit(texts, codes)
     features = exact._vectorizer.transform(texts)
-    svm = LinearSVC(C=0.5, random_state=0).fit(features, codes)
+    p = exact.params
+    svm = LinearSVC(C=p["C"], class_weight=p["class_weight"], random_state=0)
+    svm.fit(features, codes)
     dense = svm.decision_function(features)
     np.testing.assert_allclose(exact.scores(texts), dense, atol=1e-5)
     assert exact._coef.dtype == np.float32 and exact._coef.format == "csr"
@@ -251,3 +253,24 @@ def test_tfidf_weights_are_stored_sparse_and_predict_like_sklearn(cold_start, tm
         pickle.dump((exact._vectorizer, svm), handle)
     loaded = TfidfClassifier.load(old, exact.meta())
     np.testing.assert_allclose(loaded.scores(texts), dense, atol=1e-5)
+
+
+def test_source_weights_reach_the_tfidf_model(cold_start):
+    from autocode.train import ConfigError, row_weights
+
+    weights = row_weights(cold_start, {"label_subclass": 2.0})
+    is_label = (cold_start["source"] == "label_subclass").to_numpy()
+    assert is_label.any() and np.array_equal(np.asarray(weights), np.where(is_label, 2.0, 1.0))
+    assert row_weights(cold_start, {}) is None and row_weights(cold_start, {"nope": 3}) is None
+    with pytest.raises(ConfigError, match=r"source_weights\.label_subclass"):
+        row_weights(cold_start, {"label_subclass": 0})
+
+    texts, codes = cold_start["text"].tolist(), cold_start["code"].tolist()
+    plain = TfidfClassifier().fit(texts, codes)
+    ones = TfidfClassifier().fit(texts, codes, [1.0] * len(texts))
+    np.testing.assert_allclose(ones.scores(texts), plain.scores(texts), atol=1e-5)
+    heavy = TfidfClassifier().fit(texts, codes, weights)
+    labels = [t for t, label in zip(texts, is_label, strict=True) if label]
+    truth = [plain.classes.index(c) for c, label in zip(codes, is_label, strict=True) if label]
+    rows = np.arange(len(labels))
+    assert heavy.scores(labels)[rows, truth].mean() > plain.scores(labels)[rows, truth].mean()

@@ -61,3 +61,18 @@ def test_throughput(nomenclatures_dir):
     clean(texts)
     rate = len(texts) / (time.perf_counter() - started)
     assert rate >= 25000, f"{rate:.0f} texts/s"
+
+
+def test_abbreviations_and_legal_forms():
+    clean = Preprocessor()
+    assert clean.text("SARL Dupont : fab. de pains, vte au dét.") == clean.text(
+        "Dupont fabrication de pains vente au détail"
+    )
+    assert clean.text("Ets MARTIN") == clean.text("établissements Martin")
+    assert clean.text("EURL BTP") == clean.text("bâtiment travaux publics")
+    plain = Preprocessor(PreprocessConfig(synonyms={}))
+    assert plain.text("SARL fab") == "sarl fab"
+    custom = Preprocessor(PreprocessConfig(synonyms={"vtc": "voiture transport chauffeur"}))
+    assert custom.text("VTC") == clean.text("voiture transport chauffeur")
+    config = PreprocessConfig(synonyms={"ets": "etablissements"})
+    assert PreprocessConfig.from_dict(config.to_dict()) == config
