@@ -131,7 +131,8 @@ def build_context(
     rng: random.Random | None = None,
 ) -> dict[str, Any]:
     """The injection context for one launch. Missing S3 / Vault give disabled, empty blocks.
-    ``mlflow_tracking_uri``: the project's MLflow service (``discovery.mlflow.trackingUri``)."""
+    ``mlflow_tracking_uri``: the project's MLflow service (``discovery.mlflow.trackingUri``;
+    without one, the region's ``customValues.mlflowTrackingUri``)."""
     region = region or RegionContext()
     rng = rng or secrets.SystemRandom()
     git = git or GitContext(name=user.name or user.idep, email=user.email)
@@ -207,7 +208,13 @@ def build_context(
         },
         # datalab addition: services of the project other services find (Onyxia charts do it
         # with Helm lookups of labelled secrets, which a local process cannot)
-        "discovery": {"mlflow": {"trackingUri": mlflow_tracking_uri}},
+        # (the project's MLflow service, else the region's customValues.mlflowTrackingUri)
+        "discovery": {
+            "mlflow": {
+                "trackingUri": mlflow_tracking_uri
+                or str(region.custom_values.get("mlflowTrackingUri") or "")
+            }
+        },
     }
 
 

@@ -141,8 +141,8 @@ class ServiceManager:
 
     async def _discover_mlflow(self, principal: Principal) -> str:
         """The tracking URI of the project's MLflow: the newest running service the caller
-        may use whose chart says ``annotations: {datalab/discovery: mlflow}``; else the
-        region's ``customValues.mlflowTrackingUri``; else ""."""
+        may use whose chart says ``annotations: {datalab/discovery: mlflow}``; else "" (the
+        context then falls back to the region's)."""
         with self.db.session() as session:
             rows = session.scalars(
                 select(Service)
@@ -167,7 +167,7 @@ class ServiceManager:
                 url = await self.backend.internal_url(service_id)
                 if url:
                     return url
-        return str(self.settings.region.custom_values.get("mlflowTrackingUri") or "")
+        return ""
 
     def _context(
         self,
