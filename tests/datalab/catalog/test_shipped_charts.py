@@ -3,6 +3,7 @@ context), and their local recipes render with the resolved values."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -146,7 +147,12 @@ def test_jupyter_turns_chosen_secrets_into_environment_variables(
     manifests = render(chart, values, "jupyter-v")
     assert manifests["Secret"]["stringData"]["VAULT_SECRETS"] == overrides["vault"]["secret"]
     [container] = manifests["StatefulSet"]["spec"]["template"]["spec"]["containers"]
-    assert 'os.environ["VAULT_SECRETS"]' in container["args"][0]
+    script = container["args"][0]
+    assert 'os.environ["VAULT_SECRETS"]' in script
+    syntax = subprocess.run(["bash", "-n"], input=script, text=True, capture_output=True)
+    assert syntax.returncode == 0, syntax.stderr  # the heredoc survives YAML's indentation
+    code = script.split("<<'PY'\n", 1)[1].split("\nPY\n", 1)[0]
+    compile(code, "vault-secrets", "exec")  # the Python in the heredoc, as the shell passes it
     variables = {"values": values, "service": _service(tmp_path, "jupyter"), "env_dir": "/venv"}
     vault_env = render_recipe(chart.local_recipe, variables)["vault_env"]
     assert vault_env == {
