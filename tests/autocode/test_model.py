@@ -227,7 +227,8 @@ def test_tfidf_weights_are_stored_sparse_and_predict_like_sklearn(cold_start, tm
 
     texts, codes = cold_start["text"].tolist(), cold_start["code"].tolist()
     exact = TfidfClassifier(coef_prune=0.0).fit(texts, codes)
-    features = exact._vectorizer.transform(texts)
+    union = _sklearn_union(exact.params, texts)
+    features = union.transform(texts)
     p = exact.params
     svm = LinearSVC(C=p["C"], class_weight=p["class_weight"], random_state=0)
     svm.fit(features, codes)
@@ -242,7 +243,7 @@ def test_tfidf_weights_are_stored_sparse_and_predict_like_sklearn(cold_start, tm
     assert (pruned.scores(texts).argmax(axis=1) == dense.argmax(axis=1)).all()
 
     pruned.save(tmp_path)
-    assert not (tmp_path / "tfidf.pkl").exists()
+    assert not list(tmp_path.glob("*.pkl"))  # no pickle: JSON vocabularies, .npy, .npz
     again = TfidfClassifier.load(tmp_path, pruned.meta())
     np.testing.assert_array_equal(again.scores(texts), pruned.scores(texts))
 
@@ -250,7 +251,7 @@ def test_tfidf_weights_are_stored_sparse_and_predict_like_sklearn(cold_start, tm
     old = tmp_path / "format1"
     old.mkdir()
     with (old / "tfidf.pkl").open("wb") as handle:
-        pickle.dump((exact._vectorizer, svm), handle)
+        pickle.dump((union, svm), handle)
     loaded = TfidfClassifier.load(old, exact.meta())
     np.testing.assert_allclose(loaded.scores(texts), dense, atol=1e-5)
 
@@ -274,3 +275,49 @@ def test_source_weights_reach_the_tfidf_model(cold_start):
     truth = [plain.classes.index(c) for c, label in zip(codes, is_label, strict=True) if label]
     rows = np.arange(len(labels))
     assert heavy.scores(labels)[rows, truth].mean() > plain.scores(labels)[rows, truth].mean()
+
+
+def _sklearn_union(params, texts):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.pipeline import make_union
+
+    return make_union(
+        TfidfVectorizer(ngram_range=(1, params["word_ngram_max"]), sublinear_tf=True),
+        TfidfVectorizer(
+            analyzer=params["char_analyzer"],
+            ngram_range=(params["char_ngram_min"], params["char_ngram_max"]),
+            sublinear_tf=True,
+            min_df=params["char_min_df"],
+            dtype=np.float32,
+        ),
+    ).fit(texts)
+
+
+@pytest.mark.parametrize("analyzer", ["char_wb", "char"])
+def test_tfidf_features_are_sklearns(analyzer, cold_start):
+    from autocode.model import TfidfFeatures
+
+    texts = cold_start["text"].tolist()
+    params = {**TfidfClassifier.default_params(), "char_analyzer": analyzer}
+    union = _sklearn_union(params, texts)
+    odd = ["", "a", "ab", "x  y   z", "été à Noël", "l'œuvre", "CAPS Mixed", "a b c", "12 3"]
+    mine = TfidfFeatures.from_sklearn(union)
+    for batch in (texts, odd):
+        expected = union.transform(batch)
+        got = mine.transform(batch)
+        assert got.shape == expected.shape and abs(got - expected).max() < 1e-6
+
+
+def test_a_saved_tfidf_model_predicts_without_sklearn(small_model, tmp_path):
+    import subprocess
+    import sys
+
+    path = small_model.coder.save(tmp_path / "coder")
+    code = (
+        "import sys; from autocode.model import load_coder; "
+        f"c = load_coder({str(path)!r}); c.predict_proba(__import__('pandas')."
+        "DataFrame({'text': ['boulangerie']})); print(sorted(m for m in sys.modules "
+        "if m.split('.')[0] == 'sklearn'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
