@@ -1,17 +1,52 @@
-"""The database schema: Alembic migrations from empty to head, and the fast path that
-recognises an up-to-date database without loading Alembic."""
+"""The database schema: a new database is created from the models, an existing one is brought up
+by the Alembic migrations, both give the same schema, and an up-to-date database is recognised
+without loading Alembic."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect
+from sqlalchemy import create_engine, inspect
+from sqlalchemy.engine import Engine
 
 from datalab.db import MIGRATIONS_DIR, SCHEMA_REVISION, Database, schema_revision
+
+
+def _alembic(engine: Engine, revision: str) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+
+
+def _schema(engine: Engine) -> dict[str, Any]:
+    schema = inspect(engine)
+    return {
+        table: {
+            "columns": sorted(
+                (c["name"], str(c["type"]), c["nullable"]) for c in schema.get_columns(table)
+            ),
+            "indexes": sorted(
+                (tuple(i["column_names"]), bool(i["unique"])) for i in schema.get_indexes(table)
+            ),
+            "unique": sorted(
+                tuple(u["column_names"]) for u in schema.get_unique_constraints(table)
+            ),
+            "foreign_keys": sorted(
+                (tuple(f["constrained_columns"]), f["referred_table"], f["options"].get("ondelete"))
+                for f in schema.get_foreign_keys(table)
+            ),
+            "primary_key": schema.get_pk_constraint(table)["constrained_columns"],
+        }
+        for table in schema.get_table_names()
+    }
 
 
 def test_schema_revision_is_alembics_head() -> None:
@@ -20,18 +55,30 @@ def test_schema_revision_is_alembics_head() -> None:
     assert ScriptDirectory.from_config(config).get_heads() == [SCHEMA_REVISION]
 
 
-def test_migrations_create_every_table_then_are_skipped(tmp_path: Path) -> None:
+def test_new_databases_get_the_schema_the_migrations_build(tmp_path: Path) -> None:
+    from_models = Database(f"sqlite:///{tmp_path / 'models.db'}")
+    from_models.migrate()
+    from_migrations = create_engine(f"sqlite:///{tmp_path / 'migrations.db'}")
+    _alembic(from_migrations, "head")
+    assert _schema(from_models.engine) == _schema(from_migrations)
+    assert schema_revision(from_models.engine) == schema_revision(from_migrations)
+    assert {"users", "api_tokens", "projects", "services", "audit_log", "saved_configs"} <= set(
+        _schema(from_migrations)
+    )
+
+
+def test_an_older_database_is_upgraded_then_recognised_without_alembic(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'datalab.db'}"
+    engine = create_engine(url)
+    _alembic(engine, "0004")  # a database of an earlier release
+    assert "git_token" not in {c["name"] for c in inspect(engine).get_columns("users")}
+    engine.dispose()
     database = Database(url)
-    assert schema_revision(database.engine) is None
     database.migrate()
     assert schema_revision(database.engine) == SCHEMA_REVISION
-    tables = set(inspect(database.engine).get_table_names())
-    assert {"users", "api_tokens", "projects", "services", "audit_log"} <= tables
-    columns = {c["name"] for c in inspect(database.engine).get_columns("users")}
-    assert "git_token" in columns
+    assert "git_token" in {c["name"] for c in inspect(database.engine).get_columns("users")}
     database.dispose()
-    # a second start: the database is recognised as up to date, Alembic is not loaded
+    # up to date: the next start neither migrates nor loads Alembic
     script = (
         "import sys; from datalab.db import Database; "
         f"Database({url!r}).migrate(); "
