@@ -26,7 +26,6 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
-    inspect,
     text,
 )
 from sqlalchemy.engine import Engine
@@ -235,25 +234,10 @@ def schema_revision(engine: Engine) -> str | None:
 
 
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the latest Alembic revision. A new database gets the models'
-    tables and the head revision at once (what the migrations build: a test compares both);
-    only an existing database that is behind loads Alembic."""
-    revision = schema_revision(engine)
-    if revision == SCHEMA_REVISION:
-        return
-    if revision is None and not inspect(engine).get_table_names():
-        with engine.begin() as connection:
-            Base.metadata.create_all(connection)
-            connection.execute(
-                text(  # as Alembic creates it
-                    "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, "
-                    "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"
-                )
-            )
-            connection.execute(
-                text("INSERT INTO alembic_version (version_num) VALUES (:revision)"),
-                {"revision": SCHEMA_REVISION},
-            )
+    """Bring the schema to the latest Alembic revision (a database already there does not even
+    load Alembic). New databases run the migrations too: they create more than the models
+    (the audit log's append-only triggers)."""
+    if schema_revision(engine) == SCHEMA_REVISION:
         return
     from alembic import command
     from alembic.config import Config
