@@ -239,10 +239,10 @@ def migrate(engine: Engine) -> None:
     (the audit log's append-only triggers)."""
     if schema_revision(engine) == SCHEMA_REVISION:
         return
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per plugin otherwise
     from alembic import command
     from alembic.config import Config
 
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per plugin otherwise
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     with engine.begin() as connection:
