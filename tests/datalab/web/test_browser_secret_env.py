@@ -52,7 +52,7 @@ def test_secret_becomes_an_environment_variable_of_a_service(
         page.get_by_role("link", name="Use in a launch").click()
 
         expect(page.locator("#with-secret")).to_contain_text("user-olga/database")
-        screenshot(page, "18-secret-choose-service")
+        screenshot(page, "21-secret-choose-service")
         page.get_by_role("link", name="Launch secret-echo").click()
         page.get_by_role("tab", name="Vault").click()
         expect(page.locator("#f-vault-enabled")).to_be_checked()  # as it will be at launch
@@ -64,7 +64,7 @@ def test_secret_becomes_an_environment_variable_of_a_service(
         assert options.first.get_attribute("value") == "user-olga/database"
         expect(page.locator("#cmd-datalab")).to_contain_text("vault.secret=user-olga/database")
         assert VALUE not in page.content()
-        screenshot(page, "19-secret-launcher")
+        screenshot(page, "22-secret-launcher")
         page.get_by_label("Service id (optional)").fill("echo")
         page.get_by_role("button", name="Launch", exact=True).click()
 
@@ -78,7 +78,7 @@ def test_secret_becomes_an_environment_variable_of_a_service(
         service.wait_for_load_state()
         assert service.url.startswith(secrets_server.url + "/s/echo/")
         expect(service.locator("body")).to_contain_text(f'"DB_PASSWORD": "{VALUE}"')
-        screenshot(service, "20-secret-in-service-env")
+        screenshot(service, "23-secret-in-service-env")
         service.close()
 
         page.once("dialog", lambda dialog: dialog.accept())
