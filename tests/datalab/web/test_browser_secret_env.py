@@ -4,6 +4,7 @@ has the secret's keys as environment variables."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -84,5 +85,12 @@ def test_secret_becomes_an_environment_variable_of_a_service(
         page.once("dialog", lambda dialog: dialog.accept())
         card.get_by_role("button", name="Delete").click()
         card.wait_for(state="detached")
+
+        # the Account page gives a Vault token for tools outside the platform, on demand
+        page.get_by_role("link", name="Account", exact=True).click()
+        page.get_by_role("button", name="Show a Vault token").click()
+        expect(page.locator("#vault-exports")).to_have_value(re.compile("export VAULT_TOKEN="))
+        assert "export VAULT_TOP_DIR=user-olga" in page.locator("#vault-exports").input_value()
+        screenshot(page, "24-account-vault-token")
     finally:
         context.close()

@@ -55,7 +55,7 @@ document.addEventListener("DOMContentLoaded", () => {
     }
   });
 
-  document.getElementById("show-s3").addEventListener("click", async () => {
+  document.getElementById("show-s3")?.addEventListener("click", async () => {
     try {
       const answer = await Datalab.api("GET", "/api/storage/credentials");
       const values = { ...answer, ...answer.credential_process };
