@@ -110,3 +110,9 @@ async def test_secrets_commands(cli_env: dict[str, str]) -> None:
     assert code == 0
     code, out = await datalab(cli_env, "secrets", "get", "user-alice/pg")
     assert code == 1 and "no secret" in out
+    # a Vault token for the bao / vault CLIs, as shell exports
+    code, out = await datalab(cli_env, "secrets", "token")
+    assert code == 0
+    exports = dict(line.removeprefix("export ").split("=", 1) for line in out.splitlines() if line)
+    assert exports["VAULT_TOP_DIR"] == "user-alice" and exports["VAULT_TOKEN"]
+    assert exports["VAULT_ADDR"].startswith("http://127.0.0.1:")
