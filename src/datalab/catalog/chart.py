@@ -148,7 +148,7 @@ def load_chart_dir(path: Path, catalog_id: str, *, check_templates: bool = True)
     if (path / "local.yaml").is_file():
         recipe = validate_local_recipe(_read_yaml_mapping(path / "local.yaml", name), name)
 
-    digest = _directory_digest(path)
+    digest = directory_digest(path)
     if check_templates:
         helm_check_templates(path, name, digest)
 
@@ -214,7 +214,7 @@ def _read_text(path: Path) -> str:
         return ""
 
 
-def _directory_digest(path: Path) -> str:
+def directory_digest(path: Path) -> str:
     digest = hashlib.sha256()
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
         digest.update(file.relative_to(path).as_posix().encode())

@@ -7,7 +7,7 @@ runs once per chart content per machine (cache in ``$XDG_CACHE_HOME/datalab/helm
 rendering for users happens in ``helm`` itself (Kubernetes backend) or not at all (local
 backend).
 
-This file runs as a script in the child (``python -I helm_check.py CHART_DIR NAME``): it must
+This file runs as a script in the child (``python -I helm_check.py CHART_DIR...``): it must
 import nothing from datalab at module level.
 """
 
@@ -20,7 +20,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-CACHE_VERSION = "1"
+CACHE_VERSION = "2"
+_CHILD_FAILED = "Helm could not check it"  # not cached: the next load tries again
 CHILD_TIMEOUT_S = 120
 # Helm reports template syntax errors this way; execution errors ("execution error at") may
 # just mean the default values are incomplete, which is legitimate for Onyxia charts.
@@ -36,33 +37,54 @@ def check_templates(path: Path, chart: str, digest: str) -> None:
     """Raise ``ChartInvalid`` when Helm cannot load the chart or its templates do not parse."""
     from datalab.catalog.errors import ChartInvalid
 
-    cached = cache_dir() / f"{CACHE_VERSION}-{digest}.json"
-    try:
-        problem = json.loads(cached.read_text())["problem"]
-    except (OSError, ValueError, KeyError):
-        problem = _run_child(path, chart)
-        _store(cached, problem)
+    [problem] = checked([(path, digest)])
     if problem:
-        raise ChartInvalid(problem)
+        raise ChartInvalid(f"chart {chart!r}: {problem}")
 
 
-def _run_child(path: Path, chart: str) -> str | None:
-    failed = f"chart {chart!r}: Helm could not check it"
+def checked(charts: list[tuple[Path, str]]) -> list[str | None]:
+    """Helm's verdict on each ``(chart directory, content digest)``: None or the problem.
+    The charts not in the cache are checked together, in one child process (a catalog
+    directory of 200 new charts: one child, not 200)."""
+    verdicts: dict[int, str | None] = {}
+    missing: list[int] = []
+    for index, (_, digest) in enumerate(charts):
+        try:
+            verdicts[index] = json.loads(_cache_file(digest).read_text())["problem"]
+        except (OSError, ValueError, KeyError):
+            missing.append(index)
+    if missing:
+        problems = _run_child([charts[index][0] for index in missing])
+        for index, problem in zip(missing, problems, strict=True):
+            verdicts[index] = problem
+            if not problem or not problem.startswith(_CHILD_FAILED):
+                _store(_cache_file(charts[index][1]), problem)
+    return [verdicts[index] for index in range(len(charts))]
+
+
+def _cache_file(digest: str) -> Path:
+    return cache_dir() / f"{CACHE_VERSION}-{digest}.json"
+
+
+def _run_child(paths: list[Path]) -> list[str | None]:
     try:
         done = subprocess.run(
-            [sys.executable, "-I", __file__, str(path), chart],
+            [sys.executable, "-I", __file__, *map(str, paths)],
             capture_output=True,
             text=True,
-            timeout=CHILD_TIMEOUT_S,
+            timeout=CHILD_TIMEOUT_S + len(paths),
             check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"{failed}: {exc}"
+        return [f"{_CHILD_FAILED}: {exc}"] * len(paths)
     try:
-        problem: str | None = json.loads(done.stdout)["problem"]
+        problems: list[str | None] = json.loads(done.stdout)["problems"]
+        if len(problems) != len(paths):
+            raise ValueError("one verdict per chart expected")
     except (ValueError, KeyError, TypeError):
-        return f"{failed}: {done.stderr.strip()[-500:] or f'exit code {done.returncode}'}"
-    return problem
+        detail = done.stderr.strip()[-500:] or f"exit code {done.returncode}"
+        return [f"{_CHILD_FAILED}: {detail}"] * len(paths)
+    return problems
 
 
 def _store(cached: Path, problem: str | None) -> None:
@@ -76,7 +98,7 @@ def _store(cached: Path, problem: str | None) -> None:
         pass
 
 
-def _problem(path: Path, chart: str) -> str | None:
+def _problem(path: Path) -> str | None:
     """In the child: what Helm says is wrong with the chart, or None."""
     import helm_python
 
@@ -84,14 +106,14 @@ def _problem(path: Path, chart: str) -> str | None:
         with helm_python.Chart.load(path) as loaded:
             loaded.render(None, name="catalog-check", namespace="catalog-check")
     except helm_python.HelmChartLoadError as exc:
-        return f"chart {chart!r}: Helm cannot load it: {exc}"
+        return f"Helm cannot load it: {exc}"
     except helm_python.HelmRenderError as exc:
         if _TEMPLATE_PARSE_ERROR in str(exc):
-            return f"chart {chart!r}: broken template: {exc}"
+            return f"broken template: {exc}"
     except helm_python.HelmError:
         pass  # values-dependent failures are for launch time, with the user's values
     return None
 
 
 if __name__ == "__main__":
-    print(json.dumps({"problem": _problem(Path(sys.argv[1]), sys.argv[2])}))
+    print(json.dumps({"problems": [_problem(Path(arg)) for arg in sys.argv[1:]]}))

@@ -23,7 +23,14 @@ from urllib.parse import urljoin, urlparse
 import httpx
 import yaml
 
-from datalab.catalog.chart import BrokenChart, Chart, load_chart_dir, looks_like_chart
+from datalab.catalog import helm_check
+from datalab.catalog.chart import (
+    BrokenChart,
+    Chart,
+    directory_digest,
+    load_chart_dir,
+    looks_like_chart,
+)
 from datalab.catalog.config import CatalogConfig
 from datalab.catalog.errors import CatalogError, ChartInvalid
 
@@ -136,9 +143,16 @@ def _load_directory(config: CatalogConfig) -> Catalog:
         raise CatalogError(f"catalog {config.id!r}: {root} is not a directory")
     loaded: list[Chart] = []
     broken: list[BrokenChart] = []
-    for directory in sorted(p for p in root.iterdir() if p.is_dir()):
-        if directory.name.startswith(".") or not looks_like_chart(directory):
-            continue
+    directories = [
+        p
+        for p in sorted(root.iterdir())
+        if p.is_dir() and not p.name.startswith(".") and looks_like_chart(p)
+    ]
+    # Helm's checks of the new charts in one child process; load_chart_dir then finds them
+    helm_check.checked(
+        [(d, directory_digest(d)) for d in directories if (d / "Chart.yaml").is_file()]
+    )
+    for directory in directories:
         try:
             chart = load_chart_dir(directory, config.id)
         except ChartInvalid as exc:

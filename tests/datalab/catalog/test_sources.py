@@ -428,24 +428,30 @@ def test_helm_checks_run_in_a_child_process_cached_by_content(
     chart_writer: ChartWriter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    children: list[str] = []
+    children: list[list[str]] = []
     run_child = helm_check._run_child
 
-    def counted(path: Path, chart: str) -> str | None:
-        children.append(chart)
-        return run_child(path, chart)
+    def counted(paths: list[Path]) -> list[str | None]:
+        children.append([p.name for p in paths])
+        return run_child(paths)
 
     monkeypatch.setattr(helm_check, "_run_child", counted)
     good = chart_writer("good")
     broken = chart_writer("bad-template", templates={"x.yaml": "{{ .Values.a | nosuchfn }}"})
     for _ in range(2):
         load_chart_dir(good, "lab")
-        with pytest.raises(ChartInvalid, match="broken template"):
+        with pytest.raises(ChartInvalid, match="chart 'bad-template': broken template"):
             load_chart_dir(broken, "lab")
-    assert children == ["good", "bad-template"]  # once per content: the verdicts are cached
+    assert children == [["good"], ["bad-template"]]  # once per content: verdicts are cached
     (good / "templates" / "extra.yaml").write_text("# changed\n")
     load_chart_dir(good, "lab")
-    assert children[-1] == "good"  # new content, new check
+    assert children[-1] == ["good"]  # new content, new check
+    # a directory catalog checks all its new charts in one child process
+    for name in ("one", "two", "three"):
+        chart_writer(name, values={"name": name})
+    catalog = _load(CatalogConfig(id="lab", location=str(chart_writer.root)), tmp_path)  # type: ignore[attr-defined]
+    assert children[-1] == ["one", "three", "two"]
+    assert {c for c in catalog.chart_names()} >= {"one", "two", "three", "good"}
 
     # the platform process never loads Helm's Go runtime to load a catalog
     script = (
