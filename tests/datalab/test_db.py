@@ -88,3 +88,30 @@ def test_an_older_database_is_upgraded_then_recognised_without_alembic(tmp_path:
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_datalab_up_migrates_in_a_child_process(tmp_path: Path) -> None:
+    """`datalab up` brings the schema up to date in a child, so Alembic never stays resident
+    in the server; a database that cannot be migrated is a clear error."""
+    url = f"sqlite:///{tmp_path / 'datalab.db'}"
+    script = (
+        "import sys; from datalab.cli.server import _migrate_in_a_child_process; "
+        f"_migrate_in_a_child_process({url!r}); "
+        "assert 'alembic' not in sys.modules, 'alembic loaded in the server process'"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert schema_revision(create_engine(url)) == SCHEMA_REVISION
+    (tmp_path / "directory.db").mkdir()
+    broken = f"sqlite:///{tmp_path / 'directory.db'}"
+    script = (
+        "from datalab.cli.server import _migrate_in_a_child_process; "
+        f"_migrate_in_a_child_process({broken!r})"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode != 0
+    assert "error: the database could not be migrated" in done.stderr

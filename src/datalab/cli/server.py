@@ -6,6 +6,8 @@ import contextlib
 import ctypes
 import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -38,6 +40,28 @@ def _return_large_buffers_to_the_system() -> None:
         libc.mallopt(M_MMAP_THRESHOLD, 1024 * 1024)
 
 
+_MIGRATE = "import sys; from datalab.db import Database; Database(sys.stdin.read()).migrate()"
+
+
+def _migrate_in_a_child_process(database_url: str) -> None:
+    """Bring the schema up to date in a short-lived child process, so that Alembic (~14 MB)
+    never stays in the server: the platform then finds the schema current. The URL goes
+    through stdin (it may hold a password; argv is visible to every local user)."""
+    from datalab.db import SCHEMA_REVISION, Database, schema_revision
+
+    database = Database(database_url)
+    try:
+        if schema_revision(database.engine) == SCHEMA_REVISION:
+            return
+    finally:
+        database.dispose()
+    done = subprocess.run(
+        [sys.executable, "-c", _MIGRATE], input=database_url, text=True, capture_output=True
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"error: the database could not be migrated:\n{done.stderr[-2000:]}")
+
+
 def up(
     config: ConfigOption = None,
     host: Annotated[str | None, typer.Option(help="Listen address (server.host).")] = None,
@@ -66,6 +90,8 @@ def up(
     )
     # one INFO line per HTTP call the platform makes (STS, Vault, readiness probes) is noise
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.root.level))
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _migrate_in_a_child_process(settings.db_url)
     platform = Platform.create(settings)
     admin_password = platform.ensure_admin()
     url = settings.server.url()
