@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, select
 
 from datalab import commands
+from datalab.api.masking import mask_secret_values
 from datalab.backends.base import Backend, BackendError, Phase, ServiceNotFound, ServiceSpec
 from datalab.catalog import CatalogRegistry, Chart
 from datalab.config import Settings
@@ -37,6 +38,7 @@ from datalab.identity.access import Action, Principal, check_service, principal_
 from datalab.identity.names import check_label
 from datalab.launch import ResolvedValues, equivalent_commands, resolve_values
 from datalab.resources import MIB, Resources
+from datalab.secrets import chosen_secret_paths
 
 if TYPE_CHECKING:
     from datalab.storage.injection import CredentialBroker, Injection
@@ -60,6 +62,7 @@ class LaunchRequest:
     overrides: dict[str, Any] = field(default_factory=dict)
     shared: bool = False
     dry_run: bool = False
+    mask_secrets: bool = False  # dry run: passwords, tokens and keys shown as ********
 
 
 @dataclass
@@ -239,13 +242,16 @@ class ServiceManager:
         resolved = resolve_values(chart, context, overrides=request.overrides)
         await self._check_chosen_secrets(principal, resolved.values)
         cpu, memory_mb = counted_resources(resolved.values)
+        shown = resolved.values
+        if request.dry_run and request.mask_secrets:
+            shown = mask_secret_values(shown, resolved.schema)
         release_commands = equivalent_commands(
             request.catalog_id,
             chart.name,
             chart.version,
             service_id,
             request.overrides,
-            resolved.values,
+            shown,
             repo_url=self.catalogs.catalog(request.catalog_id).config.location,
             namespace=principal.project_id,
         )
@@ -253,7 +259,7 @@ class ServiceManager:
             return {
                 "dry_run": True,
                 "service": {"id": service_id, "chart": chart.name, "version": chart.version},
-                "values": resolved.values,
+                "values": shown,
                 "resources": {"cpu": cpu, "memory_mb": memory_mb},
                 "commands": release_commands,
             }
@@ -299,7 +305,7 @@ class ServiceManager:
         chosen = vault.get("secret") if isinstance(vault, dict) else None
         if not isinstance(chosen, str) or not chosen.strip():
             return
-        paths = [path.strip().strip("/") for path in chosen.split(",") if path.strip()]
+        paths = chosen_secret_paths(chosen)
         if self.credentials is None or self.credentials.secret_store is None:
             raise InvalidInput(
                 "vault.secret names secrets, but this platform has no secrets store; "
@@ -495,10 +501,10 @@ class ServiceManager:
         in place of the ones minted at launch, which may have expired while it was suspended;
         every other value unchanged. None when nothing is injected or the chart is gone.
 
-        The values that hold credentials are found by resolving the chart once with marker
-        strings in place of the credentials: whatever the chart does with them (a field, an
-        ``Authorization`` header, a URL), the paths whose values carry a marker take the
-        fresh resolution's value."""
+        The values that hold credentials are found by resolving the chart once with a marker
+        in place of each credential: whatever the chart does with them (a field, an
+        ``Authorization`` header, a URL), the values carrying markers get the fresh
+        credentials in their place."""
         if self.credentials is None:
             return None
         try:
@@ -508,21 +514,19 @@ class ServiceManager:
             return None
         owner = principal_for(session, row.owner, row.project_id, "resume")
         fresh = await self.credentials.for_launch(row.owner.name, row.project_id, row.id)
-        marked = _with_markers(fresh)
-        mlflow = await self._discover_mlflow(owner)
+        marked, credential_of = _with_markers(fresh)
         try:
-            fresh_values = resolve_values(
-                chart, self._context(session, owner, fresh, mlflow), overrides=row.overrides
-            ).values
             marked_values = resolve_values(
-                chart, self._context(session, owner, marked, mlflow), overrides=row.overrides
+                chart, self._context(session, owner, marked), overrides=row.overrides
             ).values
         except DatalabError as exc:
             log.warning("service %s: credentials not renewed: %s", row.id, exc)
             return None
         values = copy.deepcopy(row.values)
-        for path in _marked_paths(marked_values):
-            _set_path(values, path, _get_path(fresh_values, path))
+        for path, text in _marked_strings(marked_values):
+            for marker, credential in credential_of.items():
+                text = text.replace(marker, credential)
+            _set_path(values, path, text)
         row.values = values
         return values
 
@@ -580,38 +584,42 @@ def counted_resources(values: dict[str, Any]) -> tuple[float, int]:
     return cpu or 0.0, round((memory or 0) / MIB)
 
 
-_MARKER = "\x00datalab-credential\x00"
+_MARKER = "\x00datalab-credential-"
 
 
-def _with_markers(injection: Injection) -> Injection:
-    """The injection with a marker in place of every credential."""
-    s3 = injection.s3
+def _with_markers(injection: Injection) -> tuple[Injection, dict[str, str]]:
+    """The injection with a distinct marker in place of each credential, and the credential
+    each marker stands for."""
+    credential_of: dict[str, str] = {}
+
+    def marker(credential: str) -> str:
+        if not credential:
+            return ""
+        mark = f"{_MARKER}{len(credential_of)}\x00"
+        credential_of[mark] = credential
+        return mark
+
+    s3, vault = injection.s3, injection.vault
     if s3 is not None:
         s3 = dataclasses.replace(
             s3,
-            access_key_id=_MARKER,
-            secret_access_key=_MARKER,
-            session_token=_MARKER,
-            credentials_authorization=_MARKER if s3.credentials_authorization else "",
+            access_key_id=marker(s3.access_key_id),
+            secret_access_key=marker(s3.secret_access_key),
+            session_token=marker(s3.session_token),
+            credentials_authorization=marker(s3.credentials_authorization),
         )
-    vault = injection.vault
     if vault is not None:
-        vault = dataclasses.replace(vault, token=_MARKER)
-    return dataclasses.replace(injection, s3=s3, vault=vault)
+        vault = dataclasses.replace(vault, token=marker(vault.token))
+    return dataclasses.replace(injection, s3=s3, vault=vault), credential_of
 
 
-def _marked_paths(values: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+def _marked_strings(values: Any, path: tuple[Any, ...] = ()) -> list[tuple[tuple[Any, ...], str]]:
+    """``(path, text)`` of every string of ``values`` that carries a credential marker."""
     if isinstance(values, dict):
-        return [p for key, value in values.items() for p in _marked_paths(value, (*path, key))]
+        return [m for key, value in values.items() for m in _marked_strings(value, (*path, key))]
     if isinstance(values, list):
-        return [p for i, value in enumerate(values) for p in _marked_paths(value, (*path, i))]
-    return [path] if isinstance(values, str) and _MARKER in values else []
-
-
-def _get_path(values: Any, path: tuple[Any, ...]) -> Any:
-    for part in path:
-        values = values[part]
-    return values
+        return [m for i, value in enumerate(values) for m in _marked_strings(value, (*path, i))]
+    return [(path, values)] if isinstance(values, str) and _MARKER in values else []
 
 
 def _set_path(values: Any, path: tuple[Any, ...], value: Any) -> None:

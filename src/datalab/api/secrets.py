@@ -77,7 +77,7 @@ async def rename(caller: PrincipalDep, secrets: StoreDep, body: Rename) -> dict[
     "/token",
     summary="A Vault token for my secrets (my and my projects' directories), for tools",
 )
-async def vault_token(caller: PrincipalDep, platform: PlatformDep, secrets: StoreDep) -> Any:
+async def vault_token(caller: PrincipalDep, secrets: StoreDep) -> Any:
     """The same token a launch injects: Vault enforces the same policies. Renewable by its
     holder (``bao token renew``) up to the role's maximum TTL."""
     service = secrets.service

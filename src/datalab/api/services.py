@@ -6,14 +6,12 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-import yaml
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 from pydantic import Field
 
 from datalab import commands
 from datalab.api.deps import PlatformDep, PrincipalDep
-from datalab.api.masking import mask_secret_values
 from datalab.api.schemas import Model
 from datalab.errors import InvalidInput
 from datalab.launch import load_values_file, parse_set_args
@@ -81,17 +79,9 @@ async def launch(body: LaunchBody, caller: PrincipalDep, platform: PlatformDep) 
         overrides=overrides_of(body),
         shared=body.shared,
         dry_run=body.dry_run,
+        mask_secrets=body.mask_secrets,
     )
-    result = await platform.services.launch(caller, request)
-    if body.dry_run and body.mask_secrets:
-        _, resolved = await platform.services.resolve(
-            caller, body.catalog, body.chart, body.version
-        )
-        result["values"] = mask_secret_values(result["values"], resolved.schema)
-        result["commands"]["values_yaml"] = yaml.safe_dump(
-            result["values"], sort_keys=False, allow_unicode=True
-        )
-    return result
+    return await platform.services.launch(caller, request)
 
 
 @router.get(

@@ -125,8 +125,11 @@ def looks_like_chart(directory: Path) -> bool:
     )
 
 
-def load_chart_dir(path: Path, catalog_id: str, *, check_templates: bool = True) -> Chart:
-    """Load and check one unpacked chart. Raises :class:`ChartInvalid` naming the problem."""
+def load_chart_dir(
+    path: Path, catalog_id: str, *, check_templates: bool = True, digest: str | None = None
+) -> Chart:
+    """Load and check one unpacked chart. Raises :class:`ChartInvalid` naming the problem.
+    ``digest``: the directory's :func:`directory_digest`, when the caller has it already."""
     label = path.name
     chart_yaml = path / "Chart.yaml"
     if not chart_yaml.is_file():
@@ -148,7 +151,7 @@ def load_chart_dir(path: Path, catalog_id: str, *, check_templates: bool = True)
     if (path / "local.yaml").is_file():
         recipe = validate_local_recipe(_read_yaml_mapping(path / "local.yaml", name), name)
 
-    digest = directory_digest(path)
+    digest = digest or directory_digest(path)
     if check_templates:
         helm_check_templates(path, name, digest)
 

@@ -46,7 +46,7 @@ def checked(charts: list[tuple[Path, str]]) -> list[str | None]:
     """Helm's verdict on each ``(chart directory, content digest)``: None or the problem.
     The charts not in the cache are checked together, in one child process (a catalog
     directory of 200 new charts: one child, not 200)."""
-    verdicts: dict[int, str | None] = {}
+    verdicts: list[str | None] = [None] * len(charts)
     missing: list[int] = []
     for index, (_, digest) in enumerate(charts):
         try:
@@ -59,7 +59,7 @@ def checked(charts: list[tuple[Path, str]]) -> list[str | None]:
             verdicts[index] = problem
             if not problem or not problem.startswith(_CHILD_FAILED):
                 _store(_cache_file(charts[index][1]), problem)
-    return [verdicts[index] for index in range(len(charts))]
+    return verdicts
 
 
 def _cache_file(digest: str) -> Path:

@@ -148,13 +148,12 @@ def _load_directory(config: CatalogConfig) -> Catalog:
         for p in sorted(root.iterdir())
         if p.is_dir() and not p.name.startswith(".") and looks_like_chart(p)
     ]
+    digests = {d: directory_digest(d) for d in directories if (d / "Chart.yaml").is_file()}
     # Helm's checks of the new charts in one child process; load_chart_dir then finds them
-    helm_check.checked(
-        [(d, directory_digest(d)) for d in directories if (d / "Chart.yaml").is_file()]
-    )
+    helm_check.checked(list(digests.items()))
     for directory in directories:
         try:
-            chart = load_chart_dir(directory, config.id)
+            chart = load_chart_dir(directory, config.id, digest=digests.get(directory))
         except ChartInvalid as exc:
             if config.accepts(directory.name):
                 broken.append(BrokenChart(directory.name, exc.message, path=directory))

@@ -15,6 +15,7 @@ refresh. Vault tokens are renewable by their holder (``auth/token/renew-self``) 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 
@@ -36,8 +37,16 @@ class Injection:
     s3: S3Context | None = None
     vault: VaultContext | None = None
     s3_credentials: S3Credentials | None = None
-    refresh_url: str = ""
-    refresh_token: str = ""
+
+    @property
+    def refresh_url(self) -> str:
+        """The platform's container-credentials endpoint ("" without a service)."""
+        return self.s3.credentials_url if self.s3 else ""
+
+    @property
+    def refresh_token(self) -> str:
+        """The service's credentials refresh token ("" without a service)."""
+        return self.s3.credentials_authorization.removeprefix("Bearer ") if self.s3 else ""
 
 
 #: lifetime of a service's credentials refresh token (it also dies with the service)
@@ -90,57 +99,12 @@ class CredentialBroker:
         personal, _ = self._user_projects(user_name)
         return await self.storage.session_credentials(user_name, personal, project_id)
 
-    async def for_launch(
-        self, user_name: str, project_id: str, service_id: str | None = None
-    ) -> Injection:
-        personal, shared = self._user_projects(user_name)
-        s3 = vault = credentials = None
-        refresh_url = refresh_token = ""
-        if self.storage is not None:
-            credentials = await self.storage.session_credentials(user_name, personal, project_id)
-            bucket, prefix = self.storage.locate(project_id)  # prefix: "" in bucket mode
-            if service_id is not None:
-                refresh_url = self.settings.server.url() + REFRESH_PATH
-                refresh_token = self.issuer.issue(
-                    user_name,
-                    AUDIENCE_CREDENTIALS,
-                    REFRESH_TOKEN_TTL_S,
-                    {"project": project_id, "service": service_id},
-                )
-            s3 = S3Context(
-                endpoint_url=self.storage.endpoint_url,
-                access_key_id=credentials.access_key_id,
-                secret_access_key=credentials.secret_access_key,
-                session_token=credentials.session_token,
-                region=self.storage.region,
-                bucket=bucket,
-                object_name_prefix=prefix,
-                path_style_access=True,
-                credentials_url=refresh_url,
-                credentials_authorization=f"Bearer {refresh_token}" if refresh_token else "",
-            )
-        if self.secret_store is not None:
-            token = await self.secret_store.user_token(user_name, shared)
-            vault = VaultContext(
-                address=self.secret_store.address,
-                token=token.token,
-                mount=self.secret_store.mount,
-                top_dir=project_id,
-            )
-        return Injection(
-            s3=s3,
-            vault=vault,
-            s3_credentials=credentials,
-            refresh_url=refresh_url,
-            refresh_token=refresh_token,
-        )
-
     def preview(self, project_id: str) -> Injection:
         """What a launch in ``project_id`` injects, without minting credentials: for forms and
         schema views, where the S3 and Vault sections must show as enabled."""
         s3 = vault = None
         if self.storage is not None:
-            bucket, prefix = self.storage.locate(project_id)
+            bucket, prefix = self.storage.locate(project_id)  # prefix: "" in bucket mode
             s3 = S3Context(
                 endpoint_url=self.storage.endpoint_url,
                 region=self.storage.region,
@@ -155,6 +119,41 @@ class CredentialBroker:
                 top_dir=project_id,
             )
         return Injection(s3=s3, vault=vault)
+
+    async def for_launch(
+        self, user_name: str, project_id: str, service_id: str | None = None
+    ) -> Injection:
+        """The preview with credentials minted for ``user_name`` (and, for a service, the
+        refresh endpoint and token that renew its S3 session)."""
+        injection = self.preview(project_id)
+        personal, shared = self._user_projects(user_name)
+        s3, vault, credentials = injection.s3, injection.vault, None
+        if s3 is not None:
+            assert self.storage is not None
+            credentials = await self.storage.session_credentials(user_name, personal, project_id)
+            refresh_url = authorization = ""
+            if service_id is not None:
+                refresh_url = self.settings.server.url() + REFRESH_PATH
+                refresh_token = self.issuer.issue(
+                    user_name,
+                    AUDIENCE_CREDENTIALS,
+                    REFRESH_TOKEN_TTL_S,
+                    {"project": project_id, "service": service_id},
+                )
+                authorization = f"Bearer {refresh_token}"
+            s3 = dataclasses.replace(
+                s3,
+                access_key_id=credentials.access_key_id,
+                secret_access_key=credentials.secret_access_key,
+                session_token=credentials.session_token,
+                credentials_url=refresh_url,
+                credentials_authorization=authorization,
+            )
+        if vault is not None:
+            assert self.secret_store is not None
+            token = await self.secret_store.user_token(user_name, shared)
+            vault = dataclasses.replace(vault, token=token.token)
+        return Injection(s3=s3, vault=vault, s3_credentials=credentials)
 
     async def refresh(self, refresh_token: str) -> S3Credentials:
         """New S3 credentials for the service a refresh token was issued to, if its user may

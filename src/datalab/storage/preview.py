@@ -17,11 +17,9 @@ import pyarrow.parquet as pq
 from botocore.client import BaseClient
 
 from datalab.errors import InvalidInput
-from datalab.storage.objects import MAX_PREVIEW_ROWS
 from datalab.storage.service import S3Credentials
 
 HEAD_BYTES = 256 * 1024
-MAX_ROWS = MAX_PREVIEW_ROWS
 FORMATS = ("parquet", "csv", "json")
 
 

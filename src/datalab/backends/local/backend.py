@@ -501,7 +501,7 @@ class LocalBackend(Backend):
         }
         if rendered.vault_env is not None:
             # read by the launcher (never in argv: /proc/<pid>/cmdline is world-readable)
-            environ[VAULT_ENV_VARIABLE] = json.dumps(rendered.vault_env.to_json())
+            environ[VAULT_ENV_VARIABLE] = json.dumps(dataclasses.asdict(rendered.vault_env))
         try:
             confinement = self.limiter.prepare(svc.spec.id, svc.resources)
         except OSError as exc:

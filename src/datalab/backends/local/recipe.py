@@ -15,6 +15,7 @@ import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from datalab.backends.base import BackendError
+from datalab.secrets import chosen_secret_paths
 
 DEFAULT_READINESS_TIMEOUT_S = 180.0
 
@@ -31,14 +32,6 @@ class VaultEnv:
     token: str
     mount: str
     secrets: list[str]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "address": self.address,
-            "token": self.token,
-            "mount": self.mount,
-            "secrets": self.secrets,
-        }
 
 
 @dataclass(frozen=True)
@@ -105,8 +98,7 @@ def _vault_env(raw: dict[str, Any] | None, context: dict[str, Any]) -> VaultEnv 
     if not raw:
         return None
     rendered = {key: _render(raw[key], context, f"vault_env.{key}") for key in raw}
-    secrets = [path.strip().strip("/") for path in rendered["secrets"].split(",")]
-    secrets = [path for path in secrets if path]
+    secrets = chosen_secret_paths(rendered["secrets"])
     if not secrets:
         return None
     missing = [key for key in ("address", "token", "mount") if not rendered[key]]

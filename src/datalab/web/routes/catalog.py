@@ -115,7 +115,7 @@ async def _secret_paths(page: Page, principal: Principal) -> list[str]:
         return []
     found: list[str] = []
     directories = [f"{top}/" for top in broker.secrets.tops(principal)]
-    for depth in range(2):
+    for _ in range(2):
         deeper: list[str] = []
         for directory in directories:
             try:
@@ -124,5 +124,5 @@ async def _secret_paths(page: Page, principal: Principal) -> list[str]:
                 continue
             for entry in entries:
                 (deeper if entry.endswith("/") else found).append(directory + entry)
-        directories = deeper if depth == 0 else []
+        directories = deeper
     return sorted(found)[:MAX_SECRET_SUGGESTIONS]
