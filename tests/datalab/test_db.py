@@ -48,6 +48,13 @@ def _schema(engine: Engine) -> dict[str, Any]:
     }
 
 
+def run_python(script: str) -> subprocess.CompletedProcess[str]:
+    """``script`` in a new interpreter (to see which modules a step loads)."""
+    return subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
 def test_schema_revision_is_alembics_head() -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
@@ -84,9 +91,7 @@ def test_an_older_database_is_upgraded_then_recognised_without_alembic(tmp_path:
         f"Database({url!r}).migrate(); "
         "assert 'alembic' not in sys.modules, 'alembic loaded'"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
-    )
+    done = run_python(script)
     assert done.returncode == 0, done.stderr
 
 
@@ -99,9 +104,7 @@ def test_datalab_up_migrates_in_a_child_process(tmp_path: Path) -> None:
         f"_migrate_in_a_child_process({url!r}); "
         "assert 'alembic' not in sys.modules, 'alembic loaded in the server process'"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
-    )
+    done = run_python(script)
     assert done.returncode == 0, done.stderr
     assert schema_revision(create_engine(url)) == SCHEMA_REVISION
     (tmp_path / "directory.db").mkdir()
@@ -110,8 +113,6 @@ def test_datalab_up_migrates_in_a_child_process(tmp_path: Path) -> None:
         "from datalab.cli.server import _migrate_in_a_child_process; "
         f"_migrate_in_a_child_process({broken!r})"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
-    )
+    done = run_python(script)
     assert done.returncode != 0
     assert "error: the database could not be migrated" in done.stderr
