@@ -16,7 +16,15 @@ from typing import Any, Literal
 
 import platformdirs
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from datalab.catalog import SHIPPED_CATALOG_DIR, CatalogConfig, load_catalog_file
@@ -194,6 +202,12 @@ class StorageSettings(_Section):
         description="Role assumed with the platform's tokens (AssumeRoleWithWebIdentity) on an "
         "external S3; without it services get the static credentials above (single-tenant only).",
     )
+    web_identity: Literal["platform", "oidc"] = Field(
+        "platform",
+        description="Token given to the STS of an external S3: the platform's own JWT, or the "
+        "user's ID token from the identity provider (oidc), when that STS trusts the provider "
+        "rather than the platform (as MinIO trusts Keycloak in Onyxia's deployments).",
+    )
     bucket_mode: Literal["bucket", "prefix"] = Field(
         "bucket",
         description="As Onyxia's bucketMode: bucket = one bucket per project (user-alice); "
@@ -237,6 +251,18 @@ class SecretsSettings(_Section):
     )
     token_ttl_s: int = Field(
         3600, ge=5, description="Lifetime of per-user Vault tokens (renewable up to 24 h)."
+    )
+    web_identity: Literal["platform", "oidc"] = Field(
+        "platform",
+        description="Token users log in to an external Vault with: the platform's own JWT (JWT "
+        "auth the platform configures), or the user's ID token from the identity provider "
+        "(oidc), at the JWT auth mount and role below that the Vault's admins configured.",
+    )
+    oidc_auth_mount: str = Field(
+        "jwt", description="Vault JWT auth mount trusting the identity provider (oidc)."
+    )
+    oidc_role: str = Field(
+        "onyxia-user", description="Role of that mount users log in with (oidc)."
     )
 
 
@@ -312,6 +338,28 @@ class Settings(BaseSettings):
         description="Extra directories of x-onyxia schema fragments, overriding the shipped ones.",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info")
+
+    @model_validator(mode="after")
+    def _federation_needs_a_provider(self) -> Settings:
+        """The provider's tokens can only be handed to servers the platform does not run."""
+        for name, section in (("storage", self.storage), ("secrets", self.secrets)):
+            if section.web_identity != "oidc":
+                continue
+            if not self.oidc.enabled:
+                raise ValueError(f"{name}.web_identity is 'oidc' but oidc.enabled is false")
+            if section.mode != "external":
+                raise ValueError(
+                    f"{name}.web_identity 'oidc' needs {name}.mode 'external': the embedded "
+                    "servers trust the platform's tokens"
+                )
+        if self.storage.web_identity == "oidc" and not self.storage.sts_role_arn:
+            raise ValueError("storage.web_identity is 'oidc' but storage.sts_role_arn is not set")
+        return self
+
+    @property
+    def federated(self) -> bool:
+        """Whether S3 or Vault take the identity provider's tokens (kept at sign-in)."""
+        return "oidc" in (self.storage.web_identity, self.secrets.web_identity)
 
     @classmethod
     def settings_customise_sources(

@@ -42,7 +42,7 @@ from sqlalchemy.orm import (
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 #: the newest migration (a test checks it is Alembic's head): a database already there is
 #: recognised without loading Alembic, which would stay resident (~14 MB) for nothing
-SCHEMA_REVISION = "0005"
+SCHEMA_REVISION = "0006"
 
 
 def utcnow() -> datetime:
@@ -107,6 +107,23 @@ class ApiToken(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     user: Mapped[User] = relationship(back_populates="tokens")
+
+
+class ProviderToken(Base):
+    """The identity provider's tokens from a user's last sign-in, kept only when S3 or Vault
+    take them (``web_identity: oidc``): launches and credential refreshes made later, from the
+    CLI or by a running service, need a valid ID token. Secrets, like ``git_token``: never
+    shown, never logged; the data directory is the trust boundary."""
+
+    __tablename__ = "provider_tokens"
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    id_token: Mapped[str] = mapped_column(Text)
+    id_token_expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    refresh_token: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
 
 class Project(Base):

@@ -15,7 +15,9 @@ from datalab.catalog import CatalogRegistry
 from datalab.config import Settings
 from datalab.db import Database
 from datalab.identity import accounts
+from datalab.identity.federation import ProviderTokens
 from datalab.identity.issuer import JwksServer, TokenIssuer
+from datalab.identity.oidc import CALLBACK_PATH, OidcClient
 from datalab.identity.ratelimit import LoginThrottle
 from datalab.secrets.service import SecretsService
 from datalab.services import ServiceManager
@@ -73,6 +75,8 @@ class Platform:
     jwks_server: JwksServer | None = None
     storage: StorageService | None = None
     secret_store: SecretsService | None = None
+    oidc_client: OidcClient | None = None
+    federation: ProviderTokens | None = None
 
     @classmethod
     def create(cls, settings: Settings, backend: Backend | None = None) -> Platform:
@@ -96,14 +100,29 @@ class Platform:
             else read_or_create_secret(data_dir / "keys" / "session.key")
         )
         issuer = TokenIssuer(data_dir / "keys" / "issuer.pem", settings.server.url())
-        storage = StorageService(settings, issuer) if settings.storage.mode != "disabled" else None
+        oidc = settings.oidc
+        oidc_client = (
+            OidcClient(oidc, settings.server.url() + CALLBACK_PATH)
+            if oidc.enabled and oidc.issuer_url and oidc.client_id
+            else None
+        )
+        federation = ProviderTokens(db, oidc_client) if oidc_client and settings.federated else None
+        storage = (
+            StorageService(settings, issuer, federation=federation)
+            if settings.storage.mode != "disabled"
+            else None
+        )
         secret_store = (
-            SecretsService(settings, issuer) if settings.secrets.mode != "disabled" else None
+            SecretsService(settings, issuer, federation=federation)
+            if settings.secrets.mode != "disabled"
+            else None
         )
         services = ServiceManager(settings, db, catalogs, backend)
         services.credentials = CredentialBroker(settings, db, issuer, storage, secret_store)
         return cls(
             issuer=issuer,
+            oidc_client=oidc_client,
+            federation=federation,
             storage=storage,
             secret_store=secret_store,
             settings=settings,

@@ -52,6 +52,16 @@ def test_config_file_from_environment_variable(
         ("backend:\n  name: docker\n", r"backend\.name: .*'local', 'memory' or 'kubernetes'"),
         ("- a\n- b\n", r"must contain a mapping"),
         ("server: [\n", r"not valid YAML"),
+        ("storage:\n  web_identity: oidc\n", r"storage\.web_identity is 'oidc' but oidc\.enabled"),
+        (
+            "oidc: {enabled: true}\nsecrets:\n  web_identity: oidc\n",
+            r"secrets\.web_identity 'oidc' needs secrets\.mode 'external'",
+        ),
+        (
+            "oidc: {enabled: true}\nstorage: {mode: external, endpoint_url: http://s3, "
+            "access_key_id: k, web_identity: oidc}\n",
+            r"storage\.sts_role_arn is not set",
+        ),
     ],
 )
 def test_bad_config_names_the_key(tmp_path: Path, text: str, expected: str) -> None:

@@ -16,19 +16,13 @@ from datalab.identity.oidc import OidcClient, provision
 
 router = APIRouter(prefix="/api/auth/oidc", tags=["auth"])
 
-CALLBACK_PATH = "/api/auth/oidc/callback"
 _PENDING = "oidc_pending"
 
 
-def _client(request: Request, platform: PlatformDep) -> OidcClient:
-    settings = platform.settings.oidc
-    if not settings.enabled or not settings.issuer_url or not settings.client_id:
+def _client(platform: PlatformDep) -> OidcClient:
+    if platform.oidc_client is None:
         raise NotFound("sign-in with an identity provider is not configured (oidc.enabled)")
-    client = getattr(request.app.state, "oidc_client", None)
-    if client is None:
-        client = OidcClient(settings, platform.settings.server.url() + CALLBACK_PATH)
-        request.app.state.oidc_client = client
-    return client
+    return platform.oidc_client
 
 
 def _safe_next(next_url: str) -> str:
@@ -42,7 +36,7 @@ async def login(
     platform: PlatformDep,
     next: Annotated[str, Query(description="Path to return to after sign-in.")] = "/",
 ) -> RedirectResponse:
-    authorization = await _client(request, platform).authorization_request()
+    authorization = await _client(platform).authorization_request()
     request.session[_PENDING] = {
         "state": authorization.state,
         "nonce": authorization.nonce,
@@ -60,7 +54,7 @@ async def callback(
     state: str | None = None,
     error: str | None = None,
 ) -> RedirectResponse:
-    client = _client(request, platform)
+    client = _client(platform)
     pending = request.session.pop(_PENDING, None)
     if error:
         raise Unauthenticated(f"the identity provider refused the sign-in: {error}")
@@ -68,10 +62,12 @@ async def callback(
         raise Unauthenticated("sign-in expired or was not started here; start again")
     if not code:
         raise Unauthenticated("the identity provider sent no authorization code")
-    claims = await client.claims_for_code(code, pending["verifier"], pending["nonce"])
+    tokens = await client.tokens_for_code(code, pending["verifier"], pending["nonce"])
     with platform.db.session() as session:
-        user = provision(session, claims, platform.settings.oidc, platform.settings.region)
+        user = provision(session, tokens.claims, platform.settings.oidc, platform.settings.region)
         user_id = user.id
+    if platform.federation is not None:  # S3 or Vault take the provider's tokens
+        platform.federation.save(user_id, tokens)
     request.session.clear()  # a fresh session: no fixation
     request.session.update({"uid": user_id, "csrf": secrets.token_urlsafe(32), "pwv": ""})
     return RedirectResponse(pending["next"], status_code=302)

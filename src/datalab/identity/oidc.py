@@ -34,6 +34,8 @@ from datalab.identity.accounts import personal_project_id
 from datalab.identity.names import RESERVED_USER_NAMES
 
 DISCOVERY_TTL_S = 3600
+#: where the provider sends the browser back (the API route)
+CALLBACK_PATH = "/api/auth/oidc/callback"
 _NOT_LABEL = re.compile(r"[^a-z0-9-]+")
 
 
@@ -66,6 +68,20 @@ def projects_for_groups(groups: list[str], settings: OidcSettings) -> list[str]:
         if name:
             names.add(name)
     return sorted(names)
+
+
+@dataclass(frozen=True)
+class ProviderTokenSet:
+    """What the provider's token endpoint answered: the checked ID token and its claims, and
+    the refresh token when the provider gives one."""
+
+    claims: dict[str, Any]
+    id_token: str
+    refresh_token: str | None
+
+    @property
+    def expires_at(self) -> float:
+        return float(self.claims["exp"])
 
 
 @dataclass
@@ -126,45 +142,73 @@ class OidcClient:
         url = f"{document['authorization_endpoint']}?{urlencode(query)}"
         return AuthorizationRequest(url, state, nonce, verifier)
 
-    async def claims_for_code(self, code: str, code_verifier: str, nonce: str) -> dict[str, Any]:
-        """Exchange the code for tokens; the ID token's claims, checked."""
+    async def tokens_for_code(self, code: str, code_verifier: str, nonce: str) -> ProviderTokenSet:
+        """Exchange the code for tokens; the ID token checked (with the sign-in's nonce)."""
+        answer = await self._token_request(
+            {
+                "grant_type": "authorization_code",
+                "code": code,
+                "redirect_uri": self.redirect_uri,
+                "code_verifier": code_verifier,
+            },
+            refused="the identity provider refused the sign-in ({status}); try again",
+        )
+        id_token = answer.get("id_token")
+        if not id_token:
+            raise Unauthenticated("the identity provider returned no ID token")
+        claims = self.verify_id_token(id_token, nonce)
+        return ProviderTokenSet(claims, id_token, answer.get("refresh_token"))
+
+    async def refresh(self, refresh_token: str) -> ProviderTokenSet:
+        """New tokens from a refresh token (OpenID Connect Core, section 12). Providers that
+        answer without a new ID token (some only renew access tokens) cannot be used."""
+        answer = await self._token_request(
+            {"grant_type": "refresh_token", "refresh_token": refresh_token},
+            refused="the identity provider refused to renew the sign-in ({status})",
+        )
+        id_token = answer.get("id_token")
+        if not id_token:
+            raise Unauthenticated("the identity provider renewed the sign-in without an ID token")
+        claims = self.verify_id_token(id_token, None)
+        return ProviderTokenSet(claims, id_token, answer.get("refresh_token") or refresh_token)
+
+    async def _token_request(self, form: dict[str, str], refused: str) -> dict[str, Any]:
         document = await self.discovery()
-        form = {
-            "grant_type": "authorization_code",
-            "code": code,
-            "redirect_uri": self.redirect_uri,
-            "client_id": self.client_id,
-            "code_verifier": code_verifier,
-        }
         extra: dict[str, Any] = {}
         if self.settings.client_secret is not None:  # else a public client: PKCE only
             extra["auth"] = (self.client_id, self.settings.client_secret.get_secret_value())
         try:
             async with httpx.AsyncClient(timeout=10) as http:
-                response = await http.post(document["token_endpoint"], data=form, **extra)
+                response = await http.post(
+                    document["token_endpoint"], data={**form, "client_id": self.client_id}, **extra
+                )
         except httpx.HTTPError as exc:
             raise OidcUnavailable(
                 f"the identity provider's token endpoint is unavailable: {type(exc).__name__}"
             ) from None
         if response.status_code != 200:
-            raise Unauthenticated(
-                f"the identity provider refused the sign-in ({response.status_code}); try again"
-            )
-        id_token = response.json().get("id_token")
-        if not id_token:
-            raise Unauthenticated("the identity provider returned no ID token")
-        return self.verify_id_token(id_token, nonce)
+            raise Unauthenticated(refused.format(status=response.status_code))
+        try:
+            return dict(response.json())
+        except ValueError:
+            raise OidcUnavailable(
+                "the identity provider's token endpoint answered no JSON"
+            ) from None
 
-    def verify_id_token(self, id_token: str, nonce: str) -> dict[str, Any]:
+    def verify_id_token(self, id_token: str, nonce: str | None) -> dict[str, Any]:
+        """The claims of an ID token signed by the provider for this client, still valid; the
+        nonce is checked on sign-in (ID tokens from a refresh may omit it)."""
         assert self._keys is not None
+        expected: dict[str, Any] = {
+            "iss": {"essential": True, "value": self._discovery["issuer"]},
+            "aud": {"essential": True, "value": self.settings.audience or self.client_id},
+            "exp": {"essential": True},
+        }
+        if nonce is not None:
+            expected["nonce"] = {"essential": True, "value": nonce}
         try:
             decoded = jwt.decode(id_token, self._keys, algorithms=["RS256", "ES256", "PS256"])
-            JWTClaimsRegistry(
-                iss={"essential": True, "value": self._discovery["issuer"]},
-                aud={"essential": True, "value": self.settings.audience or self.client_id},
-                exp={"essential": True},
-                nonce={"essential": True, "value": nonce},
-            ).validate(decoded.claims)
+            JWTClaimsRegistry(**expected).validate(decoded.claims)
         except (JoseError, ValueError) as exc:
             raise Unauthenticated(f"invalid ID token from the identity provider: {exc}") from None
         return dict(decoded.claims)

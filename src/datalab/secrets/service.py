@@ -12,6 +12,10 @@ which trusts the issuer's public key. The token carries:
 - the policies of the external identity groups named after the ``projects`` claim
   (``datalab-project-<id>``: ``<mount>/data/<id>/*``), which the platform creates beforehand.
 Tokens are renewable (``token_max_ttl`` 24 h), so long-running services can extend them.
+
+An external Vault whose JWT auth trusts the identity provider instead (``web_identity: oidc``):
+users log in at ``oidc_auth_mount`` with role ``oidc_role`` and their ID token from the
+provider; that role and its policies are the Vault admins' (docs/secrets.md shows them).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import logging
 from dataclasses import dataclass
 
 from datalab.config import ConfigError, Settings
+from datalab.identity.federation import ProviderTokens
 from datalab.identity.issuer import AUDIENCE_VAULT, TokenIssuer
 from datalab.secrets.openbao import EmbeddedOpenBao
 from datalab.secrets.vault import SecretsUnavailable, VaultClient
@@ -43,10 +48,13 @@ def project_policy_name(project_id: str) -> str:
 
 
 class SecretsService:
-    def __init__(self, settings: Settings, issuer: TokenIssuer) -> None:
+    def __init__(
+        self, settings: Settings, issuer: TokenIssuer, federation: ProviderTokens | None = None
+    ) -> None:
         self.settings = settings.secrets
         self.user_prefix = settings.region.user_prefix
         self.issuer = issuer
+        self.federation = federation if self.settings.web_identity == "oidc" else None
         self.mount = self.settings.mount
         self.embedded: EmbeddedOpenBao | None = None
         if self.settings.mode == "embedded":
@@ -185,6 +193,13 @@ class SecretsService:
 
     async def user_token(self, user_name: str, shared_projects: list[str]) -> VaultToken:
         """A Vault token for ``user_name``: their KV directory and their shared projects'."""
+        if self.federation is not None:
+            # the Vault trusts the provider: its admins' role and policies decide what the
+            # token reaches (projects through external groups named after the groups claim)
+            id_token = await self.federation.id_token(user_name, "Vault")
+            mount, role = self.settings.oidc_auth_mount, self.settings.oidc_role
+            token, ttl = await self._client().login_jwt(mount, role, id_token)
+            return VaultToken(token, ttl)
         for project_id in shared_projects:
             await self.ensure_project(project_id)
         jwt = self.issuer.issue(

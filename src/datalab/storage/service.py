@@ -4,8 +4,10 @@ client that creates buckets, and per-user session credentials.
 Bucket layout (Onyxia's per-user bucket mode): each project has a bucket named after its id,
 so a user's personal bucket is ``user-alice`` and a shared project's is ``project-sandbox``.
 Session credentials come from STS ``AssumeRoleWithWebIdentity`` with a JWT the platform signs
-for the user (claims ``bucket`` and ``project_bucket``); on an external S3 without STS, the
-configured static credentials are handed out instead (single-tenant deployments only).
+for the user (claims ``bucket`` and ``project_bucket``), or, on an external S3 whose STS trusts
+the identity provider (``web_identity: oidc``), with the user's ID token from the provider; on
+an external S3 without STS, the configured static credentials are handed out instead
+(single-tenant deployments only).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from botocore.config import Config
 
 from datalab.config import ConfigError, Settings
 from datalab.errors import DatalabError
+from datalab.identity.federation import ProviderTokens
 from datalab.identity.issuer import AUDIENCE_S3, JwksServer, TokenIssuer
 from datalab.storage.seaweedfs import ROLE_ARN, EmbeddedSeaweedFS, role_policy
 
@@ -84,11 +87,16 @@ def s3_client(
 
 class StorageService:
     def __init__(
-        self, settings: Settings, issuer: TokenIssuer, jwks: JwksServer | None = None
+        self,
+        settings: Settings,
+        issuer: TokenIssuer,
+        jwks: JwksServer | None = None,
+        federation: ProviderTokens | None = None,
     ) -> None:
         self.settings = settings.storage
         self.issuer = issuer
         self.jwks = jwks
+        self.federation = federation if self.settings.web_identity == "oidc" else None
         self.embedded: EmbeddedSeaweedFS | None = None
         if self.settings.mode == "embedded":
             self.embedded = EmbeddedSeaweedFS(settings.data_dir, port=self.settings.port)
@@ -183,12 +191,16 @@ class StorageService:
         if self.role_arn is None:
             return S3Credentials(self._admin_key, self._admin_secret, "", None)
         ttl = ttl_s or self.settings.credentials_ttl_s
-        token = self.issuer.issue(
-            user_name,
-            AUDIENCE_S3,
-            ttl_s=300,  # only long enough for the exchange below
-            claims={"preferred_username": user_name, **claims},
-        )
+        if self.federation is not None:
+            # the STS trusts the provider: its policies decide what the user's token reaches
+            token = await self.federation.id_token(user_name, "S3")
+        else:
+            token = self.issuer.issue(
+                user_name,
+                AUDIENCE_S3,
+                ttl_s=300,  # only long enough for the exchange below
+                claims={"preferred_username": user_name, **claims},
+            )
         return await self.assume_role(token, user_name, ttl)
 
     async def assume_role(
