@@ -208,8 +208,12 @@ def build_coder(config: TrainConfig, nomenclature: Nomenclature) -> Coder:
         params["members"] = {k: {"seed": config.seed, **(v or {})} for k, v in members.items()}
     else:
         params.setdefault("seed", config.seed)
+    try:
+        classifier = make_classifier(config.model, params)
+    except ValueError as exc:
+        raise ConfigError(f"params: {exc}") from exc
     return Coder(
-        classifier=make_classifier(config.model, params),
+        classifier=classifier,
         nomenclature=nomenclature,
         preprocess=PreprocessConfig.from_dict(config.preprocess),
         categorical=tuple(config.categorical),

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -321,3 +323,78 @@ def test_a_saved_tfidf_model_predicts_without_sklearn(small_model, tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_with_confidence_sets_ic_and_keeps_the_order():
+    from autocode.model import MIN_CONFIDENCE, with_confidence
+
+    rng = np.random.default_rng(1)
+    proba = softmax(rng.normal(size=(50, 7)) * 3)
+    proba[0] = [1, 0, 0, 0, 0, 0, 0]  # all the mass on one code
+    proba[1] = [0.2, 0.5, 0.1, 0.1, 0.05, 0.05, 0.0]
+    ic = rng.uniform(0, 1, size=50)
+    ic[1] = 0.0  # floored: the first code stays strictly first
+    out = with_confidence(proba, ic).astype(np.float64)
+    np.testing.assert_allclose(out.sum(axis=1), 1.0, atol=1e-6)
+    assert (out >= 0).all()
+    best_two = -np.sort(-out, axis=1)[:, :2]
+    np.testing.assert_allclose(
+        best_two[:, 0] - best_two[:, 1], np.maximum(ic, MIN_CONFIDENCE), atol=1e-6
+    )
+    assert (out.argmax(axis=1) == proba.argmax(axis=1)).all()
+    # every code but the first keeps its rank (ties excepted)
+    for row in range(2, 50):
+        np.testing.assert_array_equal(np.argsort(-out[row]), np.argsort(-proba[row]))
+
+
+def test_margin_at_is_the_members_margin_for_a_given_code():
+    from autocode.model import margin_at
+
+    proba = np.array([[0.6, 0.3, 0.1], [0.6, 0.3, 0.1], [0.2, 0.2, 0.6]])
+    np.testing.assert_allclose(margin_at(proba, np.array([0, 1, 2])), [0.3, 0.0, 0.4])
+
+
+def test_ensemble_ic_is_the_confidence_members_margin(cold_start, small_nomenclature, tmp_path):
+    from autocode.model import EnsembleClassifier, margin_at
+
+    ensemble = make_classifier(
+        "ensemble", {"members": {"fasttext": {"epoch": 20, "dim": 10, "thread": 1}, "tfidf": {}}}
+    )
+    assert ensemble.confidence == "tfidf"  # the default
+    coder = Coder(ensemble, small_nomenclature)
+    coder.classifier.fit(coder.features(cold_start), cold_start["code"].tolist())
+    texts = coder.features(pd.DataFrame({"text": ["boulangerie", "pizzeria", "plats cuisinés"]}))
+    confident = coder.classifier.predict_proba(texts)
+    coder.classifier.confidence = None
+    mean = coder.classifier.predict_proba(texts)
+    tfidf = coder.classifier.members[1].predict_proba(texts)
+    assert (confident.argmax(axis=1) == mean.argmax(axis=1)).all()
+    best_two = -np.sort(-confident, axis=1)[:, :2]
+    expected = np.maximum(margin_at(tfidf, mean.argmax(axis=1)), 1e-4)
+    np.testing.assert_allclose(best_two[:, 0] - best_two[:, 1], expected, atol=1e-5)
+    assert not np.allclose(confident, mean, atol=1e-3)
+    # saved and loaded with its confidence member; a model saved without one keeps the mean
+    coder.classifier.confidence = "tfidf"
+    coder.save(tmp_path / "coder")
+    np.testing.assert_allclose(
+        load_coder(tmp_path / "coder").classifier.predict_proba(texts), confident, atol=1e-6
+    )
+    meta_path = tmp_path / "coder" / "coder.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["classifier"]["confidence"]
+    meta_path.write_text(json.dumps(meta))
+    old = load_coder(tmp_path / "coder").classifier
+    assert isinstance(old, EnsembleClassifier) and old.confidence is None
+    np.testing.assert_allclose(old.predict_proba(texts), mean, atol=1e-6)
+
+
+def test_an_unknown_confidence_member_is_refused():
+    from autocode.train import ConfigError, TrainConfig, build_coder
+
+    with pytest.raises(ValueError, match="not a member"):
+        make_classifier("ensemble", {"members": {"tfidf": {}}, "confidence": "fasttext"})
+    assert make_classifier("ensemble", {"confidence": None}).confidence is None
+    assert make_classifier("ensemble", {"members": {"fasttext": {}}}).confidence is None
+    config = TrainConfig.from_dict({"params": {"confidence": "bert"}})
+    with pytest.raises(ConfigError, match="params: ensemble confidence 'bert'"):
+        build_coder(config, None)
