@@ -57,7 +57,8 @@ class Classifier:
 
     kind: ClassVar[str]
     default_temperature: ClassVar[float] = 1.0
-    ensemble_weight: ClassVar[float] = 1.0  # default weight in an ensemble
+    ensemble_weight: ClassVar[float] = 1.0  # default weight in an ensemble (mean pooling)
+    geometric_weight: ClassVar[float] = 1.0  # default weight in a geometric pooling
     classes: list[str]
 
     def __init__(self, **params: Any):
@@ -105,6 +106,7 @@ class FastTextClassifier(Classifier):
     # Measured on cold start (docs/autocode.md): fastText alone is weaker than TF-IDF on real
     # descriptions; a small share keeps its subword signal without pulling accuracy down.
     ensemble_weight = 0.2
+    geometric_weight = 0.3  # `pooling: geometric` (not the default): measured in docs/autocode.md
 
     @classmethod
     def default_params(cls) -> dict[str, Any]:
@@ -216,6 +218,7 @@ class TfidfClassifier(Classifier):
 
     kind = "tfidf"
     ensemble_weight = 0.8
+    geometric_weight = 0.7
     default_temperature = 10.0  # SVM margins are about ±1; training calibrates it
 
     @classmethod
@@ -486,36 +489,50 @@ def compact_weights(coef: np.ndarray, intercept: np.ndarray, prune: float):
 
 
 class EnsembleClassifier(Classifier):
-    """Weighted mean of the members' probabilities (each member calibrated on its own).
+    """The members' probabilities pooled (each member calibrated on its own): their weighted
+    mean (``pooling: mean``) or their weighted geometric mean, renormalised (``geometric``,
+    log-linear pooling: the softmax of the weighted sum of the members' calibrated scores).
 
-    With ``confidence`` (a member's kind), the codes and their order are the mean's, but the
+    With ``confidence`` (a member's kind), the codes and their order are the pool's, but the
     confidence index IC = p1 - p2 of the returned probabilities is that member's margin for the
-    mean's top-1 code (its probability of that code minus its best other one, 0 when it prefers
+    pool's top-1 code (its probability of that code minus its best other one, 0 when it prefers
     another code): see `with_confidence`. Measured in docs/autocode.md: the TF-IDF member's
-    margin ranks right and wrong codes better at the confident end than the mean's own (twice
-    the notes CV coverage at 0.90 accuracy) while the mean keeps the better top-1 code.
+    margin ranks right and wrong codes better at the confident end than the pool's own, while
+    the pool keeps the better top-1 code.
     """
 
     kind = "ensemble"
+    POOLINGS: ClassVar[tuple[str, ...]] = ("mean", "geometric")
 
     def __init__(
         self,
         members: Sequence[Classifier],
         weights: Sequence[float] | None = None,
         confidence: str | None = None,
+        pooling: str = "mean",
     ):
         super().__init__()
+        if pooling not in self.POOLINGS:
+            raise ValueError(f"ensemble pooling {pooling!r}: choose {list(self.POOLINGS)}")
+        self.pooling = pooling
         self.members = list(members)
-        weights = list(weights or [m.ensemble_weight for m in self.members])
+        if not weights:
+            weights = [
+                m.geometric_weight if pooling == "geometric" else m.ensemble_weight
+                for m in self.members
+            ]
         total = sum(weights)
         self.weights = [w / total for w in weights]
         kinds = [m.kind for m in self.members]
         if confidence is not None and confidence not in kinds:
             raise ValueError(f"ensemble confidence {confidence!r} is not a member: choose {kinds}")
         self.confidence = confidence
+        # (a, b) of the IC sigmoid(a·margin + b), fitted on held-out rows (None: the margin)
+        self.confidence_scale: tuple[float, float] | None = None
         self.params = {
             "members": kinds,
             "weights": self.weights,
+            "pooling": pooling,
             "confidence": confidence,
             **{f"{m.kind}.{k}": v for m in self.members for k, v in m.params.items()},
         }
@@ -528,21 +545,58 @@ class EnsembleClassifier(Classifier):
         self.classes = sorted(set(self.members[0].classes))
         return self
 
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        out = np.zeros((len(texts), len(self.classes)), dtype=np.float32)
+    def pool(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray | None]:
+        """The pooled probabilities and, with ``confidence``, that member's margin for the
+        pool's top-1 code of each row (None without ``confidence``)."""
+        n = len(texts)
+        out = np.zeros((n, len(self.classes)), dtype=np.float32)
         index = {c: i for i, c in enumerate(self.classes)}
         confident = None
         for member, weight in zip(self.members, self.weights, strict=True):
             columns = [index[c] for c in member.classes]
-            proba = member.predict_proba(texts)
-            out[:, columns] += weight * proba
-            if member.kind == self.confidence and confident is None:
-                confident = np.zeros_like(out)
+            logits = member.scores(texts) * np.float32(member.temperature)
+            if self.pooling == "geometric":
+                if len(columns) < len(self.classes):  # a code this member never saw: p = 0
+                    absent = np.ones(len(self.classes), dtype=bool)
+                    absent[columns] = False
+                    out[:, absent] = -np.inf
+                out[:, columns] += weight * logits
+                proba = softmax(logits) if member.kind == self.confidence else None
+            else:
+                proba = softmax(logits)
+                out[:, columns] += weight * proba
+            if proba is not None and member.kind == self.confidence and confident is None:
+                confident = np.zeros((n, len(self.classes)), dtype=np.float32)
                 confident[:, columns] = proba
-        if confident is not None and len(out):
-            top = out.argmax(axis=1)
-            out = with_confidence(out, margin_at(confident, top))
-        return out
+        if self.pooling == "geometric" and n:
+            out = softmax(out)
+        margin = None if confident is None else margin_at(confident, out.argmax(axis=1))
+        return out, margin
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        out, margin = self.pool(texts)
+        if margin is None or not len(out):
+            return out
+        return with_confidence(out, self.confidence_of(margin))
+
+    def confidence_of(self, margin: np.ndarray) -> np.ndarray:
+        """The IC given to a confidence margin: the margin itself, or its fitted logistic
+        calibration sigmoid(a·margin + b) (`fit_confidence_scale`), an estimate of the
+        probability that the top-1 code is right."""
+        if self.confidence_scale is None:
+            return margin
+        a, b = self.confidence_scale
+        return 1.0 / (1.0 + np.exp(-(a * np.asarray(margin, dtype=np.float64) + b)))
+
+    def calibrate_confidence(self, texts: Sequence[str], codes: Sequence[str]) -> None:
+        """Fit the logistic map from the confidence member's margin to the probability that the
+        pool's top-1 code is right, on held-out rows (none: no map)."""
+        self.confidence_scale = None
+        if self.confidence is None or not len(texts):
+            return
+        out, margin = self.pool(texts)
+        top = np.asarray(self.classes)[out.argmax(axis=1)]
+        self.confidence_scale = fit_confidence_scale(margin, top == np.asarray(codes))
 
     def save(self, directory: Path) -> None:
         for i, member in enumerate(self.members):
@@ -552,7 +606,13 @@ class EnsembleClassifier(Classifier):
             (sub / "classifier.json").write_text(json.dumps(member.meta()))
 
     def meta(self) -> dict[str, Any]:
-        return {**super().meta(), "weights": self.weights, "confidence": self.confidence}
+        return {
+            **super().meta(),
+            "weights": self.weights,
+            "confidence": self.confidence,
+            "confidence_scale": self.confidence_scale,
+            "pooling": self.pooling,
+        }
 
     @classmethod
     def load(cls, directory: Path, meta: Mapping[str, Any]) -> EnsembleClassifier:
@@ -561,10 +621,38 @@ class EnsembleClassifier(Classifier):
             sub = directory / f"member{i}"
             member_meta = json.loads((sub / "classifier.json").read_text())
             members.append(CLASSIFIERS[member_meta["kind"]].load(sub, member_meta))
-        # models saved before `confidence` existed return the plain mean
-        model = cls(members, meta["weights"], meta.get("confidence"))
+        # models saved before `confidence` and `pooling` existed return the plain mean
+        model = cls(members, meta["weights"], meta.get("confidence"), meta.get("pooling", "mean"))
+        scale = meta.get("confidence_scale")
+        model.confidence_scale = None if scale is None else (float(scale[0]), float(scale[1]))
         model.classes = list(meta["classes"])
         return model
+
+
+def fit_confidence_scale(margin: np.ndarray, correct: np.ndarray) -> tuple[float, float] | None:
+    """(a, b) of the logistic regression P(correct) = sigmoid(a·margin + b) (maximum
+    likelihood, a tiny ridge on a). None when it cannot rank rows: all rows right or all wrong,
+    or a ≤ 0 (a larger margin must never mean a lower IC)."""
+    from scipy.optimize import minimize
+
+    x = np.asarray(margin, dtype=np.float64)
+    y = np.asarray(correct, dtype=np.float64)
+    if len(x) < 2 or y.min() == y.max():
+        return None
+
+    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        z = theta[0] * x + theta[1]
+        p = 1.0 / (1.0 + np.exp(-z))
+        nll = np.logaddexp(0.0, z) - y * z
+        gradient = p - y
+        ridge = 1e-4 * theta[0] ** 2
+        value = float(nll.mean() + ridge)
+        grad = np.array([(gradient * x).mean() + 2e-4 * theta[0], gradient.mean()])
+        return value, grad
+
+    result = minimize(loss, np.zeros(2), jac=True, method="L-BFGS-B")
+    a, b = (float(v) for v in result.x)
+    return (a, b) if a > 0 and np.isfinite([a, b]).all() else None
 
 
 def margin_at(proba: np.ndarray, top: np.ndarray) -> np.ndarray:
@@ -616,15 +704,19 @@ CLASSIFIERS: dict[str, type[Classifier]] = {
 
 def make_classifier(kind: str, params: Mapping[str, Any] | None = None) -> Classifier:
     """A classifier from its kind and params; an ensemble takes ``members: {kind: params}``,
-    ``weights`` and ``confidence`` (the member whose margin is the IC; default ``tfidf`` when
-    it is a member, ``None`` for the mean's own)."""
+    ``weights`` (default: the members' ``ensemble_weight`` or ``geometric_weight``),
+    ``pooling`` (``mean`` by default, or ``geometric``) and ``confidence`` (the member whose
+    margin is the IC; default ``tfidf`` when it is a member, ``None`` for the pool's own)."""
     params = dict(params or {})
     if kind == "ensemble":
         members = params.get("members") or {"fasttext": {}, "tfidf": {}}
         # the TF-IDF member's margin is the confidence by default (`confidence: null`: the mean's)
         confidence = params.get("confidence", "tfidf" if "tfidf" in members else None)
         return EnsembleClassifier(
-            [make_classifier(k, p) for k, p in members.items()], params.get("weights"), confidence
+            [make_classifier(k, p) for k, p in members.items()],
+            params.get("weights"),
+            confidence,
+            params.get("pooling", "mean"),
         )
     if kind not in CLASSIFIERS:
         raise ValueError(f"unknown model kind {kind!r}; choose from {sorted(CLASSIFIERS)}")

@@ -78,6 +78,10 @@ class TrainConfig:
     source_weights: dict[str, float] = field(default_factory=lambda: {"label_subclass": 2.0})
     validation_fraction: float = 0.1  # held out to calibrate and to report val_* metrics
     calibrate: bool = True
+    # with calibrate and an ensemble with a confidence member: the IC is the logistic map of that
+    # member's margin fitted on the validation rows (an estimate of P(top-1 right) on notes-like
+    # phrases); false: the margin itself (docs/autocode.md, "Quality")
+    calibrate_confidence: bool = True
     refit: bool = True  # refit on all rows after calibration (cold start is small)
     only_codes: list[str] = field(default_factory=list)  # restrict to codes under these
     k: int = 5
@@ -271,7 +275,7 @@ def fit_coder(
     timings["fit_s"] = time.perf_counter() - started
     if config.calibrate and len(val_rows):
         step(f"calibrating on {len(val_rows)} validation rows")
-        calibrate(coder, val_rows)
+        calibrate(coder, val_rows, confidence=config.calibrate_confidence)
     validation = evaluate_coder(coder, val_rows) if len(val_rows) else None
     if config.refit and len(val_rows):
         step(f"refitting on all {len(table)} rows")
@@ -301,8 +305,10 @@ def _set_temperatures(coder: Coder, temperatures: list[float]) -> None:
         member.temperature = temperature
 
 
-def calibrate(coder: Coder, rows: pd.DataFrame) -> None:
-    """Temperature scaling of each member on held-out rows whose code the member knows."""
+def calibrate(coder: Coder, rows: pd.DataFrame, confidence: bool = True) -> None:
+    """Temperature scaling of each member on held-out rows whose code the member knows; then
+    (``confidence``), for an ensemble with a confidence member, the logistic map from that
+    member's margin to the probability that the top-1 code is right (the IC), on the same rows."""
     features = coder.features(rows)
     for member in _members(coder):
         index = {c: i for i, c in enumerate(member.classes)}
@@ -312,6 +318,8 @@ def calibrate(coder: Coder, rows: pd.DataFrame) -> None:
         scores = member.scores([features[i] for i in known])
         truth = np.array([index[rows[datamod.CODE].iloc[i]] for i in known])
         member.temperature = fit_temperature(scores, truth)
+    if confidence and isinstance(coder.classifier, EnsembleClassifier):
+        coder.classifier.calibrate_confidence(features, rows[datamod.CODE].tolist())
 
 
 def evaluate_coder(coder: Coder, rows: pd.DataFrame) -> Evaluation:
@@ -445,7 +453,9 @@ def log_run(
                 "validation_fraction": config.validation_fraction,
                 "source_weights": ",".join(f"{k}={v}" for k, v in config.source_weights.items()),
                 "calibrate": config.calibrate,
+                "calibrate_confidence": config.calibrate_confidence,
                 "temperatures": ",".join(f"{t:.3f}" for t in _temperatures(coder)),
+                "confidence_scale": str(getattr(coder.classifier, "confidence_scale", None)),
                 "k": config.k,
                 "threshold": config.threshold,
             }

@@ -379,13 +379,45 @@ def test_ensemble_ic_is_the_confidence_members_margin(cold_start, small_nomencla
     np.testing.assert_allclose(
         load_coder(tmp_path / "coder").classifier.predict_proba(texts), confident, atol=1e-6
     )
+    # a model saved before `confidence` and `pooling` existed: the plain weighted mean
     meta_path = tmp_path / "coder" / "coder.json"
     meta = json.loads(meta_path.read_text())
-    del meta["classifier"]["confidence"]
+    del meta["classifier"]["confidence"], meta["classifier"]["pooling"]
     meta_path.write_text(json.dumps(meta))
     old = load_coder(tmp_path / "coder").classifier
     assert isinstance(old, EnsembleClassifier) and old.confidence is None
-    np.testing.assert_allclose(old.predict_proba(texts), mean, atol=1e-6)
+    assert old.pooling == "mean"
+    plain = sum(
+        w * m.predict_proba(texts)[:, [m.classes.index(c) for c in old.classes]]
+        for w, m in zip(old.weights, old.members, strict=True)
+    )
+    np.testing.assert_allclose(old.predict_proba(texts), plain, atol=1e-6)
+
+
+def test_geometric_pooling_is_the_normalised_weighted_geometric_mean(cold_start):
+    ensemble = make_classifier(
+        "ensemble",
+        {
+            "members": {"fasttext": {"epoch": 20, "dim": 10, "thread": 1}, "tfidf": {}},
+            "pooling": "geometric",
+        },
+    )
+    assert ensemble.weights == pytest.approx([0.3, 0.7])  # the members' geometric_weight
+    ensemble.fit(cold_start["text"], cold_start["code"])
+    ensemble.confidence = None
+    texts = ["boulangerie", "pizzeria", "plats cuisines"]
+    members = []
+    for member in ensemble.members:
+        columns = [member.classes.index(c) for c in ensemble.classes]
+        members.append(member.predict_proba(texts)[:, columns].astype(np.float64))
+    expected = members[0] ** 0.3 * members[1] ** 0.7
+    expected /= expected.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(ensemble.predict_proba(texts), expected, rtol=1e-4, atol=1e-6)
+    ensemble.pooling = "mean"
+    mean = 0.3 * members[0] + 0.7 * members[1]
+    np.testing.assert_allclose(ensemble.predict_proba(texts), mean, rtol=1e-4, atol=1e-6)
+    default = make_classifier("ensemble", {})
+    assert default.pooling == "mean" and default.weights == pytest.approx([0.2, 0.8])
 
 
 def test_an_unknown_confidence_member_is_refused():
@@ -393,8 +425,64 @@ def test_an_unknown_confidence_member_is_refused():
 
     with pytest.raises(ValueError, match="not a member"):
         make_classifier("ensemble", {"members": {"tfidf": {}}, "confidence": "fasttext"})
+    with pytest.raises(ValueError, match="pooling 'median'"):
+        make_classifier("ensemble", {"pooling": "median"})
     assert make_classifier("ensemble", {"confidence": None}).confidence is None
     assert make_classifier("ensemble", {"members": {"fasttext": {}}}).confidence is None
     config = TrainConfig.from_dict({"params": {"confidence": "bert"}})
     with pytest.raises(ConfigError, match="params: ensemble confidence 'bert'"):
         build_coder(config, None)
+
+
+def test_confidence_scale_is_a_logistic_fit_that_never_reverses_the_order():
+    from autocode.model import fit_confidence_scale
+
+    rng = np.random.default_rng(0)
+    margin = rng.uniform(0, 1, size=4000)
+    truth = 1 / (1 + np.exp(-(4 * margin - 2)))
+    correct = rng.uniform(size=4000) < truth
+    a, b = fit_confidence_scale(margin, correct)
+    assert a == pytest.approx(4, abs=0.5) and b == pytest.approx(-2, abs=0.3)
+    assert fit_confidence_scale(margin, np.ones(4000, dtype=bool)) is None  # nothing to rank
+    assert fit_confidence_scale(margin, margin < 0.5) is None  # a < 0: refused
+
+
+def test_training_calibrates_the_ic_on_the_validation_rows(small_model, tmp_path):
+    coder = small_model.coder
+    ensemble = coder.classifier
+    assert ensemble.confidence == "tfidf"
+    assert ensemble.confidence_scale is not None and ensemble.confidence_scale[0] > 0
+    proba = coder.predict_proba(ROWS)
+    texts = coder.features(ROWS)
+    pooled, margin = ensemble.pool(texts)
+    a, b = ensemble.confidence_scale
+    expected = 1 / (1 + np.exp(-(a * margin + b)))
+    best_two = -np.sort(-proba, axis=1)[:, :2]
+    np.testing.assert_allclose(best_two[:, 0] - best_two[:, 1], expected, atol=1e-5)
+    assert (proba.argmax(axis=1) == pooled.argmax(axis=1)).all()
+    coder.save(tmp_path / "coder")
+    again = load_coder(tmp_path / "coder")
+    assert again.classifier.confidence_scale == pytest.approx(ensemble.confidence_scale)
+    np.testing.assert_allclose(again.predict_proba(ROWS), proba, atol=1e-6)
+
+
+def test_calibrate_confidence_false_keeps_the_members_margin(cold_start, small_nomenclature):
+    from autocode.model import margin_at
+    from autocode.train import TrainConfig, fit_coder
+
+    config = TrainConfig.from_dict(
+        {
+            "params": {"members": {"fasttext": {"epoch": 20, "dim": 10, "thread": 1}, "tfidf": {}}},
+            "calibrate_confidence": False,
+        }
+    )
+    coder, _, _ = fit_coder(config, small_nomenclature, cold_start)
+    ensemble = coder.classifier
+    assert ensemble.confidence == "tfidf" and ensemble.confidence_scale is None
+    texts = coder.features(ROWS)
+    pooled, margin = ensemble.pool(texts)
+    tfidf = ensemble.members[1].predict_proba(texts)
+    tfidf = tfidf[:, [ensemble.members[1].classes.index(c) for c in ensemble.classes]]
+    np.testing.assert_allclose(margin, margin_at(tfidf, pooled.argmax(axis=1)), atol=1e-6)
+    best_two = -np.sort(-ensemble.predict_proba(texts), axis=1)[:, :2]
+    np.testing.assert_allclose(best_two[:, 0] - best_two[:, 1], np.maximum(margin, 1e-4), atol=1e-5)
