@@ -566,8 +566,11 @@ class EnsembleClassifier(Classifier):
                 proba = softmax(logits)
                 out[:, columns] += weight * proba
             if proba is not None and member.kind == self.confidence and confident is None:
-                confident = np.zeros((n, len(self.classes)), dtype=np.float32)
-                confident[:, columns] = proba
+                if member.classes == self.classes:
+                    confident = proba
+                else:
+                    confident = np.zeros((n, len(self.classes)), dtype=np.float32)
+                    confident[:, columns] = proba
         if self.pooling == "geometric" and n:
             out = softmax(out)
         margin = None if confident is None else margin_at(confident, out.argmax(axis=1))
@@ -658,11 +661,16 @@ def fit_confidence_scale(margin: np.ndarray, correct: np.ndarray) -> tuple[float
 def margin_at(proba: np.ndarray, top: np.ndarray) -> np.ndarray:
     """Per row, ``proba`` of the code ``top`` minus the largest other probability, floored at
     0 (a row whose best code is another one gets 0)."""
-    rows = np.arange(len(proba))
-    chosen = proba[rows, top].astype(np.float64)
-    others = proba.copy()
-    others[rows, top] = -np.inf
-    return np.clip(chosen - others.max(axis=1), 0.0, 1.0)
+    n = len(proba)
+    if n == 0:
+        return np.zeros(0)
+    chosen = proba[np.arange(n), top].astype(np.float64)
+    if proba.shape[1] < 2:
+        return np.clip(chosen, 0.0, 1.0)
+    best_two = np.partition(proba, -2, axis=1)[:, -2:].astype(np.float64)  # (second, first)
+    # `top` is the row's best code: its margin over the second; otherwise ≤ 0 (floored)
+    other = np.where(chosen >= best_two[:, 1], best_two[:, 0], best_two[:, 1])
+    return np.clip(chosen - other, 0.0, 1.0)
 
 
 # The smallest IC `with_confidence` gives, so that the top-1 code stays strictly first.
@@ -674,27 +682,33 @@ def with_confidence(proba: np.ndarray, ic: np.ndarray) -> np.ndarray:
     ``ic`` (clipped to [`MIN_CONFIDENCE`, 1]): every code but the first is scaled by
     s = (1 - ic) / (1 - p1 + p2) and the first gets the rest, 1 - s·(1 - p1). Rows whose mass
     is all on one code (1 - p1 + p2 = 0) get (1 + ic) / 2 and (1 - ic) / 2 on their first two."""
-    proba = np.asarray(proba, dtype=np.float64)
+    proba = np.asarray(proba, dtype=np.float32)
     n = len(proba)
     if n == 0 or proba.shape[1] < 2:
-        return proba.astype(np.float32)
+        return proba.copy()
     rows = np.arange(n)
-    two = np.argpartition(-proba, kth=1, axis=1)[:, :2]
-    swap = proba[rows, two[:, 1]] > proba[rows, two[:, 0]]
-    two[swap] = two[swap][:, ::-1]
-    p1, p2 = proba[rows, two[:, 0]], proba[rows, two[:, 1]]
+    first = proba.argmax(axis=1)
+    p1 = proba[rows, first].astype(np.float64)
+    masked = proba.copy()
+    masked[rows, first] = -np.inf
+    second = masked.argmax(axis=1)
+    p2 = proba[rows, second].astype(np.float64)
     ic = np.clip(np.asarray(ic, dtype=np.float64), MIN_CONFIDENCE, 1.0)
     rest = 1.0 - p1 + p2
     degenerate = rest < 1e-9
     scale = (1.0 - ic) / np.where(degenerate, 1.0, rest)
-    out = proba * scale[:, None]
-    out[rows, two[:, 0]] = 1.0 - scale * (1.0 - p1)
+    out = masked  # reused: every code but the first, scaled
+    np.multiply(proba, scale[:, None].astype(np.float32), out=out)
+    # the first two in float64 so that p1 - p2 is ic to float32 rounding
+    top_p = 1.0 - scale * (1.0 - p1)
+    out[rows, second] = scale * p2
+    out[rows, first] = top_p
     if degenerate.any():
         d = np.flatnonzero(degenerate)
         out[d] = 0.0
-        out[d, two[d, 0]] = (1.0 + ic[d]) / 2
-        out[d, two[d, 1]] = (1.0 - ic[d]) / 2
-    return out.astype(np.float32)
+        out[d, first[d]] = (1.0 + ic[d]) / 2
+        out[d, second[d]] = (1.0 - ic[d]) / 2
+    return out
 
 
 CLASSIFIERS: dict[str, type[Classifier]] = {

@@ -335,7 +335,7 @@ def test_with_confidence_sets_ic_and_keeps_the_order():
     ic = rng.uniform(0, 1, size=50)
     ic[1] = 0.0  # floored: the first code stays strictly first
     out = with_confidence(proba, ic).astype(np.float64)
-    np.testing.assert_allclose(out.sum(axis=1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(out.sum(axis=1), 1.0, atol=1e-5)  # float32
     assert (out >= 0).all()
     best_two = -np.sort(-out, axis=1)[:, :2]
     np.testing.assert_allclose(
