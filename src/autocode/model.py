@@ -496,7 +496,8 @@ class EnsembleClassifier(Classifier):
     With ``confidence`` (a member's kind), the codes and their order are the pool's, but the
     confidence index IC = p1 - p2 of the returned probabilities is that member's margin for the
     pool's top-1 code (its probability of that code minus its best other one, 0 when it prefers
-    another code): see `with_confidence`. Measured in docs/autocode.md: the TF-IDF member's
+    another code), mapped by ``confidence_scale`` when training fitted one (`confidence_of`):
+    see `with_confidence`. Measured in docs/autocode.md: the TF-IDF member's
     margin ranks right and wrong codes better at the confident end than the pool's own, while
     the pool keeps the better top-1 code.
     """
