@@ -19,6 +19,7 @@ from datalab.identity.federation import ProviderTokens
 from datalab.identity.issuer import JwksServer, TokenIssuer
 from datalab.identity.oidc import CALLBACK_PATH, OidcClient
 from datalab.identity.ratelimit import LoginThrottle
+from datalab.memory import release_free_heap
 from datalab.secrets.service import SecretsService
 from datalab.services import ServiceManager
 from datalab.storage.injection import CredentialBroker
@@ -152,6 +153,9 @@ class Platform:
         self.catalogs.start()
         await self.backend.start()
         await self.services.start()
+        if self.storage is not None:
+            self.storage.admin_client()  # the S3 client's models load now, not in a request
+        release_free_heap()
 
     async def stop(self) -> None:
         await self.services.stop()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import json
 import logging
 import subprocess
@@ -16,8 +14,7 @@ import yaml
 
 from datalab.cli.common import console, print_json
 from datalab.config import Settings, load_settings
-
-M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+from datalab.memory import return_large_buffers_to_the_system
 
 ConfigOption = Annotated[
     Path | None,
@@ -29,15 +26,6 @@ ConfigOption = Annotated[
         dir_okay=False,
     ),
 ]
-
-
-def _return_large_buffers_to_the_system() -> None:
-    """glibc serves allocations above a *dynamic* threshold (up to 32 MiB) from its heaps,
-    which keep freed memory: after an upload's 5 MiB parts the process would stay ~20 MB larger
-    for good. A fixed 1 MiB threshold maps large buffers and unmaps them when freed."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(M_MMAP_THRESHOLD, 1024 * 1024)
 
 
 _MIGRATE = "import sys; from datalab.db import Database; Database(sys.stdin.read()).migrate()"
@@ -71,7 +59,7 @@ def up(
     """Start the platform in the foreground; Ctrl-C stops it cleanly."""
     import uvicorn
 
-    _return_large_buffers_to_the_system()
+    return_large_buffers_to_the_system()
 
     from datalab.app import create_app
     from datalab.platform import Platform

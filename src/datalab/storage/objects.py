@@ -3,8 +3,8 @@ prefixes. Object operations run with the *caller's own* STS session credentials,
 enforces the tenancy (the platform checks bucket and key first, to give clear errors).
 
 Uploads stream: bodies up to one part are a single PUT; larger ones become a multipart upload
-of ``PART_BYTES`` parts, ``PARTS_IN_FLIGHT`` at a time, so the platform holds a bounded number of
-parts in memory. Downloads stream the object in chunks.
+of ``PART_BYTES`` parts sent concurrently, so the platform holds at most ``PARTS_IN_FLIGHT``
+parts in memory, the one being received included. Downloads stream the object in chunks.
 """
 
 from __future__ import annotations
@@ -396,8 +396,10 @@ class ObjectStore:
 
 
 class _MultipartWriter:
-    """A multipart upload whose parts go up concurrently (at most ``PARTS_IN_FLIGHT``), so the
-    platform keeps pace with a parallel client while holding a bounded number of parts."""
+    """A multipart upload whose parts go up concurrently, so the platform keeps pace with a
+    parallel client while holding at most ``PARTS_IN_FLIGHT`` parts: the uploads in flight and
+    the part being received (filling one takes milliseconds on a fast client, sending one
+    tens of milliseconds, so nearly all the time ``PARTS_IN_FLIGHT`` parts are going up)."""
 
     def __init__(
         self, store: ObjectStore, client: BaseClient, bucket: str, key: str, extra: dict[str, Any]
@@ -425,11 +427,13 @@ class _MultipartWriter:
                 **self.extra,
             )
             self.upload_id = started["UploadId"]
-        while len(self._pending) >= PARTS_IN_FLIGHT:
-            await self._wait(asyncio.FIRST_COMPLETED)
         self.parts += 1
         task = asyncio.create_task(self._upload(self.parts, data))
         self._pending.add(task)
+        # room for the next part's buffer before returning: the caller fills it while the
+        # others go up, so at most PARTS_IN_FLIGHT buffers exist, the one being filled included
+        while len(self._pending) >= PARTS_IN_FLIGHT:
+            await self._wait(asyncio.FIRST_COMPLETED)
 
     async def _upload(self, number: int, data: bytearray) -> None:
         answer = await self.store._call(

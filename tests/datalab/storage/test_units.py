@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import boto3
 import pytest
 import typer
 
@@ -14,6 +15,7 @@ from datalab.errors import Forbidden, InvalidInput
 from datalab.identity.access import Principal
 from datalab.platform import Platform
 from datalab.secrets.store import check_data, export_lines
+from datalab.storage import botocore_session
 from datalab.storage.keys import check_bucket, check_key
 from datalab.storage.seaweedfs import role_policy
 from datalab.storage.service import S3Credentials
@@ -103,3 +105,25 @@ def test_external_modes_need_their_settings(tmp_path: Path) -> None:
         )
     with pytest.raises(ConfigError, match="credentials_ttl_s"):
         load_settings(None, data_dir=tmp_path, storage={"credentials_ttl_s": 60})
+
+
+def test_the_endpoint_subset_resolves_s3_and_sts_as_botocore_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    botocore_session.session.cache_clear()
+    try:
+        ours = botocore_session.session()
+        assert (botocore_session.data_dir() / "endpoints.json").is_file()
+        assert str(tmp_path) in botocore_session.data_dir().as_posix()
+        resolver = ours._session._get_internal_component("endpoint_resolver")
+        full = boto3.session.Session()._session._get_internal_component("endpoint_resolver")
+        for service in botocore_session.SERVICES:
+            for region in ("us-east-1", "eu-west-3", "aws-global", "cn-north-1", "fr-par"):
+                assert resolver.construct_endpoint(service, region) == full.construct_endpoint(
+                    service, region
+                ), (service, region)
+        assert resolver.construct_endpoint("ec2", "eu-west-3") is not None  # partition defaults
+        assert len(resolver._endpoint_data["partitions"][0]["services"]) == 2
+    finally:
+        botocore_session.session.cache_clear()
