@@ -19,7 +19,7 @@ import pandas as pd
 import yaml
 
 from autocode import data as datamod
-from autocode.evaluate import Evaluation, evaluate_predictions, write_figures
+from autocode.evaluate import TARGET_ACCURACIES, Evaluation, evaluate_predictions, write_figures
 from autocode.model import Coder, EnsembleClassifier, fit_temperature, make_classifier
 from autocode.nomenclature import (
     Nomenclature,
@@ -85,7 +85,10 @@ class TrainConfig:
     refit: bool = True  # refit on all rows after calibration (cold start is small)
     only_codes: list[str] = field(default_factory=list)  # restrict to codes under these
     k: int = 5
-    threshold: float = 0.8
+    # IC from which a code is automatic: "auto" = the smallest IC at which the validation rows
+    # coded automatically reach target_accuracy (the whole curve is in the val_* metrics)
+    threshold: float | str = "auto"
+    target_accuracy: float = 0.90
     code_mention_weight: float = 0.5  # weight of a code written in the text itself
     seed: int = 0
     output: str = DEFAULT_OUTPUT
@@ -107,6 +110,10 @@ class TrainConfig:
             raise ConfigError(f"invalid config: {exc}") from exc
         if config.nomenclature not in NOMENCLATURES:
             raise ConfigError(f"nomenclature: choose from {sorted(NOMENCLATURES)}")
+        if isinstance(config.threshold, str) and config.threshold != "auto":
+            raise ConfigError(f"threshold: a number from 0 to 1, or auto; not {config.threshold!r}")
+        if config.target_accuracy not in TARGET_ACCURACIES:
+            raise ConfigError(f"target_accuracy: choose from {list(TARGET_ACCURACIES)}")
         if not config.cold_start and not config.train:
             raise ConfigError("nothing to train on: enable cold_start or list train datasets")
         return config
@@ -222,7 +229,8 @@ def build_coder(config: TrainConfig, nomenclature: Nomenclature) -> Coder:
         preprocess=PreprocessConfig.from_dict(config.preprocess),
         categorical=tuple(config.categorical),
         text_column=datamod.TEXT,
-        threshold=config.threshold,
+        # "auto": provisional, chosen on the validation rows by fit_coder
+        threshold=FALLBACK_THRESHOLD if isinstance(config.threshold, str) else config.threshold,
         k=config.k,
         code_mention_weight=config.code_mention_weight,
     )
@@ -277,6 +285,10 @@ def fit_coder(
         step(f"calibrating on {len(val_rows)} validation rows")
         calibrate(coder, val_rows, confidence=config.calibrate_confidence)
     validation = evaluate_coder(coder, val_rows) if len(val_rows) else None
+    coder.threshold = choose_threshold(config, validation)
+    if validation is not None and "auto" in validation.predictions:  # made provisionally
+        validation.predictions["auto"] = validation.predictions["ic"] >= coder.threshold
+    step(f"automatic coding from IC {coder.threshold:.3f}")
     if config.refit and len(val_rows):
         step(f"refitting on all {len(table)} rows")
         temperatures = _temperatures(coder)
@@ -289,6 +301,21 @@ def fit_coder(
         timings["refit_s"] = time.perf_counter() - started
         _set_temperatures(coder, temperatures)
     return coder, validation, timings
+
+
+#: without validation rows to choose it on
+FALLBACK_THRESHOLD = 0.8
+
+
+def choose_threshold(config: TrainConfig, validation: Evaluation | None) -> float:
+    """The configured threshold, or with ``auto`` the validation rows' ``threshold_at_<target>``:
+    the smallest IC whose automatically coded rows reach the target accuracy (1.0, nothing
+    automatic, when no threshold reaches it)."""
+    if not isinstance(config.threshold, str):
+        return float(config.threshold)
+    if validation is None or not validation.metrics.get("n"):
+        return FALLBACK_THRESHOLD
+    return float(validation.metrics[f"threshold_at_{round(config.target_accuracy * 100)}"])
 
 
 def _members(coder: Coder):
@@ -457,7 +484,8 @@ def log_run(
                 "temperatures": ",".join(f"{t:.3f}" for t in _temperatures(coder)),
                 "confidence_scale": str(getattr(coder.classifier, "confidence_scale", None)),
                 "k": config.k,
-                "threshold": config.threshold,
+                "threshold": coder.threshold,
+                "target_accuracy": config.target_accuracy,
             }
         )
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})

@@ -486,3 +486,34 @@ def test_calibrate_confidence_false_keeps_the_members_margin(cold_start, small_n
     np.testing.assert_allclose(margin, margin_at(tfidf, pooled.argmax(axis=1)), atol=1e-6)
     best_two = -np.sort(-ensemble.predict_proba(texts), axis=1)[:, :2]
     np.testing.assert_allclose(best_two[:, 0] - best_two[:, 1], np.maximum(margin, 1e-4), atol=1e-5)
+
+
+def test_the_automatic_threshold_is_chosen_on_the_validation_rows(small_model):
+    """``threshold: auto`` (default): the smallest IC at which the validation rows coded
+    automatically are 90 % right; the model keeps it and codes with it."""
+    from autocode.evaluate import largest_coverage
+
+    validation = small_model.evaluations["val"]
+    predictions = validation.predictions
+    threshold = small_model.coder.threshold
+    assert threshold == validation.metrics["threshold_at_90"]
+    correct = (predictions["code_1"] == predictions["truth"]).to_numpy()
+    coverage, expected = largest_coverage(predictions["ic"].to_numpy(), correct, 0.90)
+    assert threshold == expected and coverage == validation.metrics["coverage_at_90"]
+    if coverage:
+        assert correct[predictions["ic"].to_numpy() >= threshold].mean() >= 0.90
+    assert (predictions["auto"] == (predictions["ic"] >= threshold)).all()
+    assert small_model.metrics["val_threshold_at_90"] == threshold
+
+
+def test_a_configured_threshold_is_kept_and_a_bad_one_refused(cold_start, small_nomenclature):
+    from autocode.train import ConfigError, TrainConfig, fit_coder
+
+    members = {"fasttext": {"epoch": 5, "dim": 10, "thread": 1}, "tfidf": {}}
+    config = TrainConfig.from_dict({"params": {"members": members}, "threshold": 0.55})
+    coder, _, _ = fit_coder(config, small_nomenclature, cold_start)
+    assert coder.threshold == 0.55
+    with pytest.raises(ConfigError, match="threshold: a number from 0 to 1, or auto"):
+        TrainConfig.from_dict({"threshold": "high"})
+    with pytest.raises(ConfigError, match="target_accuracy: choose from"):
+        TrainConfig.from_dict({"target_accuracy": 0.8})
