@@ -90,7 +90,8 @@ async def provider_vault(
     ``onyxia-user``, each user their own ``user-<name>`` directory (Onyxia's Vault setup)."""
     vault = EmbeddedOpenBao(tmp_path_factory.mktemp("provider-vault"))
     await vault.start()
-    admin = VaultClient(vault.address, vault.root_token)
+    # generous timeout: configuring JWT auth fetches the provider's discovery document
+    admin = VaultClient(vault.address, vault.root_token, timeout_s=60)
     try:
         await admin.request(
             "POST", f"sys/mounts/{KV}", json={"type": "kv", "options": {"version": "2"}}
