@@ -50,6 +50,10 @@ def provider() -> Iterator[str]:
         yield f"http://127.0.0.1:{server.server_port}"
 
 
+def sign_in_settings(provider: str) -> dict[str, Any]:
+    return {"enabled": True, "issuer_url": provider, "client_id": CLIENT_ID, "client_secret": "x"}
+
+
 def user_bucket_policy() -> dict[str, Any]:
     """What an S3 admin trusting the provider writes: each user their own bucket, named after
     the provider's user name claim."""
@@ -173,12 +177,7 @@ async def deployment(
             "token": provider_vault.root_token,
             "web_identity": "oidc",
         },
-        oidc={
-            "enabled": True,
-            "issuer_url": provider,
-            "client_id": CLIENT_ID,
-            "client_secret": "any-secret",
-        },
+        oidc=sign_in_settings(provider),
     )
     platform, http = await start_federated(settings)
     try:
@@ -289,12 +288,7 @@ async def test_tokens_are_kept_only_when_servers_take_them(tmp_path: Path, provi
         backend={"name": "memory"},
         storage={"mode": "disabled"},
         secrets={"mode": "disabled"},
-        oidc={
-            "enabled": True,
-            "issuer_url": provider,
-            "client_id": CLIENT_ID,
-            "client_secret": "any-secret",
-        },
+        oidc=sign_in_settings(provider),
     )
     platform, http = await start_federated(settings)
     try:
