@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -30,7 +31,14 @@ from typing import Any
 
 import httpx
 
-from datalab.storage.supervisor import SupervisedProcess, free_port, port_is_free
+from datalab.storage.supervisor import (
+    EmbeddedServerError,
+    SupervisedProcess,
+    free_port,
+    port_is_free,
+)
+
+log = logging.getLogger(__name__)
 
 ROLE_NAME = "datalab-user"
 ROLE_ARN = f"arn:aws:iam::role/{ROLE_NAME}"
@@ -306,16 +314,27 @@ class EmbeddedSeaweedFS:
             max_session_s=max_session_s,
             policy=policy,
         )
-        self.process = SupervisedProcess(
-            "seaweedfs",
-            self.argv(s3_config, iam),
-            log_path=self.log_dir / "weed.out",
-            health=self.healthy,
-            cwd=self.root,
-            ready_timeout_s=90,
-            stop_grace_s=5,
-        )
-        await self.process.start()
+        for attempt in (1, 2):
+            self.process = SupervisedProcess(
+                "seaweedfs",
+                self.argv(s3_config, iam),
+                log_path=self.log_dir / "weed.out",
+                health=self.healthy,
+                cwd=self.root,
+                ready_timeout_s=90,
+                stop_grace_s=5,
+            )
+            try:
+                await self.process.start()
+                return
+            except EmbeddedServerError:
+                # its internal ports are chosen free, then bound by weed a moment later: another
+                # program may take one in between (the S3 port is kept: services know it)
+                taken = [n for n, p in self.ports.items() if n != "s3" and not port_is_free(p)]
+                if attempt == 2 or not taken:
+                    raise
+                log.warning("seaweedfs: ports %s were taken as it started; new ones", taken)
+                self.ports = self._ports()
 
     async def stop(self) -> None:
         if self.process is not None:

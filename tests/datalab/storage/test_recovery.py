@@ -7,15 +7,18 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 from datalab.secrets.vault import VaultClient
+from datalab.storage.seaweedfs import EmbeddedSeaweedFS, role_policy
 from datalab.storage.supervisor import free_port
 
 from .conftest import Federated, add_users, embedded_settings, serving, start_federated
@@ -209,3 +212,26 @@ async def test_secrets_down_is_a_clear_503(served: Federated) -> None:
     down = await alice.call("GET", "/api/secrets/values/user-alice/kept", expect=503)
     assert down["error"]["code"] == "secrets_unavailable"
     assert "unavailable" in down["error"]["message"]
+
+
+async def test_a_port_taken_while_seaweedfs_starts_is_replaced(tmp_path: Path) -> None:
+    """Its internal ports are chosen free, then bound a moment later: another program taking
+    one in between makes the first start fail, the second uses a new port."""
+    s3 = EmbeddedSeaweedFS(tmp_path / "data")
+    taken = s3.ports["filer"]
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", taken))
+        squatter.listen()
+        try:
+            await s3.start(
+                issuer_url="http://127.0.0.1:9/",
+                jwks_url="http://127.0.0.1:9/jwks",
+                audience="x",
+                max_session_s=3600,
+                policy=role_policy(),
+            )
+            assert s3.ports["filer"] != taken
+            async with httpx.AsyncClient() as http:
+                assert (await http.get(s3.endpoint_url + "/")).status_code == 403
+        finally:
+            await s3.stop()
