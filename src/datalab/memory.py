@@ -9,36 +9,35 @@ Measured with ``python -m bench storage``: see docs/storage.md.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
+import functools
 import gc
 
 M_ARENA_MAX = -8  # glibc's mallopt parameters
 M_MMAP_THRESHOLD = -3
 
 
-def _libc() -> ctypes.CDLL | None:
+@functools.cache
+def _glibc() -> ctypes.CDLL | None:
     try:
-        return ctypes.CDLL("libc.so.6")
+        libc = ctypes.CDLL("libc.so.6")
     except OSError:  # not glibc
         return None
+    return libc if hasattr(libc, "malloc_trim") else None
 
 
 def return_large_buffers_to_the_system() -> None:
     """glibc serves allocations above a *dynamic* threshold (up to 32 MiB) from its heaps,
     which keep freed memory: after an upload's 5 MiB parts the process would stay ~20 MB larger
-    for good. A fixed 1 MiB threshold maps large buffers and unmaps them when freed."""
-    libc = _libc()
-    with contextlib.suppress(AttributeError):
-        if libc is not None:
-            libc.mallopt(M_MMAP_THRESHOLD, 1024 * 1024)
-            libc.mallopt(M_ARENA_MAX, 2)
+    for good. A fixed 1 MiB threshold maps large buffers and unmaps them when freed; two
+    arenas instead of one per thread keep boto3's worker threads from each holding a heap."""
+    if libc := _glibc():
+        libc.mallopt(M_MMAP_THRESHOLD, 1024 * 1024)
+        libc.mallopt(M_ARENA_MAX, 2)
 
 
 def release_free_heap() -> None:
     """Give the heap's free pages back to the system (``malloc_trim``)."""
     gc.collect()
-    libc = _libc()
-    with contextlib.suppress(AttributeError):
-        if libc is not None:
-            libc.malloc_trim(0)
+    if libc := _glibc():
+        libc.malloc_trim(0)

@@ -20,6 +20,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import platformdirs
+
 CACHE_VERSION = "2"
 _CHILD_FAILED = "Helm could not check it"  # not cached: the next load tries again
 CHILD_TIMEOUT_S = 120
@@ -29,8 +31,7 @@ _TEMPLATE_PARSE_ERROR = "parse error"
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "datalab" / "helm-checks"
+    return platformdirs.user_cache_path("datalab") / "helm-checks"
 
 
 def check_templates(path: Path, chart: str, digest: str) -> None:

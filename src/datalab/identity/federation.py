@@ -17,10 +17,9 @@ import time
 from collections import defaultdict
 from datetime import UTC, datetime
 
-from sqlalchemy import select
-
-from datalab.db import Database, ProviderToken, User
+from datalab.db import Database, ProviderToken
 from datalab.errors import DatalabError, Unauthenticated
+from datalab.identity import accounts
 from datalab.identity.oidc import OidcClient, ProviderTokenSet
 
 #: an ID token with less left than this is renewed before being handed to S3 or Vault
@@ -51,9 +50,7 @@ class ProviderTokens:
 
     def _load(self, user_name: str) -> tuple[int, ProviderToken | None]:
         with self.db.session() as session:
-            user = session.scalar(select(User).where(User.name == user_name))
-            if user is None:
-                raise Unauthenticated(f"unknown user {user_name!r}")
+            user = accounts.get_user(session, user_name)
             row = session.get(ProviderToken, user.id)
             if row is not None:
                 session.expunge(row)

@@ -20,13 +20,13 @@ from pathlib import Path
 import boto3
 import botocore
 import botocore.session
+import platformdirs
 
 SERVICES = ("s3", "sts")
 
 
 def data_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "datalab" / f"botocore-{botocore.__version__}"
+    return platformdirs.user_cache_path("datalab") / f"botocore-{botocore.__version__}"
 
 
 def _write_endpoint_subset(directory: Path) -> None:
