@@ -4,10 +4,12 @@ backend) served in-process through httpx's ASGI transport."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import warnings
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -110,3 +112,38 @@ async def wait_for_phase(
         )
         assert asyncio.get_running_loop().time() < deadline, service
         await asyncio.sleep(0.3)
+
+
+@pytest.fixture(scope="module")
+def provider() -> Iterator[str]:
+    """A real OpenID Connect provider on loopback (PyPI oidc-provider-mock): its URL."""
+    with warnings.catch_warnings():
+        # the mock provider still imports authlib.jose, deprecated in authlib 1.9
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import oidc_provider_mock
+
+    with oidc_provider_mock.run_server_in_thread(require_nonce=True) as server:
+        yield f"http://127.0.0.1:{server.server_port}"
+
+
+async def oidc_sign_in(
+    http: httpx.AsyncClient, provider: str, sub: str, claims: dict[str, Any]
+) -> str:
+    """The browser's part of a sign-in through ``provider`` as ``sub`` with ``claims``: start at
+    the platform, authorize at the provider, come back; returns where the platform sends it."""
+    async with httpx.AsyncClient() as browser:
+        stored = await browser.put(f"{provider}/users/{sub}", json=claims)
+        assert stored.status_code == 204, stored.text
+        start = await http.get("/api/auth/oidc/login", params={"next": "/services"})
+        assert start.status_code == 302
+        authorize = start.headers["location"]
+        query = parse_qs(urlsplit(authorize).query)
+        assert query["code_challenge_method"] == ["S256"] and query["code_challenge"][0]
+        assert query["nonce"][0] and query["state"][0]
+        consent = await browser.post(authorize, data={"sub": sub})
+        assert consent.status_code == 302, consent.text
+    back = urlsplit(consent.headers["location"])
+    assert back.path == "/api/auth/oidc/callback"
+    done = await http.get(f"{back.path}?{back.query}")
+    assert done.status_code == 302, done.text
+    return str(done.headers["location"])

@@ -55,6 +55,13 @@ def run_python(script: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def run_without_alembic(code: str) -> None:
+    """``code`` succeeds in a new interpreter without loading Alembic (which would stay
+    resident in the server for nothing)."""
+    done = run_python(f"import sys; {code}; assert 'alembic' not in sys.modules, 'alembic loaded'")
+    assert done.returncode == 0, done.stderr
+
+
 def test_schema_revision_is_alembics_head() -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
@@ -86,26 +93,17 @@ def test_an_older_database_is_upgraded_then_recognised_without_alembic(tmp_path:
     assert "git_token" in {c["name"] for c in inspect(database.engine).get_columns("users")}
     database.dispose()
     # up to date: the next start neither migrates nor loads Alembic
-    script = (
-        "import sys; from datalab.db import Database; "
-        f"Database({url!r}).migrate(); "
-        "assert 'alembic' not in sys.modules, 'alembic loaded'"
-    )
-    done = run_python(script)
-    assert done.returncode == 0, done.stderr
+    run_without_alembic(f"from datalab.db import Database; Database({url!r}).migrate()")
 
 
 def test_datalab_up_migrates_in_a_child_process(tmp_path: Path) -> None:
     """`datalab up` brings the schema up to date in a child, so Alembic never stays resident
     in the server; a database that cannot be migrated is a clear error."""
     url = f"sqlite:///{tmp_path / 'datalab.db'}"
-    script = (
-        "import sys; from datalab.cli.server import _migrate_in_a_child_process; "
-        f"_migrate_in_a_child_process({url!r}); "
-        "assert 'alembic' not in sys.modules, 'alembic loaded in the server process'"
+    run_without_alembic(
+        "from datalab.cli.server import _migrate_in_a_child_process; "
+        f"_migrate_in_a_child_process({url!r})"
     )
-    done = run_python(script)
-    assert done.returncode == 0, done.stderr
     assert schema_revision(create_engine(url)) == SCHEMA_REVISION
     (tmp_path / "directory.db").mkdir()
     broken = f"sqlite:///{tmp_path / 'directory.db'}"

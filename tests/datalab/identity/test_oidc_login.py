@@ -3,10 +3,8 @@ oidc-provider-mock): authorization code flow with PKCE, claims → user and grou
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -17,18 +15,9 @@ from datalab.config import OidcSettings, load_settings
 from datalab.identity.oidc import projects_for_groups, s256_challenge, to_label
 from datalab.platform import Platform
 
+from ..conftest import oidc_sign_in
+
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(scope="module")
-def provider() -> Iterator[str]:
-    with warnings.catch_warnings():
-        # the mock provider still imports authlib.jose, deprecated in authlib 1.9
-        warnings.simplefilter("ignore", DeprecationWarning)
-        import oidc_provider_mock
-
-    with oidc_provider_mock.run_server_in_thread(require_nonce=True) as server:
-        yield f"http://127.0.0.1:{server.server_port}"
 
 
 @pytest.fixture
@@ -63,36 +52,6 @@ async def platform(
     await platform.stop()
 
 
-async def sign_in(http: httpx.AsyncClient, provider: str, sub: str, claims: dict[str, Any]) -> str:
-    """The browser's part: start at the platform, authorize at the provider, come back."""
-    async with httpx.AsyncClient() as browser:
-        return await _sign_in(http, browser, provider, sub, claims)
-
-
-async def _sign_in(
-    http: httpx.AsyncClient,
-    browser: httpx.AsyncClient,
-    provider: str,
-    sub: str,
-    claims: dict[str, Any],
-) -> str:
-    stored = await browser.put(f"{provider}/users/{sub}", json=claims)
-    assert stored.status_code == 204, stored.text
-    start = await http.get("/api/auth/oidc/login", params={"next": "/services"})
-    assert start.status_code == 302
-    authorize = start.headers["location"]
-    query = parse_qs(urlsplit(authorize).query)
-    assert query["code_challenge_method"] == ["S256"] and query["code_challenge"][0]
-    assert query["nonce"][0] and query["state"][0]
-    consent = await browser.post(authorize, data={"sub": sub})
-    assert consent.status_code == 302, consent.text
-    back = urlsplit(consent.headers["location"])
-    assert back.path == "/api/auth/oidc/callback"
-    done = await http.get(f"{back.path}?{back.query}")
-    assert done.status_code == 302, done.text
-    return done.headers["location"]
-
-
 async def test_sign_in_creates_the_user_and_group_projects(
     platform: httpx.AsyncClient, provider: str
 ) -> None:
@@ -101,7 +60,7 @@ async def test_sign_in_creates_the_user_and_group_projects(
         "email": "jeanne@example.org",
         "groups": ["stats-emploi", "/team-Naf Codes", "stats-secret", "other", "admins"],
     }
-    assert await sign_in(platform, provider, "jeanne-sub", claims) == "/services"
+    assert await oidc_sign_in(platform, provider, "jeanne-sub", claims) == "/services"
     me = (await platform.get("/api/me")).json()
     assert me["name"] == "jeanne-dupont" and me["is_admin"] is True
     projects = {p["id"] for p in me["projects"]}
@@ -114,7 +73,7 @@ async def test_sign_in_creates_the_user_and_group_projects(
     # next sign-in: groups changed, memberships follow
     platform.cookies.clear()
     claims["groups"] = ["stats-emploi"]
-    await sign_in(platform, provider, "jeanne-sub", claims)
+    await oidc_sign_in(platform, provider, "jeanne-sub", claims)
     me = (await platform.get("/api/me")).json()
     assert {p["id"] for p in me["projects"]} == {"user-jeanne-dupont", "project-stats-emploi"}
     assert me["is_admin"] is False

@@ -7,8 +7,7 @@ JWT auth trusts only the provider, both configured here as their admins would.""
 from __future__ import annotations
 
 import time
-import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,24 +29,13 @@ from datalab.secrets.vault import VaultClient
 from datalab.storage.seaweedfs import ROLE_ARN, EmbeddedSeaweedFS
 from datalab.storage.service import s3_client
 
-from ..conftest import Api
-from ..identity.test_oidc_login import sign_in
+from ..conftest import Api, oidc_sign_in
 from .conftest import start_federated
 
 pytestmark = pytest.mark.anyio
 
 CLIENT_ID = "datalab"
 KV = "onyxia-kv"
-
-
-@pytest.fixture(scope="module")
-def provider() -> Iterator[str]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # authlib.jose, used by the mock
-        import oidc_provider_mock
-
-    with oidc_provider_mock.run_server_in_thread(require_nonce=True) as server:
-        yield f"http://127.0.0.1:{server.server_port}"
 
 
 def sign_in_settings(provider: str) -> dict[str, Any]:
@@ -140,7 +128,7 @@ class Deployment:
         """``name`` signs in once through the provider in a browser; an API token for the CLI."""
         self.http.cookies.clear()
         claims = {"preferred_username": name, "email": f"{name}@example.org"}
-        await sign_in(self.http, self.provider, f"{name}-sub", claims)
+        await oidc_sign_in(self.http, self.provider, f"{name}-sub", claims)
         self.http.cookies.clear()
         return self.api(name)
 
@@ -293,7 +281,7 @@ async def test_tokens_are_kept_only_when_servers_take_them(tmp_path: Path, provi
     platform, http = await start_federated(settings)
     try:
         assert platform.federation is None
-        await sign_in(http, provider, "dora-sub", {"preferred_username": "dora"})
+        await oidc_sign_in(http, provider, "dora-sub", {"preferred_username": "dora"})
         with platform.db.session() as session:
             assert session.query(ProviderToken).count() == 0
     finally:

@@ -10,7 +10,7 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,6 +133,25 @@ def sign_in(page: Any, server: LiveServer, user: str, password: str) -> None:
     page.locator("#password").fill(password)
     page.locator("form[action='/login'] button[type=submit]").click()
     page.wait_for_url(server.url + "/")
+
+
+@contextlib.contextmanager
+def signed_in_page(
+    browser: Any, server: LiveServer, user: str, password: str, *, permissions: Sequence[str] = ()
+) -> Iterator[Any]:
+    """A page of a new browser context (1280×900, 30 s timeouts) where ``user``, created with
+    ``password``, is signed in; the context closes afterwards."""
+    server.add_user(user, password)
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=server.url)
+    if permissions:
+        context.grant_permissions(list(permissions), origin=server.url)
+    context.set_default_timeout(30_000)
+    page = context.new_page()
+    try:
+        sign_in(page, server, user, password)
+        yield page
+    finally:
+        context.close()
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from playwright.sync_api import expect
 
-from .conftest import LiveServer, screenshot, serve, sign_in
+from .conftest import LiveServer, screenshot, serve, sign_in, signed_in_page
 
 pytestmark = pytest.mark.slow
 
@@ -52,15 +52,8 @@ def drop_file(page: Any, name: str, data: bytes, mime: str) -> None:
 
 
 def test_upload_preview_share(browser: Any, storage_server: LiveServer) -> None:
-    storage_server.add_user("gina", "gina-password-1")
     storage_server.add_user("hugo", "hugo-password-1")
-    context = browser.new_context(
-        viewport={"width": 1280, "height": 900}, base_url=storage_server.url, bypass_csp=False
-    )
-    context.set_default_timeout(30_000)
-    page = context.new_page()
-    try:
-        sign_in(page, storage_server, "gina", "gina-password-1")
+    with signed_in_page(browser, storage_server, "gina", "gina-password-1") as page:
         page.get_by_role("link", name="My files", exact=True).click()
         page.get_by_text("This folder is empty.").wait_for()
 
@@ -105,8 +98,6 @@ def test_upload_preview_share(browser: Any, storage_server: LiveServer) -> None:
         assert s3["enabled"] and s3["secretAccessKey"] and s3["sessionToken"]
         html = page.content()
         assert s3["secretAccessKey"] not in html and s3["sessionToken"] not in html
-    finally:
-        context.close()
 
     other = browser.new_context(base_url=storage_server.url)
     page = other.new_page()
@@ -124,14 +115,7 @@ def test_upload_preview_share(browser: Any, storage_server: LiveServer) -> None:
 
 
 def test_secrets_editor(browser: Any, storage_server: LiveServer) -> None:
-    storage_server.add_user("ines", "ines-password-1")
-    context = browser.new_context(
-        viewport={"width": 1280, "height": 900}, base_url=storage_server.url
-    )
-    context.set_default_timeout(30_000)
-    page = context.new_page()
-    try:
-        sign_in(page, storage_server, "ines", "ines-password-1")
+    with signed_in_page(browser, storage_server, "ines", "ines-password-1") as page:
         page.get_by_role("link", name="Secrets", exact=True).click()
         page.get_by_role("link", name="user-ines/").click()
         page.once("dialog", lambda dialog: dialog.accept("database"))
@@ -156,5 +140,3 @@ def test_secrets_editor(browser: Any, storage_server: LiveServer) -> None:
         page.get_by_role("button", name="Show my S3 credentials").click()
         expect(page.locator("[data-s3=AccessKeyId]")).not_to_be_empty()
         expect(page.locator("[data-s3=bucket]")).to_have_text("user-ines")
-    finally:
-        context.close()

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from .conftest import LiveServer, screenshot, serve, sign_in
+from .conftest import LiveServer, screenshot, serve, signed_in_page
 
 pytestmark = pytest.mark.slow
 
@@ -27,15 +27,13 @@ def local_server() -> Iterator[LiveServer]:
 def test_jupyterlab_from_the_catalog_runs_a_notebook(
     browser: Any, local_server: LiveServer
 ) -> None:
-    local_server.add_user("nora", "nora-password-1")
-    context = browser.new_context(
-        viewport={"width": 1280, "height": 900}, base_url=local_server.url
-    )
-    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=local_server.url)
-    context.set_default_timeout(30_000)
-    page = context.new_page()
-    try:
-        sign_in(page, local_server, "nora", "nora-password-1")
+    with signed_in_page(
+        browser,
+        local_server,
+        "nora",
+        "nora-password-1",
+        permissions=["clipboard-read", "clipboard-write"],
+    ) as page:
         page.get_by_role("link", name="Catalog", exact=True).first.click()
         page.get_by_role("link", name="Launch jupyter-python").click()
         page.get_by_role("tab", name="Resources").click()
@@ -59,7 +57,7 @@ def test_jupyterlab_from_the_catalog_runs_a_notebook(
         password = page.evaluate("navigator.clipboard.readText()")
         assert password and password not in page.content()  # copied, never shown
 
-        with context.expect_page() as opened:
+        with page.context.expect_page() as opened:
             open_link.click()
         lab = opened.value
         lab.wait_for_load_state()
@@ -86,5 +84,3 @@ def test_jupyterlab_from_the_catalog_runs_a_notebook(
         page.once("dialog", lambda dialog: dialog.accept())
         card.get_by_role("button", name="Delete").click()
         card.wait_for(state="detached")
-    finally:
-        context.close()

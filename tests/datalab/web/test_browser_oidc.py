@@ -4,7 +4,6 @@ the user lands in the UI with their group projects in the project switcher."""
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,17 +13,6 @@ import pytest
 from .conftest import LiveServer, screenshot, serve
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def provider() -> Iterator[str]:
-    with warnings.catch_warnings():
-        # the mock provider still imports authlib.jose, deprecated in authlib 1.9
-        warnings.simplefilter("ignore", DeprecationWarning)
-        import oidc_provider_mock
-
-    with oidc_provider_mock.run_server_in_thread(require_nonce=True) as server:
-        yield f"http://127.0.0.1:{server.server_port}"
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from .conftest import LiveServer, screenshot, serve, sign_in
+from .conftest import LiveServer, screenshot, serve, signed_in_page
 
 pytestmark = pytest.mark.slow
 
@@ -34,14 +34,7 @@ def secrets_server() -> Iterator[LiveServer]:
 def test_secret_becomes_an_environment_variable_of_a_service(
     browser: Any, secrets_server: LiveServer
 ) -> None:
-    secrets_server.add_user("olga", "olga-password-1")
-    context = browser.new_context(
-        viewport={"width": 1280, "height": 900}, base_url=secrets_server.url
-    )
-    context.set_default_timeout(30_000)
-    page = context.new_page()
-    try:
-        sign_in(page, secrets_server, "olga", "olga-password-1")
+    with signed_in_page(browser, secrets_server, "olga", "olga-password-1") as page:
         page.get_by_role("link", name="Secrets", exact=True).click()
         page.get_by_role("link", name="user-olga/").click()
         page.once("dialog", lambda dialog: dialog.accept("database"))
@@ -73,7 +66,7 @@ def test_secret_becomes_an_environment_variable_of_a_service(
         open_link = card.get_by_role("link", name="Open")
         open_link.wait_for(timeout=120_000)
         assert VALUE not in page.content()
-        with context.expect_page() as opened:
+        with page.context.expect_page() as opened:
             open_link.click()
         service = opened.value
         service.wait_for_load_state()
@@ -92,5 +85,3 @@ def test_secret_becomes_an_environment_variable_of_a_service(
         expect(page.locator("#vault-exports")).to_have_value(re.compile("export VAULT_TOKEN="))
         assert "export VAULT_TOP_DIR=user-olga" in page.locator("#vault-exports").input_value()
         screenshot(page, "24-account-vault-token")
-    finally:
-        context.close()
