@@ -138,7 +138,7 @@ def train(
         str | None, typer.Option("--output", "-o", help="Local model directory to write.")
     ] = None,
     model: Annotated[
-        str | None, typer.Option(help="Model kind: fasttext, tfidf or ensemble.")
+        str | None, typer.Option(help="Model kind: fasttext, tfidf, e5 or ensemble.")
     ] = None,
     tracking_uri: Annotated[
         str | None,
