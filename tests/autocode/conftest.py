@@ -66,6 +66,22 @@ def notes_fr(nomenclatures_dir):
     return load_notes_fr(nomenclatures_dir)
 
 
+@pytest.fixture(scope="session")
+def small_nomenclature(naf2008):
+    """NAF rév. 2 restricted to `SMALL_CODES`."""
+    from autocode.train import restrict
+
+    return restrict(naf2008, SMALL_CODES)
+
+
+@pytest.fixture(scope="session")
+def cold_start(small_nomenclature, notes_fr):
+    """The cold-start rows of `small_nomenclature`."""
+    from autocode.data import build_cold_start
+
+    return build_cold_start(small_nomenclature, notes_fr)
+
+
 def small_config(tmp_path: Path, nomenclatures_dir: Path, **overrides):
     """A fast training config: two divisions, few epochs."""
     from autocode.train import TrainConfig

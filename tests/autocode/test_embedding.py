@@ -22,18 +22,6 @@ BAKERY = ["Boulangerie pâtisserie artisanale", "vente de pain et de viennoiseri
 
 
 @pytest.fixture(scope="module")
-def small_nomenclature(naf2008):
-    return restrict(naf2008, ["10", "56"])
-
-
-@pytest.fixture(scope="module")
-def cold_start(small_nomenclature, notes_fr):
-    from autocode.data import build_cold_start
-
-    return build_cold_start(small_nomenclature, notes_fr)
-
-
-@pytest.fixture(scope="module")
 def e5_model(cold_start):
     return EmbeddingClassifier().fit(cold_start["text"].tolist(), cold_start["code"].tolist())
 

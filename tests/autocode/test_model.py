@@ -20,7 +20,6 @@ from autocode.model import (
     make_classifier,
     softmax,
 )
-from autocode.train import restrict
 
 ROWS = pd.DataFrame(
     {
@@ -28,18 +27,6 @@ ROWS = pd.DataFrame(
         "type_": ["C", "M", None],
     }
 )
-
-
-@pytest.fixture(scope="module")
-def small_nomenclature(naf2008):
-    return restrict(naf2008, ["10", "56"])
-
-
-@pytest.fixture(scope="module")
-def cold_start(small_nomenclature, notes_fr):
-    from autocode.data import build_cold_start
-
-    return build_cold_start(small_nomenclature, notes_fr)
 
 
 @pytest.mark.parametrize("kind", ["fasttext", "tfidf", "e5"])
