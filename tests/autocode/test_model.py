@@ -486,37 +486,56 @@ def test_calibrate_confidence_false_keeps_the_members_margin(cold_start, small_n
     np.testing.assert_allclose(best_two[:, 0] - best_two[:, 1], np.maximum(margin, 1e-4), atol=1e-5)
 
 
-def test_the_automatic_threshold_is_chosen_on_the_validation_rows(small_model):
-    """``threshold: auto`` (default): the smallest IC at which the validation rows coded
-    automatically are 90 % right; the model keeps it and codes with it."""
+def test_the_automatic_threshold_is_chosen_on_the_validation_descriptions(
+    cold_start, small_nomenclature
+):
+    """``threshold: auto`` (default): the smallest IC at which the validation rows that are
+    descriptions (rows of the ``train`` datasets, not notes phrases) coded automatically are
+    90 % right; the model keeps it and codes with it."""
     from autocode.evaluate import largest_coverage
+    from autocode.train import TrainConfig, evaluate_coder, fit_coder, split_validation
 
-    validation = small_model.evaluations["val"]
-    predictions = validation.predictions
-    threshold = small_model.coder.threshold
+    table = cold_start.copy()
+    table.loc[table.index % 2 == 0, "source"] = "shop"  # labelled rows of a `train` dataset
+    members = {"fasttext": {"epoch": 20, "dim": 10, "thread": 1}, "tfidf": {}}
+    config = TrainConfig.from_dict(
+        {
+            "params": {"members": members},
+            "train": [{"uri": "s3://bucket/shop.csv"}],
+            "validation_fraction": 0.3,
+            "refit": False,
+        }
+    )
+    coder, validation, _ = fit_coder(config, small_nomenclature, table)
+    _, val_rows = split_validation(table, 0.3, config.seed)
+    described = val_rows[val_rows["source"] == "shop"]
+    assert 20 <= len(described) < len(val_rows)
+    predictions = evaluate_coder(coder, described).predictions
     correct = (predictions["code_1"] == predictions["truth"]).to_numpy()
     coverage, expected = largest_coverage(predictions["ic"].to_numpy(), correct, 0.90)
-    assert coverage > 0  # two divisions: the notes phrases reach 90 %
-    assert threshold == expected == validation.metrics["threshold_at_90"]
-    assert coverage == validation.metrics["coverage_at_90"]
-    assert correct[predictions["ic"].to_numpy() >= threshold].mean() >= 0.90
-    assert (predictions["auto"] == (predictions["ic"] >= threshold)).all()
-    assert small_model.metrics["val_threshold_at_90"] == threshold
+    assert coverage > 0 and coder.threshold == expected
+    assert correct[predictions["ic"].to_numpy() >= coder.threshold].mean() >= 0.90
+    auto = validation.predictions
+    assert (auto["auto"] == (auto["ic"] >= coder.threshold)).all()  # all validation rows
 
 
-def test_the_fallback_threshold_when_no_ic_reaches_the_target(small_model):
-    """Cold start on the whole nomenclature: no IC of the notes phrases reaches 90 %, and they
-    are not descriptions anyway; the threshold measured on descriptions is used instead."""
+def test_the_fallback_threshold_without_validation_descriptions(small_model):
+    """Cold start: the validation rows are notes phrases, not descriptions, so the threshold
+    is the one measured on descriptions; also when no IC reaches the target."""
     import dataclasses
 
     from autocode.train import FALLBACK_THRESHOLD, TrainConfig, choose_threshold
 
+    assert small_model.coder.threshold == FALLBACK_THRESHOLD
+    assert small_model.metrics["val_coverage_at_90"] > 0  # on the notes phrases, unused
     config = TrainConfig()
     validation = small_model.evaluations["val"]
     unreachable = {**validation.metrics, "coverage_at_90": 0.0, "threshold_at_90": 1.0}
     assert choose_threshold(config, dataclasses.replace(validation, metrics=unreachable)) == (
         FALLBACK_THRESHOLD
     )
+    reachable = {**validation.metrics, "coverage_at_90": 0.3, "threshold_at_90": 0.42}
+    assert choose_threshold(config, dataclasses.replace(validation, metrics=reachable)) == 0.42
     assert choose_threshold(config, None) == FALLBACK_THRESHOLD
     assert choose_threshold(dataclasses.replace(config, threshold=0.4), None) == 0.4
 

@@ -361,7 +361,8 @@ async def test_metrics(api) -> None:
     predicted = sum(
         v
         for k, v in samples.items()
-        if k.startswith(f'autocode_api_predictions_total{{auto="false",model_version="{version}"')
+        for auto in ("true", "false")
+        if k.startswith(f'autocode_api_predictions_total{{auto="{auto}",model_version="{version}"')
     )
     assert predicted >= 5
     assert 0 <= samples["autocode_api_auto_coding_rate"] <= 1
