@@ -301,21 +301,10 @@ def fit_coder(
         step(f"calibrating on {len(val_rows)} validation rows")
         calibrate(coder, val_rows, confidence=config.calibrate_confidence)
     validation = evaluate_coder(coder, val_rows) if len(val_rows) else None
-    described = description_rows(config, val_rows)
-    if len(described) == len(val_rows):
-        basis = validation
-    else:
-        basis = evaluate_coder(coder, described) if len(described) >= MIN_THRESHOLD_ROWS else None
-    coder.threshold = choose_threshold(config, basis)
+    coder.threshold, origin = threshold_for(config, coder, val_rows, validation)
     if validation is not None and "auto" in validation.predictions:  # made provisionally
         validation.predictions["auto"] = validation.predictions["ic"] >= coder.threshold
-    if not isinstance(config.threshold, str):
-        on = "configured"
-    elif basis is not None and basis.metrics.get("n"):
-        on = f"chosen on {len(described)} validation descriptions"
-    else:
-        on = "default: no validation descriptions"
-    step(f"automatic coding from IC {coder.threshold:.3f} ({on})")
+    step(f"automatic coding from IC {coder.threshold:.3f} ({origin})")
     if config.refit and len(val_rows):
         step(f"refitting on all {len(table)} rows")
         temperatures = _temperatures(coder)
@@ -346,6 +335,25 @@ def description_rows(config: TrainConfig, rows: pd.DataFrame) -> pd.DataFrame:
     if datamod.SOURCE not in rows:
         return rows
     return rows[rows[datamod.SOURCE].isin({d.source for d in config.train})]
+
+
+def threshold_for(
+    config: TrainConfig, coder: Coder, val_rows: pd.DataFrame, validation: Evaluation | None
+) -> tuple[float, str]:
+    """The coder's automatic-coding threshold (`choose_threshold` on the validation
+    descriptions) and where it comes from, for the training log."""
+    if not isinstance(config.threshold, str):
+        return float(config.threshold), "configured"
+    described = description_rows(config, val_rows)
+    if len(described) == len(val_rows):
+        basis = validation
+    elif len(described) >= MIN_THRESHOLD_ROWS:
+        basis = evaluate_coder(coder, described)
+    else:
+        basis = None
+    if basis is None or not basis.metrics.get("n"):
+        return FALLBACK_THRESHOLD, "default: no validation descriptions"
+    return choose_threshold(config, basis), f"chosen on {len(described)} validation descriptions"
 
 
 def choose_threshold(config: TrainConfig, validation: Evaluation | None) -> float:
