@@ -635,7 +635,7 @@ class EnsembleClassifier(Classifier):
         n = len(texts)
         out = np.zeros((n, len(self.classes)), dtype=np.float32)
         index = {c: i for i, c in enumerate(self.classes)}
-        wanted = set(confidence_members(self.confidence))
+        wanted = set(confidence_members(self.confidence))  # `confidence` may be reassigned
         confident: dict[str, np.ndarray] = {}
         for member, weight in zip(self.members, self.weights, strict=True):
             columns = [index[c] for c in member.classes]
@@ -934,12 +934,13 @@ class Coder:
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         if len(frame) == 0:
             return np.zeros((0, len(self.classifier.classes)), dtype=np.float32)
-        proba = self.classifier.predict_proba(self.inputs(frame))
+        inputs = self.inputs(frame)
+        proba = self.classifier.predict_proba(inputs)
         if self.code_mention_weight > 0:
-            self._mix_code_mentions(proba, self._texts(frame))
+            self._mix_code_mentions(proba, inputs.raw)
         return proba
 
-    def _mix_code_mentions(self, proba: np.ndarray, texts: list[object]) -> None:
+    def _mix_code_mentions(self, proba: np.ndarray, texts: list[str]) -> None:
         """In place: rows whose text names exactly one known leaf code get that code mixed in,
         ``p ← (1 - w)·p + w·onehot``."""
         index = {c: i for i, c in enumerate(self.classifier.classes)}
