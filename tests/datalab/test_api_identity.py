@@ -164,6 +164,10 @@ async def test_projects_and_membership(env: Env) -> None:
     assert me["project"] == "user-alice"
     project = await env.admin.call("POST", "/api/projects", json={"name": "sandbox"}, expect=201)
     assert project["id"] == "project-sandbox"
+    # its creator is its admin member, so they can act in it at once
+    assert project["members"] == [{"user": "admin", "role": "admin"}]
+    as_admin = await env.admin.call("GET", "/api/me", project="project-sandbox")
+    assert as_admin["project_role"] == "admin"
     await alice.call("POST", "/api/projects", json={"name": "x"}, expect=403)
     await alice.call("GET", "/api/me", project="project-sandbox", expect=403)
     await env.admin.call("POST", "/api/projects/project-sandbox/members", json={"user": "alice"})

@@ -73,12 +73,16 @@ def list_projects(
     return projects_of(session, user, members=True)
 
 
-@router.post("/projects", summary="Create a shared project (admin)", status_code=201)
+@router.post(
+    "/projects",
+    summary="Create a shared project (admin); its creator becomes its admin member",
+    status_code=201,
+)
 def create_project(
-    body: NewProject, _: AdminDep, session: SessionDep, platform: PlatformDep
+    body: NewProject, _: AdminDep, creator: UserDep, session: SessionDep, platform: PlatformDep
 ) -> ProjectOut:
     project = accounts.create_project(
-        session, platform.settings.region, body.name, body.display_name
+        session, platform.settings.region, body.name, body.display_name, creator=creator
     )
     return project_out(project, members=True)
 

@@ -179,9 +179,9 @@ def projects_add(
     name: Annotated[str, typer.Argument(help="Short name; the id gets the region's prefix.")],
     display_name: Annotated[str, typer.Option(help="Display name.")] = "",
 ) -> None:
-    """Create a shared project (admin)."""
+    """Create a shared project (admin); you become its admin member."""
     created = client().post("/api/projects", json={"name": name, "display_name": display_name})
-    console.print(f"Created project {created['id']}")
+    console.print(f"Created project {created['id']}; you are its admin member")
 
 
 @projects_app.command("members")

@@ -182,12 +182,17 @@ def user_for_token(session: Session, raw: str) -> User:
 # -- projects -------------------------------------------------------------------------------------
 
 
-def create_project(session: Session, region: RegionSettings, slug: str, name: str = "") -> Project:
+def create_project(
+    session: Session, region: RegionSettings, slug: str, name: str = "", *, creator: User
+) -> Project:
+    """Create a shared project whose creator is its first admin member (else nobody could act in
+    it until they add themselves)."""
     check_label(slug, "project name", max_length=63 - len(region.project_prefix))
     project_id = f"{region.project_prefix}{slug}"
     if session.get(Project, project_id) is not None:
         raise Conflict(f"project {project_id!r} already exists")
     project = Project(id=project_id, name=name or slug)
+    project.members.append(Membership(user_id=creator.id, role="admin"))
     session.add(project)
     session.flush()
     return project

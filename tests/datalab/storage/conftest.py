@@ -79,7 +79,13 @@ def add_users(platform: Platform, http: httpx.AsyncClient) -> dict[str, Api]:
             )
             _, token = accounts.create_token(session, user, "tests", ttl_days=1)
             users[name] = Api(http, name, token)
-        accounts.create_project(session, platform.settings.region, "team", "Team")
+        accounts.create_project(
+            session,
+            platform.settings.region,
+            "team",
+            "Team",
+            creator=accounts.get_user(session, accounts.ADMIN_NAME),
+        )
         accounts.add_member(session, TEAM, "alice")
         accounts.add_member(session, TEAM, "carol")
     return users

@@ -299,10 +299,8 @@ async def test_language_switch_persists_for_the_user(env: Env, web: httpx.AsyncC
 
 async def test_project_switcher(env: Env, web: httpx.AsyncClient) -> None:
     await env.admin.call("POST", "/api/projects", json={"name": "team"}, expect=201)
-    await env.admin.call(
-        "POST", "/api/projects/project-team/members", json={"user": "admin", "role": "admin"}
-    )
     await env.admin.call("POST", "/api/projects", json={"name": "other"}, expect=201)
+    await env.admin.call("DELETE", "/api/projects/project-other/members/admin", expect=204)
     csrf = csrf_of((await web.get("/")).text)
     switched = await web.post(
         "/ui/project", data={"project": "project-team", "csrf_token": csrf, "next": "/services"}
