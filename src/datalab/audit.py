@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from datalab.config import RegionSettings
 from datalab.db import ApiToken, AuditEntry, Database, User
+from datalab.forwarded import client_address
 from datalab.identity.accounts import personal_project_id
 from datalab.identity.tokens import token_digest
 
@@ -91,7 +92,6 @@ class AuditMiddleware:
 
     def _record(self, scope: Scope, status: int) -> None:
         headers = dict(scope.get("headers") or [])
-        client = scope.get("client")
         with self.db.session() as session:
             user = _caller(session, scope, headers)
             project = headers.get(PROJECT_HEADER, b"").decode(errors="replace") or None
@@ -113,7 +113,7 @@ class AuditMiddleware:
                     status=status,
                     method=scope["method"],
                     path=scope["path"][:2048],
-                    client_ip=client[0] if client else None,
+                    client_ip=client_address(scope),
                 )
             )
 

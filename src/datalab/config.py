@@ -49,6 +49,26 @@ class ServerSettings(_Section):
     max_request_bytes: int = Field(
         10 * 1024 * 1024, ge=1024, description="Largest accepted API request body (bytes)."
     )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Reverse proxies in front of the platform (IP addresses or CIDR networks): "
+        "only requests from them may set the client address (X-Forwarded-For) and scheme "
+        "(X-Forwarded-Proto). Empty: forwarded headers are ignored, the client is the TCP peer.",
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _are_networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{entry!r} is not an IP address or CIDR network (e.g. 10.0.0.5, 10.0.0.0/8)"
+                ) from None
+        return value
 
     def url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")

@@ -11,20 +11,17 @@ from datalab.api.schemas import Credentials, TokenCreated, TokenRequest
 from datalab.api.views import token_out
 from datalab.db import User
 from datalab.errors import TooManyRequests, Unauthenticated
+from datalab.forwarded import client_address
 from datalab.identity import accounts
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
-
-
-def _client(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
 
 
 def _check_credentials(
     platform: PlatformDep, session: SessionDep, request: Request, body: Credentials
 ) -> User:
     throttle = platform.login_throttle
-    client = _client(request)
+    client = client_address(request.scope) or "unknown"
     wait = throttle.retry_after(body.username, client)
     if wait > 0:
         raise TooManyRequests(

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import yaml
 
 from datalab.cli.common import console, print_json
 from datalab.config import Settings, load_settings
+from datalab.forwarded import proxy_header_options
 from datalab.memory import return_large_buffers_to_the_system
 
 ConfigOption = Annotated[
@@ -27,6 +29,9 @@ ConfigOption = Annotated[
     ),
 ]
 
+
+#: the first administrator's password, when the administrator chooses it (else generated)
+ADMIN_PASSWORD_VARIABLE = "DATALAB_ADMIN_PASSWORD"  # noqa: S105 (a variable name)
 
 _MIGRATE = "import sys; from datalab.db import Database; Database(sys.stdin.read()).migrate()"
 
@@ -81,28 +86,35 @@ def up(
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     _migrate_in_a_child_process(settings.db_url)
     platform = Platform.create(settings)
+    # a password the administrator chose is theirs: never echoed (terminals are logged, shared)
+    chosen = bool(os.environ.get(ADMIN_PASSWORD_VARIABLE))
     admin_password = platform.ensure_admin()
     url = settings.server.url()
     console.print(f"[bold]{settings.instance_name}[/bold] on {url}  (data in {settings.data_dir})")
     console.print(f"backend: {settings.backend.name}; API docs: {url}/api/docs")
     if admin_password is not None:
-        # printed once on the terminal, never logged
+        # a generated one is printed once on the terminal, never logged
+        password_line = f"the one in {ADMIN_PASSWORD_VARIABLE}" if chosen else admin_password
         console.print(
             "[yellow]First start: created the administrator account.[/yellow]\n"
-            f"  user: admin\n  password: {admin_password}\n"
+            f"  user: admin\n  password: {password_line}\n"
             f"  then: datalab login --url {url} --username admin",
             highlight=False,
         )
-    app = create_app(platform)
-    uvicorn.run(
-        app,
-        host=settings.server.host,
-        port=settings.server.port,
-        log_level=settings.log_level,
-        lifespan="on",
-        ws="websockets-sansio",  # the proxy's WebSockets, without the deprecated legacy API
-        timeout_graceful_shutdown=10,
-    )
+    uvicorn.run(create_app(platform), **uvicorn_options(settings))
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """How ``datalab up`` runs uvicorn (tests serve the app with the same options)."""
+    return {
+        "host": settings.server.host,
+        "port": settings.server.port,
+        "log_level": settings.log_level,
+        "lifespan": "on",
+        "ws": "websockets-sansio",  # the proxy's WebSockets, without the deprecated legacy API
+        "timeout_graceful_shutdown": 10,
+        **proxy_header_options(settings.server),
+    }
 
 
 config_app = typer.Typer(
