@@ -338,23 +338,49 @@ def _merge_keep_none(base: dict[str, Any], override: dict[str, Any]) -> dict[str
     return out
 
 
+class _AliasRefused(yaml.YAMLError):
+    def __init__(self, alias: str, mark: yaml.Mark) -> None:
+        super().__init__(f"alias *{alias}")
+        self.alias = alias
+        self.mark = mark
+
+
+class _ValuesLoader(yaml.SafeLoader):
+    """The safe loader without aliases: a few hundred bytes of nested aliases (a "billion
+    laughs" document) expand to gigabytes once the values are copied, validated or answered."""
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise _AliasRefused(event.anchor, event.start_mark)
+        return super().compose_node(parent, index)
+
+
 def load_values_file(text: str, *, source: str = "values file") -> dict[str, Any]:
-    """Parse a YAML (or JSON) values file; errors give the line and column."""
+    """Parse a YAML (or JSON) values file given by a user; errors give the line and column.
+
+    The one loader for users' YAML: aliases (``*name``) are refused, and so is nesting deeper
+    than the parser's recursion allows."""
+
+    def refused(message: str) -> ValuesError:
+        return ValuesError([ValueProblem(path="", constraint="yaml", message=message)])
+
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_ValuesLoader)  # noqa: S506 (a SafeLoader)
+    except _AliasRefused as exc:
+        at = exc.mark
+        raise refused(
+            f"{source} uses the YAML alias *{exc.alias} at line {at.line + 1}, column "
+            f"{at.column + 1}: aliases are not accepted (a few of them can expand a small "
+            "document to gigabytes); write the values out in full"
+        ) from None
+    except RecursionError:
+        raise refused(f"{source} is nested too deeply; values are a few levels deep") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ValuesError(
-            [
-                ValueProblem(
-                    path="",
-                    constraint="yaml",
-                    message=f"{source} is not valid YAML{where}: {problem}",
-                )
-            ]
-        ) from exc
+        raise refused(f"{source} is not valid YAML{where}: {problem}") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):

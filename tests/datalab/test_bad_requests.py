@@ -1,0 +1,69 @@
+"""A bad client against the API (issue 14, items 10 and 11): every request it can make gets a
+clear 4xx naming the problem, never a 500, a traceback or a blown-up server."""
+
+from __future__ import annotations
+
+import resource
+import time
+
+import pytest
+
+from .conftest import Env
+
+pytestmark = pytest.mark.anyio
+
+#: the classic "billion laughs": 9 levels of 9 aliases, 341 bytes that expand to 9^9 strings
+BILLION_LAUGHS = "\n".join(
+    [
+        'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]',
+        *(
+            f"{name}: &{name} [{','.join([f'*{previous}'] * 9)}]"
+            for previous, name in zip("abcdefgh", "bcdefghi", strict=True)
+        ),
+    ]
+)
+
+
+def _max_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+async def test_a_yaml_alias_bomb_is_refused(env: Env, dry_run: bool) -> None:
+    alice = await env.user("alice")
+    rss, started = _max_rss_mb(), time.monotonic()
+    response = await env.http.post(
+        "/api/services",
+        json={"chart": "jupyter-python", "values_yaml": BILLION_LAUGHS, "dry_run": dry_run},
+        headers=alice.headers(),
+    )
+    assert time.monotonic() - started < 2
+    assert _max_rss_mb() - rss < 50
+    assert response.status_code == 422, response.text[:1000]
+    message = response.json()["error"]["message"]
+    assert "YAML alias *a at line 2" in message
+    assert "write the values out in full" in message
+    assert len(response.content) < 5000
+
+
+async def test_yaml_without_aliases_still_loads(env: Env) -> None:
+    alice = await env.user("alice")
+    values_yaml = "# an anchor without an alias is harmless\nservice: &s\n  image: {}\n"
+    response = await env.http.post(
+        "/api/services",
+        json={"chart": "jupyter-python", "values_yaml": values_yaml, "dry_run": True},
+        headers=alice.headers(),
+    )
+    assert response.status_code in (200, 422), response.text
+    assert "alias" not in response.text
+
+
+async def test_deeply_nested_yaml_is_refused(env: Env) -> None:
+    alice = await env.user("alice")
+    response = await env.http.post(
+        "/api/services",
+        json={"chart": "jupyter-python", "values_yaml": "a: " + "[" * 50_000, "dry_run": True},
+        headers=alice.headers(),
+    )
+    assert response.status_code == 422, response.text[:1000]
+    assert "nested too deeply" in response.json()["error"]["message"]
