@@ -7,8 +7,13 @@ from __future__ import annotations
 import shlex
 
 
+def project_args(project_id: str) -> list[str]:
+    """How every ``datalab`` line names the project it acts in (the CLI's ``--project``)."""
+    return ["--project", project_id]
+
+
 def _project_flag(project_id: str) -> str:
-    return f" --project {shlex.quote(project_id)}"
+    return " " + shlex.join(project_args(project_id))
 
 
 def for_action(action: str, service_id: str, project_id: str) -> dict[str, str]:

@@ -38,6 +38,7 @@ from datalab.catalog.schema import (
     shipped_schemas,
     validator_class_for,
 )
+from datalab.commands import project_args
 
 MASK = "********"
 _SECRET_NAME = re.compile(r"pass(word)?|secret|token|credential|private.?key", re.IGNORECASE)
@@ -410,16 +411,27 @@ def equivalent_commands(
     *,
     repo_url: str | None = None,
     namespace: str | None = None,
+    project: str | None = None,
+    shared: bool = False,
+    friendly_name: str | None = None,
 ) -> dict[str, str]:
     """What the user would type to do the same launch by hand (Onyxia's "command bar").
 
     Returns ``{"datalab": ..., "helm": ..., "values_yaml": ...}``. ``repo_url`` is the catalog's
-    Helm repository URL (or chart directory); without it a placeholder is shown.
+    Helm repository URL (or chart directory); without it a placeholder is shown. ``project``,
+    ``shared`` and ``friendly_name`` are the launch's own options, so that the ``datalab`` line
+    launches the same service in the same project (``namespace`` is the helm line's).
     """
     datalab = ["datalab", "launch", f"{catalog_id}/{chart_name}", "--version", version]
     datalab += ["--name", release_name]
+    if friendly_name:
+        datalab += ["--friendly-name", friendly_name]
+    if shared:
+        datalab.append("--shared")
     for key, value in _flatten(dict(overrides or {})):
         datalab += ["--set", f"{key}={value}"]
+    if project:
+        datalab += project_args(project)
 
     chart_ref = f"{catalog_id}/{chart_name}"
     setup = ""

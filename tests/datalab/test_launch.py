@@ -332,6 +332,16 @@ def test_equivalent_commands(jupyter: Chart) -> None:
 
     parsed = parse_set_args([shlex.split(arg)[0] for arg in set_args])
     assert parsed == overrides
+    # the launch's own options, so that the line launches the same service in the same project
+    team = equivalent_commands(
+        "datalab", "jupyter-python", "1.0.0", "nb", {}, {}, namespace="project-team",
+        project="project-team", shared=True, friendly_name="Team notebook",
+    )  # fmt: skip
+    assert team["datalab"] == (
+        "datalab launch datalab/jupyter-python --version 1.0.0 --name nb "
+        "--friendly-name 'Team notebook' --shared --project project-team"
+    )
+    assert "--namespace project-team" in team["helm"]
     local = equivalent_commands("lab", "app", "1.0", "app-1", None, {}, repo_url="/srv/charts")
     assert (
         local["helm"] == "helm upgrade --install app-1 /srv/charts/app --version 1.0 -f values.yaml"

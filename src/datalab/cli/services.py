@@ -1,5 +1,5 @@
-"""``datalab catalog``, ``launch``, ``services``, ``logs``, ``suspend``, ``resume``, ``rename``,
-``share``, ``delete`` and ``quota``."""
+"""``datalab catalog``, ``launch``, ``services``, ``logs``, ``events``, ``suspend``, ``resume``,
+``rename``, ``share``, ``delete`` and ``quota``."""
 
 from __future__ import annotations
 
@@ -222,6 +222,18 @@ def logs(
         pass
 
 
+def events(
+    service_id: str, project: ProjectOption = None, output: OutputOption = Output.table
+) -> None:
+    """Show a service's state transitions with their times, oldest first."""
+    result = client(project).get(f"/api/services/{service_id}/events")
+    if output is Output.json:
+        print_json(result)
+        return
+    print_table(result["events"], ["time", "type", "reason", "message"], title=service_id)
+    print_commands(result.get("commands"))
+
+
 def _action(verb: str, service_id: str, project: str | None) -> None:
     result = client(project).post(f"/api/services/{service_id}/{verb}")
     console.print(f"{service_id}: {result['phase']}")
@@ -288,5 +300,5 @@ def register(app: typer.Typer) -> None:
     app.add_typer(catalog_app, name="catalog")
     app.command("launch")(launch)
     app.add_typer(services_app, name="services")
-    for command in (logs, suspend, resume, delete, rename, share, quota):
+    for command in (logs, events, suspend, resume, delete, rename, share, quota):
         app.command(command.__name__)(command)
