@@ -6,6 +6,7 @@ schema to the latest migration before anything else touches it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Iterator
@@ -277,11 +278,14 @@ class Database:
         migrate(self.engine)
 
     def restrict_permissions(self) -> None:
-        """Make a SQLite database file readable by the platform's user only (SQLite gives its
-        -wal and -shm files the same mode)."""
+        """Make a SQLite database and its -wal and -shm files (which hold recent writes:
+        tokens, service values) readable by the platform's user only. New files get 0600 from
+        the platform's umask; this fixes those made before it was set."""
         database = self.engine.url.database
         if self.engine.dialect.name == "sqlite" and database and database != ":memory:":
-            os.chmod(database, 0o600)
+            for path in (database, f"{database}-wal", f"{database}-shm", f"{database}-journal"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.chmod(path, 0o600)
 
     @contextmanager
     def session(self) -> Iterator[Session]:

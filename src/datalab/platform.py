@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 from dataclasses import dataclass
-from pathlib import Path
 
 from datalab.backends.base import Backend
 from datalab.catalog import CatalogRegistry
 from datalab.config import Settings
 from datalab.db import Database
+from datalab.files import PLATFORM_UMASK, private_dir, read_or_create_secret
 from datalab.identity import accounts
 from datalab.identity.federation import ProviderTokens
 from datalab.identity.issuer import JwksServer, TokenIssuer
@@ -50,18 +49,6 @@ def make_backend(settings: Settings) -> Backend:
     )
 
 
-def read_or_create_secret(path: Path, nbytes: int = 32) -> str:
-    """A secret kept in the data directory, readable by the platform's user only."""
-    if path.exists():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_urlsafe(nbytes)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(value + "\n")
-    return value
-
-
 @dataclass
 class Platform:
     settings: Settings
@@ -81,11 +68,14 @@ class Platform:
 
     @classmethod
     def create(cls, settings: Settings, backend: Backend | None = None) -> Platform:
+        os.umask(PLATFORM_UMASK)  # everything the platform creates is its own (datalab.files)
         data_dir = settings.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         # others may traverse (services running under per-user accounts reach their work dirs
-        # below it) but not list it; what is private inside is protected file by file
+        # below it) but not list it; what is inside is private unless made otherwise
         os.chmod(data_dir, 0o711)  # noqa: S103
+        for private in ("keys", "logs", "catalog-cache"):
+            private_dir(data_dir / private)
         db = Database(settings.db_url)
         db.migrate()
         db.restrict_permissions()

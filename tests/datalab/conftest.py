@@ -98,17 +98,17 @@ async def env(settings: Settings) -> AsyncIterator[Env]:
 
 
 async def wait_for_phase(
-    api: Api, service_id: str, phase: str, timeout: float = 120
+    api: Api, service_id: str, phase: str, timeout: float = 120, project: str | None = None
 ) -> dict[str, Any]:
     """Poll a service until it reaches ``phase``; a failure shows its reason and logs."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
-        service = await api.call("GET", f"/api/services/{service_id}")
+        service = await api.call("GET", f"/api/services/{service_id}", project=project)
         if service["phase"] == phase:
             return service
         assert service["phase"] != "failed" or phase == "failed", (
             service["reason"],
-            await api.call("GET", f"/api/services/{service_id}/logs"),
+            await api.call("GET", f"/api/services/{service_id}/logs", project=project),
         )
         assert asyncio.get_running_loop().time() < deadline, service
         await asyncio.sleep(0.3)

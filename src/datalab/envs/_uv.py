@@ -50,8 +50,10 @@ async def run_uv(
     cwd: Path,
     stdin: bytes | None = None,
     on_line: Callable[[str], None] | None = None,
+    umask: int = -1,
 ) -> UvResult:
-    """Run uv to completion; each stderr line goes to ``on_line`` as it arrives.
+    """Run uv to completion; each stderr line goes to ``on_line`` as it arrives. ``umask``:
+    the one uv creates files with (default: the platform's).
 
     Cancellation (e.g. a build timeout) kills uv's whole process group before re-raising, so
     no installer is left running behind a failed build.
@@ -64,6 +66,7 @@ async def run_uv(
         env=env,
         cwd=cwd,
         start_new_session=True,
+        umask=umask,
     )
     assert process.stdout is not None and process.stderr is not None
     err_lines: list[str] = []

@@ -284,7 +284,13 @@ class EnvManager:
         stdin: bytes | None = None,
     ) -> str:
         result = await run_uv(
-            [self._uv, *args], env=self._env, cwd=self.root, stdin=stdin, on_line=on_line
+            [self._uv, *args],
+            env=self._env,
+            cwd=self.root,
+            stdin=stdin,
+            on_line=on_line,
+            # shared environments are read by the services' accounts: files 644, dirs 755
+            umask=0o022 if self.shared else -1,
         )
         if result.returncode != 0:
             tail = "\n".join(result.stderr.strip().splitlines()[-_ERROR_TAIL_LINES:])

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 
+from datalab.files import private_dir, write_private
 from datalab.secrets.vault import VaultClient
 from datalab.storage.supervisor import SupervisedProcess, free_port
 
@@ -62,25 +63,24 @@ class EmbeddedOpenBao:
             port = int(path.read_text())
         else:
             port = free_port()
-        self.root.mkdir(parents=True, exist_ok=True)
-        path.write_text(f"{port}\n")
+        private_dir(self.root)
+        write_private(path, f"{port}\n")
         return port
 
     def _write_config(self) -> Path:
-        storage = self.root / "data"
-        storage.mkdir(parents=True, exist_ok=True)
-        os.chmod(storage, 0o700)
+        storage = private_dir(self.root / "data")
         config = self.root / "config.hcl"
         # json.dumps quotes paths safely for HCL
         # integrated storage (raft, one node): OpenBao has no "file" backend
-        config.write_text(
+        write_private(
+            config,
             f'storage "raft" {{\n  path = {json.dumps(str(storage))}\n  node_id = "datalab"\n}}\n'
             f'listener "tcp" {{\n  address = "127.0.0.1:{self.port}"\n'
             f'  cluster_address = "127.0.0.1:{self.cluster_port}"\n  tls_disable = true\n}}\n'
             f'api_addr = "{self.address}"\n'
             f'cluster_addr = "http://127.0.0.1:{self.cluster_port}"\n'
             "ui = false\n"
-            'log_level = "warn"\n'
+            'log_level = "warn"\n',
         )
         return config
 
@@ -121,10 +121,8 @@ class EmbeddedOpenBao:
                     "PUT", "sys/init", json={"secret_shares": 1, "secret_threshold": 1}
                 )
                 assert answer is not None
-                self.init_file.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(self.init_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                with os.fdopen(fd, "w") as handle:
-                    json.dump({"keys": answer["keys"], "root_token": answer["root_token"]}, handle)
+                material = {"keys": answer["keys"], "root_token": answer["root_token"]}
+                write_private(self.init_file, json.dumps(material))
             material = json.loads(self.init_file.read_text())
             seal = await client.request("GET", "sys/seal-status")
             assert seal is not None

@@ -2,13 +2,16 @@
 S3 gateway in one process, bound to loopback, data and logs in the data directory.
 
 Security: an admin identity generated at first start (``keys/seaweedfs-admin.json``, mode 0600)
-is the only static identity, so anonymous requests are refused. Users never get it: they get
-session credentials from SeaweedFS's STS (``AssumeRoleWithWebIdentity``) in exchange for a JWT
-signed by the platform's issuer. The role's policy uses SeaweedFS's ``${jwt:...}`` policy
-variables, so one role serves every user: the session may use the bucket named by the token's
-``bucket`` claim (the user's) and by its ``project_bucket`` claim (the project the credentials
-were asked for). SeaweedFS 4.48 does not expand multi-valued claims in policies (measured), so
-credentials cover one project at a time, as a service belongs to one project.
+is the only static identity, so anonymous requests are refused. The master, volume and filer
+endpoints (HTTP and gRPC) require mutual TLS with a certificate only the platform holds
+(:mod:`datalab.storage.seaweedfs_security`): the S3 gateway is the only way in for services.
+Users never get the admin identity: they get session credentials from SeaweedFS's STS
+(``AssumeRoleWithWebIdentity``) in exchange for a JWT signed by the platform's issuer. The
+role's policy uses SeaweedFS's ``${jwt:...}`` policy variables, so one role serves every user:
+the session may use the bucket named by the token's ``bucket`` claim (the user's) and by its
+``project_bucket`` claim (the project the credentials were asked for). SeaweedFS 4.48 does not
+expand multi-valued claims in policies (measured), so credentials cover one project at a time,
+as a service belongs to one project.
 
 Measured quirks (see DESIGN.md): ``-volume.max=0`` and a small ``-master.volumeSizeLimitMB``
 (each bucket is a collection with its own volumes; the 30 GB default exhausts the disk quota at
@@ -21,9 +24,9 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
 import secrets
 import shutil
+import ssl
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +34,13 @@ from typing import Any
 
 import httpx
 
+from datalab.files import private_dir, write_private
+from datalab.storage.seaweedfs_security import (
+    TlsFiles,
+    ensure_jwt_keys,
+    ensure_tls,
+    security_toml,
+)
 from datalab.storage.supervisor import (
     EmbeddedServerError,
     SupervisedProcess,
@@ -58,18 +68,11 @@ def weed_binary() -> str:
     return found
 
 
-def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-
-
 def _read_or_create_json(path: Path, create: Any) -> dict[str, Any]:
     if path.exists():
         return dict(json.loads(path.read_text()))
     value = create()
-    _write_private(path, json.dumps(value, indent=2) + "\n")
+    write_private(path, json.dumps(value, indent=2) + "\n")
     return dict(value)
 
 
@@ -175,12 +178,14 @@ def iam_config(
 
 class EmbeddedSeaweedFS:
     def __init__(self, data_dir: Path, *, port: int | None = None) -> None:
-        self.root = data_dir / "seaweedfs"
-        self.keys_dir = data_dir / "keys"
+        # object bytes (volumes), metadata, configuration: nothing in it is for services
+        self.root = private_dir(data_dir / "seaweedfs")
+        self.keys_dir = private_dir(data_dir / "keys")
         self.log_dir = data_dir / "logs" / "seaweedfs"
         self._requested_port = port
         self.admin = self._admin_credentials()
         self.ports = self._ports()
+        self.tls: TlsFiles = ensure_tls(self.keys_dir / "seaweedfs-tls")
         self.process: SupervisedProcess | None = None
 
     @property
@@ -216,8 +221,7 @@ class EmbeddedSeaweedFS:
         for name in names:
             if name not in ports or (name != "s3" and not port_is_free(ports[name])):
                 ports[name] = free_port()
-        self.root.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(ports, indent=2) + "\n")
+        write_private(path, json.dumps(ports, indent=2) + "\n")
         return ports
 
     def _write_config(
@@ -245,7 +249,7 @@ class EmbeddedSeaweedFS:
                 }
             ]
         }
-        _write_private(s3_config, json.dumps(identities, indent=2))
+        write_private(s3_config, json.dumps(identities, indent=2))
         iam = config_dir / "iam.json"
         document = iam_config(
             issuer_url=issuer_url,
@@ -255,14 +259,17 @@ class EmbeddedSeaweedFS:
             max_session_s=max_session_s,
             policy=policy,
         )
-        _write_private(iam, json.dumps(document, indent=2))
+        write_private(iam, json.dumps(document, indent=2))
+        # read by every component from its working directory (the supervisor's cwd)
+        jwt_keys = ensure_jwt_keys(self.keys_dir / "seaweedfs-jwt.json")
+        write_private(self.root / "security.toml", security_toml(self.tls, jwt_keys))
         return s3_config, iam
 
     def argv(self, s3_config: Path, iam: Path) -> list[str]:
         p = self.ports
         data = self.root / "data"
         data.mkdir(parents=True, exist_ok=True)
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.log_dir)
         return [
             weed_binary(),
             f"-logdir={self.log_dir}",
@@ -290,12 +297,21 @@ class EmbeddedSeaweedFS:
             f"-s3.iam.config={iam}",
         ]
 
+    def internal_tls(self) -> ssl.SSLContext:
+        """What the platform presents to SeaweedFS's internal endpoints (mutual TLS)."""
+        context = ssl.create_default_context(cafile=str(self.tls.ca))
+        context.load_cert_chain(str(self.tls.cert), str(self.tls.key))
+        return context
+
     async def healthy(self) -> bool:
         """S3 answers (403 to this anonymous probe: anonymous access is refused) and the filer
-        is up (S3 requests need it)."""
-        async with httpx.AsyncClient(timeout=2) as client:
+        is up (S3 requests need it; it answers only with the platform's certificate)."""
+        async with httpx.AsyncClient(timeout=2, trust_env=False) as client:
             s3 = await client.get(self.endpoint_url + "/")
-            filer = await client.get(f"http://127.0.0.1:{self.ports['filer']}/healthz")
+        async with httpx.AsyncClient(
+            timeout=2, verify=self.internal_tls(), trust_env=False
+        ) as client:
+            filer = await client.get(f"https://127.0.0.1:{self.ports['filer']}/healthz")
         return s3.status_code == 403 and filer.status_code == 200
 
     async def start(

@@ -19,6 +19,8 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
+from datalab.files import PLATFORM_UMASK
+
 log = logging.getLogger(__name__)
 
 HealthCheck = Callable[[], Awaitable[bool]]
@@ -128,6 +130,7 @@ class SupervisedProcess:
                 env=self.env,
                 start_new_session=True,
                 preexec_fn=_die_with_parent,
+                umask=PLATFORM_UMASK,  # its data, sockets and logs are the platform's alone
             )
         finally:
             os.close(fd)

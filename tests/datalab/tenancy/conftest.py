@@ -1,0 +1,215 @@
+"""The tenancy suite: a real platform (local backend with per-user accounts, embedded SeaweedFS
+and OpenBao, served on a loopback port) and users who attack each other.
+
+alice is the victim; bob shares the project ``project-team`` with her and mallory shares
+nothing. Attacks come from where users really are: the API with their own token, a program
+run under their service account on the same machine (:mod:`.attacker`), and pages served by
+their services in the victim's browser. Every attempt is counted in the :class:`Ledger`; one
+that gets through fails its test, and the count is written to
+``test-artifacts/tenancy-attempts.json``.
+
+Add a new attack here: a test in this package that records its attempts with
+``ledger.expect_denied``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from datalab.app import create_app
+from datalab.backends.local.accounts import Account, ensure_account
+from datalab.config import load_settings
+from datalab.identity import accounts
+from datalab.platform import Platform
+
+from ..conftest import ADMIN_PASSWORD, Api, wait_for_phase
+
+TEAM = "project-team"
+PRIVATE = "project-private"  # alice's project without bob
+CHARTS = Path(__file__).resolve().parents[2] / "fixtures" / "charts"
+ATTACKER = Path(__file__).with_name("attacker.py")
+ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts"
+
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0, reason="per-user service accounts exist only when the platform is root"
+)
+
+
+@pytest.fixture(scope="package")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@dataclass
+class Ledger:
+    """Every attempt of the suite, and those that got through (there must be none)."""
+
+    attempts: dict[str, int] = field(default_factory=dict)
+    successes: list[str] = field(default_factory=list)
+
+    def record(self, area: str, what: str, succeeded: bool, detail: str = "") -> None:
+        self.attempts[area] = self.attempts.get(area, 0) + 1
+        if succeeded:
+            self.successes.append(f"{area}: {what} ({detail})")
+
+    def expect_denied(self, area: str, what: str, succeeded: bool, detail: str = "") -> None:
+        """Record an attempt and fail at once if it got through."""
+        self.record(area, what, succeeded, detail)
+        assert not succeeded, f"attack succeeded: {area}: {what} ({detail})"
+
+    @property
+    def total(self) -> int:
+        return sum(self.attempts.values())
+
+
+@pytest.fixture(scope="session")
+def ledger() -> Iterator[Ledger]:
+    ledger = Ledger()
+    yield ledger
+    if ledger.total:
+        ARTIFACTS.mkdir(exist_ok=True)
+        report = {
+            "attempts": ledger.total,
+            "by_area": ledger.attempts,
+            "succeeded": ledger.successes,
+        }
+        (ARTIFACTS / "tenancy-attempts.json").write_text(json.dumps(report, indent=2) + "\n")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Tenancy:
+    platform: Platform
+    url: str  # where the platform listens (loopback)
+    http: httpx.AsyncClient  # through the real listener
+    users: dict[str, Api]
+    passwords: dict[str, str]
+
+    @property
+    def data_dir(self) -> Path:
+        return self.platform.settings.data_dir
+
+    async def account(self, user: str) -> Account:
+        """The system account ``user``'s services run under."""
+        return await ensure_account(user)
+
+    async def run_as(self, user: str, probes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Run the attacker's program under ``user``'s service account; its results."""
+        account = await self.account(user)
+        python = next(
+            (p for p in ("/usr/bin/python3", "/usr/local/bin/python3") if os.access(p, os.X_OK)),
+            None,
+        )
+        assert python is not None, "an interpreter every account may run (Debian's python3)"
+        process = await asyncio.create_subprocess_exec(
+            python,
+            "-I",
+            "-c",
+            ATTACKER.read_text(),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd="/",
+            env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+            user=account.uid,
+            group=account.gid,
+            extra_groups=[],
+        )
+        out, err = await asyncio.wait_for(process.communicate(json.dumps(probes).encode()), 300)
+        assert process.returncode == 0, err.decode()
+        answer = json.loads(out)
+        assert answer["uid"] == account.uid
+        return list(answer["results"])
+
+    async def attack(
+        self, ledger: Ledger, area: str, user: str, probes: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """Run probes as ``user``'s service account; every one must be denied."""
+        results = await self.run_as(user, probes)
+        for result in results:
+            ledger.record(area, json.dumps(result["probe"]), result["succeeded"], result["detail"])
+        through = [r for r in results if r["succeeded"]]
+        assert not through, f"attacks that got through as {user}: {through}"
+        return results
+
+
+@pytest.fixture(scope="package")
+async def tenancy() -> AsyncIterator[Tenancy]:
+    # not under pytest's tmp dir (mode 700): service accounts pass through the data directory
+    root = Path(tempfile.mkdtemp(prefix="dl-tenancy-"))
+    os.chmod(root, 0o711)
+    port = _free_port()
+    settings = load_settings(
+        None,
+        data_dir=root / "data",
+        server={"port": port},
+        backend={"name": "local"},
+        catalogs=[
+            {"id": "test", "name": "Test charts", "location": str(CHARTS)},
+            *[c.model_dump() for c in load_settings(None).catalogs],
+        ],
+        storage={"mode": "embedded"},
+        secrets={"mode": "embedded"},
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DATALAB_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        platform = Platform.create(settings)
+        platform.ensure_admin()
+    app = create_app(platform)
+    await platform.start()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.05)
+    url = f"http://127.0.0.1:{port}"
+    users: dict[str, Api] = {}
+    passwords: dict[str, str] = {}
+    async with httpx.AsyncClient(base_url=url, timeout=60, trust_env=False) as http:
+        with platform.db.session() as session:
+            for name in ("alice", "bob", "mallory"):
+                passwords[name] = f"{name}-password-123"
+                user, _ = accounts.create_user(
+                    session, settings.region, name, password=passwords[name]
+                )
+                _, token = accounts.create_token(session, user, "tests", ttl_days=1)
+                users[name] = Api(http, name, token)
+            alice = accounts.get_user(session, "alice")
+            accounts.create_project(session, settings.region, "team", "Team", creator=alice)
+            accounts.add_member(session, TEAM, "bob")
+            accounts.create_project(session, settings.region, "private", "Private", creator=alice)
+        try:
+            yield Tenancy(platform, url, http, users, passwords)
+        finally:
+            server.should_exit = True
+            await task
+            await platform.stop()
+            shutil.rmtree(root, ignore_errors=True)
+
+
+async def launch(api: Api, chart: str, name: str, **body: Any) -> dict[str, Any]:
+    """Launch and wait until running."""
+    project = body.pop("project", None)
+    await api.call(
+        "POST", "/api/services", project=project, json={"chart": chart, "name": name, **body}
+    )
+    return await wait_for_phase(api, name, "running", timeout=600, project=project)
