@@ -13,7 +13,7 @@ import asyncio
 import builtins  # the classes below have a method named list
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -299,6 +299,7 @@ class ObjectStore:
             return {"bucket": bucket, "deleted": [key]}
         prefix = path if path.endswith("/") else path + "/"
         deleted: builtins.list[str] = []
+        folders = {prefix}
         token: str | None = None
         while True:
             kwargs: dict[str, Any] = {"Bucket": root, "Prefix": prefix}
@@ -306,19 +307,32 @@ class ObjectStore:
                 kwargs["ContinuationToken"] = token
             page = await self._call(bucket, prefix, client.list_objects_v2, **kwargs)
             keys = [o["Key"] for o in page.get("Contents", [])]
-            if keys:
-                await self._call(
-                    bucket,
-                    prefix,
-                    client.delete_objects,
-                    Bucket=root,
-                    Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True},
-                )
-                deleted += [self.storage.space_key(bucket, k) for k in keys]
+            folders.update(_folders_between(prefix, keys))
+            files = [k for k in keys if not k.endswith("/")]  # a page has 1,000 keys at most
+            await self._delete_keys(client, bucket, root, prefix, files)
+            deleted += [self.storage.space_key(bucket, k) for k in keys]
             token = page.get("NextContinuationToken")
             if not page.get("IsTruncated"):
                 break
+        # Folders last, deepest first: a folder marker ("new folder") deleted while its folder
+        # still held objects, or a directory its objects lived in (SeaweedFS keeps both), would
+        # stay listed as an empty folder. Deleting a folder that was never an object is a no-op.
+        ordered = sorted(folders, key=lambda f: (-f.count("/"), f))
+        for start in range(0, len(ordered), 1000):  # DeleteObjects takes 1,000 keys at most
+            await self._delete_keys(client, bucket, root, prefix, ordered[start : start + 1000])
         return {"bucket": bucket, "deleted": deleted}
+
+    async def _delete_keys(
+        self, client: BaseClient, bucket: str, root: str, prefix: str, keys: builtins.list[str]
+    ) -> None:
+        if keys:
+            await self._call(
+                bucket,
+                prefix,
+                client.delete_objects,
+                Bucket=root,
+                Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True},
+            )
 
     # -- sharing ------------------------------------------------------------------------------
 
@@ -482,6 +496,15 @@ class _MultipartWriter:
 
 
 _PUBLIC = "DatalabPublic"
+
+
+def _folders_between(prefix: str, keys: Iterable[str]) -> set[str]:
+    """The folders from ``prefix`` (excluded) down to each key's parent, and folder keys."""
+    folders = set()
+    for key in keys:
+        parts = key[len(prefix) :].split("/")[:-1]
+        folders.update(prefix + "/".join(parts[:depth]) + "/" for depth in range(1, len(parts) + 1))
+    return folders
 
 
 def _public_sid(prefix: str) -> str:

@@ -82,6 +82,10 @@ async def test_s3_commands(cli_env: dict[str, str], tmp_path: Path) -> None:
     assert code != 0  # confirmation refused
     code, out = await datalab(cli_env, "s3", "rm", "s3://user-alice/in/", "-r", "--yes")
     assert code == 0 and "deleted 1 object" in out
+    code, out = await datalab(cli_env, "s3", "rm", "s3://user-alice/empty", "-r", "--yes")
+    assert code == 0 and "deleted 1 object" in out  # the folder's marker
+    code, out = await datalab(cli_env, "s3", "ls", "s3://user-alice/", "-o", "json")
+    assert json.loads(out)["folders"] == []  # nothing of either folder remains
     code, out = await datalab(cli_env, "s3", "ls", "s3://user-bob/")
     assert code == 1 and "not yours" in out and "Traceback" not in out
     code, out = await datalab(cli_env, "s3", "share", "s3://user-alice/x", "--expires", "soon")

@@ -85,6 +85,29 @@ async def test_upload_list_download_delete(store: Federated) -> None:
     gone = await alice.call("DELETE", objects_url("user-alice", "data") + "?recursive=true")
     assert sorted(gone["deleted"]) == ["data/b.csv", "data/c.csv", "data/sub/d.csv"]
     await alice.call("GET", objects_url("user-alice", "data/b.csv"), expect=404)
+    assert "data/" not in (await alice.call("GET", objects_url("user-alice")))["folders"]
+
+
+async def test_recursive_delete_leaves_nothing_of_the_folder(store: Federated) -> None:
+    alice = store.users["alice"]
+    for project in (None, TEAM):
+        bucket = project or "user-alice"
+        # folders made with "new folder" (empty markers), around and among objects
+        for key in ("tmp/", "tmp/sub/", "tmp/sub/deep/", "tmp/empty/"):
+            await alice.call("PUT", objects_url(bucket, key), project=project)
+        for key in ("tmp/x.csv", "tmp/sub/y.csv", "tmp/sub/deep/z.csv", "tmp/other/w.csv"):
+            await alice.call("PUT", objects_url(bucket, key), content=b"x", project=project)
+        await alice.call("PUT", objects_url(bucket, "tmp2/kept.csv"), content=b"x", project=project)
+        gone = await alice.call(
+            "DELETE", objects_url(bucket, "tmp") + "?recursive=true", project=project
+        )
+        assert len(gone["deleted"]) == 8  # the markers are objects too
+        top = await alice.call("GET", objects_url(bucket), project=project)
+        assert "tmp/" not in top["folders"] and "tmp2/" in top["folders"], top
+        everything = await alice.call(
+            "GET", objects_url(bucket), params={"prefix": "tmp/", "delimiter": ""}, project=project
+        )
+        assert everything["objects"] == [] and everything["folders"] == []
 
 
 async def test_bad_keys_foreign_buckets_and_limits(store: Federated) -> None:
