@@ -211,6 +211,13 @@ class StorageSettings(_Section):
     endpoint_url: str | None = Field(
         None, description="External S3 endpoint (mode external), e.g. https://minio.example.org."
     )
+    public_url: str | None = Field(
+        None,
+        pattern=r"^https?://[^\s\"'<>]+$",
+        description="The S3 endpoint users and their browsers reach, where share links "
+        "(presigned URLs) point, e.g. https://s3.example.org when the platform reaches S3 at an "
+        "internal address (default: the endpoint itself, external or embedded).",
+    )
     access_key_id: str | None = Field(
         None, description="External S3 admin access key (mode external): creates buckets."
     )

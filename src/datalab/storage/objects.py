@@ -348,9 +348,7 @@ class ObjectStore:
         client = await self.client(principal)
         root, path = self.storage.locate(bucket, key)
         await self._call(bucket, key, client.head_object, Bucket=root, Key=path)
-        url = self.storage.admin_client().generate_presigned_url(
-            "get_object", Params={"Bucket": root, "Key": path}, ExpiresIn=expires_s
-        )
+        url = self.storage.presigned_get(root, path, expires_s)
         return {"bucket": bucket, "key": key, "url": url, "expires_s": expires_s}
 
     async def set_public(

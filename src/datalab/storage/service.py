@@ -141,6 +141,21 @@ class StorageService:
     def admin_client(self) -> BaseClient:
         return s3_client(self.endpoint_url, self.region, self._admin_key, self._admin_secret)
 
+    @property
+    def public_url(self) -> str:
+        """The S3 endpoint users and their browsers reach (``storage.public_url``)."""
+        return (self.settings.public_url or self.endpoint_url).rstrip("/")
+
+    def presigned_get(self, bucket: str, key: str, expires_s: int) -> str:
+        """A GET link anyone can use until it expires, signed (v4) with the platform's identity.
+        The host is part of the signature, so it is signed for the public endpoint: the same
+        link rewritten to another address would be refused."""
+        client = s3_client(self.public_url, self.region, self._admin_key, self._admin_secret)
+        url: str = client.generate_presigned_url(
+            "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires_s
+        )
+        return url
+
     async def run(self, what: str, function: Any, *args: Any, **kwargs: Any) -> Any:
         """Run a blocking boto3 call in a thread; S3 unreachable becomes a clear 503."""
         try:

@@ -15,6 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from datalab.storage.supervisor import free_port
+
 from .conftest import TEAM, Federated, add_users, embedded_settings, start_federated
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -24,9 +26,12 @@ LIMIT = 40 * 1024 * 1024
 
 @pytest.fixture(scope="module")
 async def store(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Federated]:
+    port = free_port()
     settings = embedded_settings(
         tmp_path_factory.mktemp("objects") / "data",
-        storage={"max_upload_bytes": LIMIT},
+        # users reach S3 at another address than the platform does (here another spelling of
+        # the same loopback endpoint): share links must point there, signed for that host
+        storage={"max_upload_bytes": LIMIT, "port": port, "public_url": f"http://localhost:{port}"},
         secrets={"mode": "disabled"},
     )
     platform, http = await start_federated(settings)
@@ -143,8 +148,14 @@ async def test_share_links_and_public_prefixes(store: Federated) -> None:
     )
     storage = store.platform.storage
     assert storage is not None
+    public = store.platform.settings.storage.public_url
+    assert public and public != storage.endpoint_url
+    assert shared["url"].startswith(f"{public}/user-alice/reports/r.txt?")
     async with httpx.AsyncClient() as anonymous:
         assert (await anonymous.get(shared["url"])).content == b"report"
+        # the signature covers the public host: the link at the internal address is refused
+        internal = storage.endpoint_url + shared["url"].removeprefix(public)
+        assert (await anonymous.get(internal)).status_code == 403
         short = await alice.call(
             "POST",
             "/api/storage/buckets/user-alice/share",

@@ -18,7 +18,7 @@ from datalab.secrets.store import check_data, export_lines
 from datalab.storage import botocore_session
 from datalab.storage.keys import check_bucket, check_key
 from datalab.storage.seaweedfs import role_policy
-from datalab.storage.service import S3Credentials
+from datalab.storage.service import S3Credentials, StorageService
 from datalab.storage.snippets import LANGUAGES, snippets
 
 ALICE = Principal(1, "alice", False, "project-team", "member", "token")
@@ -127,3 +127,29 @@ def test_the_endpoint_subset_resolves_s3_and_sts_as_botocore_does(
         assert len(resolver._endpoint_data["partitions"][0]["services"]) == 2
     finally:
         botocore_session.session.cache_clear()
+
+
+def test_share_links_point_at_the_public_s3_url(tmp_path: Path) -> None:
+    def storage(**public: str) -> StorageService:
+        external = {
+            "mode": "external",
+            "endpoint_url": "http://minio.internal:9000",
+            "access_key_id": "admin",
+            "secret_access_key": "admin-secret",
+        }
+        settings = load_settings(
+            None, data_dir=tmp_path, storage={**external, **public}, secrets={"mode": "disabled"}
+        )
+        platform = Platform.create(settings)
+        platform.db.dispose()
+        assert platform.storage is not None
+        return platform.storage
+
+    assert storage().public_url == "http://minio.internal:9000"  # default: the endpoint
+    public = storage(public_url="https://s3.example.org/")
+    assert public.public_url == "https://s3.example.org"
+    url = public.presigned_get("user-alice", "reports/r 1.csv", 600)
+    assert url.startswith("https://s3.example.org/user-alice/reports/r%201.csv?")
+    assert "X-Amz-Algorithm=AWS4-HMAC-SHA256" in url and "X-Amz-SignedHeaders=host" in url
+    with pytest.raises(ConfigError, match="public_url"):
+        load_settings(None, data_dir=tmp_path, storage={"public_url": "s3.example.org"})
