@@ -43,7 +43,10 @@ from sqlalchemy.orm import (
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 #: the newest migration (a test checks it is Alembic's head): a database already there is
 #: recognised without loading Alembic, which would stay resident (~14 MB) for nothing
-SCHEMA_REVISION = "0006"
+SCHEMA_REVISION = "0007"
+#: the largest row id (Integer columns are 32-bit on PostgreSQL): a larger id in a request can
+#: name no row, and would overflow the database driver
+MAX_ROW_ID = 2**31 - 1
 
 
 def utcnow() -> datetime:
@@ -108,6 +111,19 @@ class ApiToken(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     user: Mapped[User] = relationship(back_populates="tokens")
+
+
+class WebSession(Base):
+    """A signed-in web session. The session cookie is signed but kept by the browser: it names
+    its row here by a random id (stored as a digest), and signing out deletes the row, so a
+    copied cookie stops working then (see datalab.identity.sessions)."""
+
+    __tablename__ = "web_sessions"
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
 
 
 class ProviderToken(Base):

@@ -67,3 +67,39 @@ async def test_deeply_nested_yaml_is_refused(env: Env) -> None:
     )
     assert response.status_code == 422, response.text[:1000]
     assert "nested too deeply" in response.json()["error"]["message"]
+
+
+async def test_a_copied_session_cookie_stops_working_at_logout(env: Env) -> None:
+    await env.user("alice")
+    signed_in = await env.http.post(
+        "/api/auth/login", json={"username": "alice", "password": "alice-password-123"}
+    )
+    assert signed_in.status_code == 200
+    csrf = signed_in.json()["csrf_token"]
+    copied = env.http.cookies["datalab_session"]  # what an attacker copies from the browser
+    assert (await env.http.get("/api/me")).status_code == 200
+    out = await env.http.post("/api/auth/logout", headers={"X-CSRF-Token": csrf})
+    assert out.status_code == 204
+    env.http.cookies.clear()
+    replayed = await env.http.get("/api/me", headers={"Cookie": f"datalab_session={copied}"})
+    assert replayed.status_code == 401, replayed.text
+    assert "session has ended" in replayed.json()["error"]["message"]
+    # a request that authenticates nothing does not revive it either
+    await env.http.get("/api/health", headers={"Cookie": f"datalab_session={copied}"})
+    assert (await env.http.get("/api/me", headers={"Cookie": f"datalab_session={copied}"})).status_code == 401
+
+
+async def test_the_web_sign_out_ends_the_session_on_the_server(env: Env) -> None:
+    await env.user("alice")
+    signed_in = await env.http.post(
+        "/api/auth/login", json={"username": "alice", "password": "alice-password-123"}
+    )
+    csrf = signed_in.json()["csrf_token"]
+    copied = env.http.cookies["datalab_session"]
+    out = await env.http.post("/logout", data={"csrf_token": csrf})
+    assert out.status_code == 303
+    env.http.cookies.clear()
+    page = await env.http.get("/", headers={"Cookie": f"datalab_session={copied}"})
+    assert page.status_code in (302, 303) and "/login" in page.headers["location"]
+    api = await env.http.get("/api/me", headers={"Cookie": f"datalab_session={copied}"})
+    assert api.status_code == 401

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import secrets
-
 from fastapi import APIRouter, Request, Response
 
-from datalab.api.deps import PlatformDep, SessionDep, _password_version
+from datalab.api.deps import PlatformDep, SessionDep, end_web_session, start_web_session
 from datalab.api.schemas import Credentials, TokenCreated, TokenRequest
 from datalab.api.views import token_out
 from datalab.db import User
@@ -50,15 +48,12 @@ def sign_in(
     """Check the credentials and start a fresh web session; returns the user and the session's
     CSRF token. Shared by this endpoint and the web UI's sign-in form."""
     user = _check_credentials(platform, session, request, body)
-    request.session.clear()
-    csrf = secrets.token_urlsafe(32)
-    request.session.update({"uid": user.id, "csrf": csrf, "pwv": _password_version(user)})
-    return user, csrf
+    return user, start_web_session(request, session, user)
 
 
-@router.post("/logout", summary="Sign out", status_code=204)
-def logout(request: Request) -> Response:
-    request.session.clear()
+@router.post("/logout", summary="Sign out (the session ends on the server too)", status_code=204)
+def logout(request: Request, session: SessionDep) -> Response:
+    end_web_session(request, session)
     return Response(status_code=204)
 
 

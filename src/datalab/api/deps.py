@@ -8,6 +8,7 @@ session) and resolves the project it acts in; ownership checks then go through
 from __future__ import annotations
 
 import hmac
+import secrets
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -17,16 +18,17 @@ from starlette.requests import HTTPConnection
 
 from datalab.db import User
 from datalab.errors import Forbidden, Unauthenticated
-from datalab.identity import accounts
+from datalab.identity import accounts, sessions
 from datalab.identity.access import Principal, principal_for, require_admin
 from datalab.identity.tokens import looks_like_token
 from datalab.platform import Platform
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_HEADER = "X-CSRF-Token"
+SESSION_ID = "sid"  # the session cookie's key naming its server-side session
 
 
-def platform(request: Request) -> Platform:
+def platform(request: HTTPConnection) -> Platform:
     return request.app.state.platform
 
 
@@ -63,7 +65,13 @@ def authenticated_user(
     if user_id is None:
         raise Unauthenticated("sign in, or send an API token as 'Authorization: Bearer <token>'")
     user = session.get(User, user_id)
-    if user is None or user.disabled or request.session.get("pwv") != _password_version(user):
+    max_age_s = platform(request).settings.security.session_max_age_s
+    if (
+        user is None
+        or user.disabled
+        or request.session.get("pwv") != _password_version(user)
+        or not sessions.is_live(session, request.session.get(SESSION_ID), user, max_age_s)
+    ):
         request.session.clear()
         raise Unauthenticated("your session has ended; sign in again")
     if not (proxied or csrf_checked) and request.scope.get("method") not in SAFE_METHODS:
@@ -72,6 +80,29 @@ def authenticated_user(
         if not expected or not hmac.compare_digest(sent, expected):
             raise Forbidden(f"missing or wrong {CSRF_HEADER} header (CSRF protection)")
     return user, "session"
+
+
+def start_web_session(request: HTTPConnection, session: Session, user: User) -> str:
+    """Sign ``user`` in with a fresh session cookie (nothing kept from before: no fixation)
+    naming a new server-side session; returns the session's CSRF token."""
+    max_age_s = platform(request).settings.security.session_max_age_s
+    csrf = secrets.token_urlsafe(32)
+    request.session.clear()
+    request.session.update(
+        {
+            "uid": user.id,
+            SESSION_ID: sessions.start(session, user, max_age_s),
+            "csrf": csrf,
+            "pwv": _password_version(user),
+        }
+    )
+    return csrf
+
+
+def end_web_session(request: HTTPConnection, session: Session) -> None:
+    """Sign out: the session ends on the server too, so a copy of the cookie is worthless."""
+    sessions.end(session, request.session.get(SESSION_ID))
+    request.session.clear()
 
 
 def _is_platform_token(authorization: str) -> bool:

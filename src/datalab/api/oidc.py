@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse
 
-from datalab.api.deps import PlatformDep
+from datalab.api.deps import PlatformDep, start_web_session
 from datalab.errors import NotFound, Unauthenticated
 from datalab.identity.oidc import OidcClient, provision
 
@@ -66,8 +66,7 @@ async def callback(
     with platform.db.session() as session:
         user = provision(session, tokens.claims, platform.settings.oidc, platform.settings.region)
         user_id = user.id
+        start_web_session(request, session, user)
     if platform.federation is not None:  # S3 or Vault take the provider's tokens
         platform.federation.save(user_id, tokens)
-    request.session.clear()  # a fresh session: no fixation
-    request.session.update({"uid": user_id, "csrf": secrets.token_urlsafe(32), "pwv": ""})
     return RedirectResponse(pending["next"], status_code=302)

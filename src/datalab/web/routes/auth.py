@@ -10,6 +10,7 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
 from datalab.api.auth import sign_in
+from datalab.api.deps import end_web_session
 from datalab.api.saved_configs import config_out, list_configs
 from datalab.api.schemas import Credentials
 from datalab.errors import DatalabError, Forbidden
@@ -89,7 +90,8 @@ def logout(request: Request, csrf_token: Annotated[str, Form()] = "") -> Respons
         page.check_form_csrf(csrf_token)
     except Forbidden as exc:
         return page.error(exc)
-    request.session.clear()
+    with page.platform.db.session() as session:
+        end_web_session(request, session)
     return RedirectResponse("/login", status_code=303)
 
 
