@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import datalab
 from datalab.api.localize import localize, localize_details
@@ -55,7 +55,11 @@ def _describe_validation(exc: RequestValidationError) -> tuple[str, list[dict[st
 
 
 class BodySizeLimit:
-    """Refuse request bodies over ``max_bytes`` (413), whether or not Content-Length is sent."""
+    """Refuse request bodies over ``max_bytes`` (413), whether or not Content-Length is sent.
+
+    A body without Content-Length (chunked) is read up to the limit before the app runs, then
+    replayed to it: an error raised while the app reads the body would surface inside its body
+    parser, which answers any failure with a 400."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -67,37 +71,41 @@ class BodySizeLimit:
             # uploads stream to S3 under their own limit (storage.max_upload_bytes)
             await self.app(scope, receive, send)
             return
-        for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+        length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        if length is not None and length.isdigit():
+            if int(length) > self.max_bytes:
+                await self._reject(scope, receive, send)
+            else:  # the server delivers exactly that many bytes
+                await self.app(scope, receive, send)
+            return
+        buffered: list[Message] = []
+        received = 0
+        while True:
+            message = await receive()
+            buffered.append(message)
+            if message["type"] != "http.request":  # the client left
+                break
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
                 await self._reject(scope, receive, send)
                 return
-        received = 0
+            if not message.get("more_body", False):
+                break
+        replay = iter(buffered)
 
-        async def limited_receive() -> dict[str, Any]:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise _TooLarge
-            return dict(message)
+        async def replaying_receive() -> Message:
+            return next(replay, None) or await receive()
 
-        try:
-            await self.app(scope, limited_receive, send)
-        except _TooLarge:
-            await self._reject(scope, receive, send)
+        await self.app(scope, replaying_receive, send)
 
     async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = error_response(
             413,
             "payload_too_large",
-            f"request body is larger than the {self.max_bytes} bytes this server accepts",
+            f"request body is larger than the {self.max_bytes} bytes this server accepts "
+            "(server.max_request_bytes)",
         )
         await response(scope, receive, send)
-
-
-class _TooLarge(Exception):
-    pass
 
 
 def create_app(platform: Platform, *, manage_lifecycle: bool = True) -> FastAPI:

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from datalab.config import RegionSettings
-from datalab.db import ApiToken, AuditEntry, Database, User
+from datalab.db import MAX_ROW_ID, ApiToken, AuditEntry, Database, User
 from datalab.forwarded import client_address
 from datalab.identity.accounts import personal_project_id
 from datalab.identity.tokens import token_digest
@@ -177,8 +177,9 @@ def query(
 ) -> list[AuditEntry]:
     """Entries newest first; ``before_id`` pages backwards."""
     statement = filters.apply(select(AuditEntry)).order_by(AuditEntry.id.desc())
-    if before_id:
-        statement = statement.where(AuditEntry.id < before_id)
+    if before_id is not None:
+        # bounded to the ids rows can have (same answer): a larger integer overflows the driver
+        statement = statement.where(AuditEntry.id < max(0, min(before_id, MAX_ROW_ID + 1)))
     return list(session.scalars(statement.limit(limit)))
 
 

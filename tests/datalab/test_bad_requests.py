@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import resource
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -86,7 +87,8 @@ async def test_a_copied_session_cookie_stops_working_at_logout(env: Env) -> None
     assert "session has ended" in replayed.json()["error"]["message"]
     # a request that authenticates nothing does not revive it either
     await env.http.get("/api/health", headers={"Cookie": f"datalab_session={copied}"})
-    assert (await env.http.get("/api/me", headers={"Cookie": f"datalab_session={copied}"})).status_code == 401
+    again = await env.http.get("/api/me", headers={"Cookie": f"datalab_session={copied}"})
+    assert again.status_code == 401
 
 
 async def test_the_web_sign_out_ends_the_session_on_the_server(env: Env) -> None:
@@ -103,3 +105,51 @@ async def test_the_web_sign_out_ends_the_session_on_the_server(env: Env) -> None
     assert page.status_code in (302, 303) and "/login" in page.headers["location"]
     api = await env.http.get("/api/me", headers={"Cookie": f"datalab_session={copied}"})
     assert api.status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "fragment"),
+    [
+        ("DELETE", f"/api/me/tokens/{10**30}", 422, "token_id"),
+        ("DELETE", f"/api/me/tokens/{2**63}", 422, "token_id"),
+        ("DELETE", f"/api/saved-configs/{10**30}", 422, "config_id"),
+        ("POST", "/api/envs/prune?older_than_days=6.5e307", 422, "older_than_days"),
+        ("POST", "/api/envs/prune?older_than_days=inf", 422, "older_than_days"),
+    ],
+)
+async def test_numbers_out_of_range_are_invalid(
+    env: Env, method: str, path: str, status: int, fragment: str
+) -> None:
+    response = await env.http.request(method, path, headers=env.admin.headers())
+    assert response.status_code == status, response.text
+    assert fragment in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("before_id", [10**30, 2**63, -(10**30), 0])
+async def test_audit_pages_from_any_id(env: Env, before_id: int) -> None:
+    await env.admin.call("POST", "/api/auth/logout", expect=204)  # one entry at least
+    page = await env.admin.call("GET", "/api/audit", params={"before_id": before_id})
+    assert bool(page["entries"]) is (before_id > 0)
+
+
+async def test_a_chunked_body_over_the_limit_is_413(env: Env) -> None:
+    limit = env.platform.settings.server.max_request_bytes
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(limit // 65536 + 2):
+            yield b"x" * 65536
+
+    response = await env.http.post("/api/users", content=chunks(), headers=env.admin.headers())
+    assert "content-length" not in response.request.headers
+    assert response.status_code == 413, response.text
+    assert "server.max_request_bytes" in response.json()["error"]["message"]
+
+
+async def test_a_chunked_body_under_the_limit_is_read(env: Env) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"name": "chunky", '
+        yield b'"email": "chunky@example.org"}'
+
+    headers = {**env.admin.headers(), "Content-Type": "application/json"}
+    response = await env.http.post("/api/users", content=chunks(), headers=headers)
+    assert response.status_code == 201, response.text

@@ -14,6 +14,8 @@ from datalab.platform import Platform
 
 router = APIRouter(prefix="/api/envs", tags=["envs"])
 
+MAX_AGE_DAYS = 36_500  # a century: any environment is younger (a longer timedelta overflows)
+
 
 def _manager(platform: Platform) -> EnvManager:
     manager = getattr(platform.backend, "envs", None)
@@ -45,7 +47,8 @@ def prune_envs(
     _: AdminDep,
     platform: PlatformDep,
     older_than_days: Annotated[
-        float | None, Query(ge=0, description="Only those unused for this long.")
+        float | None,
+        Query(ge=0, le=MAX_AGE_DAYS, description="Only those unused for this long."),
     ] = None,
 ) -> dict[str, list[str]]:
     older_than = timedelta(days=older_than_days) if older_than_days is not None else None

@@ -12,6 +12,7 @@ from datalab.api.schemas import (
     NewToken,
     PasswordChange,
     ProfileUpdate,
+    RowId,
     TokenCreated,
     TokenOut,
 )
@@ -80,7 +81,7 @@ def create_token(
 
 
 @router.delete("/tokens/{token_id}", summary="Revoke an API token", status_code=204)
-def revoke_token(token_id: int, user: UserDep, session: SessionDep) -> Response:
+def revoke_token(token_id: RowId, user: UserDep, session: SessionDep) -> Response:
     accounts.revoke_token(session, user, token_id)
     return Response(status_code=204)
 

@@ -17,10 +17,10 @@ from pydantic import Field
 from sqlalchemy import select
 
 from datalab.api.deps import PlatformDep, PrincipalDep, SessionDep
-from datalab.api.masking import is_secret_field
-from datalab.api.schemas import Model
+from datalab.api.schemas import Model, RowId
 from datalab.db import SavedConfig
 from datalab.errors import NotFound
+from datalab.masking import is_secret_field
 
 router = APIRouter(prefix="/api/saved-configs", tags=["saved configurations"])
 
@@ -123,7 +123,7 @@ async def save(body: NewSavedConfig, caller: PrincipalDep, platform: PlatformDep
 
 
 @router.delete("/{config_id}", summary="Delete a saved configuration", status_code=204)
-def delete(config_id: int, caller: PrincipalDep, session: SessionDep) -> Response:
+def delete(config_id: RowId, caller: PrincipalDep, session: SessionDep) -> Response:
     config = session.get(SavedConfig, config_id)
     if config is None or config.owner_id != caller.user_id:
         raise NotFound(f"you have no saved configuration with id {config_id}")

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
+
+from datalab.db import MAX_ROW_ID
 
 
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+#: a row id in a path (``/api/me/tokens/{token_id}``): larger ones can name no row
+RowId = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
 
 
 class ErrorBody(BaseModel):
