@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, select
 
 from datalab import commands
-from datalab.api.masking import mask_secret_values
 from datalab.backends.base import Backend, BackendError, Phase, ServiceNotFound, ServiceSpec
 from datalab.catalog import CatalogRegistry, Chart
 from datalab.config import Settings
@@ -34,9 +33,16 @@ from datalab.context import (
 )
 from datalab.db import Database, Service, User
 from datalab.errors import Conflict, DatalabError, InvalidInput, NotFound, QuotaExceeded
-from datalab.identity.access import Action, Principal, check_service, principal_for
+from datalab.identity.access import (
+    Action,
+    Principal,
+    check_service,
+    may_see_credentials,
+    principal_for,
+)
 from datalab.identity.names import check_label
 from datalab.launch import ResolvedValues, equivalent_commands, resolve_values
+from datalab.masking import mask_secret_values
 from datalab.resources import MIB, Resources
 from datalab.secrets import chosen_secret_paths
 
@@ -254,6 +260,9 @@ class ServiceManager:
             shown,
             repo_url=self.catalogs.catalog(request.catalog_id).config.location,
             namespace=principal.project_id,
+            project=principal.project_id,
+            shared=request.shared,
+            friendly_name=request.friendly_name,
         )
         if request.dry_run:
             return {
@@ -444,8 +453,20 @@ class ServiceManager:
             row = check_service(principal, session.get(Service, service_id), Action.VIEW)
             await self._refresh(row)
             result = await self._describe(row, with_values=True)
+            if not may_see_credentials(principal, row):
+                schema = self._schema(row)
+                result["values"] = mask_secret_values(result["values"], schema)
+                result["overrides"] = mask_secret_values(result["overrides"], schema)
         result["commands"] = commands.for_service(row.id, row.project_id)
         return result
+
+    def _schema(self, row: Service) -> dict[str, Any]:
+        """The chart's values schema ({} when its catalog no longer has it)."""
+        try:
+            chart = self.catalogs.get_chart(row.catalog_id, row.chart_name, row.chart_version)
+        except DatalabError:
+            return {}
+        return chart.schema or {}
 
     async def events(self, principal: Principal, service_id: str) -> list[dict[str, Any]]:
         with self.db.session() as session:

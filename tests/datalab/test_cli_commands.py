@@ -185,11 +185,6 @@ async def test_printed_service_commands_run(served: Served) -> None:
     assert (await served.api(alice, "GET", "/api/services", project=TEAM))["services"] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="services.launch must pass project=, shared= and friendly_name= to "
-    "equivalent_commands (src/datalab/services.py, not this change's to edit)",
-)
 async def test_printed_launch_command_launches_the_same_service(served: Served) -> None:
     alice, launched = await _team_service(served)
     line = launched["commands"]["datalab"]

@@ -10,7 +10,9 @@ Rules for services:
   existence of other people's services does not leak);
 - in its project, the owner may do anything; other members may see and use (open, logs,
   events) a service only when it is shared, and may change it (suspend, resume, rename,
-  delete) only if they are project admins.
+  delete) only if they are project admins;
+- the credentials a service holds (the secrets in its values: S3 keys, Vault token, git
+  token...) are its owner's: nobody else sees them (:func:`may_see_credentials`).
 """
 
 from __future__ import annotations
@@ -78,6 +80,12 @@ def check_service(principal: Principal, service: Service | None, action: Action)
             "project admin can change it"
         )
     return service
+
+
+def may_see_credentials(principal: Principal, service: Service) -> bool:
+    """Whether the secrets in a service's values are shown to the principal: its owner only
+    (sharing a service shares access to it, never its owner's credentials)."""
+    return service.owner_id == principal.user_id
 
 
 def require_admin(principal: Principal) -> None:

@@ -6,12 +6,16 @@ id: ``user-alice/`` (alice's personal project) and ``project-sandbox/`` (a share
 
 How a user gets a token: the platform signs a JWT (audience ``datalab-vault``, ``sub`` = user
 name, ``projects`` = the user's shared projects) and logs in with it through Vault's JWT auth,
-which trusts the issuer's public key. The token carries:
+which trusts the issuer's public key. A user's token (role ``datalab-user``) carries:
 - the templated policy ``datalab-user``: ``<mount>/data/<user_prefix><alias name>/*``, where
   the entity alias name is the token's ``sub``;
 - the policies of the external identity groups named after the ``projects`` claim
   (``datalab-project-<id>``: ``<mount>/data/<id>/*``), which the platform creates beforehand.
 Tokens are renewable (``token_max_ttl`` 24 h), so long-running services can extend them.
+
+A service in a shared project gets a *project* token instead (role ``datalab-project``, no user
+policy): that project's directory only. Members the service is shared with may run code in it,
+so it must not hold its owner's personal secrets nor those of their other projects.
 
 An external Vault whose JWT auth trusts the identity provider instead (``web_identity: oidc``):
 users log in at ``oidc_auth_mount`` with role ``oidc_role`` and their ID token from the
@@ -33,6 +37,7 @@ log = logging.getLogger(__name__)
 
 AUTH_MOUNT = "datalab-jwt"
 ROLE = "datalab-user"
+PROJECT_ROLE = "datalab-project"
 USER_POLICY = "datalab-user"
 MAX_TOKEN_TTL_S = 24 * 3600
 
@@ -135,20 +140,21 @@ class SecretsService:
             f"sys/policies/acl/{USER_POLICY}",
             json={"policy": self._kv_policy(top)},
         )
-        await client.request(
-            "POST",
-            f"auth/{AUTH_MOUNT}/role/{ROLE}",
-            json={
-                "role_type": "jwt",
-                "user_claim": "sub",
-                "groups_claim": "projects",
-                "bound_audiences": [AUDIENCE_VAULT],
-                "token_policies": [USER_POLICY],
-                "token_ttl": self.settings.token_ttl_s,
-                "token_max_ttl": MAX_TOKEN_TTL_S,
-                "token_type": "service",
-            },
-        )
+        for role, policies in ((ROLE, [USER_POLICY]), (PROJECT_ROLE, [])):
+            await client.request(
+                "POST",
+                f"auth/{AUTH_MOUNT}/role/{role}",
+                json={
+                    "role_type": "jwt",
+                    "user_claim": "sub",
+                    "groups_claim": "projects",
+                    "bound_audiences": [AUDIENCE_VAULT],
+                    "token_policies": policies,
+                    "token_ttl": self.settings.token_ttl_s,
+                    "token_max_ttl": MAX_TOKEN_TTL_S,
+                    "token_type": "service",
+                },
+            )
         self._known_projects.clear()
 
     def _kv_policy(self, top: str) -> str:
@@ -200,13 +206,23 @@ class SecretsService:
             mount, role = self.settings.oidc_auth_mount, self.settings.oidc_role
             token, ttl = await self._client().login_jwt(mount, role, id_token)
             return VaultToken(token, ttl)
-        for project_id in shared_projects:
+        return await self._login(user_name, ROLE, shared_projects)
+
+    async def project_token(self, user_name: str, project_id: str) -> VaultToken:
+        """A Vault token for ``user_name`` that reaches ``project_id``'s directory only (for
+        services in a shared project, which members may use)."""
+        if self.federation is not None:  # the provider's policies decide; see docs/secrets.md
+            return await self.user_token(user_name, [project_id])
+        return await self._login(user_name, PROJECT_ROLE, [project_id])
+
+    async def _login(self, user_name: str, role: str, projects: list[str]) -> VaultToken:
+        for project_id in projects:
             await self.ensure_project(project_id)
         jwt = self.issuer.issue(
             user_name,
             AUDIENCE_VAULT,
             ttl_s=120,  # only long enough for the login below
-            claims={"preferred_username": user_name, "projects": sorted(shared_projects)},
+            claims={"preferred_username": user_name, "projects": sorted(projects)},
         )
-        token, ttl = await self._client().login_jwt(AUTH_MOUNT, ROLE, jwt)
+        token, ttl = await self._client().login_jwt(AUTH_MOUNT, role, jwt)
         return VaultToken(token, ttl)

@@ -11,6 +11,11 @@ credentials provider (``AWS_CONTAINER_CREDENTIALS_FULL_URI`` =
 credentials expire. The platform answers only while the user may still use the project and the
 service still exists, so deleting a service or removing a member ends its S3 access at the next
 refresh. Vault tokens are renewable by their holder (``auth/token/renew-self``) up to 24 h.
+
+A service in a shared project may be shared with the project's members, who can then run code
+in it: its credentials (S3 session, Vault token) reach that project's bucket and secrets only,
+never its owner's personal space nor their other projects. A service in a personal project
+(which cannot be shared) reaches its owner's space and the project's, like the owner.
 """
 
 from __future__ import annotations
@@ -95,9 +100,18 @@ class CredentialBroker:
         )
 
     async def s3_credentials(self, user_name: str, project_id: str) -> S3Credentials:
+        """The user's own S3 session in a project: their space and the project's."""
         assert self.storage is not None
         personal, _ = self._user_projects(user_name)
         return await self.storage.session_credentials(user_name, personal, project_id)
+
+    async def service_s3_credentials(self, user_name: str, project_id: str) -> S3Credentials:
+        """The S3 session of a service of ``user_name`` in ``project_id``: the user's own in
+        their personal project, the project's space only in a shared one."""
+        assert self.storage is not None
+        if project_id == self.personal_project(user_name):
+            return await self.s3_credentials(user_name, project_id)
+        return await self.storage.session_credentials(user_name, project_id, project_id)
 
     def preview(self, project_id: str) -> Injection:
         """What a launch in ``project_id`` injects, without minting credentials: for forms and
@@ -129,8 +143,7 @@ class CredentialBroker:
         personal, shared = self._user_projects(user_name)
         s3, vault, credentials = injection.s3, injection.vault, None
         if s3 is not None:
-            assert self.storage is not None
-            credentials = await self.storage.session_credentials(user_name, personal, project_id)
+            credentials = await self.service_s3_credentials(user_name, project_id)
             refresh_url = authorization = ""
             if service_id is not None:
                 refresh_url = self.settings.server.url() + REFRESH_PATH
@@ -151,7 +164,10 @@ class CredentialBroker:
             )
         if vault is not None:
             assert self.secret_store is not None
-            token = await self.secret_store.user_token(user_name, shared)
+            if project_id == personal:
+                token = await self.secret_store.user_token(user_name, shared)
+            else:
+                token = await self.secret_store.project_token(user_name, project_id)
             vault = dataclasses.replace(vault, token=token.token)
         return Injection(s3=s3, vault=vault, s3_credentials=credentials)
 
@@ -171,4 +187,4 @@ class CredentialBroker:
             service = session.get(Service, str(claims.get("service", "")))
             if service is None or service.owner_id != user.id or service.project_id != project_id:
                 raise Unauthenticated("credentials refresh refused: the service no longer exists")
-        return await self.s3_credentials(user_name, project_id)
+        return await self.service_s3_credentials(user_name, project_id)

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from datalab.api.masking import is_secret_field
+from datalab.masking import is_secret_field
 
 
 @dataclass

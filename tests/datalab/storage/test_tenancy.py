@@ -98,8 +98,11 @@ async def test_tenancy_matrix(federated: Federated) -> None:
         client.put_object(Bucket=bucket, Key="notes/hello.txt", Body=b"hello")
         assert client.get_object(Bucket=bucket, Key="notes/hello.txt")["Body"].read() == b"hello"
         assert client.list_objects_v2(Bucket=bucket)["KeyCount"] >= 1
-    assert federated.s3(alice_team.s3_credentials).get_object(
-        Bucket="user-alice", Key="notes/hello.txt"
+    # a service in a shared project holds the project's space only (members may use it)
+    assert not _succeeds(
+        lambda: federated.s3(alice_team.s3_credentials).get_object(  # type: ignore[arg-type]
+            Bucket="user-alice", Key="notes/hello.txt"
+        )
     )
 
     # every attempt on bob's bucket fails, whatever alice's credentials
@@ -134,10 +137,13 @@ async def test_tenancy_matrix(federated: Federated) -> None:
     # secrets: alice writes hers and the team's; bob reaches neither
     secrets = federated.platform.secret_store
     assert secrets is not None and alice_team.vault is not None and bob.vault is not None
+    assert alice_personal.vault is not None
     from datalab.secrets.vault import VaultClient
 
     mount = secrets.mount
-    alice_vault = VaultClient(secrets.address, alice_team.vault.token)
+    # the personal launch's token reaches alice's directory and her projects'
+    alice_vault = VaultClient(secrets.address, alice_personal.vault.token)
+    team_vault = VaultClient(secrets.address, alice_team.vault.token)
     bob_vault = VaultClient(secrets.address, bob.vault.token)
     try:
         for top in ("user-alice", TEAM):
@@ -148,10 +154,12 @@ async def test_tenancy_matrix(federated: Federated) -> None:
             assert read is not None and read["data"]["data"]["PASSWORD"] == "s3cret"
         await bob_vault.request("POST", f"{mount}/data/user-bob/x", json={"data": {"K": "v"}})
         attempts = successes = 0
+        assert await team_vault.request("GET", f"{mount}/data/{TEAM}/db")
         for client, path in (
             (alice_vault, "user-bob/x"),
             (bob_vault, "user-alice/db"),
             (bob_vault, f"{TEAM}/db"),
+            (team_vault, "user-alice/db"),  # a team service holds the team's secrets only
         ):
             for method, body in (("GET", None), ("POST", {"data": {"K": "overwritten"}})):
                 attempts += 1
@@ -164,9 +172,10 @@ async def test_tenancy_matrix(federated: Federated) -> None:
             with contextlib.suppress(DatalabError):
                 await client.request("LIST", f"{mount}/metadata/{path.split('/')[0]}")
                 successes += 1
-        assert attempts == 9 and successes == 0
+        assert attempts == 12 and successes == 0
     finally:
         await alice_vault.aclose()
+        await team_vault.aclose()
         await bob_vault.aclose()
 
 

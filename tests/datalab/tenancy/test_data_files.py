@@ -33,9 +33,7 @@ async def test_data_directory_is_unreadable_by_services(tenancy: Tenancy, ledger
     # the attacker knows every name (the layout is documented): give them all
     envs = data / "envs"  # public: the services' interpreters and packages
     paths = [str(data)] + [
-        str(p)
-        for p in sorted(data.rglob("*"))
-        if not p.is_symlink() and not p.is_relative_to(envs)
+        str(p) for p in sorted(data.rglob("*")) if not p.is_symlink() and not p.is_relative_to(envs)
     ]
     env_python = next(envs.glob("*/bin/python"))
     for attacker in ("bob", "mallory"):
