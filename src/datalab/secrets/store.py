@@ -46,7 +46,11 @@ def check_data(data: dict[str, Any]) -> dict[str, str]:
         if not isinstance(value, str | int | float | bool):
             raise InvalidInput(f"the value of {key!r} must be a string or a number")
         text = str(value)
-        if len(text.encode()) > MAX_VALUE_BYTES:
+        try:
+            encoded = text.encode()
+        except UnicodeEncodeError:  # a lone surrogate ("\ud800" in JSON): not text
+            raise InvalidInput(f"the value of {key!r} is not valid Unicode text") from None
+        if len(encoded) > MAX_VALUE_BYTES:
             raise InvalidInput(f"the value of {key!r} is larger than {MAX_VALUE_BYTES} bytes")
         checked[key] = text
     return checked
@@ -95,6 +99,11 @@ class SecretStore:
             )
         if not directory and "/" not in path:
             raise InvalidInput(f"name a secret inside {top!r}, e.g. '{top}/database'")
+        if not directory and path.endswith("/"):
+            raise InvalidInput(
+                f"{path!r} names a directory (it ends with '/'): name a secret, e.g. "
+                f"'{path}database'"
+            )
         return path
 
     async def _request(self, principal: Principal, method: str, api_path: str, **kw: Any) -> Any:

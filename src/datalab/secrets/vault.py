@@ -8,10 +8,11 @@ Vault's own error messages do not contain request bodies, and ours name paths on
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
-from datalab.errors import DatalabError, NotFound
+from datalab.errors import DatalabError, InvalidInput, NotFound
 
 
 class SecretsUnavailable(DatalabError):
@@ -20,10 +21,14 @@ class SecretsUnavailable(DatalabError):
 
 
 class VaultError(DatalabError):
-    """Vault refused a request (the message is Vault's, which never echoes values)."""
+    """Vault failed a request (the message is Vault's, which never echoes values)."""
 
     status = 502
     code = "secrets_error"
+
+
+class VaultRefused(InvalidInput):
+    """Vault refused a request as invalid (400): something the caller can fix, e.g. a path."""
 
 
 class VaultClient:
@@ -51,8 +56,10 @@ class VaultClient:
         if chosen:
             headers["X-Vault-Token"] = chosen
         try:
+            # percent-encoded: a user's secret name may hold '?', '#' or '%' (names, not syntax)
+            url = "/v1/" + quote(path.lstrip("/"), safe="/")
             response = await self._http.request(
-                method, f"/v1/{path.lstrip('/')}", json=json, headers=headers, params=params
+                method, url, json=json, headers=headers, params=params
             )
         except httpx.TransportError as exc:
             raise SecretsUnavailable(
@@ -73,6 +80,8 @@ class VaultClient:
             message = "; ".join(str(e) for e in errors) or response.reason_phrase
             if response.status_code == 403:
                 raise VaultDenied(f"permission denied on {path!r}: {message}")
+            if response.status_code == 400:
+                raise VaultRefused(f"the secrets store refused {method} {path}: {message}")
             raise VaultError(f"the secrets store refused {method} {path}: {message}")
         if response.status_code == 204 or not response.content:
             return None

@@ -51,6 +51,9 @@ def _s3_error(exc: botocore.exceptions.ClientError, bucket: str, key: str = "") 
     if code == "BucketNotEmpty":
         return Conflict(f"bucket {bucket!r} is not empty")
     message = exc.response.get("Error", {}).get("Message", "")
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 500)
+    if 400 <= status < 500:  # the request was wrong, not the store: the caller can fix it
+        return InvalidInput(f"object storage refused {where!r}: {code} {message}".strip())
     return StorageUnavailable(f"object storage error on {where!r}: {code} {message}".strip())
 
 

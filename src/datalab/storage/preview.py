@@ -109,10 +109,16 @@ def preview_csv(client: BaseClient, bucket: str, key: str, rows: int) -> dict[st
     except csv.Error:
         delimiter = ","
     reader = csv.reader(io.StringIO(text), delimiter=delimiter)
-    header = next(reader, [])
-    records = [
-        dict(zip(header, row, strict=False)) for _, row in zip(range(rows), reader, strict=False)
-    ]
+    try:
+        header = next(reader, [])
+        records = [
+            dict(zip(header, row, strict=False))
+            for _, row in zip(range(rows), reader, strict=False)
+        ]
+    except csv.Error as exc:  # e.g. NUL bytes: a binary file
+        raise InvalidInput(
+            f"{bucket}/{key} is not a readable CSV file ({exc}); preview reads Parquet, CSV or JSON"
+        ) from None
     table = pa.Table.from_pylist(records) if records else pa.table({h: [] for h in header})
     return {**_table_preview(table, rows), "delimiter": delimiter, "truncated": truncated}
 
