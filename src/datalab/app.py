@@ -153,8 +153,12 @@ def create_app(platform: Platform, *, manage_lifecycle: bool = True) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(
+            exc.status_code, "http_error"
+        )
         message = str(exc.detail)
+        if exc.status_code == 400:  # FastAPI could not read the body (e.g. not UTF-8)
+            message = f"{message}: send JSON encoded in UTF-8 (Content-Type: application/json)"
         if exc.status_code == 404:
             message = f"no route {request.url.path}; the API is described at /api/docs"
         return error_response(exc.status_code, code, message, lang=_language(request))

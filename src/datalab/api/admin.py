@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from datalab.api.deps import AdminDep, PlatformDep, PrincipalDep, SessionDep, UserDep
+from datalab.api.responses import AUTHENTICATED
 from datalab.api.schemas import (
     Member,
     NewProject,
@@ -19,7 +20,7 @@ from datalab.errors import InvalidInput
 from datalab.identity import accounts
 from datalab.identity.access import require_admin
 
-router = APIRouter(prefix="/api", tags=["admin"])
+router = APIRouter(prefix="/api", tags=["admin"], responses=AUTHENTICATED)
 
 
 @router.get("/users", summary="List users (admin)")

@@ -10,8 +10,9 @@ from fastapi.responses import StreamingResponse
 
 from datalab import audit
 from datalab.api.deps import AdminDep, PlatformDep, SessionDep
+from datalab.api.responses import AUTHENTICATED, content
 
-router = APIRouter(prefix="/api/audit", tags=["audit"])
+router = APIRouter(prefix="/api/audit", tags=["audit"], responses=AUTHENTICATED)
 
 Outcome = Literal["success", "denied", "failed"]
 
@@ -48,7 +49,11 @@ def entries(
     }
 
 
-@router.get("/export", summary="Matching audit entries as JSON lines, oldest first (admin)")
+@router.get(
+    "/export",
+    summary="Matching audit entries as JSON lines, oldest first (admin)",
+    responses=content("application/x-ndjson", "One JSON object per line"),
+)
 def export(
     caller: AdminDep,
     platform: PlatformDep,

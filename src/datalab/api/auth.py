@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from datalab.api.deps import PlatformDep, SessionDep, end_web_session, start_web_session
+from datalab.api.responses import SIGN_IN
 from datalab.api.schemas import Credentials, TokenCreated, TokenRequest
 from datalab.api.views import token_out
 from datalab.db import User
@@ -12,7 +13,7 @@ from datalab.errors import TooManyRequests, Unauthenticated
 from datalab.forwarded import client_address
 from datalab.identity import accounts
 
-router = APIRouter(prefix="/api/auth", tags=["auth"])
+router = APIRouter(prefix="/api/auth", tags=["auth"], responses=SIGN_IN)
 
 
 def _check_credentials(

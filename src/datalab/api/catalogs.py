@@ -7,8 +7,9 @@ from typing import Any
 from fastapi import APIRouter
 
 from datalab.api.deps import AdminDep, PlatformDep, PrincipalDep
+from datalab.api.responses import AUTHENTICATED
 
-router = APIRouter(prefix="/api/catalogs", tags=["catalogs"])
+router = APIRouter(prefix="/api/catalogs", tags=["catalogs"], responses=AUTHENTICATED)
 
 
 @router.get("", summary="Catalogs and their charts")

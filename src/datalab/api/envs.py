@@ -8,11 +8,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from datalab.api.deps import AdminDep, PlatformDep
+from datalab.api.responses import AUTHENTICATED
 from datalab.envs import EnvManager
 from datalab.errors import InvalidInput
 from datalab.platform import Platform
 
-router = APIRouter(prefix="/api/envs", tags=["envs"])
+router = APIRouter(prefix="/api/envs", tags=["envs"], responses=AUTHENTICATED)
 
 MAX_AGE_DAYS = 36_500  # a century: any environment is younger (a longer timedelta overflows)
 

@@ -7,6 +7,7 @@ import re
 from fastapi import APIRouter, Request, Response
 
 from datalab.api.deps import PlatformDep, PrincipalDep, SessionDep, UserDep
+from datalab.api.responses import AUTHENTICATED
 from datalab.api.schemas import (
     MeOut,
     NewToken,
@@ -20,7 +21,7 @@ from datalab.api.views import projects_of, token_out, user_out
 from datalab.errors import InvalidInput
 from datalab.identity import accounts
 
-router = APIRouter(prefix="/api/me", tags=["me"])
+router = APIRouter(prefix="/api/me", tags=["me"], responses=AUTHENTICATED)
 
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 

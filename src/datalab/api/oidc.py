@@ -11,10 +11,13 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse
 
 from datalab.api.deps import PlatformDep, start_web_session
+from datalab.api.responses import errors
 from datalab.errors import NotFound, Unauthenticated
 from datalab.identity.oidc import OidcClient, provision
 
-router = APIRouter(prefix="/api/auth/oidc", tags=["auth"])
+router = APIRouter(
+    prefix="/api/auth/oidc", tags=["auth"], responses=errors(400, 401, 404, 413, 422)
+)
 
 _PENDING = "oidc_pending"
 

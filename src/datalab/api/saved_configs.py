@@ -17,12 +17,15 @@ from pydantic import Field
 from sqlalchemy import select
 
 from datalab.api.deps import PlatformDep, PrincipalDep, SessionDep
+from datalab.api.responses import AUTHENTICATED
 from datalab.api.schemas import Model, RowId
 from datalab.db import SavedConfig
 from datalab.errors import NotFound
 from datalab.masking import is_secret_field
 
-router = APIRouter(prefix="/api/saved-configs", tags=["saved configurations"])
+router = APIRouter(
+    prefix="/api/saved-configs", tags=["saved configurations"], responses=AUTHENTICATED
+)
 
 
 class NewSavedConfig(Model):

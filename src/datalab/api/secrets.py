@@ -11,10 +11,11 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 
 from datalab.api.deps import PlatformDep, PrincipalDep
+from datalab.api.responses import WITH_STORES, content
 from datalab.errors import DatalabError
 from datalab.secrets.store import SecretStore, export_lines
 
-router = APIRouter(prefix="/api/secrets", tags=["secrets"])
+router = APIRouter(prefix="/api/secrets", tags=["secrets"], responses=WITH_STORES)
 
 
 class SecretsDisabled(DatalabError):
@@ -104,7 +105,7 @@ async def vault_token(caller: PrincipalDep, secrets: StoreDep) -> Any:
 @router.get(
     "/export/{path:path}",
     summary="A secret as `export KEY=value` lines for a shell",
-    response_class=PlainTextResponse,
+    responses=content("text/plain", "`export KEY=value` lines"),
 )
 async def export(caller: PrincipalDep, secrets: StoreDep, path: str) -> PlainTextResponse:
     secret = await secrets.read(caller, path)

@@ -13,13 +13,14 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from datalab.api.deps import PlatformDep, PrincipalDep
+from datalab.api.responses import WITH_STORES
 from datalab.errors import DatalabError, Unauthenticated
 from datalab.storage.injection import CredentialBroker
 from datalab.storage.keys import check_key
 from datalab.storage.objects import MAX_PREVIEW_ROWS, ObjectStore, PayloadTooLarge
 from datalab.storage.snippets import snippets
 
-router = APIRouter(prefix="/api/storage", tags=["storage"])
+router = APIRouter(prefix="/api/storage", tags=["storage"], responses=WITH_STORES)
 
 
 class StorageDisabled(DatalabError):
