@@ -66,9 +66,9 @@ class BodySizeLimit:
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(("/s/", "/api/storage/buckets/")):
-            # the service proxy streams bodies of any size to the service itself; storage
-            # uploads stream to S3 under their own limit (storage.max_upload_bytes)
+        if scope["type"] != "http" or scope["path"].startswith("/api/storage/buckets/"):
+            # storage uploads stream to S3 under their own limit (storage.max_upload_bytes);
+            # services' traffic never comes here (the gateway, outside, streams it to them)
             await self.app(scope, receive, send)
             return
         length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
@@ -112,6 +112,10 @@ def create_app(platform: Platform, *, manage_lifecycle: bool = True) -> FastAPI:
     """Build the app around a platform. With ``manage_lifecycle`` the app starts and stops the
     platform (catalog refresh, backend, service watcher) with its own lifespan."""
 
+    from datalab.gateway import ServiceGateway
+
+    gateway = ServiceGateway(platform, session_cookie=SESSION_COOKIE)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if manage_lifecycle:
@@ -119,6 +123,7 @@ def create_app(platform: Platform, *, manage_lifecycle: bool = True) -> FastAPI:
         try:
             yield
         finally:
+            await gateway.aclose()
             if manage_lifecycle:
                 await platform.stop()
 
@@ -134,6 +139,7 @@ def create_app(platform: Platform, *, manage_lifecycle: bool = True) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.platform = platform
+    app.state.gateway = gateway
 
     @app.exception_handler(DatalabError)
     async def _datalab_error(request: Request, exc: DatalabError) -> JSONResponse:
@@ -174,8 +180,6 @@ def create_app(platform: Platform, *, manage_lifecycle: bool = True) -> FastAPI:
         )
 
     from datalab.api import admin, auth, catalogs, envs, health, me, services
-    from datalab.api.service_proxy import service_resolver
-    from datalab.proxy import mount_service_proxy
 
     for module in (health, auth, me, admin, catalogs, services, envs):
         app.include_router(module.router)
@@ -186,9 +190,6 @@ def create_app(platform: Platform, *, manage_lifecycle: bool = True) -> FastAPI:
         app.include_router(module.router)
     # inside the session middleware (added below), so it sees who is signed in
     app.add_middleware(AuditMiddleware, db=platform.db, region=platform.settings.region)
-    mount_service_proxy(
-        app, service_resolver(platform), path_prefix="/s", drop_cookies=[SESSION_COOKIE]
-    )
     from datalab.api import saved_configs
     from datalab.web import mount_web
 
@@ -196,17 +197,25 @@ def create_app(platform: Platform, *, manage_lifecycle: bool = True) -> FastAPI:
 
     mount_web(app)  # pages, /ui fragments, /static, security headers (CSP)
 
-    security = platform.settings.security
-    secure = security.secure_cookies
-    if secure is None:
-        secure = platform.settings.server.url().startswith("https://")
     app.add_middleware(
         SessionMiddleware,
         secret_key=platform.session_secret,
-        session_cookie=SESSION_COOKIE,
-        max_age=security.session_max_age_s,
+        session_cookie=SESSION_COOKIE,  # host-only: never sent to the services' hosts
+        max_age=platform.settings.security.session_max_age_s,
         same_site="lax",
-        https_only=secure,
+        https_only=platform.settings.secure_cookies,
     )
     app.add_middleware(BodySizeLimit, max_bytes=platform.settings.server.max_request_bytes)
+    # outermost: services' hosts and /s/ never reach the platform's own pages and API
+    app.add_middleware(ServiceHosts, gateway=gateway)
     return app
+
+
+class ServiceHosts:
+    """Requests to a service's host (and ``/s/``) go to the gateway, the rest to the app."""
+
+    def __init__(self, app: ASGIApp, gateway: Any) -> None:
+        self.dispatch = gateway.wrap(app)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.dispatch(scope, receive, send)

@@ -2,11 +2,12 @@
 outcome, time, client IP), recorded by one ASGI middleware rather than in each handler.
 
 The middleware sees every ``POST``/``PUT``/``PATCH``/``DELETE`` to the platform (not the traffic
-proxied to services under ``/s/``), lets the request run, then records it with the route that
-handled it (``services.launch``), the path parameters as the target, and the outcome from the
-status code. The caller is identified from the same credentials the request carried (API token
-digest or web session), read-only; a request with bad credentials is recorded without a user.
-Request bodies are never recorded: they may hold passwords and secret values.
+of services, which the gateway sends them before it gets here), lets the request run, then
+records it with the route that handled it (``services.launch``), the path parameters as the
+target, and the outcome from the status code. The caller is identified from the same credentials
+the request carried (API token digest or web session), read-only; a request with bad credentials
+is recorded without a user. Request bodies are never recorded: they may hold passwords and
+secret values.
 
 The table refuses UPDATE and DELETE in the database itself (triggers, see migration 0004).
 """
@@ -67,11 +68,7 @@ class AuditMiddleware:
         self.region = region
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or scope["method"] not in STATE_CHANGING
-            or scope["path"].startswith("/s/")
-        ):
+        if scope["type"] != "http" or scope["method"] not in STATE_CHANGING:
             await self.app(scope, receive, send)
             return
         status = 500

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import platformdirs
 import yaml
@@ -403,6 +404,20 @@ class Settings(BaseSettings):
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'datalab.db'}"
+
+    @property
+    def secure_cookies(self) -> bool:
+        """Whether cookies get the Secure flag: as configured, else when the platform is
+        reached over https."""
+        configured = self.security.secure_cookies
+        return self.server.url().startswith("https://") if configured is None else configured
+
+    def service_url(self, service_id: str) -> str:
+        """A service's own origin, where users open it: ``<id>.<region.domain>`` with the
+        scheme and port of the platform's URL (``http://nb.localhost:8000/``)."""
+        parts = urlsplit(self.server.url())
+        port = f":{parts.port}" if parts.port else ""
+        return f"{parts.scheme}://{service_id}.{self.region.domain.strip('.')}{port}/"
 
     def masked(self) -> dict[str, Any]:
         """The effective configuration as JSON, secrets replaced by ``********``."""

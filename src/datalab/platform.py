@@ -40,6 +40,7 @@ def make_backend(settings: Settings) -> Backend:
         return LocalBackend(
             data_dir=settings.data_dir,
             public_url=settings.server.url(),
+            service_url=settings.service_url,
             stop_services_on_shutdown=settings.backend.stop_services_on_shutdown,
             env_build_timeout_s=settings.backend.env_build_timeout_s,
             readiness_timeout_s=settings.backend.readiness_timeout_s,

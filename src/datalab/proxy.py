@@ -1,42 +1,56 @@
-"""The reverse proxy in front of services: ``/s/<service-id>/...`` -> the service's port.
+"""The reverse proxy in front of services: one request (HTTP or WebSocket) forwarded to where a
+service listens, a Unix socket (the way only the platform can reach) or a loopback port.
 
 It passes HTTP (request and response bodies streamed, with httpx) and WebSocket traffic (with
-``websockets``) and knows nothing about users: the platform supplies ``resolve(connection,
-service_id)``, which authorises the request (raising ``HTTPException(403/404)`` to deny) and
-returns where the service listens (a :class:`Target`, i.e. :class:`datalab.backends.base.Endpoint`).
+``websockets``) and knows nothing about users: :mod:`datalab.gateway` decides who may reach
+which service and calls :meth:`ServiceProxy.forward` with a :class:`Route`.
+
+It keeps nothing between requests: no cookie jar (what the browser sends is what the service
+gets, so one caller's sign-in to a service never serves another caller), connections pooled
+per endpoint only.
 
 Headers: hop-by-hop headers (RFC 9110 section 7.6.1 and those named in ``Connection``) are
 dropped both ways; ``Host`` is kept as the client sent it (JupyterLab compares it with
 ``Origin``); ``X-Forwarded-For``/``-Proto``/``-Host`` are set, and ``X-Forwarded-Prefix`` when
-the prefix is stripped. The platform's own cookies can be withheld from services
-(``drop_cookies``) so that a service never sees a user's platform session.
+a prefix is stripped. The platform's own cookies are withheld from services (``drop_cookies``)
+so that a service never sees a caller's platform credentials.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.cookiejar
 import logging
-import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
-from contextlib import asynccontextmanager
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Collection, Mapping
+from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import quote
 
 import httpx
-from starlette.exceptions import HTTPException
-from starlette.requests import HTTPConnection
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from datalab.backends.base import Endpoint, ServiceNotFound
+from datalab.backends.base import Endpoint
 
 log = logging.getLogger(__name__)
 
-Target = Endpoint
-Resolver = Callable[[HTTPConnection, str], Awaitable[Target | None]]
+#: connection pools kept (one per service endpoint); the least recently used is closed
+MAX_POOLS = 256
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where one request goes: the service's endpoint, and the path prefix under which the
+    caller reached it (removed before forwarding, put back in relative redirects)."""
+
+    endpoint: Endpoint
+    prefix: str = ""
+    response_headers: tuple[tuple[bytes, bytes], ...] = ()  # added to (or replacing) the answer's
+
 
 HOP_BY_HOP = frozenset(
     {
@@ -64,102 +78,89 @@ WS_HANDSHAKE = frozenset(
         "user-agent",
     }
 )
-_SERVICE_ID = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+class _NoCookies(http.cookiejar.DefaultCookiePolicy):
+    """httpx keeps the cookies of every response in its client; the proxy must keep none."""
+
+    def set_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
+        return False
+
+    def return_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
+        return False
 
 
 class ServiceProxy:
-    """The ASGI app; mount it with :func:`mount_service_proxy`. Close it with :meth:`aclose`."""
+    """Forwards requests to services. Close it with :meth:`aclose`."""
 
     def __init__(
-        self,
-        resolve: Resolver,
-        *,
-        drop_cookies: Collection[str] = (),
-        connect_timeout_s: float = 10.0,
+        self, *, drop_cookies: Collection[str] = (), connect_timeout_s: float = 10.0
     ) -> None:
-        self.resolve = resolve
         self.drop_cookies = frozenset(drop_cookies)
         self.connect_timeout_s = connect_timeout_s
-        self._client: httpx.AsyncClient | None = None
+        self._clients: OrderedDict[Endpoint, httpx.AsyncClient] = OrderedDict()
 
-    @property
-    def client(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(
-                # no read timeout: long polls, event streams and big downloads are normal
-                timeout=httpx.Timeout(None, connect=self.connect_timeout_s),
-                limits=httpx.Limits(max_connections=None, max_keepalive_connections=100),
-                follow_redirects=False,
-                trust_env=False,  # never send service traffic through an HTTP(S)_PROXY
-            )
-        return self._client
+    def client(self, endpoint: Endpoint) -> httpx.AsyncClient:
+        """The connection pool of one endpoint (Unix socket or port)."""
+        client = self._clients.get(endpoint)
+        if client is not None:
+            self._clients.move_to_end(endpoint)
+            return client
+        transport = httpx.AsyncHTTPTransport(
+            uds=endpoint.socket,
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=20),
+        )
+        client = self._clients[endpoint] = httpx.AsyncClient(
+            transport=transport,
+            # no read timeout: long polls, event streams and big downloads are normal
+            timeout=httpx.Timeout(None, connect=self.connect_timeout_s),
+            follow_redirects=False,
+            trust_env=False,  # never send service traffic through an HTTP(S)_PROXY
+            cookies=http.cookiejar.CookieJar(policy=_NoCookies()),
+        )
+        while len(self._clients) > MAX_POOLS:
+            _, oldest = self._clients.popitem(last=False)
+            asyncio.get_running_loop().create_task(oldest.aclose())
+        return client
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        clients, self._clients = list(self._clients.values()), OrderedDict()
+        for client in clients:
+            await client.aclose()
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            return
-        rest = _mounted_path(scope)
-        service_id = rest.split("/")[1] if rest.count("/") >= 1 else ""
-        if not _SERVICE_ID.match(service_id):
-            await _deny(scope, receive, send, 404, "unknown service")
-            return
-        if rest == f"/{service_id}" and scope["type"] == "http":  # the service lives under .../
-            query = scope.get("query_string", b"").decode("latin-1")
-            location = _mount_root(scope) + rest + "/" + (f"?{query}" if query else "")
-            await _respond(send, 307, "", extra=[(b"location", location.encode("latin-1"))])
-            return
-        connection = HTTPConnection(scope, receive)
-        try:
-            target = await self.resolve(connection, service_id)
-        except HTTPException as exc:
-            await _deny(scope, receive, send, exc.status_code, exc.detail, exc.headers)
-            return
-        except (ServiceNotFound, LookupError):
-            await _deny(scope, receive, send, 404, "unknown service")
-            return
-        except PermissionError:
-            await _deny(scope, receive, send, 403, "forbidden")
-            return
-        if target is None:
-            await _deny(scope, receive, send, 503, "the service is not running")
-            return
-        path = _upstream_path(scope, target)
+    async def forward(self, scope: Scope, receive: Receive, send: Send, route: Route) -> None:
+        """Pass one HTTP request or WebSocket connection to the service and its answer back."""
+        path = _upstream_path(scope, route)
         if scope["type"] == "http":
-            await self._http(scope, receive, send, target, path)
-        else:
-            await self._websocket(scope, receive, send, target, path)
+            await self._http(scope, receive, send, route, path)
+        elif scope["type"] == "websocket":
+            await self._websocket(scope, receive, send, route, path)
 
     # -- HTTP -----------------------------------------------------------------------------------
 
     async def _http(
-        self, scope: Scope, receive: Receive, send: Send, target: Target, path: str
+        self, scope: Scope, receive: Receive, send: Send, route: Route, path: str
     ) -> None:
-        headers = self._forward_headers(scope, target)
+        headers = self._forward_headers(scope, route)
         has_body = any(
             name in (b"content-length", b"transfer-encoding") for name, _ in scope["headers"]
         )
         body = _RequestBody(receive) if has_body else None
-        request = self.client.build_request(
-            scope["method"],
-            f"http://{target.host}:{target.port}{path}",
-            headers=headers,
-            content=body,
+        client = self.client(route.endpoint)
+        request = client.build_request(
+            scope["method"], route.endpoint.url + path, headers=headers, content=body
         )
         try:
-            response = await self.client.send(request, stream=True)
+            response = await client.send(request, stream=True)
         except httpx.TimeoutException:
-            await _respond(send, 504, "the service did not answer in time")
+            await respond(send, 504, "the service did not answer in time")
             return
         except httpx.TransportError as exc:
-            log.debug("proxy to %s:%s failed: %s", target.host, target.port, exc)
-            await _respond(send, 502, "the service is not reachable (is it running?)")
+            log.debug("proxy to %s failed: %s", route.endpoint, exc)
+            await respond(send, 502, "the service is not reachable (is it running?)")
             return
         try:
-            pump = asyncio.create_task(_pump_response(response, send, target))
+            pump = asyncio.create_task(_pump_response(response, send, route))
             # An endless response (event stream, long poll) must end when the client leaves:
             # watch for the disconnect once the request body no longer needs receive().
             watchers = [pump]
@@ -176,7 +177,7 @@ class ServiceProxy:
         finally:
             await response.aclose()
 
-    def _forward_headers(self, scope: Scope, target: Target) -> list[tuple[bytes, bytes]]:
+    def _forward_headers(self, scope: Scope, route: Route) -> list[tuple[bytes, bytes]]:
         raw: list[tuple[bytes, bytes]] = scope["headers"]
         connection_tokens = {
             token.strip().lower().encode("latin-1")
@@ -212,19 +213,20 @@ class ServiceProxy:
         out.append((b"x-forwarded-proto", proto.encode("latin-1")))
         if host:
             out.append((b"x-forwarded-host", host))
-        if target.strip_prefix:
-            out.append((b"x-forwarded-prefix", target.prefix.encode("latin-1")))
+        if route.prefix:
+            out.append((b"x-forwarded-prefix", route.prefix.encode("latin-1")))
         return out
 
     # -- WebSocket ------------------------------------------------------------------------------
 
     async def _websocket(
-        self, scope: Scope, receive: Receive, send: Send, target: Target, path: str
+        self, scope: Scope, receive: Receive, send: Send, route: Route, path: str
     ) -> None:
         message = await receive()
         if message["type"] != "websocket.connect":
             return
-        headers = self._forward_headers(scope, target)
+        endpoint = route.endpoint
+        headers = self._forward_headers(scope, route)
         host = next((v.decode("latin-1") for n, v in scope["headers"] if n == b"host"), None)
         origin = next((v.decode("latin-1") for n, v in scope["headers"] if n == b"origin"), None)
         user_agent = next(
@@ -237,7 +239,7 @@ class ServiceProxy:
         ]
         try:
             upstream = await connect(
-                f"ws://{target.host}:{target.port}{path}",
+                endpoint.url.replace("http://", "ws://", 1) + path,
                 additional_headers=extra,
                 origin=origin,  # type: ignore[arg-type]
                 user_agent_header=user_agent,
@@ -249,12 +251,13 @@ class ServiceProxy:
                 close_timeout=2,  # a service that does not answer a close frame: drop it
                 create_connection=_preserving_host(host),
                 proxy=None,
+                **({"unix": True, "path": endpoint.socket} if endpoint.socket else {}),
             )
         except InvalidStatus as exc:
-            await _deny(scope, receive, send, exc.response.status_code, "refused by the service")
+            await deny(scope, receive, send, exc.response.status_code, "refused by the service")
             return
         except (OSError, InvalidHandshake, TimeoutError) as exc:
-            log.debug("websocket proxy to %s:%s failed: %s", target.host, target.port, exc)
+            log.debug("websocket proxy to %s failed: %s", endpoint, exc)
             await send({"type": "websocket.close", "code": 1011})
             return
         async with upstream:
@@ -347,12 +350,12 @@ class _RequestBody:
                 yield message["body"]
 
 
-async def _pump_response(response: httpx.Response, send: Send, target: Target) -> None:
+async def _pump_response(response: httpx.Response, send: Send, route: Route) -> None:
     await send(
         {
             "type": "http.response.start",
             "status": response.status_code,
-            "headers": _response_headers(response.headers.raw, target),
+            "headers": _response_headers(response.headers.raw, route),
         }
     )
     async for chunk in response.aiter_raw():
@@ -365,22 +368,23 @@ async def _disconnected(receive: Receive) -> None:
         pass
 
 
-def _response_headers(raw: list[tuple[bytes, bytes]], target: Target) -> list[tuple[bytes, bytes]]:
+def _response_headers(raw: list[tuple[bytes, bytes]], route: Route) -> list[tuple[bytes, bytes]]:
     connection_tokens = {
         token.strip().lower().encode("latin-1")
         for name, value in raw
         if name.lower() == b"connection"
         for token in value.decode("latin-1").split(",")
     }
-    out = []
+    replaced = {name for name, _ in route.response_headers}
+    out = list(route.response_headers)
     for name, value in raw:
         lower = name.lower()
-        if lower.decode("latin-1") in HOP_BY_HOP or lower in connection_tokens:
+        if lower.decode("latin-1") in HOP_BY_HOP or lower in connection_tokens or lower in replaced:
             continue
-        # an app unaware of its prefix redirects to /x: keep it under the prefix
-        stripped = target.strip_prefix and value.startswith(b"/") and not value.startswith(b"//")
+        # the service redirects to /x, unaware of the prefix it was reached under: keep it
+        stripped = route.prefix and value.startswith(b"/") and not value.startswith(b"//")
         if lower == b"location" and stripped:
-            value = target.prefix.encode("latin-1") + value
+            value = route.prefix.encode("latin-1") + value
         out.append((lower, value))
     return out
 
@@ -395,35 +399,18 @@ def _without_cookies(header: bytes, names: frozenset[str]) -> bytes:
     return "; ".join(kept).encode("latin-1")
 
 
-def _mounted_path(scope: Scope) -> str:
-    """The path below the mount point: ``/<service-id>/...``."""
-    path: str = scope["path"]
-    root: str = scope.get("root_path", "")
-    if root and path.startswith(root):  # Starlette >= 0.33 keeps the full path
-        return path[len(root) :]
-    return path
-
-
-def _mount_root(scope: Scope) -> str:
-    path: str = scope["path"]
-    return path[: len(path) - len(_mounted_path(scope))]
-
-
-def _upstream_path(scope: Scope, target: Target) -> str:
-    """The path (and query) to request upstream, percent-encoded exactly as the client sent it."""
+def _upstream_path(scope: Scope, route: Route) -> str:
+    """The path (and query) to request upstream, percent-encoded exactly as the client sent it,
+    without the route's prefix."""
     raw: bytes | None = scope.get("raw_path")
     path = raw.decode("latin-1") if raw else quote(scope["path"])
-    start = path.find(target.prefix + "/")
-    if start < 0:
-        start = path.find(target.prefix)
-    path = path[start:] if start >= 0 else path
-    if target.strip_prefix and path.startswith(target.prefix):
-        path = path[len(target.prefix) :] or "/"
+    if route.prefix and path.startswith(route.prefix):
+        path = path[len(route.prefix) :] or "/"
     query = scope.get("query_string", b"")
     return path + ("?" + query.decode("latin-1") if query else "")
 
 
-async def _respond(
+async def respond(
     send: Send, status: int, text: str, extra: list[tuple[bytes, bytes]] | None = None
 ) -> None:
     body = text.encode()
@@ -433,7 +420,7 @@ async def _respond(
     await send({"type": "http.response.body", "body": body})
 
 
-async def _deny(
+async def deny(
     scope: Scope,
     receive: Receive,
     send: Send,
@@ -443,7 +430,7 @@ async def _deny(
 ) -> None:
     extra = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     if scope["type"] == "http":
-        await _respond(send, status, detail, extra)
+        await respond(send, status, detail, extra)
         return
     message: Message = await receive()  # websocket.connect
     if message["type"] != "websocket.connect":
@@ -460,31 +447,3 @@ async def _deny(
         await send({"type": "websocket.http.response.body", "body": body})
     else:  # the server answers 403 to a close before accept
         await send({"type": "websocket.close", "code": 1008})
-
-
-def mount_service_proxy(
-    app: Any,
-    resolve: Resolver,
-    path_prefix: str = "/s",
-    *,
-    drop_cookies: Collection[str] = (),
-) -> ServiceProxy:
-    """Serve ``<path_prefix>/<service-id>/...`` of a Starlette/FastAPI ``app`` through the proxy.
-
-    The app's middleware (sessions, authentication) runs first, so ``resolve`` can use it. The
-    proxy's connection pool is closed when the app's lifespan ends (or call ``aclose()``).
-    """
-    proxy = ServiceProxy(resolve, drop_cookies=drop_cookies)
-    app.mount("/" + path_prefix.strip("/"), proxy)
-    inner = app.router.lifespan_context
-
-    @asynccontextmanager
-    async def lifespan(app_: ASGIApp) -> AsyncIterator[Any]:
-        async with inner(app_) as state:
-            try:
-                yield state
-            finally:
-                await proxy.aclose()
-
-    app.router.lifespan_context = lifespan
-    return proxy

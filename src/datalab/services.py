@@ -395,6 +395,9 @@ class ServiceManager:
             values=row.values,
             local_recipe=chart.local_recipe,
             namespace=row.project_id,
+            token=self.credentials.service_token(row.owner.name, row.project_id, row.id)
+            if self.credentials is not None
+            else "",
         )
 
     # -- reading ------------------------------------------------------------------------------

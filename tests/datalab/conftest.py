@@ -4,9 +4,10 @@ backend) served in-process through httpx's ASGI transport."""
 from __future__ import annotations
 
 import asyncio
+import json
 import warnings
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -21,6 +22,7 @@ from datalab.identity import accounts
 from datalab.platform import Platform
 
 ADMIN_PASSWORD = "admin-password-for-tests"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
 @pytest.fixture
@@ -147,3 +149,41 @@ async def oidc_sign_in(
     done = await http.get(f"{back.path}?{back.query}")
     assert done.status_code == 302, done.text
     return str(done.headers["location"])
+
+
+@dataclass
+class Ledger:
+    """Every attack attempt of the tenancy suite (tests/datalab/tenancy, and the browser's in
+    tests/datalab/web), and those that got through (there must be none). The count is written
+    to ``test-artifacts/tenancy-attempts.json``."""
+
+    attempts: dict[str, int] = field(default_factory=dict)
+    successes: list[str] = field(default_factory=list)
+
+    def record(self, area: str, what: str, succeeded: bool, detail: str = "") -> None:
+        self.attempts[area] = self.attempts.get(area, 0) + 1
+        if succeeded:
+            self.successes.append(f"{area}: {what} ({detail})")
+
+    def expect_denied(self, area: str, what: str, succeeded: bool, detail: str = "") -> None:
+        """Record an attempt and fail at once if it got through."""
+        self.record(area, what, succeeded, detail)
+        assert not succeeded, f"attack succeeded: {area}: {what} ({detail})"
+
+    @property
+    def total(self) -> int:
+        return sum(self.attempts.values())
+
+
+@pytest.fixture(scope="session")
+def ledger() -> Iterator[Ledger]:
+    ledger = Ledger()
+    yield ledger
+    if ledger.total:
+        ARTIFACTS.mkdir(exist_ok=True)
+        report = {
+            "attempts": ledger.total,
+            "by_area": ledger.attempts,
+            "succeeded": ledger.successes,
+        }
+        (ARTIFACTS / "tenancy-attempts.json").write_text(json.dumps(report, indent=2) + "\n")

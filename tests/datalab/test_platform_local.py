@@ -71,12 +71,22 @@ async def test_service_reachable_by_its_owner_only(
         json={"catalog": "test", "chart": "file-server", "name": "files", "set": ["greeting=hi"]},
     )
     service = await wait_for_phase(alice, "files", "running")
-    assert service["urls"] and service["urls"][0].endswith("/s/files/")
+    assert service["urls"] == ["http://files.localhost:8000/"]  # its own origin
 
+    # programs: the platform's /s/ with a token; the service's host with a token
     page = await http.get("/s/files/index.html", headers=alice.headers())
     assert page.status_code == 200 and page.text == "hi"
+    assert page.headers["content-security-policy"] == "sandbox"
+    host = {"Host": "files.localhost:8000"}
+    page = await http.get("/index.html", headers={**host, **alice.headers()})
+    assert page.status_code == 200 and page.text == "hi"
     assert (await http.get("/s/files/index.html", headers=bob.headers())).status_code == 404
-    assert (await http.get("/s/files/index.html")).status_code == 401
+    assert (await http.get("/index.html", headers={**host, **bob.headers()})).status_code == 404
+    assert (await http.get("/index.html", headers=host)).status_code == 401
+    # browsers without a token are sent to the service's origin
+    moved = await http.get("/s/files/index.html?x=1")
+    assert moved.status_code == 307
+    assert moved.headers["location"] == "http://files.localhost:8000/index.html?x=1"
     assert (await http.get("/s/nope/index.html", headers=alice.headers())).status_code == 404
 
     logs = await alice.call("GET", "/api/services/files/logs")

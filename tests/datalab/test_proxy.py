@@ -1,5 +1,6 @@
-"""The service proxy between a real client, a real platform server and a real upstream server
-(both uvicorn, in process): streaming, headers, WebSocket, denial."""
+"""The service proxy between a real client, a real platform server and real upstream servers
+(uvicorn, in process, on a port and on a Unix socket): streaming, headers, WebSocket, errors,
+and nothing kept between callers. Who may reach a service is the gateway's (test_gateway.py)."""
 
 from __future__ import annotations
 
@@ -11,21 +12,23 @@ import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import httpx
 import pytest
 import uvicorn
 import websockets
-from fastapi import FastAPI, HTTPException
 from starlette.applications import Starlette
-from starlette.requests import HTTPConnection, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from datalab.backends.base import ServiceNotFound
-from datalab.proxy import Target, mount_service_proxy
+from datalab.backends.base import Endpoint
+from datalab.proxy import Route as ProxyRoute
+from datalab.proxy import ServiceProxy, deny
 
 pytestmark = pytest.mark.anyio
 
@@ -40,11 +43,14 @@ def free_port() -> int:
 
 
 @asynccontextmanager
-async def serve(app: object, port: int) -> AsyncIterator[None]:
+async def serve(
+    app: object, port: int | None = None, uds: str | None = None
+) -> AsyncIterator[None]:
     config = uvicorn.Config(
         app,  # type: ignore[arg-type]
         host="127.0.0.1",
-        port=port,
+        port=port or 0,
+        uds=uds,
         log_level="warning",
         ws="websockets-sansio",
         proxy_headers=False,  # the test client is not a trusted proxy: X-Forwarded-* are its own
@@ -144,47 +150,64 @@ async def ws_echo(websocket: WebSocket) -> None:
             await websocket.send_bytes(message["bytes"])
 
 
+async def set_cookie(request: Request) -> Response:
+    return Response("set", headers={"set-cookie": "service_session=alice; Path=/"})
+
+
 def upstream_app() -> Starlette:
-    routes = []
-    for prefix in ("/s/svc", ""):  # "" is the strip_prefix service's view
-        routes += [
-            Route(prefix + "/echo/{rest:path}", echo, methods=["GET", "POST", "PUT"]),
-            Route(prefix + "/echo", echo, methods=["GET", "POST", "PUT"]),
-            Route(prefix + "/big", big),
-            Route(prefix + "/slow", slow),
-            Route(prefix + "/endless", endless),
-            Route(prefix + "/gzip", gzipped),
-            Route(prefix + "/redirect", redirect),
-            WebSocketRoute(prefix + "/ws", ws_echo),
+    return Starlette(
+        routes=[
+            Route("/echo/{rest:path}", echo, methods=["GET", "POST", "PUT"]),
+            Route("/echo", echo, methods=["GET", "POST", "PUT"]),
+            Route("/big", big),
+            Route("/slow", slow),
+            Route("/endless", endless),
+            Route("/gzip", gzipped),
+            Route("/redirect", redirect),
+            Route("/set-cookie", set_cookie),
+            WebSocketRoute("/ws", ws_echo),
         ]
-    return Starlette(routes=routes)
+    )
 
 
 # -- the platform ----------------------------------------------------------------------------------
 
 
 @pytest.fixture
-async def proxy_urls() -> AsyncIterator[tuple[str, str]]:
-    upstream_port, platform_port = free_port(), free_port()
-    dead_port = free_port()
+async def proxy_urls(tmp_path: Path) -> AsyncIterator[tuple[str, str]]:
+    """A platform whose /s/<name>/ forwards to: svc (a port), unix (a Unix socket), down
+    (nobody listens); denied and stopped are refused before the proxy."""
+    upstream_port, platform_port, dead_port = free_port(), free_port(), free_port()
+    socket_path = str(tmp_path / "up.sock")
+    proxy = ServiceProxy(drop_cookies=["datalab_session"])
+    endpoints = {
+        "svc": Endpoint(port=upstream_port),
+        "unix": Endpoint(socket=socket_path),
+        "down": Endpoint(port=dead_port),
+    }
 
-    async def resolve(connection: HTTPConnection, service_id: str) -> Target | None:
-        if service_id == "svc":
-            return Target("127.0.0.1", upstream_port, "/s/svc")
-        if service_id == "bare":
-            return Target("127.0.0.1", upstream_port, "/s/bare", strip_prefix=True)
-        if service_id == "denied":
-            raise HTTPException(403, "not yours")
-        if service_id == "stopped":
-            return None
-        if service_id == "down":
-            return Target("127.0.0.1", dead_port, "/s/down")
-        raise ServiceNotFound(service_id)
+    async def platform(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            return
+        name = scope["path"].split("/")[2]
+        if name in endpoints:
+            route = ProxyRoute(endpoints[name], prefix=f"/s/{name}")
+            await proxy.forward(scope, receive, send, route)
+        elif name == "denied":
+            await deny(scope, receive, send, 403, "not yours")
+        elif name == "stopped":
+            await deny(scope, receive, send, 503, "the service is not running")
+        else:
+            await deny(scope, receive, send, 404, "unknown service")
 
-    app = FastAPI()
-    mount_service_proxy(app, resolve, drop_cookies=["datalab_session"])
-    async with serve(upstream_app(), upstream_port), serve(app, platform_port):
+    upstream = upstream_app()
+    async with (
+        serve(upstream, upstream_port),
+        serve(upstream, uds=socket_path),
+        serve(platform, platform_port),
+    ):
         yield f"http://127.0.0.1:{platform_port}", f"http://127.0.0.1:{upstream_port}"
+    await proxy.aclose()
 
 
 async def test_headers_path_and_cookies(proxy_urls: tuple[str, str]) -> None:
@@ -206,7 +229,7 @@ async def test_headers_path_and_cookies(proxy_urls: tuple[str, str]) -> None:
     assert response.status_code == 200
     seen = response.json()
     headers = dict(seen["headers"])
-    assert seen["raw_path"] == "/s/svc/echo/a%2Fb%20c"
+    assert seen["raw_path"] == "/echo/a%2Fb%20c"  # the prefix is the platform's, not the service's
     assert seen["query"] == "x=1&y=%2F"
     assert headers["host"] == public.removeprefix("http://")
     assert headers["x-forwarded-host"] == public.removeprefix("http://")
@@ -215,7 +238,7 @@ async def test_headers_path_and_cookies(proxy_urls: tuple[str, str]) -> None:
     assert headers["cookie"] == "_xsrf=abc"
     assert headers["authorization"] == "token t"
     assert "x-hop" not in headers and "keep-alive" not in headers
-    assert "x-forwarded-prefix" not in headers
+    assert headers["x-forwarded-prefix"] == "/s/svc"
 
 
 async def test_streamed_upload_and_download(proxy_urls: tuple[str, str]) -> None:
@@ -262,14 +285,39 @@ async def test_client_leaving_an_endless_response_closes_the_upstream(
     await asyncio.wait_for(ENDLESS["closed"].wait(), 5)
 
 
-async def test_strip_prefix(proxy_urls: tuple[str, str]) -> None:
+async def test_prefix_and_redirects(proxy_urls: tuple[str, str]) -> None:
     public, _ = proxy_urls
     async with httpx.AsyncClient(base_url=public) as http:
-        seen = (await http.get("/s/bare/echo", params={"q": "1"})).json()
+        seen = (await http.get("/s/svc/echo", params={"q": "1"})).json()
         assert seen["raw_path"] == "/echo" and seen["query"] == "q=1"
-        assert dict(seen["headers"])["x-forwarded-prefix"] == "/s/bare"
-        moved = await http.get("/s/bare/redirect")
-        assert moved.status_code == 302 and moved.headers["location"] == "/s/bare/login"
+        assert dict(seen["headers"])["x-forwarded-prefix"] == "/s/svc"
+        moved = await http.get("/s/svc/redirect")
+        assert moved.status_code == 302 and moved.headers["location"] == "/s/svc/login"
+
+
+async def test_unix_socket(proxy_urls: tuple[str, str]) -> None:
+    """Services listen on Unix sockets: HTTP, streaming and WebSocket pass the same way."""
+    public, _ = proxy_urls
+    async with httpx.AsyncClient(base_url=public, timeout=30) as http:
+        seen = (await http.post("/s/unix/echo/x", content=b"abc")).json()
+        assert seen["raw_path"] == "/echo/x" and seen["length"] == 3
+        assert (await http.get("/s/unix/big")).content == payload(10 * MB)
+    async with websockets.connect(public.replace("http://", "ws://") + "/s/unix/ws") as ws:
+        await ws.send("over a socket")
+        assert await ws.recv() == "over a socket"
+
+
+async def test_no_cookie_kept_between_callers(proxy_urls: tuple[str, str]) -> None:
+    """A cookie a service sets goes to the caller who got it, and is never replayed by the
+    proxy to anyone else (it once kept one jar for all: a sign-in served every caller)."""
+    public, _ = proxy_urls
+    async with httpx.AsyncClient(base_url=public) as alice:
+        answer = await alice.get("/s/svc/set-cookie")
+        assert answer.cookies.get("service_session") == "alice"
+    async with httpx.AsyncClient(base_url=public) as stranger:  # no cookies of its own
+        for name in ("svc", "unix"):
+            seen = (await stranger.get(f"/s/{name}/echo")).json()
+            assert "cookie" not in dict(seen["headers"]), seen["headers"]
 
 
 async def test_denials_and_errors(proxy_urls: tuple[str, str]) -> None:
@@ -278,11 +326,8 @@ async def test_denials_and_errors(proxy_urls: tuple[str, str]) -> None:
         denied = await http.get("/s/denied/x")
         assert (denied.status_code, denied.text) == (403, "not yours")
         assert (await http.get("/s/nope/x")).status_code == 404
-        assert (await http.get("/s/Not_An_Id/x")).status_code == 404
         assert (await http.get("/s/stopped/x")).status_code == 503
         assert (await http.get("/s/down/x")).status_code == 502
-        moved = await http.get("/s/svc", params={"a": "b"})
-        assert moved.status_code == 307 and moved.headers["location"] == "/s/svc/?a=b"
     ws_base = public.replace("http://", "ws://")
     for service, status in (("denied", 403), ("nope", 404)):
         with pytest.raises(InvalidStatus) as refused:

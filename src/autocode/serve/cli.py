@@ -70,6 +70,10 @@ def serve(
     ] = None,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    uds: Annotated[
+        Path | None,
+        typer.Option(help="Listen on this Unix socket instead of --host/--port."),
+    ] = None,
     threshold: Annotated[
         float | None, typer.Option(help="IC threshold of the automatic decision.")
     ] = None,
@@ -134,6 +138,7 @@ def serve(
         application,
         host=host,
         port=port,
+        uds=str(uds) if uds else None,
         loop="uvloop",
         http="httptools",
         access_log=False,  # request counts and latencies are in /metrics

@@ -20,7 +20,6 @@ from datalab.db import User
 from datalab.errors import Forbidden, Unauthenticated
 from datalab.identity import accounts, sessions
 from datalab.identity.access import Principal, principal_for, require_admin
-from datalab.identity.tokens import looks_like_token
 from datalab.platform import Platform
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -44,37 +43,26 @@ DbSession = Depends(db_session, scope="function")
 
 
 def authenticated_user(
-    request: HTTPConnection, session: Session, *, proxied: bool = False, csrf_checked: bool = False
+    request: HTTPConnection, session: Session, *, csrf_checked: bool = False
 ) -> tuple[User, str]:
     """The calling user and how they authenticated ("token" or "session").
 
-    For traffic to a service (``proxied``) an ``Authorization`` header that is not a platform
-    token belongs to the service (e.g. Jupyter's ``token ...``) and is ignored, and there is no
-    CSRF header check: the services' own XSRF protection and the SameSite cookie apply.
     ``csrf_checked``: the caller (a web form handler) already compared the form's CSRF field.
     """
     authorization = request.headers.get("authorization")
-    if proxied and authorization and not _is_platform_token(authorization):
-        authorization = None
     if authorization:
         scheme, _, credentials = authorization.partition(" ")
         if scheme.lower() != "bearer" or not credentials.strip():
             raise Unauthenticated("use 'Authorization: Bearer <API token>'")
         return accounts.user_for_token(session, credentials.strip()), "token"
-    user_id = request.session.get("uid")
-    if user_id is None:
+    if request.session.get("uid") is None:
         raise Unauthenticated("sign in, or send an API token as 'Authorization: Bearer <token>'")
-    user = session.get(User, user_id)
     max_age_s = platform(request).settings.security.session_max_age_s
-    if (
-        user is None
-        or user.disabled
-        or request.session.get("pwv") != _password_version(user)
-        or not sessions.is_live(session, request.session.get(SESSION_ID), user, max_age_s)
-    ):
+    user = sessions.signed_in_user(session, request.session, max_age_s)
+    if user is None:
         request.session.clear()
         raise Unauthenticated("your session has ended; sign in again")
-    if not (proxied or csrf_checked) and request.scope.get("method") not in SAFE_METHODS:
+    if not csrf_checked and request.scope.get("method") not in SAFE_METHODS:
         sent = request.headers.get(CSRF_HEADER, "")
         expected = request.session.get("csrf", "")
         if not expected or not hmac.compare_digest(sent, expected):
@@ -93,7 +81,7 @@ def start_web_session(request: HTTPConnection, session: Session, user: User) -> 
             "uid": user.id,
             SESSION_ID: sessions.start(session, user, max_age_s),
             "csrf": csrf,
-            "pwv": _password_version(user),
+            "pwv": sessions.password_version(user),
         }
     )
     return csrf
@@ -103,16 +91,6 @@ def end_web_session(request: HTTPConnection, session: Session) -> None:
     """Sign out: the session ends on the server too, so a copy of the cookie is worthless."""
     sessions.end(session, request.session.get(SESSION_ID))
     request.session.clear()
-
-
-def _is_platform_token(authorization: str) -> bool:
-    scheme, _, credentials = authorization.partition(" ")
-    return scheme.lower() == "bearer" and looks_like_token(credentials.strip())
-
-
-def _password_version(user: User) -> str:
-    """Changes when the password changes, ending other sessions."""
-    return (user.password_hash or "")[-16:]
 
 
 def principal(

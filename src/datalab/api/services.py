@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import json
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, Query
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import RedirectResponse, StreamingResponse
 from pydantic import Field
 
 from datalab import commands
 from datalab.api.deps import PlatformDep, PrincipalDep
 from datalab.api.schemas import Model
-from datalab.errors import InvalidInput
+from datalab.errors import InvalidInput, Unauthenticated
 from datalab.launch import load_values_file, parse_set_args
 from datalab.services import LaunchRequest
 
@@ -133,6 +134,31 @@ async def get_service(
     service_id: str, caller: PrincipalDep, platform: PlatformDep
 ) -> dict[str, Any]:
     return await platform.services.get(caller, service_id)
+
+
+@router.get(
+    "/services/{service_id}/open",
+    summary="Open a service in the browser: a redirect to its own origin, signed in",
+    status_code=302,
+    response_class=RedirectResponse,
+    responses={302: {"description": "To the service's origin (or to the sign-in page)."}},
+)
+def open_service(
+    request: Request,
+    service_id: str,
+    next: Annotated[str, Query(max_length=4096, description="Path to open on the service.")] = "/",
+) -> RedirectResponse:
+    """Each service has its own origin (``<id>.<region.domain>``); its host sends visitors here.
+    A browser signed in to the platform who may use the service goes back with a one-time code
+    that its host exchanges for an access cookie; one not signed in goes to the sign-in page
+    first. Programs do not need this: they send their token to the service's URL."""
+    gateway = request.app.state.gateway
+    try:
+        location = gateway.open_url(request.session, service_id, next)
+    except Unauthenticated:
+        here = f"/api/services/{service_id}/open?{urlencode({'next': next})}"
+        location = "/login?" + urlencode({"next": here})
+    return RedirectResponse(location, status_code=302)
 
 
 @router.get("/services/{service_id}/events", summary="State transitions with timestamps")

@@ -56,6 +56,9 @@ class ServiceSpec:
     values: dict[str, Any]  # resolved, validated values
     local_recipe: dict[str, Any] | None = None  # raw local.yaml, rendered by the local backend
     namespace: str = ""  # kubernetes namespace, derived from the project by the platform
+    #: the service's own identity, as a bearer token: with it, the service reaches the other
+    #: services of its project through the platform (e.g. MLflow's MLFLOW_TRACKING_TOKEN)
+    token: str = ""
 
 
 @dataclass
@@ -115,12 +118,17 @@ class ServiceStatus:
 
 @dataclass(frozen=True)
 class Endpoint:
-    """Where the platform's reverse proxy (``datalab.proxy``) sends a service's traffic."""
+    """Where a service listens, for the platform's reverse proxy (``datalab.proxy``): a Unix
+    socket in a directory only the platform and the service's account can enter (nobody else
+    on the machine can connect), or a loopback TCP port (any local account can)."""
 
-    host: str
-    port: int
-    prefix: str  # the service's public path, e.g. "/s/jupyter-a1b2c3" (no trailing slash)
-    strip_prefix: bool = False  # remove ``prefix`` from the path before forwarding
+    socket: str | None = None
+    port: int | None = None
+
+    @property
+    def url(self) -> str:
+        """The base URL requests to it are made with (the socket is the transport's)."""
+        return "http://localhost" if self.socket else f"http://127.0.0.1:{self.port}"
 
 
 class Backend(abc.ABC):
@@ -180,13 +188,10 @@ class Backend(abc.ABC):
         return None
 
     async def internal_url(self, service_id: str) -> str | None:
-        """The URL other services reach this one at directly (service discovery, e.g. the
-        project's MLflow tracking URI); None while it cannot be reached."""
-        endpoint = await self.endpoint(service_id)
-        if endpoint is None:
-            return None
-        path = "" if endpoint.strip_prefix else endpoint.prefix
-        return f"http://{endpoint.host}:{endpoint.port}{path}"
+        """The URL the project's other services reach this one at, with their
+        :attr:`ServiceSpec.token` as a bearer (service discovery, e.g. the project's MLflow
+        tracking URI); None while it cannot be reached."""
+        return None
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Called once when the platform starts."""

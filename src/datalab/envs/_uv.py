@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 import sys
@@ -66,7 +67,8 @@ async def run_uv(
         env=env,
         cwd=cwd,
         start_new_session=True,
-        umask=umask,
+        # (uvloop's subprocesses take no ``umask`` argument)
+        preexec_fn=None if umask < 0 else functools.partial(os.umask, umask),
     )
     assert process.stdout is not None and process.stderr is not None
     err_lines: list[str] = []

@@ -28,6 +28,7 @@ from joserfc.jwt import JWTClaimsRegistry
 AUDIENCE_S3 = "datalab-s3"
 AUDIENCE_VAULT = "datalab-vault"
 AUDIENCE_CREDENTIALS = "datalab-credentials"  # a service's S3 credentials refresh token
+AUDIENCE_SERVICE = "datalab-service"  # a service's identity: it reaches its project's services
 
 ALGORITHM = "RS256"
 

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import delete
 from sqlalchemy.orm import Session
@@ -56,6 +58,28 @@ def is_live(session: Session, session_id: object, user: User, max_age_s: int) ->
     if renewed - row.expires_at > timedelta(seconds=REFRESH_EVERY_S):
         row.expires_at = renewed
     return True
+
+
+def password_version(user: User) -> str:
+    """Changes when the user's password changes: kept in a session when it starts, a session
+    with another version has ended (a password change signs out the other sessions)."""
+    return (user.password_hash or "")[-16:]
+
+
+def signed_in_user(session: Session, data: Mapping[str, Any], max_age_s: int) -> User | None:
+    """The user a signed session's data names (``uid``, ``sid``, ``pwv``: the web session
+    cookie, or a service's access cookie made from it), if that session is still live: the
+    account enabled, the password unchanged, not signed out."""
+    user_id = data.get("uid")
+    user = session.get(User, user_id) if isinstance(user_id, int) else None
+    if (
+        user is None
+        or user.disabled
+        or data.get("pwv") != password_version(user)
+        or not is_live(session, data.get("sid"), user, max_age_s)
+    ):
+        return None
+    return user
 
 
 def end(session: Session, session_id: object) -> None:

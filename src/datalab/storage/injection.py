@@ -30,7 +30,12 @@ from datalab.db import Database, Service
 from datalab.errors import Unauthenticated
 from datalab.identity import accounts
 from datalab.identity.access import principal_for
-from datalab.identity.issuer import AUDIENCE_CREDENTIALS, InvalidToken, TokenIssuer
+from datalab.identity.issuer import (
+    AUDIENCE_CREDENTIALS,
+    AUDIENCE_SERVICE,
+    InvalidToken,
+    TokenIssuer,
+)
 from datalab.secrets.service import SecretsService
 from datalab.secrets.store import SecretStore
 from datalab.storage.objects import ObjectStore
@@ -170,6 +175,18 @@ class CredentialBroker:
                 token = await self.secret_store.project_token(user_name, project_id)
             vault = dataclasses.replace(vault, token=token.token)
         return Injection(s3=s3, vault=vault, s3_credentials=credentials)
+
+    def service_token(self, user_name: str, project_id: str, service_id: str) -> str:
+        """A service's identity (:attr:`datalab.backends.base.ServiceSpec.token`): with it as a
+        bearer, the service reaches the other services of its project through the platform
+        (:mod:`datalab.gateway`), as long as its owner may and it exists. Made anew at each
+        start; it lives as long as a refresh token."""
+        return self.issuer.issue(
+            user_name,
+            AUDIENCE_SERVICE,
+            REFRESH_TOKEN_TTL_S,
+            {"project": project_id, "service": service_id},
+        )
 
     async def refresh(self, refresh_token: str) -> S3Credentials:
         """New S3 credentials for the service a refresh token was issued to, if its user may

@@ -57,9 +57,12 @@ def last_lines(path: Path, count: int = 15) -> str:
     return "\n".join(lines[-count:])
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: get SIGTERM if the platform dies without stopping us (killed,
-    crashed), so no embedded server is left behind holding its ports and data (Linux only)."""
+def _prepare_child() -> None:
+    """In the child, before exec: its data, sockets and logs are the platform's alone (umask;
+    uvloop's subprocesses take no ``umask`` argument), and it gets SIGTERM if the platform dies
+    without stopping it (killed, crashed), so no embedded server is left behind holding its
+    ports and data (Linux only)."""
+    os.umask(PLATFORM_UMASK)
     if sys.platform != "linux":
         return
     libc = ctypes.CDLL(None, use_errno=True)
@@ -129,8 +132,7 @@ class SupervisedProcess:
                 cwd=self.cwd,
                 env=self.env,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
-                umask=PLATFORM_UMASK,  # its data, sockets and logs are the platform's alone
+                preexec_fn=_prepare_child,
             )
         finally:
             os.close(fd)

@@ -1,4 +1,5 @@
-"""Security headers on every platform response except proxied services (which set their own).
+"""Security headers on every response of the platform's own pages and API (services, on their
+own origins, never come here: :mod:`datalab.gateway`).
 
 The Content-Security-Policy allows scripts and styles from this site only (no inline script, no
 inline style, no eval): pages keep their JavaScript in ``/static`` and branding colours come from
@@ -24,12 +25,11 @@ HEADERS = [
 
 
 class SecurityHeaders:
-    def __init__(self, app: ASGIApp, service_prefix: str = "/s/") -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.service_prefix = service_prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(self.service_prefix):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
 

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
@@ -100,6 +101,14 @@ class Services:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{service_id} still {status.phase} ({status.reason})")
             await asyncio.sleep(0.05)
+
+    async def client(self, service_id: str) -> httpx.AsyncClient:
+        """An HTTP client straight to the service (its socket or port), as the proxy reaches
+        it; close it after use."""
+        endpoint = await self.backend.endpoint(service_id)
+        assert endpoint is not None
+        transport = httpx.AsyncHTTPTransport(uds=endpoint.socket)
+        return httpx.AsyncClient(transport=transport, base_url=endpoint.url, trust_env=False)
 
     async def run(self, spec: ServiceSpec, within: float = 60) -> ServiceStatus:
         await self.backend.install(spec)

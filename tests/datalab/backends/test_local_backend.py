@@ -49,17 +49,26 @@ async def test_http_service_lifecycle(backend: LocalBackend, services) -> None: 
     assert status.phase is Phase.BUILDING
     status = await services.wait(spec.id, Phase.RUNNING, Phase.FAILED)
     assert status.phase is Phase.RUNNING, status.reason
-    assert status.urls == [f"http://127.0.0.1:8000/s/{spec.id}/"]
+    assert status.urls == [f"http://{spec.id}.localhost:8000/"]  # its own origin
     assert status.resources == {"cpu": 0.25}
     assert status.ready_at and status.started_at and status.ready_at >= status.started_at
 
     endpoint = await backend.endpoint(spec.id)
-    assert endpoint is not None and endpoint.prefix == f"/s/{spec.id}"
+    assert endpoint is not None and endpoint.port and endpoint.socket is None
     async with httpx.AsyncClient() as client:
         assert (await client.get(f"http://127.0.0.1:{endpoint.port}/")).status_code == 200
 
-    reasons = [event.reason for event in await backend.events(spec.id)]
-    assert reasons[:5] == ["Scheduled", "Building", "EnvironmentReady", "Started", "Ready"]
+    events = await backend.events(spec.id)
+    reasons = [event.reason for event in events]
+    assert reasons[:6] == [
+        "Scheduled",
+        "ReachableByLocalUsers",  # a recipe on a loopback port: anyone local may connect
+        "Building",
+        "EnvironmentReady",
+        "Started",
+        "Ready",
+    ]
+    assert events[1].type == "Warning"
     assert await backend.list() == [spec.id]
     assert "GET / HTTP/1.1" in "\n".join([line async for line in backend.logs(spec.id)])
 
@@ -279,7 +288,7 @@ async def test_restart_reattaches_running_and_fails_dead_services(
     try:
         status = await second.load_state(alive, states[alive.id])
         assert status.phase is Phase.RUNNING
-        assert status.urls == [f"http://x/s/{alive.id}/"]
+        assert status.urls == [f"http://{alive.id}.localhost/"]
         endpoint = await second.endpoint(alive.id)
         assert endpoint is not None
         async with httpx.AsyncClient() as client:

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx
 import pytest
 import yaml
 
@@ -38,14 +37,9 @@ async def test_jupyter_python(backend: LocalBackend, services) -> None:  # type:
     spec = services.spec(recipe, values=values, owner="dana")
     status = await services.run(spec, within=240)
     assert status.password == token
-    endpoint = await backend.endpoint(spec.id)
-    assert endpoint is not None
-    base = f"http://127.0.0.1:{endpoint.port}{endpoint.prefix}"
     code = "import pandas, pyarrow, duckdb, polars, boto3, s3fs, mlflow; print('ok')"
-    async with httpx.AsyncClient() as client:
-        status_page = await client.get(
-            f"{base}/api/status", headers={"Authorization": f"token {token}"}
-        )
+    async with await services.client(spec.id) as client:  # on its Unix socket
+        status_page = await client.get("/api/status", headers={"Authorization": f"token {token}"})
         assert status_page.status_code == 200
     env_python = backend.envs.root / backend.get_state(spec.id)["env_key"] / "bin" / "python"
     result = await anyio.run_process([str(env_python), "-c", code])
@@ -57,13 +51,11 @@ async def test_mlflow_logs_a_run(backend: LocalBackend, services) -> None:  # ty
     recipe, values = chart("mlflow")
     spec = services.spec(recipe, values=values, owner="erin")
     await services.run(spec, within=240)
-    endpoint = await backend.endpoint(spec.id)
-    assert endpoint is not None
-    # the URL other services of the project get as their MLflow tracking URI
-    tracking_uri = await backend.internal_url(spec.id)
-    assert tracking_uri == f"http://127.0.0.1:{endpoint.port}{endpoint.prefix}"
-    api = f"{tracking_uri}/api/2.0/mlflow"
-    async with httpx.AsyncClient() as client:
+    # the URL other services of the project get as their MLflow tracking URI: the platform's,
+    # which they reach with their token (tests/datalab/tenancy: the whole path)
+    assert await backend.internal_url(spec.id) == f"http://127.0.0.1:8000/s/{spec.id}/"
+    api = "/api/2.0/mlflow"
+    async with await services.client(spec.id) as client:  # on its Unix socket
         created = await client.post(f"{api}/runs/create", json={"experiment_id": "0"})
         assert created.status_code == 200, created.text
         run_id = created.json()["run"]["info"]["run_id"]

@@ -18,13 +18,12 @@ import psutil
 import pytest
 import uvicorn
 import websockets
-from fastapi import FastAPI, HTTPException
-from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from datalab.backends.base import Phase
+from datalab.backends.base import Phase, ServiceNotFound
 from datalab.backends.local import LocalBackend
 from datalab.envs import Env, EnvManager
-from datalab.proxy import Target, mount_service_proxy
+from datalab.proxy import Route, ServiceProxy, deny
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -39,7 +38,7 @@ def free_port() -> int:
 
 
 @asynccontextmanager
-async def serve(app: FastAPI, port: int) -> AsyncIterator[None]:
+async def serve(app: ASGIApp, port: int) -> AsyncIterator[None]:
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_level="warning", ws="websockets-sansio"
     )
@@ -54,16 +53,26 @@ async def serve(app: FastAPI, port: int) -> AsyncIterator[None]:
         await task
 
 
-def platform_app(backend: LocalBackend) -> FastAPI:
-    """What the platform does, minus users: resolve a service id to its endpoint."""
+def platform_app(backend: LocalBackend, proxy: ServiceProxy) -> ASGIApp:
+    """What the platform does, minus users: ``/s/<id>/...`` to the service's endpoint."""
 
-    async def resolve(connection: HTTPConnection, service_id: str) -> Target | None:
-        if connection.headers.get("x-test-user") == "mallory":
-            raise HTTPException(403, "not your service")
-        return await backend.endpoint(service_id)
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            return
+        service_id = scope["path"].split("/")[2]
+        if dict(scope["headers"]).get(b"x-test-user") == b"mallory":
+            await deny(scope, receive, send, 403, "not your service")
+            return
+        try:
+            endpoint = await backend.endpoint(service_id)
+        except ServiceNotFound:
+            await deny(scope, receive, send, 404, "unknown service")
+            return
+        if endpoint is None:
+            await deny(scope, receive, send, 503, "not running")
+            return
+        await proxy.forward(scope, receive, send, Route(endpoint, prefix=f"/s/{service_id}"))
 
-    app = FastAPI()
-    mount_service_proxy(app, resolve)
     return app
 
 
@@ -114,12 +123,21 @@ async def test_jupyterlab_through_the_backend_and_the_proxy(
             "resources": {"requests": {"cpu": "100m", "memory": "512Mi"}},
         },
     )
+    proxy = ServiceProxy()
     try:
-        async with serve(platform_app(backend), port), httpx.AsyncClient(base_url=public) as http:
+        async with (
+            serve(platform_app(backend, proxy), port),
+            httpx.AsyncClient(base_url=public) as http,
+        ):
             await backend.install(spec)
             status = await services.wait(spec.id, Phase.RUNNING, Phase.FAILED, backend=backend)
             assert status.phase is Phase.RUNNING, status.reason
-            assert status.urls == [f"{public}/s/{spec.id}/lab"]
+            assert status.urls == [f"http://{spec.id}.localhost:{port}/lab"]  # its own origin
+            # it listens on a Unix socket in a directory only its account can enter
+            endpoint = await backend.endpoint(spec.id)
+            assert endpoint is not None and endpoint.socket is not None
+            socket_dir = Path(endpoint.socket).parent
+            assert (socket_dir.stat().st_mode & 0o777) == 0o700
             assert status.password == TOKEN and "alice" in status.notes
             assert status.resources == {"cpu": 0.1, "memory_mb": 512}
             base = f"/s/{spec.id}"
@@ -128,7 +146,7 @@ async def test_jupyterlab_through_the_backend_and_the_proxy(
             # the UI page and the authenticated API, through the proxy
             assert (await http.get(f"{base}/api/status")).status_code == 403  # the token is a lock
             page = await http.get(f"{base}/lab", params={"token": TOKEN})  # sets a login cookie
-            assert page.status_code == 200 and f"{base}/" in page.text
+            assert page.status_code == 200 and "JupyterLab" in page.text
             assert (await http.get(f"{base}/api/status", headers=auth)).status_code == 200
             denied = await http.get(
                 f"{base}/api/status", headers={**auth, "x-test-user": "mallory"}
@@ -172,4 +190,5 @@ async def test_jupyterlab_through_the_backend_and_the_proxy(
             assert not workdir.exists()
             assert (await http.get(f"{base}/api/status", headers=auth)).status_code == 404
     finally:
+        await proxy.aclose()
         await backend.shutdown()

@@ -67,7 +67,13 @@ def test_resources_for_quotas() -> None:
 
 CONTEXT = {
     "values": {"security": {"password": "pw"}, "s3": {"enabled": False, "url": "http://s3"}},
-    "service": {"id": "svc", "port": 1234, "base_url": "/s/svc/", "url": "http://h/s/svc/"},
+    "service": {
+        "id": "svc",
+        "port": 1234,
+        "socket": "/d/services/svc/run/http.sock",
+        "base_url": "/",
+        "url": "http://svc.h/",
+    },
     "env_dir": "/envs/k",
 }
 
@@ -80,7 +86,6 @@ def test_render_recipe() -> None:
             "AWS_ENDPOINT_URL": "{{ values.s3.url if values.s3.enabled else '' }}",
         },
         "readiness": {"http": "{{ service.base_url }}api", "timeout": 30},
-        "proxy": {"strip_prefix": True},
         "url": "{{ service.url }}lab",
         "password": "{{ values.security.password }}",
         "notes": "Hello {{ service.id }}",
@@ -88,16 +93,22 @@ def test_render_recipe() -> None:
     rendered = render_recipe(recipe, CONTEXT)
     assert rendered.command == ["jupyter", "--port=1234", "--dir=/envs/k"]
     assert rendered.env == {"TOKEN": "pw"}  # "" means unset
-    assert rendered.readiness_http == "/s/svc/api" and rendered.readiness_tcp is None
-    assert rendered.readiness_timeout_s == 30 and rendered.strip_prefix
+    assert rendered.readiness_http == "/api" and rendered.readiness_tcp is None
+    assert rendered.readiness_timeout_s == 30 and rendered.listen == "tcp"
     assert (rendered.url, rendered.password, rendered.notes) == (
-        "http://h/s/svc/lab",
+        "http://svc.h/lab",
         "pw",
         "Hello svc",
     )
 
     tcp = render_recipe({"command": ["x"], "readiness": {"tcp": True}}, CONTEXT)
     assert tcp.readiness_tcp == 1234 and tcp.readiness_timeout_s == 180
+
+    unix = render_recipe({"command": ["x", "{{ service.socket }}"], "listen": "unix"}, CONTEXT)
+    assert unix.command == ["x", "/d/services/svc/run/http.sock"] and unix.listen == "unix"
+    assert unix.readiness_tcp is None and unix.readiness_http is None  # the socket is probed
+    with pytest.raises(BackendError, match=r"readiness\.tcp needs 'listen: tcp'"):
+        render_recipe({"command": ["x"], "listen": "unix", "readiness": {"tcp": True}}, CONTEXT)
     assert render_recipe({"command": ["x"]}, CONTEXT).readiness_tcp == 1234
 
 

@@ -20,8 +20,8 @@ import os
 import shutil
 import socket
 import tempfile
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +35,12 @@ from datalab.config import load_settings
 from datalab.identity import accounts
 from datalab.platform import Platform
 
-from ..conftest import ADMIN_PASSWORD, Api, wait_for_phase
+from ..conftest import ADMIN_PASSWORD, Api, Ledger, wait_for_phase
 
 TEAM = "project-team"
 PRIVATE = "project-private"  # alice's project without bob
 CHARTS = Path(__file__).resolve().parents[2] / "fixtures" / "charts"
 ATTACKER = Path(__file__).with_name("attacker.py")
-ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts"
 
 needs_root = pytest.mark.skipif(
     os.geteuid() != 0, reason="per-user service accounts exist only when the platform is root"
@@ -51,42 +50,6 @@ needs_root = pytest.mark.skipif(
 @pytest.fixture(scope="package")
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@dataclass
-class Ledger:
-    """Every attempt of the suite, and those that got through (there must be none)."""
-
-    attempts: dict[str, int] = field(default_factory=dict)
-    successes: list[str] = field(default_factory=list)
-
-    def record(self, area: str, what: str, succeeded: bool, detail: str = "") -> None:
-        self.attempts[area] = self.attempts.get(area, 0) + 1
-        if succeeded:
-            self.successes.append(f"{area}: {what} ({detail})")
-
-    def expect_denied(self, area: str, what: str, succeeded: bool, detail: str = "") -> None:
-        """Record an attempt and fail at once if it got through."""
-        self.record(area, what, succeeded, detail)
-        assert not succeeded, f"attack succeeded: {area}: {what} ({detail})"
-
-    @property
-    def total(self) -> int:
-        return sum(self.attempts.values())
-
-
-@pytest.fixture(scope="session")
-def ledger() -> Iterator[Ledger]:
-    ledger = Ledger()
-    yield ledger
-    if ledger.total:
-        ARTIFACTS.mkdir(exist_ok=True)
-        report = {
-            "attempts": ledger.total,
-            "by_area": ledger.attempts,
-            "succeeded": ledger.successes,
-        }
-        (ARTIFACTS / "tenancy-attempts.json").write_text(json.dumps(report, indent=2) + "\n")
 
 
 def _free_port() -> int:
@@ -173,10 +136,10 @@ async def tenancy() -> AsyncIterator[Tenancy]:
         patch.setenv("DATALAB_ADMIN_PASSWORD", ADMIN_PASSWORD)
         platform = Platform.create(settings)
         platform.ensure_admin()
-    app = create_app(platform)
+    app = create_app(platform, manage_lifecycle=False)  # the app's lifespan: its own parts only
     await platform.start()
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     )
     task = asyncio.create_task(server.serve())
     while not server.started:

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -41,6 +42,7 @@ from datalab.backends.local.process import (
     port_squatted,
     probe_http,
     probe_tcp,
+    probe_unix,
     spawn,
     terminate,
     wait_exit,
@@ -53,6 +55,10 @@ from datalab.resources import Resources
 log = logging.getLogger(__name__)
 
 LOG_NAME = "service.log"
+SOCKET_DIR = "run"  # <services>/<id>/run/: the service's account's, 700
+SOCKET_NAME = "http.sock"
+#: Unix socket paths are limited to 107 bytes (sun_path)
+MAX_SOCKET_PATH = 107
 FAILURE_LOG_LINES = 20  # last log lines quoted in a failure reason
 PORT_ATTEMPTS = 3
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -75,11 +81,14 @@ class LocalBackend(Backend):
         stop_grace_s: float = 10.0,
         log_max_bytes: int = 10 * 2**20,
         log_backups: int = 3,
-        path_prefix: str = "/s",
+        service_url: Callable[[str], str] | None = None,
         env_manager: EnvManager | None = None,
         on_build_progress: Callable[[str, str, float, str], Any] | None = None,
     ) -> None:
         """
+        ``public_url``: the platform's URL; services reach each other at
+        ``<public_url>/s/<id>/`` with their token. ``service_url(id)``: where users open a
+        service, its own origin (default ``<id>.localhost`` with the platform's scheme and port).
         ``isolate_users``: run each user's services under ``datalab-<user>`` (default: when
         the platform runs as root; requires root). ``readiness_timeout_s`` overrides recipes'.
         ``env_manager`` lets several backends (tests) share one environment cache.
@@ -88,6 +97,7 @@ class LocalBackend(Backend):
         """
         self.data_dir = Path(data_dir)
         self.public_url = public_url.rstrip("/")
+        self.service_url = service_url or _localhost_origin(self.public_url)
         self.stop_services_on_shutdown = stop_services_on_shutdown
         self.readiness_timeout_s = readiness_timeout_s
         self.on_build_progress = on_build_progress
@@ -98,7 +108,6 @@ class LocalBackend(Backend):
         self.stop_grace_s = stop_grace_s
         self.log_max_bytes = log_max_bytes
         self.log_backups = log_backups
-        self.path_prefix = "/" + path_prefix.strip("/")
         self.services_dir = self.data_dir / "services"
         if env_manager is not None and self.isolate_users and not env_manager.shared:
             raise BackendError(
@@ -188,6 +197,12 @@ class LocalBackend(Backend):
         self._add_event(
             svc, "Scheduled", f"{spec.chart_name} {spec.chart_version} for {spec.owner}"
         )
+        if rendered.listen == "tcp":
+            self._add_event(
+                svc, "ReachableByLocalUsers", "the service listens on a loopback port, which "
+                "every account of this machine can connect to, bypassing the platform; its own "
+                "password is its only lock (recipes should use 'listen: unix')", "Warning",
+            )  # fmt: skip
         if rendered.password and any(rendered.password in arg for arg in rendered.command):
             # /proc/<pid>/cmdline is world-readable, and loopback ports are reachable by every
             # local account: the password is the service's only lock against other users
@@ -283,7 +298,7 @@ class LocalBackend(Backend):
                        "resume the service to try again")  # fmt: skip
         else:
             svc.process = None
-            if svc.env_key and svc.port:
+            if svc.env_key:
                 with contextlib.suppress(BackendError):
                     svc.rendered = self._render(svc, self.envs.root / svc.env_key)
             svc.persist()
@@ -291,10 +306,17 @@ class LocalBackend(Backend):
 
     async def endpoint(self, service_id: str) -> Endpoint | None:
         svc = self._get(service_id)
-        if svc.phase not in (Phase.STARTING, Phase.RUNNING) or svc.port is None:
+        if svc.phase not in (Phase.STARTING, Phase.RUNNING) or svc.rendered is None:
             return None
-        strip = svc.rendered.strip_prefix if svc.rendered else False
-        return Endpoint("127.0.0.1", svc.port, self._prefix(svc.spec.id), strip)
+        if svc.rendered.listen == "unix":
+            return Endpoint(socket=str(self._socket(svc)))
+        return Endpoint(port=svc.port) if svc.port else None
+
+    async def internal_url(self, service_id: str) -> str | None:
+        return self._internal_url(service_id) if await self.endpoint(service_id) else None
+
+    def _internal_url(self, service_id: str) -> str:
+        return f"{self.public_url}/s/{service_id}/"
 
     # -- records ------------------------------------------------------------------------------
 
@@ -334,26 +356,30 @@ class LocalBackend(Backend):
         base = svc.workdir.parent
         base.mkdir(parents=True, exist_ok=True)
         os.chmod(base, 0o711 if self.isolate_users else 0o700)
-        svc.workdir.mkdir(mode=0o700, exist_ok=True)
-        if svc.account is not None:
-            os.chown(svc.workdir, svc.account.uid, svc.account.gid)
-        os.chmod(svc.workdir, 0o700)
+        # the work dir, and the directory of its socket: nobody else may enter them
+        for private in (svc.workdir, base / SOCKET_DIR):
+            private.mkdir(mode=0o700, exist_ok=True)
+            if svc.account is not None:
+                os.chown(private, svc.account.uid, svc.account.gid)
+            os.chmod(private, 0o700)
 
-    def _prefix(self, service_id: str) -> str:
-        return f"{self.path_prefix}/{service_id}"
+    def _socket(self, svc: ServiceRecord) -> Path:
+        return svc.workdir.parent / SOCKET_DIR / SOCKET_NAME
 
     def _context(self, svc: ServiceRecord, env_dir: Path) -> dict[str, Any]:
-        base_url = self._prefix(svc.spec.id) + "/"
         return {
             "values": svc.spec.values,
             "service": {
                 "id": svc.spec.id,
                 "owner": svc.spec.owner,
                 "project": svc.spec.project,
+                "socket": str(self._socket(svc)),
                 "port": svc.port or 0,
                 "host": "127.0.0.1",
-                "base_url": base_url,
-                "url": self.public_url + base_url,
+                "base_url": "/",  # each service has its own origin
+                "url": self.service_url(svc.spec.id),
+                "internal_url": self._internal_url(svc.spec.id),
+                "token": svc.spec.token,
                 "workdir": str(svc.workdir),
             },
             "env_dir": str(env_dir),
@@ -367,9 +393,16 @@ class LocalBackend(Backend):
         """Template errors are the user's (or the chart's) to fix: report them at install."""
         svc.port = 0
         try:
-            return self._render(svc, self.envs.root / "<environment>")
+            rendered = self._render(svc, self.envs.root / "<environment>")
         finally:
             svc.port = None
+        socket = str(self._socket(svc))
+        if rendered.listen == "unix" and len(socket.encode()) > MAX_SOCKET_PATH:
+            raise BackendError(
+                f"the service's socket path {socket} is longer than the {MAX_SOCKET_PATH} bytes "
+                "Unix sockets allow: use a shorter data directory (data_dir)"
+            )
+        return rendered
 
     # -- phases -------------------------------------------------------------------------------
 
@@ -483,8 +516,13 @@ class LocalBackend(Backend):
 
     def _start_process(self, svc: ServiceRecord, env: Env) -> None:
         assert self.limiter is not None
-        svc.port = self._allocate_port(svc)
+        assert svc.spec.local_recipe is not None
+        unix = svc.spec.local_recipe.get("listen", "tcp") == "unix"
+        svc.port = None if unix else self._allocate_port(svc)
+        if unix:  # a socket left by a previous run would refuse the new bind
+            self._socket(svc).unlink(missing_ok=True)
         svc.rendered = rendered = self._render(svc, env.path)
+        where = f"socket {self._socket(svc)}" if unix else f"port {svc.port}"
         argv = [resolve_command(rendered.command[0], str(env.bin_dir), SYSTEM_PATH)]
         argv += rendered.command[1:]
         account = svc.account.name if svc.account else _current_user()
@@ -511,7 +549,7 @@ class LocalBackend(Backend):
         service_logs.append_line(
             svc.log_file,
             f"----- datalab {datetime.now(UTC).isoformat(timespec='seconds')}: starting "
-            f"{_short_command(rendered.command)} on port {svc.port} -----",
+            f"{_short_command(rendered.command)} on {where} -----",
         )
         svc.exited = asyncio.Event()
         svc.returncode = None
@@ -526,28 +564,38 @@ class LocalBackend(Backend):
         )
         svc.started_at = datetime.now(UTC)
         svc.ready_at = None
-        self._transition(
-            svc, Phase.STARTING, "Started", f"process {ref.pid} started on port {svc.port}"
-        )
-        probe = rendered.readiness_http or f"port {rendered.readiness_tcp or svc.port}"
+        self._transition(svc, Phase.STARTING, "Started", f"process {ref.pid} started on {where}")
+        if rendered.readiness_http:
+            probe = rendered.readiness_http
+        else:
+            probe = where if unix else f"port {rendered.readiness_tcp or svc.port}"
         svc.reason = f"waiting until ready ({probe})"
         svc.watcher = asyncio.get_running_loop().create_task(self._watch(svc, ref))
 
     async def _await_ready(self, svc: ServiceRecord) -> str:
         """ "ready", "died" or "timeout"."""
-        assert svc.rendered is not None and svc.port is not None
+        assert svc.rendered is not None
         rendered, port = svc.rendered, svc.port
+        socket = str(self._socket(svc)) if rendered.listen == "unix" else None
+        assert socket is not None or port is not None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._readiness_timeout(svc)
-        async with httpx.AsyncClient(timeout=2, trust_env=False) as client:
+        transport = httpx.AsyncHTTPTransport(uds=socket)
+        base = "http://localhost" if socket else f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient(transport=transport, timeout=2, trust_env=False) as client:
             while True:
                 if svc.exited.is_set():
                     return "died"
                 if rendered.readiness_http is not None:
-                    ready = await probe_http(client, port, rendered.readiness_http)
+                    ready = await probe_http(client, base + rendered.readiness_http)
+                elif socket is not None:
+                    ready = await probe_unix(socket)
                 else:
+                    assert port is not None
                     ready = await probe_tcp(rendered.readiness_tcp or port)
-                if ready and not svc.exited.is_set() and not await self._squatted(svc, port):
+                # on a port, the answer may come from a program that took it first
+                squatted = port is not None and await self._squatted(svc, port)
+                if ready and not svc.exited.is_set() and not squatted:
                     return "ready"
                 if loop.time() >= deadline:
                     return "timeout"
@@ -642,6 +690,14 @@ class LocalBackend(Backend):
             self._fail(svc, "not ready after the platform restart (readiness timeout)")
         else:
             self._fail(svc, describe_exit(svc.returncode) + self._last_lines(svc))
+
+
+def _localhost_origin(public_url: str) -> Callable[[str], str]:
+    """``<id>.localhost`` with the platform's scheme and port (browsers resolve every
+    ``*.localhost`` name to loopback)."""
+    parts = urlsplit(public_url)
+    port = f":{parts.port}" if parts.port else ""
+    return lambda service_id: f"{parts.scheme}://{service_id}.localhost{port}/"
 
 
 def _check_traversable(directory: Path) -> None:

@@ -240,13 +240,24 @@ def port_is_free(port: int) -> bool:
     return True
 
 
-async def probe_http(client: httpx.AsyncClient, port: int, path: str) -> bool:
-    """Ready when the path answers 2xx/3xx, or 401/403 (up, but wants credentials)."""
+async def probe_http(client: httpx.AsyncClient, url: str) -> bool:
+    """Ready when the URL answers 2xx/3xx, or 401/403 (up, but wants credentials)."""
     try:
-        response = await client.get(f"http://127.0.0.1:{port}{path}")
+        response = await client.get(url)
     except httpx.HTTPError:
         return False
     return response.status_code < 400 or response.status_code in (401, 403)
+
+
+async def probe_unix(path: str) -> bool:
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_unix_connection(path), 2)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
 
 
 async def probe_tcp(port: int) -> bool:

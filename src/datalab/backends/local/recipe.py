@@ -38,10 +38,10 @@ class VaultEnv:
 class RenderedRecipe:
     command: list[str]  # argv; argv[0] still unresolved (see resolve_command)
     env: dict[str, str]
-    readiness_http: str | None  # path requested on the service's port
-    readiness_tcp: int | None  # port to connect to
+    listen: str  # "unix" (on service.socket) or "tcp" (on service.port)
+    readiness_http: str | None  # path requested where the service listens
+    readiness_tcp: int | None  # port to connect to (listen: tcp)
     readiness_timeout_s: float
-    strip_prefix: bool
     url: str | None
     password: str | None
     notes: str
@@ -64,12 +64,17 @@ def render_recipe(recipe: dict[str, Any], context: dict[str, Any]) -> RenderedRe
     # A variable rendering to "" is left unset: recipes cannot omit a key conditionally, and
     # clients such as boto3 treat an empty AWS_ENDPOINT_URL differently from none.
     env = {name: value for name, value in rendered_env.items() if value != ""}
+    listen = recipe.get("listen", "tcp")
     readiness = recipe.get("readiness") or {}
     http = tcp = None
     if "http" in readiness:
         http = _render(readiness["http"], context, "readiness.http")
         if not http.startswith("/"):
             http = "/" + http
+    elif listen == "unix":
+        if readiness.get("tcp") not in (None, False):
+            raise BackendError("local.yaml: readiness.tcp needs 'listen: tcp'")
+        # no probe given: the socket accepting connections is the best sign of life we have
     elif readiness.get("tcp") not in (None, False):
         tcp = _tcp_port(readiness["tcp"], context)
     else:  # no probe given: the port accepting connections is the best sign of life we have
@@ -82,10 +87,10 @@ def render_recipe(recipe: dict[str, Any], context: dict[str, Any]) -> RenderedRe
     return RenderedRecipe(
         command=argv,
         env=env,
+        listen=listen,
         readiness_http=http,
         readiness_tcp=tcp,
         readiness_timeout_s=timeout,
-        strip_prefix=bool((recipe.get("proxy") or {}).get("strip_prefix", False)),
         url=optional["url"],
         password=optional["password"] or None,
         notes=optional["notes"] or "",
