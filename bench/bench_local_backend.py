@@ -6,7 +6,8 @@
 - ``launch_to_ready_*``: ``install()`` to ``running`` for ``jupyter-python`` with that env warm,
   next to starting the same ``jupyter lab`` command directly (same env, same flags, same probe).
   Target: ratio <= 1.5.
-- ``proxy_*``: a 10 MB download and small requests through the proxy vs straight to the server.
+- ``proxy_*``: a 10 MB download and small requests through the proxy vs straight to the server,
+  which listens on a Unix socket as services do.
 """
 
 from __future__ import annotations
@@ -29,18 +30,19 @@ from typing import Any
 import httpx
 import uvicorn
 import yaml
-from fastapi import FastAPI
 from starlette.applications import Starlette
-from starlette.requests import HTTPConnection, Request
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
-from datalab.backends.base import Phase, ServiceSpec
+from datalab.backends.base import Endpoint, Phase, ServiceSpec
 from datalab.backends.local import LocalBackend
 from datalab.backends.local.accounts import account_name
 from datalab.backends.local.recipe import render_recipe
 from datalab.envs import EnvManager, EnvSpec
-from datalab.proxy import Target, mount_service_proxy
+from datalab.proxy import Route as ProxyRoute
+from datalab.proxy import ServiceProxy
 
 CHART = Path(__file__).parents[1] / "catalog" / "jupyter-python"
 LAUNCHES = 3
@@ -115,9 +117,8 @@ async def _launches(root: Path) -> dict[str, Any]:
             if status.phase is not Phase.RUNNING:
                 raise RuntimeError(f"jupyter-python did not start: {status.reason}")
             platform.append(time.perf_counter() - started)
-            state = backend.get_state(spec.id)
             await backend.uninstall(spec.id)
-            bare.append(await _bare_launch(backend, spec, env.path, state["port"]))
+            bare.append(await _bare_launch(backend, spec, env.path))
     finally:
         await backend.shutdown()
     ratio = statistics.median(platform) / statistics.median(bare)
@@ -144,15 +145,18 @@ async def _settled(backend: LocalBackend, service_id: str) -> Any:
         await asyncio.sleep(0.02)
 
 
-async def _bare_launch(backend: LocalBackend, spec: ServiceSpec, env_dir: Path, port: int) -> float:
+async def _bare_launch(backend: LocalBackend, spec: ServiceSpec, env_dir: Path) -> float:
     """The same command, env, account and probe, started directly: the backend adds the rest."""
     workdir = Path(tempfile.mkdtemp(prefix="bare-", dir=backend.data_dir))
+    sock = workdir / "http.sock"
     context = {
         "values": spec.values,
         "service": {
-            "id": spec.id, "owner": spec.owner, "project": spec.project, "port": port,
-            "host": "127.0.0.1", "base_url": f"/s/{spec.id}/",
-            "url": f"http://127.0.0.1:8000/s/{spec.id}/", "workdir": str(workdir),
+            "id": spec.id, "owner": spec.owner, "project": spec.project, "port": 0,
+            "socket": str(sock), "host": "127.0.0.1", "base_url": "/",
+            "url": f"http://{spec.id}.localhost:8000/",
+            "internal_url": f"http://127.0.0.1:8000/s/{spec.id}/", "token": "",
+            "workdir": str(workdir),
         },
         "env_dir": str(env_dir),
     }  # fmt: skip
@@ -184,10 +188,11 @@ async def _bare_launch(backend: LocalBackend, spec: ServiceSpec, env_dir: Path, 
             extra_groups=[] if account else None,
         )
     try:
-        async with httpx.AsyncClient(timeout=2) as client:
+        transport = httpx.AsyncHTTPTransport(uds=str(sock))
+        async with httpx.AsyncClient(transport=transport, timeout=2) as client:
             while process.returncode is None and time.perf_counter() - started < 180:
                 try:
-                    response = await client.get(f"http://127.0.0.1:{port}{rendered.readiness_http}")
+                    response = await client.get(f"http://localhost{rendered.readiness_http}")
                     if response.status_code < 400 or response.status_code in (401, 403):
                         return time.perf_counter() - started
                 except httpx.HTTPError:
@@ -213,9 +218,11 @@ def _free_port() -> int:
         return port
 
 
-async def _serve(app: Any, port: int) -> tuple[uvicorn.Server, asyncio.Task[None]]:
+async def _serve(
+    app: Any, port: int | None = None, uds: str | None = None
+) -> tuple[uvicorn.Server, asyncio.Task[None]]:
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", ws="websockets-sansio"
+        app, host="127.0.0.1", port=port or 0, uds=uds, log_level="warning", ws="websockets-sansio"
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
@@ -233,30 +240,34 @@ async def _proxy() -> dict[str, Any]:
     async def small(request: Request) -> Response:
         return Response(b"ok")
 
-    upstream_port, platform_port = _free_port(), _free_port()
-    upstream = Starlette(routes=[Route("/s/svc/big", big), Route("/s/svc/small", small)])
+    platform_port = _free_port()
+    sock = str(Path(tempfile.mkdtemp(prefix="bench-proxy-")) / "up.sock")
+    upstream = Starlette(routes=[Route("/big", big), Route("/small", small)])
+    proxy = ServiceProxy()
+    route = ProxyRoute(Endpoint(socket=sock), prefix="/s/svc")
 
-    async def resolve(connection: HTTPConnection, service_id: str) -> Target:
-        return Target("127.0.0.1", upstream_port, "/s/svc")
+    async def platform(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await proxy.forward(scope, receive, send, route)
 
-    app = FastAPI()
-    mount_service_proxy(app, resolve)
-    servers = [await _serve(upstream, upstream_port), await _serve(app, platform_port)]
+    servers = [await _serve(upstream, uds=sock), await _serve(platform, platform_port)]
+    direct = httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=sock), base_url="http://svc")
+    proxied = httpx.AsyncClient(base_url=f"http://127.0.0.1:{platform_port}/s/svc")
     try:
         out: dict[str, Any] = {}
-        for name, port in (("direct", upstream_port), ("proxied", platform_port)):
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-                await client.get("/s/svc/small")  # warm the connections
+        for name, client in (("direct", direct), ("proxied", proxied)):
+            async with client:
+                await client.get("/small")  # warm the connections
                 downloads = []
                 for _ in range(DOWNLOADS):
                     started = time.perf_counter()
-                    response = await client.get("/s/svc/big")
+                    response = await client.get("/big")
                     downloads.append(time.perf_counter() - started)
                     assert len(response.content) == len(blob)
                 latencies = []
                 for _ in range(SMALL_REQUESTS):
                     started = time.perf_counter()
-                    await client.get("/s/svc/small")
+                    await client.get("/small")
                     latencies.append((time.perf_counter() - started) * 1000)
             latencies.sort()
             out[f"proxy_10mb_{name}_median_ms"] = round(statistics.median(downloads) * 1000, 1)
@@ -270,6 +281,8 @@ async def _proxy() -> dict[str, Any]:
         )
         return out
     finally:
+        await proxy.aclose()
         for server, task in servers:
             server.should_exit = True
             await task
+        shutil.rmtree(Path(sock).parent, ignore_errors=True)
