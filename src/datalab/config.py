@@ -81,6 +81,11 @@ class Quota(_Section):
     memory_mb: int | None = Field(None, ge=0, description="Sum of memory limits, in MiB.")
 
 
+class ResourceMaximum(_Section):
+    cpu: float = Field(8, gt=0, description="Largest CPU limit of one service, in cores.")
+    memory_mb: int = Field(32768, gt=0, description="Largest memory limit of one service, in MiB.")
+
+
 class RegionSettings(_Section):
     """In the spirit of Onyxia's region configuration."""
 
@@ -97,15 +102,24 @@ class RegionSettings(_Section):
             "memoryLimit": "4Gi",
         },
         description="Default resources injected as region.resources (Onyxia's keys cpuRequest, "
-        "cpuLimit, memoryRequest, memoryLimit).",
+        "cpuLimit, memoryRequest, memoryLimit). cpuLimit and memoryLimit are also the limits of "
+        "a service whose values set none.",
     )
+    max_resources: ResourceMaximum = Field(
+        default_factory=ResourceMaximum,
+        description="Largest limits one service may have (a launch asking more is refused).",
+    )
+    # the defaults hold four services with the default limits: the README's Jupyter + MLflow +
+    # Jupyter, and one more
     user_quota: Quota = Field(
-        default_factory=lambda: Quota(max_services=10, cpu=4, memory_mb=16384),
-        description="Per-user quota (all of a user's services in their personal project).",
+        default_factory=lambda: Quota(max_services=10, cpu=8, memory_mb=16384),
+        description="Per-user quota (all of a user's services in their personal project), "
+        "counted on the services' limits.",
     )
     project_quota: Quota = Field(
-        default_factory=lambda: Quota(max_services=20, cpu=8, memory_mb=32768),
-        description="Per-project quota (all services of a shared project).",
+        default_factory=lambda: Quota(max_services=20, cpu=16, memory_mb=32768),
+        description="Per-project quota (all services of a shared project), counted on the "
+        "services' limits.",
     )
     allowed_init_script_pattern: str = Field(
         r"^https://.*$", description="Regex init-script URLs must match (region.allowedURIPattern)."
@@ -113,6 +127,38 @@ class RegionSettings(_Section):
     custom_values: dict[str, Any] = Field(
         default_factory=dict, description="Free values injected as region.customValues."
     )
+
+    @field_validator("default_resources")
+    @classmethod
+    def _quantities(cls, value: dict[str, str]) -> dict[str, str]:
+        from datalab.backends.base import BackendError
+        from datalab.resources import parse_cpu, parse_memory_bytes
+
+        parsers = {
+            "cpuRequest": parse_cpu,
+            "cpuLimit": parse_cpu,
+            "memoryRequest": parse_memory_bytes,
+            "memoryLimit": parse_memory_bytes,
+        }
+        for key, parse in parsers.items():
+            if value.get(key):
+                try:
+                    parse(value[key], key=key)
+                except BackendError as exc:
+                    raise ValueError(str(exc)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _default_limits_within_maximum(self) -> RegionSettings:
+        from datalab.resources import MIB, parse_cpu, parse_memory_bytes
+
+        cpu = self.default_resources.get("cpuLimit")
+        memory = self.default_resources.get("memoryLimit")
+        if cpu and parse_cpu(cpu) > self.max_resources.cpu:
+            raise ValueError("default_resources.cpuLimit is larger than max_resources.cpu")
+        if memory and parse_memory_bytes(memory) > self.max_resources.memory_mb * MIB:
+            raise ValueError("default_resources.memoryLimit is larger than max_resources.memory_mb")
+        return self
 
     @field_validator("user_prefix", "project_prefix")
     @classmethod

@@ -43,7 +43,7 @@ from sqlalchemy.orm import (
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 #: the newest migration (a test checks it is Alembic's head): a database already there is
 #: recognised without loading Alembic, which would stay resident (~14 MB) for nothing
-SCHEMA_REVISION = "0007"
+SCHEMA_REVISION = "0008"
 #: the largest row id (Integer columns are 32-bit on PostgreSQL): a larger id in a request can
 #: name no row, and would overflow the database driver
 MAX_ROW_ID = 2**31 - 1
@@ -141,6 +141,19 @@ class ProviderToken(Base):
     id_token_expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     refresh_token: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class VaultTokenRecord(Base):
+    """A Vault token the platform minted for a user, by its accessor (never the token itself):
+    disabling the user revokes every one (``auth/token/revoke-accessor``). Kept until the
+    token cannot live any longer (``expires_at``: its maximum lifetime, renewals included)."""
+
+    __tablename__ = "vault_tokens"
+
+    accessor: Mapped[str] = mapped_column(String(128), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
 
 
 class Project(Base):

@@ -105,7 +105,7 @@ class Platform:
             else None
         )
         secret_store = (
-            SecretsService(settings, issuer, federation=federation)
+            SecretsService(settings, issuer, db, federation=federation)
             if settings.secrets.mode != "disabled"
             else None
         )

@@ -3,6 +3,13 @@ backend, with values resolution, quotas and equivalent commands.
 
 Handlers call this module with a :class:`~datalab.identity.access.Principal`; every access to a
 service goes through :func:`~datalab.identity.access.check_service`.
+
+The backend is never awaited inside a database transaction (SQLite has one writer: a slow
+backend would stall every other write): an operation checks and records in one short
+transaction, calls the backend, and records its answer in another. Operations on one service
+(install, suspend, resume, delete, and recording its status) run one at a time
+(:class:`_ServiceLocks`): a service being installed is suspended or deleted once the backend
+knows it, and the status watcher never records an answer older than an operation's.
 """
 
 from __future__ import annotations
@@ -13,14 +20,23 @@ import copy
 import dataclasses
 import logging
 import secrets
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from datalab import commands
-from datalab.backends.base import Backend, BackendError, Phase, ServiceNotFound, ServiceSpec
+from datalab.backends.base import (
+    Backend,
+    BackendError,
+    Phase,
+    ServiceNotFound,
+    ServiceSpec,
+    ServiceStatus,
+)
 from datalab.catalog import CatalogRegistry, Chart
 from datalab.config import Settings
 from datalab.context import (
@@ -32,18 +48,27 @@ from datalab.context import (
     build_context,
 )
 from datalab.db import Database, Service, User
-from datalab.errors import Conflict, DatalabError, InvalidInput, NotFound, QuotaExceeded
+from datalab.errors import (
+    Conflict,
+    DatalabError,
+    InvalidInput,
+    NotFound,
+    QuotaExceeded,
+    Unauthenticated,
+)
+from datalab.identity import accounts
 from datalab.identity.access import (
     Action,
     Principal,
     check_service,
+    may,
     may_see_credentials,
     principal_for,
 )
 from datalab.identity.names import check_label
 from datalab.launch import ResolvedValues, equivalent_commands, resolve_values
 from datalab.masking import mask_secret_values
-from datalab.resources import MIB, Resources
+from datalab.resources import MIB, LimitRule, with_limits
 from datalab.secrets import chosen_secret_paths
 
 if TYPE_CHECKING:
@@ -56,6 +81,33 @@ DISCOVERY_ANNOTATION = "datalab/discovery"
 
 #: phases that hold resources (counted against quotas)
 ACTIVE_PHASES = (Phase.BUILDING.value, Phase.STARTING.value, Phase.RUNNING.value)
+#: why the services of a disabled account are suspended (their reason, for administrators)
+SUSPENDED_OWNER_DISABLED = "suspended: its owner's account was disabled"
+
+
+class _ServiceLocks:
+    """One lock per service id: operations on a service (and the recording of its status)
+    run one at a time. A lock exists only while someone holds or awaits it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._holders: Counter[str] = Counter()  # holding or waiting
+
+    @contextlib.asynccontextmanager
+    async def hold(self, service_id: str) -> AsyncIterator[None]:
+        lock = self._locks.setdefault(service_id, asyncio.Lock())
+        self._holders[service_id] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            self._holders[service_id] -= 1
+            if not self._holders[service_id]:
+                del self._holders[service_id], self._locks[service_id]
+
+    def busy(self, service_id: str) -> bool:
+        """Whether an operation runs (or waits to run) on the service."""
+        return service_id in self._locks
 
 
 @dataclass
@@ -90,6 +142,7 @@ class ServiceManager:
         self.catalogs = catalogs
         self.backend = backend
         self._watcher: asyncio.Task[None] | None = None
+        self._locks = _ServiceLocks()
         self.poll_interval_s = 1.0
         # per-launch S3 / Vault credentials; set by the platform when storage or secrets run
         self.credentials: CredentialBroker | None = None
@@ -99,14 +152,21 @@ class ServiceManager:
     async def start(self) -> None:
         """Re-attach to every recorded service, then watch their status."""
         with self.db.session() as session:
-            rows = list(session.scalars(select(Service)))
-            for row in rows:
-                try:
-                    status = await self.backend.load_state(self._spec(row), row.backend_state)
-                except BackendError as exc:
-                    row.phase, row.reason = Phase.FAILED.value, str(exc)
-                    continue
-                self._record(row, status.phase.value, status.reason)
+            rows = session.scalars(select(Service))
+            recorded = [(self._spec(row), row.backend_state) for row in rows]
+        loaded: dict[str, ServiceStatus | BackendError] = {}
+        for spec, state in recorded:
+            try:
+                loaded[spec.id] = await self.backend.load_state(spec, state)
+            except BackendError as exc:
+                loaded[spec.id] = exc
+        with self.db.session() as session:
+            for row in session.scalars(select(Service).where(Service.id.in_(loaded))):
+                status = loaded[row.id]
+                if isinstance(status, BackendError):
+                    row.phase, row.reason = Phase.FAILED.value, str(status)
+                else:
+                    self._record(row, status.phase.value, status.reason)
         self._watcher = asyncio.create_task(self._watch(), name="datalab-service-watcher")
 
     async def stop(self) -> None:
@@ -126,20 +186,38 @@ class ServiceManager:
                 log.exception("service status refresh failed")
 
     async def refresh_all(self, only_active: bool = False) -> None:
+        """Record what the backend says of every service (of the active ones only); services
+        an operation runs on are left to it (it records its own answer)."""
         with self.db.session() as session:
-            query = select(Service)
+            query = select(Service.id)
             if only_active:
                 query = query.where(Service.phase.in_(ACTIVE_PHASES))
-            for row in session.scalars(query):
-                await self._refresh(row)
+            service_ids = list(session.scalars(query))
+        for service_id in service_ids:
+            if not self._locks.busy(service_id):
+                await self._refresh(service_id)
 
-    async def _refresh(self, row: Service) -> None:
+    async def _refresh(self, service_id: str) -> ServiceStatus | None:
+        """Read and record what the backend says of a service (None: it does not know it)."""
+        async with self._locks.hold(service_id):
+            status = await self._status(service_id)
+            with self.db.session() as session:
+                if (row := session.get(Service, service_id)) is not None:
+                    self._record_status(row, status)
+        return status
+
+    async def _status(self, service_id: str) -> ServiceStatus | None:
+        """What the backend says of a service; None when it does not know it."""
         try:
-            status = await self.backend.status(row.id)
+            return await self.backend.status(service_id)
         except ServiceNotFound:
+            return None
+
+    def _record_status(self, row: Service, status: ServiceStatus | None) -> None:
+        if status is None:
             self._record(row, Phase.FAILED.value, "the backend no longer knows this service")
-            return
-        self._record(row, status.phase.value, status.reason)
+        else:
+            self._record(row, status.phase.value, status.reason)
 
     def _record(self, row: Service, phase: str, reason: str | None) -> None:
         row.phase, row.reason = phase, reason
@@ -237,6 +315,9 @@ class ServiceManager:
                 "local backend; it needs the kubernetes backend"
             )
         service_id = self._new_service_id(chart.name, request.name)
+        if not request.dry_run:  # a taken name is refused before anything is minted
+            with self.db.session() as session:
+                _check_name_free(session, service_id)
         injection = None
         if self.credentials is not None:
             injection = await self.credentials.for_launch(
@@ -246,9 +327,9 @@ class ServiceManager:
         with self.db.session() as session:
             context = self._context(session, principal, injection, mlflow)
         resolved = resolve_values(chart, context, overrides=request.overrides)
-        await self._check_chosen_secrets(principal, resolved.values)
-        cpu, memory_mb = counted_resources(resolved.values)
-        shown = resolved.values
+        values, cpu, memory_mb = self._with_limits(resolved.values)
+        await self._check_chosen_secrets(principal, values)
+        shown = values
         if request.dry_run and request.mask_secrets:
             shown = mask_secret_values(shown, resolved.schema)
         release_commands = equivalent_commands(
@@ -272,39 +353,70 @@ class ServiceManager:
                 "resources": {"cpu": cpu, "memory_mb": memory_mb},
                 "commands": release_commands,
             }
-        with self.db.session() as session:
-            if session.get(Service, service_id) is not None:
-                raise Conflict(
-                    f"a service named {service_id!r} already exists; choose another name"
+        async with self._locks.hold(service_id):
+            # the record comes first, counted against the quota while the backend installs
+            with self.db.session() as session:
+                owner = session.get(User, principal.user_id)
+                if owner is None or owner.disabled:
+                    raise Unauthenticated("this account is disabled; ask an administrator")
+                _check_name_free(session, service_id)
+                self._check_quota(session, principal, cpu, memory_mb)
+                row = Service(
+                    id=service_id,
+                    project_id=principal.project_id,
+                    owner_id=principal.user_id,
+                    friendly_name=request.friendly_name or chart.name,
+                    catalog_id=request.catalog_id,
+                    chart_name=chart.name,
+                    chart_version=chart.version,
+                    shared=request.shared,
+                    values=values,
+                    overrides=request.overrides,
+                    phase=Phase.BUILDING.value,
+                    cpu=cpu,
+                    memory_mb=memory_mb,
+                    backend_state={},
                 )
-            self._check_quota(session, principal, cpu, memory_mb)
-            row = Service(
-                id=service_id,
-                project_id=principal.project_id,
-                owner_id=principal.user_id,
-                friendly_name=request.friendly_name or chart.name,
-                catalog_id=request.catalog_id,
-                chart_name=chart.name,
-                chart_version=chart.version,
-                shared=request.shared,
-                values=resolved.values,
-                overrides=request.overrides,
-                phase=Phase.BUILDING.value,
-                cpu=cpu,
-                memory_mb=memory_mb,
-                backend_state={},
-            )
-            session.add(row)
-            session.flush()
+                session.add(row)
+                try:
+                    session.flush()
+                except IntegrityError:  # taken by another platform process just now
+                    raise Conflict(_name_taken(service_id)) from None
+                spec = self._spec(row, chart)
             try:
-                status = await self.backend.install(self._spec(row, chart))
-            except BackendError as exc:
-                session.rollback()
-                raise InvalidInput(f"cannot start {service_id!r}: {exc}") from None
-            self._record(row, status.phase.value, status.reason)
-            result = await self._describe(row)
+                status = await self.backend.install(spec)
+            except BaseException as exc:
+                with self.db.session() as session:
+                    if (row := session.get(Service, service_id)) is not None:
+                        session.delete(row)
+                if isinstance(exc, BackendError):
+                    raise InvalidInput(f"cannot start {service_id!r}: {exc}") from None
+                raise
+            with self.db.session() as session:
+                row = _row(session, service_id)
+                self._record(row, status.phase.value, status.reason)
+                result = _with_status(_summary(row), status)
+                owner_disabled = row.owner.disabled
+            if owner_disabled:  # disabled while this launch ran: it stops at once
+                await self._suspend_held(service_id, SUSPENDED_OWNER_DISABLED)
+                raise Unauthenticated("this account is disabled; ask an administrator")
         result["commands"] = release_commands
         return result
+
+    def _with_limits(self, values: dict[str, Any]) -> tuple[dict[str, Any], float, int]:
+        """The values with the region's limits where they set none, and what the service
+        counts against quotas (:func:`datalab.resources.with_limits`)."""
+        region = self.settings.region
+        rule = LimitRule(
+            default_cpu=region.default_resources.get("cpuLimit") or None,
+            default_memory=region.default_resources.get("memoryLimit") or None,
+            max_cpu=region.max_resources.cpu,
+            max_memory=region.max_resources.memory_mb * MIB,
+        )
+        try:
+            return with_limits(values, rule)
+        except BackendError as exc:
+            raise InvalidInput(str(exc)) from None
 
     async def _check_chosen_secrets(self, principal: Principal, values: dict[str, Any]) -> None:
         """The secrets named in ``vault.secret`` (they become environment variables of the
@@ -402,29 +514,6 @@ class ServiceManager:
 
     # -- reading ------------------------------------------------------------------------------
 
-    async def _describe(self, row: Service, *, with_values: bool = False) -> dict[str, Any]:
-        try:
-            status = (await self.backend.status(row.id)).to_json()
-        except ServiceNotFound:
-            status = {"phase": row.phase, "reason": row.reason, "urls": []}
-        result: dict[str, Any] = {
-            "id": row.id,
-            "name": row.friendly_name,
-            "catalog": row.catalog_id,
-            "chart": row.chart_name,
-            "version": row.chart_version,
-            "project": row.project_id,
-            "owner": row.owner.name,
-            "shared": row.shared,
-            "created_at": row.created_at.isoformat(),
-            "resources": {"cpu": row.cpu, "memory_mb": row.memory_mb},
-            **status,
-        }
-        if with_values:
-            result["values"] = row.values
-            result["overrides"] = row.overrides
-        return result
-
     async def list(self, principal: Principal) -> list[dict[str, Any]]:
         """Listing view, from the database only, in one query (fast for many services)."""
         query = (
@@ -451,16 +540,60 @@ class ServiceManager:
                 for row in session.execute(query)
             ]
 
+    async def list_all(self, owner: str | None = None) -> list[dict[str, Any]]:
+        """Every service of every project (of one owner), for administrators."""
+        query = (
+            select(
+                Service.id,
+                Service.friendly_name,
+                Service.chart_name,
+                Service.chart_version,
+                User.name,
+                Service.project_id,
+                Service.shared,
+                Service.phase,
+                Service.reason,
+                Service.cpu,
+                Service.memory_mb,
+                Service.created_at,
+            )
+            .join(User, Service.owner_id == User.id)
+            .order_by(Service.created_at)
+        )
+        if owner is not None:
+            query = query.where(User.name == owner)
+        keys = ("id", "name", "chart", "version", "owner", "project", "shared", "phase", "reason")
+        with self.db.session() as session:
+            return [
+                {
+                    **dict(zip(keys, row[:9], strict=True)),
+                    "resources": {"cpu": row[9], "memory_mb": row[10]},
+                    "created_at": row[11].isoformat(),
+                }
+                for row in session.execute(query)
+            ]
+
     async def get(self, principal: Principal, service_id: str) -> dict[str, Any]:
         with self.db.session() as session:
+            check_service(principal, session.get(Service, service_id), Action.VIEW)
+        if self._locks.busy(service_id):  # being changed: its record says where it is
+            status = await self._status(service_id)
+        else:
+            status = await self._refresh(service_id)
+        with self.db.session() as session:
             row = check_service(principal, session.get(Service, service_id), Action.VIEW)
-            await self._refresh(row)
-            result = await self._describe(row, with_values=True)
+            result = _with_status(_summary(row, with_values=True), status)
             if not may_see_credentials(principal, row):
                 schema = self._schema(row)
                 result["values"] = mask_secret_values(result["values"], schema)
                 result["overrides"] = mask_secret_values(result["overrides"], schema)
-        result["commands"] = commands.for_service(row.id, row.project_id)
+            if not may(principal, row, Action.USE):  # an administrator's view: no way in
+                result["password"] = None
+            project_id = row.project_id
+        result["commands"] = {
+            action: _for_action(principal, action, service_id, project_id)
+            for action in commands.for_service(service_id, project_id)
+        }
         return result
 
     def _schema(self, row: Service) -> dict[str, Any]:
@@ -493,34 +626,78 @@ class ServiceManager:
     # -- changing -----------------------------------------------------------------------------
 
     async def suspend(self, principal: Principal, service_id: str) -> dict[str, Any]:
-        with self.db.session() as session:
-            row = check_service(principal, session.get(Service, service_id), Action.MANAGE)
-            status = await self.backend.suspend(service_id)
-            self._record(row, status.phase.value, status.reason)
-            result = await self._describe(row)
-        result["commands"] = commands.for_action("suspend", service_id, row.project_id)
+        async with self._locks.hold(service_id):
+            with self.db.session() as session:
+                row = check_service(principal, session.get(Service, service_id), Action.STOP)
+                project_id = row.project_id
+            result = await self._suspend_held(service_id)
+        result["commands"] = _for_action(principal, "suspend", service_id, project_id)
         return result
+
+    async def _suspend_held(self, service_id: str, reason: str | None = None) -> dict[str, Any]:
+        """Suspend a service whose lock the caller holds; records ``reason`` if given."""
+        try:
+            status: ServiceStatus | None = await self.backend.suspend(service_id)
+        except ServiceNotFound:  # lost by the backend: nothing runs; resuming installs it again
+            status = None
+        with self.db.session() as session:
+            row = _row(session, service_id)
+            if status is None:
+                self._record(row, Phase.SUSPENDED.value, "the backend no longer knew it")
+            else:
+                self._record(row, status.phase.value, status.reason)
+            if reason is not None:
+                row.reason = reason
+            return _with_status(_summary(row), status)
 
     async def resume(self, principal: Principal, service_id: str) -> dict[str, Any]:
-        with self.db.session() as session:
-            row = check_service(principal, session.get(Service, service_id), Action.MANAGE)
-            if row.phase in ACTIVE_PHASES:
-                raise Conflict(
-                    f"service {service_id!r} is {row.phase}; only a suspended or "
-                    "failed service can be resumed"
-                )
-            self._check_quota(session, principal, row.cpu, row.memory_mb)
-            renewed = await self._renew_credentials(session, row)
+        async with self._locks.hold(service_id):
+            with self.db.session() as session:
+                row = check_service(principal, session.get(Service, service_id), Action.MANAGE)
+                if row.phase in ACTIVE_PHASES:
+                    raise Conflict(
+                        f"service {service_id!r} is {row.phase}; only a suspended or "
+                        "failed service can be resumed"
+                    )
+                if row.owner.disabled:
+                    raise Conflict(
+                        f"the account of {row.owner.name!r}, who owns {service_id!r}, is "
+                        "disabled; an administrator must enable it before it can be resumed"
+                    )
+                # services recorded before every service had limits get them now
+                values, cpu, memory_mb = self._with_limits(row.values)
+                self._check_quota(session, principal, cpu, memory_mb)
+                before = (row.phase, row.reason, row.values, row.cpu, row.memory_mb)
+                # counted from now on: a launch or resume meanwhile sees it in the usage
+                row.phase, row.reason = Phase.STARTING.value, "resuming"
+                row.values, row.cpu, row.memory_mb = values, cpu, memory_mb
+                project_id = row.project_id
             try:
-                status = await self.backend.resume(service_id, renewed)
-            except ServiceNotFound:  # lost by the backend: install it again with the same values
-                status = await self.backend.install(self._spec(row))
-            self._record(row, status.phase.value, status.reason)
-            result = await self._describe(row)
-        result["commands"] = commands.for_action("resume", service_id, row.project_id)
+                renewed = await self._renew_credentials(service_id) or values
+                try:
+                    status = await self.backend.resume(service_id, renewed)
+                except ServiceNotFound:  # lost by the backend: install it again, same values
+                    with self.db.session() as session:
+                        row = _row(session, service_id)
+                        row.values = renewed
+                        spec = self._spec(row)
+                    status = await self.backend.install(spec)
+            except BaseException as exc:
+                with self.db.session() as session:
+                    row = _row(session, service_id)
+                    row.phase, row.reason, row.values, row.cpu, row.memory_mb = before
+                if isinstance(exc, BackendError):
+                    raise InvalidInput(f"cannot resume {service_id!r}: {exc}") from None
+                raise
+            with self.db.session() as session:
+                row = _row(session, service_id)
+                row.values = renewed
+                self._record(row, status.phase.value, status.reason)
+                result = _with_status(_summary(row), status)
+        result["commands"] = _for_action(principal, "resume", service_id, project_id)
         return result
 
-    async def _renew_credentials(self, session: Any, row: Service) -> dict[str, Any] | None:
+    async def _renew_credentials(self, service_id: str) -> dict[str, Any] | None:
         """The service's values with fresh credentials (S3 session, Vault token, refresh token)
         in place of the ones minted at launch, which may have expired while it was suspended;
         every other value unchanged. None when nothing is injected or the chart is gone.
@@ -531,27 +708,28 @@ class ServiceManager:
         credentials in their place."""
         if self.credentials is None:
             return None
-        try:
-            chart = self.catalogs.get_chart(row.catalog_id, row.chart_name, row.chart_version)
-        except DatalabError:
-            log.warning("service %s: chart gone, credentials not renewed", row.id)
-            return None
-        owner = principal_for(session, row.owner, row.project_id, "resume")
-        fresh = await self.credentials.for_launch(row.owner.name, row.project_id, row.id)
+        with self.db.session() as session:
+            row = _row(session, service_id)
+            try:
+                chart = self.catalogs.get_chart(row.catalog_id, row.chart_name, row.chart_version)
+            except DatalabError:
+                log.warning("service %s: chart gone, credentials not renewed", row.id)
+                return None
+            owner = principal_for(session, row.owner, row.project_id, "resume")
+            values, overrides = copy.deepcopy(row.values), row.overrides
+        fresh = await self.credentials.for_launch(owner.name, owner.project_id, service_id)
         marked, credential_of = _with_markers(fresh)
         try:
-            marked_values = resolve_values(
-                chart, self._context(session, owner, marked), overrides=row.overrides
-            ).values
+            with self.db.session() as session:
+                context = self._context(session, owner, marked)
+            marked_values = resolve_values(chart, context, overrides=overrides).values
         except DatalabError as exc:
-            log.warning("service %s: credentials not renewed: %s", row.id, exc)
+            log.warning("service %s: credentials not renewed: %s", service_id, exc)
             return None
-        values = copy.deepcopy(row.values)
         for path, text in _marked_strings(marked_values):
             for marker, credential in credential_of.items():
                 text = text.replace(marker, credential)
             _set_path(values, path, text)
-        row.values = values
         return values
 
     async def update(
@@ -576,36 +754,119 @@ class ServiceManager:
                         "project (X-Datalab-Project) to share it"
                     )
                 row.shared = shared
-            return await self._describe(row)
+            summary = _summary(row)
+        return _with_status(summary, await self._status(service_id))
 
     async def delete(self, principal: Principal, service_id: str) -> dict[str, Any]:
-        with self.db.session() as session:
-            row = check_service(principal, session.get(Service, service_id), Action.MANAGE)
+        async with self._locks.hold(service_id):
+            with self.db.session() as session:
+                row = check_service(principal, session.get(Service, service_id), Action.STOP)
+                project_id = row.project_id
             await self.backend.uninstall(service_id)
-            project_id = row.project_id
-            session.delete(row)
+            with self.db.session() as session:
+                if (row := session.get(Service, service_id)) is not None:
+                    session.delete(row)
         return {
             "deleted": service_id,
-            "commands": commands.for_action("delete", service_id, project_id),
+            "commands": _for_action(principal, "delete", service_id, project_id),
         }
+
+    # -- accounts ---------------------------------------------------------------------------
+
+    async def disable_user(self, name: str) -> None:
+        """Disable an account and end everything it holds: API tokens and web sessions
+        (:func:`datalab.identity.accounts.set_disabled`), the Vault tokens minted for it
+        (revoked by accessor), its services (suspended). Its S3 sessions cannot be revoked by
+        SeaweedFS: they end at their expiry, never refreshed (docs/security.md). Disabling an
+        account again finishes what a failure left undone (the secrets store unreachable)."""
+        with self.db.session() as session:
+            user_id = accounts.set_disabled(session, name, True).id
+        try:
+            broker = self.credentials
+            if broker is not None and broker.secret_store is not None:
+                await broker.secret_store.revoke_tokens_of(name)
+                broker.secrets.forget(name)
+        finally:
+            with self.db.session() as session:
+                running = list(
+                    session.scalars(
+                        select(Service.id).where(
+                            Service.owner_id == user_id, Service.phase != Phase.SUSPENDED.value
+                        )
+                    )
+                )
+            for service_id in running:
+                async with self._locks.hold(service_id):
+                    with self.db.session() as session:
+                        if session.get(Service, service_id) is None:  # deleted meanwhile
+                            continue
+                    await self._suspend_held(service_id, SUSPENDED_OWNER_DISABLED)
+            if running:
+                log.info("suspended %d service(s) of disabled account %s", len(running), name)
 
     def count(self) -> int:
         with self.db.session() as session:
             return session.scalar(select(func.count(Service.id))) or 0
 
 
-def counted_resources(values: dict[str, Any]) -> tuple[float, int]:
-    """(cores, MiB) counted against quotas: the limits, else the requests, parsed exactly as
-    the local backend enforces them."""
-    try:
-        resources = Resources.from_values(values)
-    except BackendError as exc:
-        raise InvalidInput(str(exc)) from None
-    cpu = resources.cpu_limit if resources.cpu_limit is not None else resources.cpu_request
-    memory = (
-        resources.memory_limit if resources.memory_limit is not None else resources.memory_request
-    )
-    return cpu or 0.0, round((memory or 0) / MIB)
+def _name_taken(service_id: str) -> str:
+    # the same answer whoever holds the name: it says nothing of them, nor of their project
+    return f"the name {service_id!r} is taken; choose another, or give none to get one"
+
+
+def _check_name_free(session: Any, service_id: str) -> None:
+    """Service ids are the platform's (one process, one URL per service), so a name taken in
+    any project is taken; the answer says nothing of the service holding it."""
+    if session.get(Service, service_id) is not None:
+        raise Conflict(_name_taken(service_id))
+
+
+def _row(session: Any, service_id: str) -> Service:
+    """A service record that an operation holding its lock knows to exist."""
+    row = session.get(Service, service_id)
+    if row is None:
+        raise NotFound("no such service in this project")
+    return row
+
+
+def _summary(row: Service, *, with_values: bool = False) -> dict[str, Any]:
+    """A service as the database knows it (inside a transaction: the row's last state)."""
+    result: dict[str, Any] = {
+        "id": row.id,
+        "name": row.friendly_name,
+        "catalog": row.catalog_id,
+        "chart": row.chart_name,
+        "version": row.chart_version,
+        "project": row.project_id,
+        "owner": row.owner.name,
+        "shared": row.shared,
+        "created_at": row.created_at.isoformat(),
+        "resources": {"cpu": row.cpu, "memory_mb": row.memory_mb},
+        "phase": row.phase,
+        "reason": row.reason,
+        "urls": [],
+    }
+    if with_values:
+        result["values"] = row.values
+        result["overrides"] = row.overrides
+    return result
+
+
+def _with_status(summary: dict[str, Any], status: ServiceStatus | None) -> dict[str, Any]:
+    """The summary with what the backend says of the service, when it knows it."""
+    return summary if status is None else {**summary, **status.to_json()}
+
+
+def _for_action(
+    principal: Principal, action: str, service_id: str, project_id: str
+) -> dict[str, str]:
+    """The equivalent commands of an action on a service of ``project_id``, for the principal:
+    an administrator acting on another project's service acts from their own project (they
+    are not a member of the service's), so their ``datalab`` line names it."""
+    found = commands.for_action(action, service_id, project_id)
+    if project_id != principal.project_id:
+        found["datalab"] = commands.for_action(action, service_id, principal.project_id)["datalab"]
+    return found
 
 
 _MARKER = "\x00datalab-credential-"

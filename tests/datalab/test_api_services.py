@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import pytest
 
 from datalab.config import Quota
@@ -182,6 +185,19 @@ async def test_cpu_quota(env: Env) -> None:
     assert "CPU" in refused["error"]["message"]
 
 
+async def test_the_readme_flow_fits_the_default_quota(env: Env) -> None:
+    """Jupyter + MLflow + Jupyter, with the defaults, as the README launches them: the quota
+    counts their limits (the region's default limits) and holds all three."""
+    alice = await env.user("alice")
+    for chart, name in (("jupyter-python", "nb"), ("mlflow", "tracking"), (CHART, "nb2")):
+        launched = await launch(alice, chart=chart, name=name)
+        assert launched["phase"] == "running"
+    usage = (await alice.call("GET", "/api/quota"))["usage"]
+    default = env.platform.settings.region.default_resources
+    assert (default["cpuLimit"], default["memoryLimit"]) == ("2", "4Gi")
+    assert usage == {"services": 3, "cpu": 6.0, "memory_mb": 3 * 4096}
+
+
 @pytest.mark.parametrize(
     ("body", "status", "fragment"),
     [
@@ -207,7 +223,112 @@ async def test_duplicate_service_name_conflicts(env: Env) -> None:
     alice = await env.user("alice")
     await launch(alice, name="twin")
     error = await launch(alice, name="twin", expect=409)
-    assert "already exists" in error["error"]["message"]
+    assert "'twin' is taken" in error["error"]["message"]
+
+
+async def test_a_name_taken_by_someone_else_says_nothing_of_them(env: Env) -> None:
+    """Service ids are the platform's, so another user's name is taken for bob too: he gets
+    the answer any taken name gets, which names neither its owner nor their project."""
+    alice, bob = await env.user("alice"), await env.user("bob")
+    await launch(alice, name="alices-thesis")
+    mine = (await launch(alice, name="alices-thesis", expect=409))["error"]
+    theirs = (await launch(bob, name="alices-thesis", expect=409))["error"]
+    assert theirs == mine
+    assert "alice" not in theirs["message"].replace("alices-thesis", "")
+    assert "user-alice" not in str(theirs)
+
+
+async def test_two_launches_of_one_name_start_one_service(env: Env) -> None:
+    alice = await env.user("alice")
+    answers = await asyncio.gather(
+        *(
+            alice.http.post(
+                "/api/services", json={"chart": CHART, "name": "race"}, headers=alice.headers()
+            )
+            for _ in range(4)
+        )
+    )
+    assert sorted(a.status_code for a in answers) == [200, 409, 409, 409]
+    assert [s["id"] for s in (await alice.call("GET", "/api/services"))["services"]] == ["race"]
+
+
+class _SlowBackend:
+    """Wraps the platform's backend: notes whether a database connection is checked out (a
+    transaction open) at each call, and holds ``install`` until ``release`` is set."""
+
+    def __init__(self, env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.backend = env.platform.backend
+        self.pool = env.platform.db.engine.pool
+        self.inside_transaction: list[str] = []
+        self.release = asyncio.Event()
+        self.release.set()
+        self.installing = asyncio.Event()
+        for name in ("install", "status", "suspend", "resume", "uninstall", "events"):
+            monkeypatch.setattr(self.backend, name, self._wrap(name, getattr(self.backend, name)))
+
+    def _wrap(self, name: str, method: Any) -> Any:
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            if self.pool.checkedout():
+                self.inside_transaction.append(name)
+            if name == "install":
+                self.installing.set()
+                await self.release.wait()
+            return await method(*args, **kwargs)
+
+        return call
+
+
+async def test_the_backend_is_never_awaited_inside_a_transaction(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite has one writer: a transaction held across a slow backend call would stall every
+    other write of the platform."""
+    backend = _SlowBackend(env, monkeypatch)
+    alice = await env.user("alice")
+    await launch(alice, name="nb")
+    await alice.call("GET", "/api/services/nb")
+    await alice.call("GET", "/api/services/nb/events")
+    await alice.call("PATCH", "/api/services/nb", json={"name": "Renamed"})
+    await alice.call("POST", "/api/services/nb/suspend")
+    await alice.call("POST", "/api/services/nb/resume")
+    await env.platform.services.refresh_all()
+    await alice.call("DELETE", "/api/services/nb")
+    assert backend.inside_transaction == []
+
+
+async def test_a_service_being_installed_is_safe_to_suspend_and_delete(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the backend installs a service, its record is there (counted, visible as
+    building); suspending or deleting it waits for the install, the status watcher leaves it
+    alone, and nothing fails."""
+    backend = _SlowBackend(env, monkeypatch)
+    backend.release.clear()
+    alice = await env.user("alice")
+    launching = asyncio.create_task(launch(alice, name="slow"))
+    await backend.installing.wait()
+    seen = await alice.call("GET", "/api/services/slow")
+    assert seen["phase"] == "building"
+    assert (await alice.call("GET", "/api/quota"))["usage"]["services"] == 1
+    await env.platform.services.refresh_all()  # the watcher: the backend does not know it yet
+    suspending = asyncio.create_task(alice.call("POST", "/api/services/slow/suspend"))
+    await asyncio.sleep(0.1)
+    assert not suspending.done()  # waits for the install
+    backend.release.set()
+    assert (await launching)["phase"] == "running"
+    assert (await suspending)["phase"] == "suspended"
+    backend.installing.clear()
+    backend.release.clear()
+    relaunching = asyncio.create_task(launch(alice, name="slow2"))
+    await backend.installing.wait()
+    deleting = asyncio.create_task(alice.call("DELETE", "/api/services/slow2"))
+    await asyncio.sleep(0.1)
+    backend.release.set()
+    await relaunching
+    assert (await deleting)["deleted"] == "slow2"
+    assert await env.platform.backend.list() == ["slow"]
+    listing = (await alice.call("GET", "/api/services"))["services"]
+    assert [(s["id"], s["phase"]) for s in listing] == [("slow", "suspended")]
 
 
 async def test_services_survive_a_platform_restart(env: Env) -> None:

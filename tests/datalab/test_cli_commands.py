@@ -195,3 +195,25 @@ async def test_printed_launch_command_launches_the_same_service(served: Served) 
     assert again["shared"] is True and again["name"] == "Team notebook"
     assert again["values"]["resources"]["limits"]["cpu"] == "500m"
     assert (await served.api(alice, "GET", "/api/services"))["services"] == []  # not personal
+
+
+async def test_an_admin_lists_and_stops_anyones_service_with_the_printed_commands(
+    served: Served,
+) -> None:
+    """``datalab admin services`` lists every service; the commands an administrator is shown
+    for another user's service name the administrator's project, and they run."""
+    await _team_service(served)
+    admin = served.token("admin")
+    listing = await served.cli(admin, "admin", "services", "--owner", "alice")
+    assert "nb-1" in listing and TEAM in listing
+    assert "nb-1" not in await served.cli(admin, "admin", "services", "--owner", "admin")
+    service = await served.api(admin, "GET", "/api/services/nb-1")
+    suspend, delete = (service["commands"][a]["datalab"] for a in ("suspend", "delete"))
+    assert suspend == "datalab suspend nb-1 --project user-admin"
+
+    def run(line: str, input: str | None = None) -> Any:
+        return served.cli(admin, *shlex.split(line)[1:], input=input)
+
+    assert "nb-1: suspended" in await run(suspend)
+    assert "Deleted nb-1" in await run(delete, input="y\n")
+    assert (await served.api(admin, "GET", "/api/admin/services"))["services"] == []

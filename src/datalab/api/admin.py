@@ -1,6 +1,8 @@
-"""Administration: users and projects (admins only)."""
+"""Administration: users, projects, and every service (admins only)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from fastapi import APIRouter, Response
 
@@ -44,11 +46,17 @@ def create_user(
     return UserCreated(**user_out(user).model_dump(), password=shown)
 
 
-@router.post("/users/{name}/disable", summary="Disable a user and revoke their tokens (admin)")
-def disable_user(name: str, caller: AdminDep, session: SessionDep) -> UserOut:
+@router.post(
+    "/users/{name}/disable",
+    summary="Disable a user: revoke their API and Vault tokens, end their web sessions, "
+    "suspend their services (admin)",
+)
+async def disable_user(name: str, caller: AdminDep, platform: PlatformDep) -> UserOut:
     if name == caller.name:
         raise InvalidInput("you cannot disable your own account")
-    return user_out(accounts.set_disabled(session, name, True))
+    await platform.services.disable_user(name)
+    with platform.db.session() as session:
+        return user_out(accounts.get_user(session, name))
 
 
 @router.post("/users/{name}/enable", summary="Enable a user (admin)")
@@ -62,6 +70,15 @@ def reset_password(
 ) -> dict[str, str | None]:
     password = accounts.reset_password(session, name, body.password)
     return {"user": name, "password": None if body.password else password}
+
+
+@router.get("/admin/services", summary="Every service of every project, or of one owner (admin)")
+async def list_all_services(
+    _: AdminDep, platform: PlatformDep, owner: str | None = None
+) -> dict[str, Any]:
+    """Administrators suspend or delete any of them with the usual endpoints
+    (``POST /api/services/{id}/suspend``, ``DELETE /api/services/{id}``), from any project."""
+    return {"services": await platform.services.list_all(owner)}
 
 
 @router.get("/projects", summary="Projects: mine, or all with ?all=true (admin)")

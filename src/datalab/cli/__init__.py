@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from datalab.cli import accounts, audit, secrets, server, services, storage
+from datalab.cli import accounts, admin, audit, secrets, server, services, storage
 from datalab.cli.common import run_safely
 
 app = typer.Typer(
@@ -25,6 +25,7 @@ services.register(app)
 storage.register(app)
 secrets.register(app)
 audit.register(app)
+admin.register(app)
 
 
 def main() -> None:

@@ -133,7 +133,8 @@ def users_list(output: OutputOption = Output.table) -> None:
 
 @users_app.command("disable")
 def users_disable(name: str) -> None:
-    """Disable a user and revoke their API tokens."""
+    """Disable a user: revoke their API and Vault tokens, end their web sessions, suspend
+    their services."""
     client().post(f"/api/users/{name}/disable")
     console.print(f"Disabled {name}")
 

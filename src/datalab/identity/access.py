@@ -11,6 +11,10 @@ Rules for services:
 - in its project, the owner may do anything; other members may see and use (open, logs,
   events) a service only when it is shared, and may change it (suspend, resume, rename,
   delete) only if they are project admins;
+- platform administrators may see and stop (suspend, delete) any service, from whatever project
+  they act in: they must be able to stop what a disabled or abusive user runs. They may not use
+  it (open it, read its logs), and see its values with secrets masked, like anyone but its
+  owner;
 - the credentials a service holds (the secrets in its values: S3 keys, Vault token, git
   token...) are its owner's: nobody else sees them (:func:`may_see_credentials`).
 """
@@ -30,7 +34,12 @@ from datalab.identity.accounts import get_project, membership_of
 class Action(enum.StrEnum):
     VIEW = "view"  # status, values, events
     USE = "use"  # open through the proxy, read logs
-    MANAGE = "manage"  # suspend, resume, rename, share, delete
+    STOP = "stop"  # suspend, delete
+    MANAGE = "manage"  # resume, rename, share
+
+
+#: what platform administrators may do to any service
+ADMIN_ACTIONS = frozenset({Action.VIEW, Action.STOP})
 
 
 @dataclass(frozen=True)
@@ -68,18 +77,31 @@ def principal_for(session: Session, user: User, project_id: str | None, via: str
 
 def check_service(principal: Principal, service: Service | None, action: Action) -> Service:
     """Return the service if the principal may perform ``action`` on it, else raise."""
-    if service is None or service.project_id != principal.project_id:
+    if service is None:
+        raise NotFound("no such service in this project")
+    if principal.is_admin and action in ADMIN_ACTIONS:
+        return service
+    if service.project_id != principal.project_id:
         raise NotFound("no such service in this project")
     if service.owner_id == principal.user_id:
         return service
     if not service.shared:
         raise NotFound("no such service in this project")
-    if action is Action.MANAGE and principal.project_role != "admin":
+    if action in (Action.STOP, Action.MANAGE) and principal.project_role != "admin":
         raise Forbidden(
             f"service {service.id!r} belongs to {service.owner.name!r}; only its owner or a "
             "project admin can change it"
         )
     return service
+
+
+def may(principal: Principal, service: Service, action: Action) -> bool:
+    """Whether :func:`check_service` lets the principal perform ``action`` on the service."""
+    try:
+        check_service(principal, service, action)
+    except (NotFound, Forbidden):
+        return False
+    return True
 
 
 def may_see_credentials(principal: Principal, service: Service) -> bool:

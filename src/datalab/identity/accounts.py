@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from datalab.config import RegionSettings
-from datalab.db import ApiToken, Membership, Project, User
+from datalab.db import ApiToken, Membership, Project, ProviderToken, User, WebSession
 from datalab.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 from datalab.identity.names import RESERVED_USER_NAMES, check_label
 from datalab.identity.passwords import (
@@ -88,13 +88,19 @@ def list_users(session: Session) -> list[User]:
 
 
 def set_disabled(session: Session, name: str, disabled: bool) -> User:
+    """Disable (or enable) an account. A disabled account keeps nothing that works here: its
+    API tokens are revoked, its web sessions ended (enabling it again revives neither) and the
+    identity provider's tokens kept for it forgotten. What it holds elsewhere (Vault tokens,
+    running services) is ended by :meth:`datalab.services.ServiceManager.disable_user`."""
     user = get_user(session, name)
     user.disabled = disabled
-    if disabled:  # a disabled account keeps no working token
+    if disabled:
         now = datetime.now(UTC)
         for token in user.tokens:
             if token.revoked_at is None:
                 token.revoked_at = now
+        session.execute(delete(WebSession).where(WebSession.user_id == user.id))
+        session.execute(delete(ProviderToken).where(ProviderToken.user_id == user.id))
     return user
 
 

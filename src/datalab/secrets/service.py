@@ -13,6 +13,10 @@ which trusts the issuer's public key. A user's token (role ``datalab-user``) car
   (``datalab-project-<id>``: ``<mount>/data/<id>/*``), which the platform creates beforehand.
 Tokens are renewable (``token_max_ttl`` 24 h), so long-running services can extend them.
 
+Every token minted for a user is recorded by its accessor (:class:`datalab.db.VaultTokenRecord`)
+until it cannot live any longer: disabling the user revokes them all
+(:meth:`SecretsService.revoke_tokens_of`), and no token is minted for a disabled user.
+
 A service in a shared project gets a *project* token instead (role ``datalab-project``, no user
 policy): that project's directory only. Members the service is shared with may run code in it,
 so it must not hold its owner's personal secrets nor those of their other projects.
@@ -26,8 +30,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import delete, select
 
 from datalab.config import ConfigError, Settings
+from datalab.db import Database, User, VaultTokenRecord
+from datalab.errors import NotFound, Unauthenticated
 from datalab.identity.federation import ProviderTokens
 from datalab.identity.issuer import AUDIENCE_VAULT, TokenIssuer
 from datalab.secrets.openbao import EmbeddedOpenBao
@@ -40,12 +49,16 @@ ROLE = "datalab-user"
 PROJECT_ROLE = "datalab-project"
 USER_POLICY = "datalab-user"
 MAX_TOKEN_TTL_S = 24 * 3600
+#: how long a token from an external Vault may live, renewals included, for all the platform
+#: knows (its roles are that Vault's admins'): Vault's default maximum, 32 days
+EXTERNAL_MAX_TOKEN_TTL_S = 768 * 3600
 
 
 @dataclass(frozen=True)
 class VaultToken:
     token: str
     ttl_s: int
+    accessor: str = ""
 
 
 def project_policy_name(project_id: str) -> str:
@@ -54,9 +67,14 @@ def project_policy_name(project_id: str) -> str:
 
 class SecretsService:
     def __init__(
-        self, settings: Settings, issuer: TokenIssuer, federation: ProviderTokens | None = None
+        self,
+        settings: Settings,
+        issuer: TokenIssuer,
+        db: Database,
+        federation: ProviderTokens | None = None,
     ) -> None:
         self.settings = settings.secrets
+        self.db = db
         self.user_prefix = settings.region.user_prefix
         self.issuer = issuer
         self.federation = federation if self.settings.web_identity == "oidc" else None
@@ -86,6 +104,7 @@ class SecretsService:
         self.admin = VaultClient(self.address, token)
         self._users = VaultClient(self.address)  # requests made with users' own tokens
         await self.configure()
+        await self._revoke_tokens_of_disabled_users()
 
     async def stop(self) -> None:
         for client in (self.admin, self._users):
@@ -202,10 +221,11 @@ class SecretsService:
         if self.federation is not None:
             # the Vault trusts the provider: its admins' role and policies decide what the
             # token reaches (projects through external groups named after the groups claim)
+            self._check_enabled(user_name)
             id_token = await self.federation.id_token(user_name, "Vault")
             mount, role = self.settings.oidc_auth_mount, self.settings.oidc_role
-            token, ttl = await self._client().login_jwt(mount, role, id_token)
-            return VaultToken(token, ttl)
+            minted = await self._client().login_jwt(mount, role, id_token)
+            return await self._recorded(user_name, minted, EXTERNAL_MAX_TOKEN_TTL_S)
         return await self._login(user_name, ROLE, shared_projects)
 
     async def project_token(self, user_name: str, project_id: str) -> VaultToken:
@@ -216,6 +236,7 @@ class SecretsService:
         return await self._login(user_name, PROJECT_ROLE, [project_id])
 
     async def _login(self, user_name: str, role: str, projects: list[str]) -> VaultToken:
+        self._check_enabled(user_name)
         for project_id in projects:
             await self.ensure_project(project_id)
         jwt = self.issuer.issue(
@@ -224,5 +245,78 @@ class SecretsService:
             ttl_s=120,  # only long enough for the login below
             claims={"preferred_username": user_name, "projects": sorted(projects)},
         )
-        token, ttl = await self._client().login_jwt(AUTH_MOUNT, role, jwt)
-        return VaultToken(token, ttl)
+        minted = await self._client().login_jwt(AUTH_MOUNT, role, jwt)
+        return await self._recorded(user_name, minted, MAX_TOKEN_TTL_S)
+
+    # -- the tokens minted for users -------------------------------------------------------------
+
+    def _check_enabled(self, user_name: str) -> None:
+        with self.db.session() as session:
+            disabled = session.scalar(select(User.disabled).where(User.name == user_name))
+        if disabled is None:
+            raise NotFound(f"no user named {user_name!r}")
+        if disabled:
+            raise Unauthenticated(f"no Vault token for {user_name!r}: the account is disabled")
+
+    async def _recorded(
+        self, user_name: str, minted: tuple[str, str, int], max_ttl_s: int
+    ) -> VaultToken:
+        """Record a token just minted for ``user_name`` (and forget the records of tokens that
+        have expired by now). Had the user been disabled meanwhile, after the revocation
+        looked for their tokens, the token is revoked at once."""
+        token, accessor, ttl = minted
+        now = datetime.now(UTC)
+        with self.db.session() as session:
+            session.execute(delete(VaultTokenRecord).where(VaultTokenRecord.expires_at <= now))
+            user_id = session.scalar(select(User.id).where(User.name == user_name))
+            if user_id is not None:
+                session.add(
+                    VaultTokenRecord(
+                        accessor=accessor,
+                        user_id=user_id,
+                        created_at=now,
+                        expires_at=now + timedelta(seconds=max_ttl_s),
+                    )
+                )
+        try:  # read after the record is committed: a revocation either saw it or comes after
+            self._check_enabled(user_name)
+        except Unauthenticated:
+            await self.revoke_tokens_of(user_name)
+            raise
+        return VaultToken(token, ttl, accessor)
+
+    async def revoke_tokens_of(self, user_name: str) -> int:
+        """Revoke every token minted for ``user_name`` that may still be alive; how many."""
+        with self.db.session() as session:
+            accessors = list(
+                session.scalars(
+                    select(VaultTokenRecord.accessor)
+                    .join(User, VaultTokenRecord.user_id == User.id)
+                    .where(User.name == user_name)
+                )
+            )
+        client = self._client()
+        for accessor in accessors:
+            await client.revoke_accessor(accessor)
+            with self.db.session() as session:
+                session.execute(
+                    delete(VaultTokenRecord).where(VaultTokenRecord.accessor == accessor)
+                )
+        if accessors:
+            log.info("revoked %d Vault token(s) of %s", len(accessors), user_name)
+        return len(accessors)
+
+    async def _revoke_tokens_of_disabled_users(self) -> None:
+        """Tokens of users disabled while this Vault could not be reached (a disabling that
+        failed half-way is finished here, at the next start)."""
+        with self.db.session() as session:
+            names = list(
+                session.scalars(
+                    select(User.name)
+                    .join(VaultTokenRecord, VaultTokenRecord.user_id == User.id)
+                    .where(User.disabled.is_(True))
+                    .distinct()
+                )
+            )
+        for name in names:
+            await self.revoke_tokens_of(name)

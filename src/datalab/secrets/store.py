@@ -85,6 +85,11 @@ class SecretStore:
             self._tokens[cache_key] = cached
         return cached[0].token
 
+    def forget(self, user_name: str) -> None:
+        """Drop the cached tokens of ``user_name`` (they were revoked)."""
+        for key in [k for k in self._tokens if k[0] == user_name]:
+            del self._tokens[key]
+
     def tops(self, principal: Principal) -> builtins.list[str]:
         return sorted({self._personal_project(principal.name), principal.project_id})
 

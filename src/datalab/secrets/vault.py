@@ -87,14 +87,26 @@ class VaultClient:
             return None
         return dict(response.json())
 
-    async def login_jwt(self, mount: str, role: str, jwt: str) -> tuple[str, int]:
-        """Exchange a JWT for a Vault token; returns (token, ttl in seconds)."""
+    async def login_jwt(self, mount: str, role: str, jwt: str) -> tuple[str, str, int]:
+        """Exchange a JWT for a Vault token; returns (token, its accessor, ttl in seconds).
+
+        The accessor names the token without granting it: with it, an admin token revokes it
+        (``auth/token/revoke-accessor``)."""
         answer = await self.request(
             "POST", f"auth/{mount}/login", json={"role": role, "jwt": jwt}, token=""
         )
         assert answer is not None
         auth = answer["auth"]
-        return str(auth["client_token"]), int(auth["lease_duration"])
+        return str(auth["client_token"]), str(auth["accessor"]), int(auth["lease_duration"])
+
+    async def revoke_accessor(self, accessor: str) -> None:
+        """Revoke the token an accessor names, and its children (this client's token needs
+        ``update`` on ``auth/token/revoke-accessor``). An accessor Vault no longer knows
+        (the token expired or was revoked) is not an error (Vault answers 400, OpenBao 200
+        with a warning)."""
+        await self.request(
+            "POST", "auth/token/revoke-accessor", json={"accessor": accessor}, allow=(400,)
+        )
 
 
 class VaultDenied(DatalabError):

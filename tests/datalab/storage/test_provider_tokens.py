@@ -319,3 +319,29 @@ async def test_an_expiring_id_token_is_renewed_and_the_refresh_token_rotated(
         row = session.get(ProviderToken, user_id)
         assert row is not None and row.refresh_token == "refresh-2"
     db.dispose()
+
+
+async def test_disabling_a_user_revokes_the_provider_federated_vault_tokens(
+    deployment: Deployment,
+) -> None:
+    """With a Vault that trusts the provider, the platform still records the tokens it gets for
+    a user and revokes them, with its own Vault token, when the user is disabled."""
+    dave = await deployment.signed_in_api("dave")
+    store = deployment.platform.secret_store
+    assert store is not None
+    tools = (await dave.call("POST", "/api/secrets/token"))["token"]
+    await dave.call("POST", "/api/services", json={"chart": "jupyter-python", "name": "dave-nb"})
+    held = (await dave.call("GET", "/api/services/dave-nb"))["values"]["vault"]["token"]
+    admin = deployment.api("admin")
+    await admin.call("POST", "/api/users/dave/disable")
+    async with httpx.AsyncClient(base_url=store.address) as vault:
+        for token in (tools, held):
+            headers = {"X-Vault-Token": token}
+            looked_up = await vault.get("/v1/auth/token/lookup-self", headers=headers)
+            assert looked_up.status_code == 403, looked_up.text
+            renewed = await vault.post("/v1/auth/token/renew-self", headers=headers)
+            assert renewed.status_code == 403, renewed.text
+    with deployment.platform.db.session() as session:
+        assert session.get(ProviderToken, accounts.get_user(session, "dave").id) is None
+    services = await admin.call("GET", "/api/admin/services", params={"owner": "dave"})
+    assert [s["phase"] for s in services["services"]] == ["suspended"]
