@@ -13,12 +13,13 @@ from pydantic import Field
 
 from datalab import commands
 from datalab.api.deps import PlatformDep, PrincipalDep
+from datalab.api.responses import AUTHENTICATED
 from datalab.api.schemas import Model
 from datalab.errors import InvalidInput, Unauthenticated
 from datalab.launch import load_values_file, parse_set_args
 from datalab.services import LaunchRequest
 
-router = APIRouter(prefix="/api", tags=["services"])
+router = APIRouter(prefix="/api", tags=["services"], responses=AUTHENTICATED)
 
 
 class LaunchBody(Model):
@@ -104,7 +105,7 @@ async def launch_preview(
     are not recorded as actions in the audit log; the answer is a ``dry_run`` launch's."""
     try:
         overrides = json.loads(values)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
         raise InvalidInput(f"values must be a JSON object: {exc}") from None
     if not isinstance(overrides, dict):
         raise InvalidInput("values must be a JSON object of overrides")

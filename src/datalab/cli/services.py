@@ -103,9 +103,11 @@ def launch(
     if values and len(values) > 1:  # several files: merge in order, like helm -f a -f b
         import yaml
 
+        from datalab.launch import load_values_file  # users' YAML: aliases refused
+
         merged: dict[str, object] = {}
         for path in values:
-            merged.update(yaml.safe_load(path.read_text()) or {})
+            merged.update(load_values_file(path.read_text(), source=str(path)))
         values_yaml = yaml.safe_dump(merged)
     body = {
         "catalog": catalog,
