@@ -70,7 +70,7 @@ def test_secret_becomes_an_environment_variable_of_a_service(
             open_link.click()
         service = opened.value
         service.wait_for_load_state()
-        assert service.url.startswith(secrets_server.url + "/s/echo/")
+        assert service.url == secrets_server.platform.settings.service_url("echo")
         expect(service.locator("body")).to_contain_text(f'"DB_PASSWORD": "{VALUE}"')
         screenshot(service, "23-secret-in-service-env")
         service.close()
