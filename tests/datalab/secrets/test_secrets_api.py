@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from sqlalchemy import select
+
+from datalab.db import VaultTokenRecord
+from datalab.identity import accounts
 
 from ..storage.conftest import TEAM, Federated, add_users, embedded_settings, start_federated
 
@@ -133,3 +138,32 @@ async def test_vault_token_for_tools_reaches_my_secrets_only(vault: Federated) -
         assert theirs.status_code == 403
         renewed = await direct.post("/v1/auth/token/renew-self", headers=headers)
         assert renewed.status_code == 200
+
+
+async def test_minted_tokens_are_recorded_until_they_expire(vault: Federated) -> None:
+    """Each token the platform mints is recorded by accessor (never the token), so that
+    disabling its user can revoke it; records of tokens that cannot live any longer go."""
+    platform, store = vault.platform, vault.platform.secret_store
+    assert store is not None
+    with platform.db.session() as session:
+        carol_id = accounts.get_user(session, "carol").id
+        session.add(
+            VaultTokenRecord(
+                accessor="long-expired",
+                user_id=carol_id,
+                expires_at=datetime.now(UTC) - timedelta(seconds=1),
+            )
+        )
+    token = (await vault.users["carol"].call("POST", "/api/secrets/token"))["token"]
+    async with httpx.AsyncClient(base_url=store.address) as direct:
+        looked_up = await direct.get("/v1/auth/token/lookup-self", headers={"X-Vault-Token": token})
+    accessor = looked_up.json()["data"]["accessor"]
+    with platform.db.session() as session:
+        records = session.scalars(
+            select(VaultTokenRecord).where(VaultTokenRecord.user_id == carol_id)
+        ).all()
+        accessors = [r.accessor for r in records]
+        assert accessor in accessors and "long-expired" not in accessors
+        assert token not in str([(r.accessor, r.expires_at) for r in records])
+        for record in records:  # the role's maximum lifetime, renewals included
+            assert record.expires_at - record.created_at == timedelta(hours=24)
