@@ -161,7 +161,8 @@ def test_launch_waits_then_logs_follow(server: dict[str, str]) -> None:
     assert login.returncode == 0, login.stderr
     launched = cli(server, "launch", "test/file-server", "--name", "web", "--set", "greeting=yo")
     assert launched.returncode == 0, launched.stderr
-    assert "web: running" in launched.stdout and "/s/web/" in launched.stdout
+    assert "web: running" in launched.stdout
+    assert "open: http://web.localhost:" in launched.stdout  # its own origin
     with subprocess.Popen(
         [*DATALAB, "logs", "-f", "--tail", "5", "web"],
         env=server,
