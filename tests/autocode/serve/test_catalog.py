@@ -185,15 +185,18 @@ def render_recipe(recipe: Any, variables: dict[str, Any]) -> Any:
 def test_local_recipe_runs_the_api(chart: Chart, tmp_path: Path, with_s3: bool) -> None:
     values = resolve_values(chart, context(with_s3)).values
     assert values["mlflow"]["trackingUri"] == "http://mlflow:5000"  # the region's MLflow
-    base = "/s/autocode-api-a1b2/"
+    socket = "/var/lib/datalab/services/autocode-api-a1b2/run/http.sock"
     service = {
         "id": "autocode-api-a1b2",
         "owner": "alice",
         "project": NAMESPACE,
-        "port": 41234,
+        "socket": socket,
+        "port": 0,
         "host": "127.0.0.1",
-        "base_url": base,
-        "url": f"http://127.0.0.1:8000{base}",
+        "base_url": "/",
+        "url": "http://autocode-api-a1b2.localhost:8000/",
+        "internal_url": "http://127.0.0.1:8000/s/autocode-api-a1b2/",
+        "token": "service-token",
         "workdir": str(tmp_path / "work"),
     }
     recipe = render_recipe(
@@ -202,15 +205,12 @@ def test_local_recipe_runs_the_api(chart: Chart, tmp_path: Path, with_s3: bool) 
     command = recipe["command"]
     assert command[:3] == ["python", "-m", "autocode.serve"]
     argument = dict(zip(command[3::2], command[4::2], strict=True))
-    assert argument == {
-        "--host": "127.0.0.1",
-        "--port": "41234",
-        "--model": "models:/autocode-naf@champion",
-        "--root-path": "/s/autocode-api-a1b2",
-    }
+    assert chart.local_recipe["listen"] == "unix"  # only the platform can connect to it
+    assert argument == {"--uds": socket, "--model": "models:/autocode-naf@champion"}
     env = recipe["env"]
     assert env["PYTHONPATH"] == "/srv/datalab/src"
     assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    assert env["MLFLOW_TRACKING_TOKEN"] == "service-token"  # the service's own token
     assert env["AUTOCODE_API_LOG_DIR"] == f"{tmp_path}/work/spool"
     assert (
         env["AUTOCODE_API_BASIC_PASSWORD"] == values["security"]["password"] == recipe["password"]
@@ -220,8 +220,8 @@ def test_local_recipe_runs_the_api(chart: Chart, tmp_path: Path, with_s3: bool) 
         "s3://user-alice/autocode-predictions" if with_s3 else ""
     )
     assert env["AWS_ACCESS_KEY_ID"] == ("AKIAALICE" if with_s3 else "")
-    assert recipe["readiness"]["http"] == "/s/autocode-api-a1b2/health"
-    assert recipe["url"] == "http://127.0.0.1:8000/s/autocode-api-a1b2/docs"
+    assert recipe["readiness"]["http"] == "/health"
+    assert recipe["url"] == "http://autocode-api-a1b2.localhost:8000/docs"
     packages = " ".join(recipe["environment"]["packages"])
     for package in (
         "fastapi",
