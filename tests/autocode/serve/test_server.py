@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 
+import httpx
 import pytest
 
 from .conftest import LoadGenerator, s3_records, set_alias, spool_records
@@ -97,3 +98,24 @@ def test_promotion_under_load_fails_no_request(
     records = {r["id"]: r["model"]["version"] for r in spool_records(spool)}
     for answer in load.answered:
         assert records[answer["id"]] == answer["version"]
+
+
+def test_serves_on_a_unix_socket(server_factory, model_dir, credentials, tmp_path) -> None:
+    """--uds (how the platform runs it: only the platform can connect) instead of a port."""
+    socket_path = tmp_path / "api.sock"
+    args = ["--model", str(model_dir), "--log-dir", str(tmp_path / "spool")]
+    env = {"AUTOCODE_API_API_KEYS_FILE": str(credentials.keys_file)}
+    server = server_factory([*args, "--uds", str(socket_path)], env).start()
+    deadline = time.monotonic() + 90
+    while not socket_path.exists():  # (connecting before it exists leaks httpcore's socket)
+        assert time.monotonic() < deadline, server.tail()
+        time.sleep(0.1)
+    transport = httpx.HTTPTransport(uds=str(socket_path))
+    with httpx.Client(transport=transport, base_url="http://api", timeout=5) as client:
+        while client.get("/ready").status_code != 200:
+            assert time.monotonic() < deadline, server.tail()
+            time.sleep(0.2)
+        answer = client.get("/predict", params={"text": "boulangerie"}, headers=credentials.headers)
+        assert answer.status_code == 200, answer.text
+    with pytest.raises(httpx.TransportError):  # and nothing on the port
+        httpx.get(f"{server.url}/health", timeout=2)
