@@ -93,7 +93,12 @@ class RegionSettings(_Section):
     name: str = Field("This machine", description="Region display name.")
     user_prefix: str = Field("user-", description="Prefix of personal project ids (user-alice).")
     project_prefix: str = Field("project-", description="Prefix of shared project ids.")
-    domain: str = Field("localhost", description="Domain for service ingress hosts (k8s.domain).")
+    domain: str = Field(
+        "localhost",
+        description="Each service has its own origin, <service-id>.<domain> with the platform's "
+        "scheme and port (k8s.domain); localhost works on one machine (browsers resolve "
+        "*.localhost to loopback), production needs a wildcard DNS name.",
+    )
     default_resources: dict[str, str] = Field(
         default_factory=lambda: {
             "cpuRequest": "100m",

@@ -23,6 +23,8 @@ PUBLIC = {
     ("GET", "/api/auth/oidc/login"),
     ("GET", "/api/auth/oidc/callback"),
 }
+#: for browsers: not signed in, they are sent to the sign-in page (nothing else happens)
+SIGN_IN_FIRST = {("GET", "/api/services/{service_id}/open")}
 
 
 async def test_health_needs_no_authentication(env: Env) -> None:
@@ -39,6 +41,10 @@ async def test_every_other_route_requires_authentication(env: Env) -> None:
                 continue
             path = re.sub(r"\{[^}]+\}", "x", route)
             response = await env.http.request(method, path, json={})
+            if (method, route) in SIGN_IN_FIRST:
+                assert response.status_code == 302, (method, route, response.text)
+                assert response.headers["location"].startswith("/login?next=")
+                continue
             assert response.status_code == 401, (method, route, response.text)
             assert response.json()["error"]["code"] == "unauthenticated"
             checked += 1
