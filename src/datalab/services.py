@@ -319,7 +319,9 @@ class ServiceManager:
             with self.db.session() as session:
                 _check_name_free(session, service_id)
         injection = None
-        if self.credentials is not None:
+        if self.credentials is not None and request.dry_run:  # a preview mints nothing
+            injection = self.credentials.preview(principal.project_id, placeholders=True)
+        elif self.credentials is not None:
             injection = await self.credentials.for_launch(
                 principal.name, principal.project_id, service_id
             )

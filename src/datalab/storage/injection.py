@@ -59,6 +59,8 @@ class Injection:
         return self.s3.credentials_authorization.removeprefix("Bearer ") if self.s3 else ""
 
 
+#: what a dry run shows in place of each credential: previews mint nothing
+MINTED_AT_LAUNCH = "<minted at launch>"
 #: lifetime of a service's credentials refresh token (it also dies with the service)
 REFRESH_TOKEN_TTL_S = 90 * 24 * 3600
 REFRESH_PATH = "/api/storage/credentials/refresh"
@@ -118,10 +120,13 @@ class CredentialBroker:
             return await self.s3_credentials(user_name, project_id)
         return await self.storage.session_credentials(user_name, project_id, project_id)
 
-    def preview(self, project_id: str) -> Injection:
+    def preview(self, project_id: str, *, placeholders: bool = False) -> Injection:
         """What a launch in ``project_id`` injects, without minting credentials: for forms and
-        schema views, where the S3 and Vault sections must show as enabled."""
+        schema views, where the S3 and Vault sections must show as enabled. With
+        ``placeholders`` (dry runs: what a launch would give, shown to its user), every
+        credential is :data:`MINTED_AT_LAUNCH` instead of empty."""
         s3 = vault = None
+        stand_in = MINTED_AT_LAUNCH if placeholders else ""
         if self.storage is not None:
             bucket, prefix = self.storage.locate(project_id)  # prefix: "" in bucket mode
             s3 = S3Context(
@@ -130,12 +135,18 @@ class CredentialBroker:
                 bucket=bucket,
                 object_name_prefix=prefix,
                 path_style_access=True,
+                access_key_id=stand_in,
+                secret_access_key=stand_in,
+                session_token=stand_in,
+                credentials_url=self.settings.server.url() + REFRESH_PATH if placeholders else "",
+                credentials_authorization=stand_in,
             )
         if self.secret_store is not None:
             vault = VaultContext(
                 address=self.secret_store.address,
                 mount=self.secret_store.mount,
                 top_dir=project_id,
+                token=stand_in,
             )
         return Injection(s3=s3, vault=vault)
 
