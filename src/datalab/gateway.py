@@ -14,7 +14,9 @@ Who may reach a service is decided at every request by the API's rule
 with:
 
 - the service host's **access cookie** (``datalab_service``: host-only, HttpOnly,
-  SameSite=Lax), which a browser gets through a redirect handshake, as with JupyterHub's
+  SameSite=Lax; refused on requests other sites' pages make, by Fetch Metadata, as services
+  of one domain are same-site to each other), which a browser gets through a redirect
+  handshake, as with JupyterHub's
   single-user OAuth: a visitor without it is sent to the platform
   (``/api/services/<id>/open``), which checks their session and access and sends them back to
   ``/_datalab/authorize`` with a one-time code. The cookie names the web session it came from,
@@ -282,6 +284,10 @@ class ServiceGateway:
         raw = _cookie(scope, ACCESS_COOKIE)
         if raw is None:
             return None
+        if _from_another_site(scope):
+            # another site's page (another service's, under the same domain) using the
+            # visitor's cookie: refused, unless the visitor navigates here (a link)
+            raise Forbidden("this service refuses requests made by another site's pages")
         try:
             access = self._signer.loads(raw)
         except BadSignature:
@@ -326,6 +332,18 @@ def _cookie(scope: Scope, name: str) -> str | None:
 def _query(scope: Scope) -> str:
     query = scope.get("query_string", b"").decode("latin-1")
     return f"?{query}" if query else ""
+
+
+def _from_another_site(scope: Scope) -> bool:
+    """A request a page of another origin made with the visitor's cookies (Fetch Metadata:
+    ``Sec-Fetch-Site`` cross-site or same-site), other than a top-level navigation. Services of
+    one domain are same-site to each other, so SameSite cookies alone would not keep one
+    service's page from posting to another in the visitor's name (CSRF) or opening its
+    WebSockets. Browsers without Fetch Metadata send no such header: their requests pass."""
+    headers = Headers(scope=scope)
+    if headers.get("sec-fetch-site") not in ("cross-site", "same-site"):
+        return False
+    return not (_is_navigation(scope) and headers.get("sec-fetch-dest") == "document")
 
 
 def _is_navigation(scope: Scope) -> bool:

@@ -204,15 +204,18 @@ def render_recipe(recipe: Any, variables: dict[str, Any]) -> Any:
 
 
 def _service(tmp_path: Path, name: str) -> dict[str, Any]:
-    base = f"/s/{name}-a1b2/"
+    """The recipe context the local backend gives a service (backends/local/backend.py)."""
     return {
         "id": f"{name}-a1b2",
         "owner": "alice",
         "project": NAMESPACE,
-        "port": 41234,
+        "socket": f"/var/lib/datalab/services/{name}-a1b2/run/http.sock",
+        "port": 0,
         "host": "127.0.0.1",
-        "base_url": base,
-        "url": f"http://127.0.0.1:8000{base}",
+        "base_url": "/",
+        "url": f"http://{name}-a1b2.localhost:8000/",
+        "internal_url": f"http://127.0.0.1:8000/s/{name}-a1b2/",
+        "token": "the-service-token",
         "workdir": str(tmp_path / "work"),
     }
 
@@ -241,7 +244,12 @@ def test_jupyter_local_recipe_renders(
         "mlflow",
     ]:
         assert package in packages
-    assert "--ServerApp.base_url=/s/jupyter-a1b2/" in recipe["command"]
+    assert chart.local_recipe["listen"] == "unix"  # only the platform can connect to it
+    assert (
+        "--ServerApp.sock=/var/lib/datalab/services/jupyter-a1b2/run/http.sock"
+        in (recipe["command"])
+    )
+    assert "--ServerApp.base_url=/" in recipe["command"]
     assert not any(values["security"]["password"] in arg for arg in recipe["command"])
     assert recipe["env"]["JUPYTER_TOKEN"] == values["security"]["password"]
     assert recipe["password"] == values["security"]["password"]
@@ -251,8 +259,8 @@ def test_jupyter_local_recipe_renders(
     assert recipe["env"]["GIT_PERSONAL_ACCESS_TOKEN"] == "ghp_alice"
     assert recipe["env"]["GIT_CONFIG_KEY_0"] == "credential.helper"
     assert "$GIT_PERSONAL_ACCESS_TOKEN" in recipe["env"]["GIT_CONFIG_VALUE_0"]
-    assert recipe["readiness"]["http"] == "/s/jupyter-a1b2/api/status"
-    assert recipe["url"] == "http://127.0.0.1:8000/s/jupyter-a1b2/lab"
+    assert recipe["readiness"]["http"] == "/api/status"
+    assert recipe["url"] == "http://jupyter-a1b2.localhost:8000/lab"
 
 
 @pytest.mark.parametrize("with_s3", [True, False])
@@ -272,13 +280,18 @@ def test_mlflow_local_recipe_renders(
     command = recipe["command"]
     assert command[:2] == ["mlflow", "server"]
     argument = dict(zip(command[2::2], command[3::2], strict=True))
-    assert argument["--port"] == "41234"
-    assert argument["--static-prefix"] == "/s/mlflow-a1b2"
+    assert chart.local_recipe["listen"] == "unix"  # only the platform can connect to it
+    assert argument["--uvicorn-opts"] == f"--uds {service['socket']}"
     assert argument["--backend-store-uri"] == f"sqlite:///{service['workdir']}/mlflow.db"
     assert argument["--artifacts-destination"] == (
         "s3://user-alice/mlflow-artifacts" if with_s3 else f"{service['workdir']}/artifacts"
     )
     assert recipe["env"]["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
-    assert recipe["env"]["MLFLOW_SERVER_ALLOWED_HOSTS"].endswith(",127.0.0.1:8000")
-    assert recipe["env"]["MLFLOW_SERVER_CORS_ALLOWED_ORIGINS"] == "http://127.0.0.1:8000"
-    assert recipe["readiness"]["http"] == "/s/mlflow-a1b2/health"
+    # its own host (browsers) and the platform's (the project's services, with their token)
+    assert recipe["env"]["MLFLOW_SERVER_ALLOWED_HOSTS"].endswith(
+        ",mlflow-a1b2.localhost:8000,127.0.0.1:8000"
+    )
+    assert (
+        recipe["env"]["MLFLOW_SERVER_CORS_ALLOWED_ORIGINS"] == "http://mlflow-a1b2.localhost:8000"
+    )
+    assert recipe["readiness"]["http"] == "/health"

@@ -1,10 +1,9 @@
 """Tenancy with the real embedded SeaweedFS (STS) and OpenBao (JWT auth): the credentials a
 launch injects reach the user's and the project's buckets and secrets, and none of anyone
-else's."""
+else's. Attempts are counted in the tenancy ledger (tests/datalab/tenancy)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
 
@@ -20,6 +19,7 @@ from datalab.identity.issuer import AUDIENCE_S3, AUDIENCE_VAULT, TokenIssuer
 from datalab.secrets.service import AUTH_MOUNT, ROLE
 from datalab.storage.seaweedfs import ROLE_ARN
 
+from ..conftest import Ledger
 from .conftest import TEAM, Federated
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -81,7 +81,7 @@ async def test_launch_injects_scoped_s3_vault_and_git(federated: Federated) -> N
     await alice.call("DELETE", f"/api/services/{launched['id']}")
 
 
-async def test_tenancy_matrix(federated: Federated) -> None:
+async def test_tenancy_matrix(federated: Federated, ledger: Ledger) -> None:
     broker = federated.platform.services.credentials
     assert broker is not None
     alice_personal = await broker.for_launch("alice", "user-alice")
@@ -121,7 +121,9 @@ async def test_tenancy_matrix(federated: Federated) -> None:
             lambda c=client: c.get_bucket_policy(Bucket="user-bob"),
         ):
             attempts += 1
-            successes += _succeeds(call)
+            got_through = _succeeds(call)
+            successes += got_through
+            ledger.record("S3 with another's credentials", f"call {attempts}", got_through)
     # nor can bob reach the team's bucket, of which he is not a member
     for call in (
         lambda: bob_s3.list_objects_v2(Bucket=TEAM),
@@ -129,7 +131,9 @@ async def test_tenancy_matrix(federated: Federated) -> None:
         lambda: bob_s3.put_object(Bucket=TEAM, Key="intrusion", Body=b"x"),
     ):
         attempts += 1
-        successes += _succeeds(call)
+        got_through = _succeeds(call)
+        successes += got_through
+        ledger.record("S3 with another's credentials", f"call {attempts}", got_through)
     assert attempts == 19 and successes == 0
     buckets = {b["Name"] for b in bob_s3.list_buckets()["Buckets"]}
     assert buckets <= {"user-bob"}
@@ -165,13 +169,20 @@ async def test_tenancy_matrix(federated: Federated) -> None:
                 attempts += 1
                 try:
                     await client.request(method, f"{mount}/data/{path}", json=body)
-                    successes += 1
+                    got_through = True
                 except DatalabError as exc:
                     assert "s3cret" not in str(exc)
+                    got_through = False
+                successes += got_through
+                ledger.record("Vault with another's token", f"{method} {path}", got_through)
             attempts += 1
-            with contextlib.suppress(DatalabError):
+            try:
                 await client.request("LIST", f"{mount}/metadata/{path.split('/')[0]}")
-                successes += 1
+                got_through = True
+            except DatalabError:
+                got_through = False
+            successes += got_through
+            ledger.record("Vault with another's token", f"LIST {path}", got_through)
         assert attempts == 12 and successes == 0
     finally:
         await alice_vault.aclose()
@@ -229,7 +240,9 @@ async def test_forged_expired_and_misdirected_tokens_are_refused(federated: Fede
     assert ROLE_ARN
 
 
-async def test_other_users_services_logs_and_proxy_are_out_of_reach(federated: Federated) -> None:
+async def test_other_users_services_logs_and_proxy_are_out_of_reach(
+    federated: Federated, ledger: Ledger
+) -> None:
     alice, bob = federated.users["alice"], federated.users["bob"]
     await bob.call("POST", "/api/services", json={"chart": "jupyter-python", "name": "bob-nb"})
     attempts = successes = 0
@@ -247,6 +260,9 @@ async def test_other_users_services_logs_and_proxy_are_out_of_reach(federated: F
             attempts += 1
             response = await alice.http.request(method, path, headers=alice.headers(project))
             successes += response.is_success
+            ledger.record(
+                "API on another user's resources", f"{method} {path}", response.is_success
+            )
     assert attempts == 16 and successes == 0
     assert "bob-nb" in {s["id"] for s in (await bob.call("GET", "/api/services"))["services"]}
     await bob.call("DELETE", "/api/services/bob-nb")

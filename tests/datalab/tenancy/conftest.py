@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from fastapi import FastAPI
 
 from datalab.app import create_app
 from datalab.backends.local.accounts import Account, ensure_account
@@ -61,6 +62,7 @@ def _free_port() -> int:
 @dataclass
 class Tenancy:
     platform: Platform
+    app: FastAPI
     url: str  # where the platform listens (loopback)
     http: httpx.AsyncClient  # through the real listener
     users: dict[str, Api]
@@ -161,7 +163,7 @@ async def tenancy() -> AsyncIterator[Tenancy]:
             accounts.add_member(session, TEAM, "bob")
             accounts.create_project(session, settings.region, "private", "Private", creator=alice)
         try:
-            yield Tenancy(platform, url, http, users, passwords)
+            yield Tenancy(platform, app, url, http, users, passwords)
         finally:
             server.should_exit = True
             await task

@@ -52,6 +52,17 @@ async function read(url, options) {
     throw new Error("opaque: checked on the server");
   });
   await attempt("read alice's own service", () => read(VICTIM));
+  await attempt("post to alice's service in her name (no-cors)", async () => {
+    await fetch(VICTIM + "bob-was-here", {method: "POST", mode: "no-cors",
+      credentials: "include", body: "x"});
+    throw new Error("opaque: checked in the service's log");
+  });
+  await attempt("a WebSocket to alice's service", () => new Promise((resolve, reject) => {
+    const socket = new WebSocket(VICTIM.replace("http", "ws") + "ws");
+    socket.onopen = () => resolve("open");
+    socket.onerror = () => reject(new Error("refused"));
+    setTimeout(() => reject(new Error("no answer")), 5000);
+  }));
   await attempt("the platform's session cookie", async () => {
     if (document.cookie.includes("datalab")) return document.cookie;
     throw new Error("not visible");
@@ -140,7 +151,7 @@ def test_a_shared_services_page_reaches_nothing_of_the_victims(
         assert page.url == bob_page
         page.wait_for_function("window.done === true")
         results = page.evaluate("window.results")
-        assert len(results) == 7, results
+        assert len(results) == 9, results
         for name, outcome in results.items():
             ledger.expect_denied("service page in the victim's browser", name, **_outcome(outcome))
         # nothing happened on the platform either
@@ -150,6 +161,17 @@ def test_a_shared_services_page_reaches_nothing_of_the_victims(
             "a token created for alice by any request",
             any(t["name"].startswith("bob") for t in tokens),
             str(tokens),
+        )
+        # the blind request never reached alice's service
+        victim_log = httpx.get(
+            f"{server.url}/api/services/alice-files/logs",
+            headers={"Authorization": f"Bearer {alice_token}"},
+        )
+        assert victim_log.status_code == 200 and "GET / HTTP" in victim_log.text
+        ledger.expect_denied(
+            "service page in the victim's browser",
+            "a blind POST reaching alice's service",
+            "bob-was-here" in victim_log.text,
         )
         # and the service's host never saw the platform's cookies
         log = httpx.get(
