@@ -10,7 +10,7 @@ export UV_PYTHON := $(PYTHON)
 # browser is ever downloaded).
 APT_PACKAGES := chromium
 
-.PHONY: setup system-packages run test lint format bench clean
+.PHONY: setup system-packages run test test-fast lint format bench clean
 
 # Bootstrap uv (from PyPI), then create .venv exactly as uv.lock says.
 .venv/.synced: pyproject.toml uv.lock
@@ -36,6 +36,10 @@ run: setup
 ## test: lint, then the whole test suite (unit, API, real servers)
 test: setup system-packages lint
 	$(UV) run --frozen pytest
+
+## test-fast: lint, then the tests that start no real server (seconds, not minutes)
+test-fast: setup lint
+	$(UV) run --frozen pytest -m "not slow"
 
 lint: setup
 	$(UV) run --frozen ruff check src tests bench
