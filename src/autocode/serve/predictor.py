@@ -2,10 +2,9 @@
 then a lean top-k formatting into plain Python structures.
 
 Why not `Coder.predict`: it builds a pandas DataFrame of k × 3 + levels × 2 columns, which costs
-more than the model itself for one description (about 1 ms of the 3 ms of a call). The
-formatting below follows `Coder.format` exactly (top-k by probability, IC = p1 - p2, auto =
-IC >= threshold); a test checks both agree on the same inputs. IC is always p1 - p2, even when
-the client asks for k = 1 (as in `Coder.format`).
+more than the model itself for one description. Both rank with the one `autocode.model.rank`
+(top-k by probability, IC = p1 - p2 even when the client asks for k = 1, auto = IC >=
+threshold); only the output form differs.
 
 Categorical variables: the model declares their names (`Coder.categorical`). The values it
 knows are not stored in the model today, so they are read from what it was trained on: the
@@ -24,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from autocode.model import Coder
+from autocode.model import Coder, rank
 from autocode.preprocess import categorical_tokens
 
 MISSING_TOKEN = "nan"  # noqa: S105 - what categorical_tokens writes for a missing value, lower-cased
@@ -177,24 +176,13 @@ class Predictor:
         return self.top_k(self.proba(texts, categorical), k, threshold)
 
     def top_k(self, proba: np.ndarray, k: int, threshold: float) -> list[Coded]:
-        n, n_classes = proba.shape
-        if n == 0:
-            return []
-        k = max(1, min(int(k), n_classes))
-        width = min(max(k, 2), n_classes)  # at least two: IC needs p2
-        if width < n_classes:
-            top = np.argpartition(-proba, kth=width - 1, axis=1)[:, :width]
-        else:
-            top = np.broadcast_to(np.arange(n_classes), (n, n_classes))
-        top_p = np.take_along_axis(proba, top, axis=1).astype(np.float64)
-        order = np.argsort(-top_p, axis=1, kind="stable")
-        top = np.take_along_axis(top, order, axis=1)
-        top_p = np.take_along_axis(top_p, order, axis=1)
-        ic = top_p[:, 0] - (top_p[:, 1] if width > 1 else 0.0)
-        auto = ic >= threshold
-        codes = self.classes[top[:, :k]].tolist()
-        probabilities = top_p[:, :k].tolist()
-        return [Coded(codes[i], probabilities[i], float(ic[i]), bool(auto[i])) for i in range(n)]
+        """The coded form of ``proba``: `rank`, the ranking `Coder.format` uses too."""
+        ranking = rank(proba, k)
+        auto = ranking.auto(threshold).tolist()
+        codes = self.classes[ranking.indices].tolist()
+        probabilities = ranking.probabilities.tolist()
+        ic = ranking.ic.tolist()
+        return [Coded(codes[i], probabilities[i], ic[i], auto[i]) for i in range(len(codes))]
 
     def candidates(self, coded: Coded) -> list[dict[str, Any]]:
         """The response form of one description's top-k: code, label, probability, levels."""

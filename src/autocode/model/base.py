@@ -1,0 +1,88 @@
+"""What every classifier is: `Classifier` (fit, scores, calibrated probabilities, save/load)
+and `ModelInput`, the rows it reads."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from autocode.model.maths import softmax
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """What classifiers read, row by row: the preprocessed text with its categorical tokens
+    (``tokens``: fastText, TF-IDF) and the text as written (``raw``: sentence embeddings, which
+    lose half their accuracy on stemmed text, docs/autocode.md). `Coder.inputs` makes it;
+    classifiers also accept a plain list of strings, read as both."""
+
+    tokens: list[str]
+    raw: list[str]
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def take(self, rows: Sequence[int]) -> ModelInput:
+        return ModelInput([self.tokens[i] for i in rows], [self.raw[i] for i in rows])
+
+
+Texts = Sequence[str] | ModelInput
+
+
+class Classifier:
+    """A text classifier over a fixed list of codes. ``scores`` are log-odds-like values that a
+    softmax with ``temperature`` turns into probabilities. Every method taking ``texts`` takes
+    a `ModelInput` or a list of strings; `read` gives the strings the classifier uses."""
+
+    kind: ClassVar[str]
+    reads_raw_text: ClassVar[bool] = False  # `ModelInput.raw` instead of `.tokens`
+    default_temperature: ClassVar[float] = 1.0
+    ensemble_weight: ClassVar[float] = 1.0  # default weight in an ensemble (mean pooling)
+    geometric_weight: ClassVar[float] = 1.0  # default weight in a geometric pooling
+    classes: list[str]
+
+    def __init__(self, **params: Any):
+        self.params = {**self.default_params(), **params}
+        self.classes = []
+        self.temperature = float(self.params.pop("temperature", self.default_temperature))
+
+    @classmethod
+    def default_params(cls) -> dict[str, Any]:
+        return {}
+
+    def read(self, texts: Texts) -> list[str]:
+        if isinstance(texts, ModelInput):
+            return texts.raw if self.reads_raw_text else texts.tokens
+        return list(texts)
+
+    def fit(
+        self, texts: Texts, codes: Sequence[str], weights: Sequence[float] | None = None
+    ) -> Classifier:
+        """Fit on ``texts`` and ``codes``; ``weights`` (one per row, default 1) where the model
+        supports sample weights (TF-IDF), ignored otherwise (fastText has none)."""
+        raise NotImplementedError
+
+    def scores(self, texts: Texts) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict_proba(self, texts: Texts) -> np.ndarray:
+        return softmax(self.scores(texts), self.temperature)
+
+    def save(self, directory: Path) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def load(cls, directory: Path, meta: Mapping[str, Any]) -> Classifier:
+        raise NotImplementedError
+
+    def meta(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "params": self.params,
+            "classes": self.classes,
+            "temperature": self.temperature,
+        }

@@ -1,0 +1,186 @@
+"""The ensemble: members' calibrated probabilities pooled, and its confidence index."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from autocode.model.base import Classifier, Texts
+from autocode.model.maths import fit_confidence_scale, margin_at, softmax, with_confidence
+
+
+class EnsembleClassifier(Classifier):
+    """The members' probabilities pooled (each member calibrated on its own): their weighted
+    mean (``pooling: mean``) or their weighted geometric mean, renormalised (``geometric``,
+    log-linear pooling: the softmax of the weighted sum of the members' calibrated scores).
+
+    With ``confidence`` (a member's kind, or several), the codes and their order are the
+    pool's, but the confidence index IC = p1 - p2 of the returned probabilities is that member's
+    margin for the pool's top-1 code (its probability of that code minus its best other one, 0
+    when it prefers another code), or the geometric mean of the listed members' margins (high
+    only when they all back the pool's code), mapped by ``confidence_scale`` when training
+    fitted one (`confidence_of`): see `with_confidence`. Measured in docs/autocode.md: the
+    TF-IDF member's margin ranks right and wrong codes better at the confident end than the
+    pool's own, and TF-IDF and e5 together (a lexical and a semantic view agreeing) better
+    still on real descriptions, while the pool keeps the better top-1 code.
+    """
+
+    kind = "ensemble"
+    POOLINGS: ClassVar[tuple[str, ...]] = ("mean", "geometric")
+
+    def __init__(
+        self,
+        members: Sequence[Classifier],
+        weights: Sequence[float] | None = None,
+        confidence: str | Sequence[str] | None = None,
+        pooling: str = "mean",
+    ):
+        super().__init__()
+        if pooling not in self.POOLINGS:
+            raise ValueError(f"ensemble pooling {pooling!r}: choose {list(self.POOLINGS)}")
+        self.pooling = pooling
+        self.members = list(members)
+        if not weights:
+            weights = [
+                m.geometric_weight if pooling == "geometric" else m.ensemble_weight
+                for m in self.members
+            ]
+        total = sum(weights)
+        self.weights = [w / total for w in weights]
+        kinds = [m.kind for m in self.members]
+        for kind in confidence_members(confidence):
+            if kind not in kinds:
+                raise ValueError(f"ensemble confidence {kind!r} is not a member: choose {kinds}")
+        self.confidence = confidence if isinstance(confidence, str | None) else list(confidence)
+        # (a, b) of the IC sigmoid(a·margin + b), fitted on held-out rows (None: the margin)
+        self.confidence_scale: tuple[float, float] | None = None
+        self.params = {
+            "members": kinds,
+            "weights": self.weights,
+            "pooling": pooling,
+            "confidence": confidence,
+            **{f"{m.kind}.{k}": v for m in self.members for k, v in m.params.items()},
+        }
+
+    def fit(
+        self, texts: Texts, codes: Sequence[str], weights: Sequence[float] | None = None
+    ) -> EnsembleClassifier:
+        for member in self.members:
+            member.fit(texts, codes, weights)
+        self.classes = sorted(set(self.members[0].classes))
+        return self
+
+    def pool(self, texts: Texts) -> tuple[np.ndarray, np.ndarray | None]:
+        """The pooled probabilities and, with ``confidence``, the confidence members' margin for
+        the pool's top-1 code of each row (None without ``confidence``)."""
+        n = len(texts)
+        out = np.zeros((n, len(self.classes)), dtype=np.float32)
+        index = {c: i for i, c in enumerate(self.classes)}
+        wanted = set(confidence_members(self.confidence))  # `confidence` may be reassigned
+        confident: dict[str, np.ndarray] = {}
+        for member, weight in zip(self.members, self.weights, strict=True):
+            columns = [index[c] for c in member.classes]
+            logits = member.scores(texts) * np.float32(member.temperature)
+            if self.pooling == "geometric":
+                if len(columns) < len(self.classes):  # a code this member never saw: p = 0
+                    absent = np.ones(len(self.classes), dtype=bool)
+                    absent[columns] = False
+                    out[:, absent] = -np.inf
+                out[:, columns] += weight * logits
+                proba = softmax(logits) if member.kind in wanted else None
+            else:
+                proba = softmax(logits)
+                out[:, columns] += weight * proba
+            if proba is not None and member.kind in wanted and member.kind not in confident:
+                if member.classes == self.classes:
+                    confident[member.kind] = proba
+                else:
+                    confident[member.kind] = np.zeros((n, len(self.classes)), dtype=np.float32)
+                    confident[member.kind][:, columns] = proba
+        if self.pooling == "geometric" and n:
+            out = softmax(out)
+        if not confident:
+            return out, None
+        top = out.argmax(axis=1)
+        margins = [margin_at(proba, top) for proba in confident.values()]
+        return out, np.prod(margins, axis=0) ** (1.0 / len(margins))
+
+    def predict_proba(self, texts: Texts) -> np.ndarray:
+        out, margin = self.pool(texts)
+        if margin is None or not len(out):
+            return out
+        return with_confidence(out, self.confidence_of(margin))
+
+    def confidence_of(self, margin: np.ndarray) -> np.ndarray:
+        """The IC given to a confidence margin: the margin itself, or its fitted logistic
+        calibration sigmoid(a·margin + b) (`fit_confidence_scale`), an estimate of the
+        probability that the top-1 code is right."""
+        if self.confidence_scale is None:
+            return margin
+        a, b = self.confidence_scale
+        return 1.0 / (1.0 + np.exp(-(a * np.asarray(margin, dtype=np.float64) + b)))
+
+    def calibrate_confidence(self, texts: Texts, codes: Sequence[str]) -> None:
+        """Fit the logistic map from the confidence member's margin to the probability that the
+        pool's top-1 code is right, on held-out rows (none: no map)."""
+        self.confidence_scale = None
+        if self.confidence is None or not len(texts):
+            return
+        out, margin = self.pool(texts)
+        top = np.asarray(self.classes)[out.argmax(axis=1)]
+        self.confidence_scale = fit_confidence_scale(margin, top == np.asarray(codes))
+
+    def save(self, directory: Path) -> None:
+        for i, member in enumerate(self.members):
+            sub = directory / f"member{i}"
+            sub.mkdir()
+            member.save(sub)
+            (sub / "classifier.json").write_text(json.dumps(member.meta()))
+
+    def meta(self) -> dict[str, Any]:
+        return {
+            **super().meta(),
+            "weights": self.weights,
+            "confidence": self.confidence,
+            "confidence_scale": self.confidence_scale,
+            "pooling": self.pooling,
+        }
+
+    @classmethod
+    def load(cls, directory: Path, meta: Mapping[str, Any]) -> EnsembleClassifier:
+        from autocode.model.kinds import CLASSIFIERS  # the members' kinds (a cycle at import)
+
+        members = []
+        for i in range(len(meta["params"]["members"])):
+            sub = directory / f"member{i}"
+            member_meta = json.loads((sub / "classifier.json").read_text())
+            members.append(CLASSIFIERS[member_meta["kind"]].load(sub, member_meta))
+        # models saved before `confidence` and `pooling` existed return the plain mean
+        model = cls(members, meta["weights"], meta.get("confidence"), meta.get("pooling", "mean"))
+        scale = meta.get("confidence_scale")
+        model.confidence_scale = None if scale is None else (float(scale[0]), float(scale[1]))
+        model.classes = list(meta["classes"])
+        return model
+
+
+def confidence_members(confidence: str | Sequence[str] | None) -> list[str]:
+    """The member kinds of an ensemble's ``confidence`` (one kind, a list, or none)."""
+    if confidence is None:
+        return []
+    return [confidence] if isinstance(confidence, str) else list(confidence)
+
+
+DEFAULT_MEMBERS: dict[str, dict[str, Any]] = {"fasttext": {}, "tfidf": {}, "e5": {}}
+
+
+def default_confidence(members: Mapping[str, Any]) -> str | list[str] | None:
+    """The IC of an ensemble by default (measured in docs/autocode.md): TF-IDF's and e5's margins
+    together when both are members, else TF-IDF's; ``confidence: null`` in a config gives the
+    pool's own p1 - p2."""
+    if "tfidf" in members and "e5" in members:
+        return ["tfidf", "e5"]
+    return "tfidf" if "tfidf" in members else None
