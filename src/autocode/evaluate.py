@@ -1,9 +1,13 @@
-"""Metrics of a coder on labelled rows, and the figures logged with every run.
+"""Metrics of a coder on labelled rows, with their confidence intervals, and the figures logged
+with every run.
 
-Metrics: accuracy at each level of the nomenclature, top-k accuracy, the automatic-coding curve
+Metrics: top-1 and top-5 accuracy at each level of the nomenclature, the automatic-coding curve
 (for each IC threshold: the share of rows coded automatically and the accuracy on that share),
-the largest coverage that keeps 0.90 / 0.95 accuracy, the expected calibration error of the top-1
-probability, and per-code accuracy.
+the largest coverage that keeps 0.90 / 0.95 accuracy, the achieved accuracy of the model's own
+automatic decision (``auto``), the expected calibration error of the top-1 probability, and
+per-code accuracy. Every proportion comes with a 95 % interval (`INTERVAL`): Wilson's for a
+share of rows, a bootstrap over rows for the coverage at a target accuracy (a threshold chosen
+on the rows themselves). Keys: ``<metric>_low`` and ``<metric>_high``.
 """
 
 from __future__ import annotations
@@ -19,12 +23,30 @@ from autocode.nomenclature import Nomenclature
 
 CURVE_THRESHOLDS = np.round(np.linspace(0.0, 0.99, 100), 2)
 TARGET_ACCURACIES = (0.90, 0.95)
+INTERVAL = 0.95  # confidence level of every interval reported
+BOOTSTRAP_SAMPLES = 1000
+_Z = 1.959963984540054  # the normal quantile of INTERVAL (two-sided)
+
+
+def wilson_interval(successes: float, n: float, z: float = _Z) -> tuple[float, float]:
+    """Wilson's score interval of a proportion (``INTERVAL`` by default); (nan, nan) for n = 0.
+    Unlike the normal approximation it stays inside [0, 1] and is sound for small n and for
+    proportions near 0 or 1 (the accuracy of automatically coded rows)."""
+    if n <= 0:
+        return float("nan"), float("nan")
+    p = successes / n
+    denominator = 1.0 + z * z / n
+    centre = p + z * z / (2 * n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return float(max(0.0, (centre - half) / denominator)), float(
+        min(1.0, (centre + half) / denominator)
+    )
 
 
 @dataclass
 class Evaluation:
     metrics: dict[str, float]
-    curve: pd.DataFrame  # threshold, coverage, accuracy
+    curve: pd.DataFrame  # threshold, rows, coverage, accuracy, accuracy_low, accuracy_high
     per_code: pd.DataFrame  # code, label, n, accuracy
     per_level: dict[str, float] = field(default_factory=dict)
     predictions: pd.DataFrame = field(default_factory=pd.DataFrame)
@@ -32,8 +54,16 @@ class Evaluation:
     def summary(self) -> str:
         keys = ["n", "accuracy", "top3_accuracy", "top5_accuracy", "ece"]
         keys += [f"coverage_at_{int(a * 100)}" for a in TARGET_ACCURACIES]
+        keys += ["auto_rate", "auto_accuracy"]
         keys += [f"accuracy_{lvl}" for lvl in self.per_level]
         return "  ".join(f"{k}={self.metrics[k]:.3f}" for k in keys if k in self.metrics)
+
+
+def _with_interval(metrics: dict[str, float], name: str, hits: np.ndarray) -> None:
+    """``name`` = the share of true ``hits``, and its Wilson interval."""
+    n = len(hits)
+    metrics[name] = float(hits.mean()) if n else float("nan")
+    metrics[f"{name}_low"], metrics[f"{name}_high"] = wilson_interval(float(hits.sum()), n)
 
 
 def evaluate_predictions(
@@ -45,29 +75,42 @@ def evaluate_predictions(
     if n == 0:
         raise ValueError("no rows to evaluate")
     truth_arr = np.asarray(truth)
-    top1 = predictions["code_1"].to_numpy()
-    correct = top1 == truth_arr
-    metrics: dict[str, float] = {"n": float(n), "accuracy": float(correct.mean())}
-    k = sum(1 for c in predictions.columns if c.startswith("code_"))
+    correct = predictions["code_1"].to_numpy() == truth_arr
+    metrics: dict[str, float] = {"n": float(n)}
+    _with_interval(metrics, "accuracy", correct)
+    ranked = [c for c in predictions.columns if c.startswith("code_")]
     for j in (3, 5):
-        if j <= k:
+        if j <= len(ranked):
             hits = np.zeros(n, dtype=bool)
             for rank in range(1, j + 1):
                 hits |= predictions[f"code_{rank}"].to_numpy() == truth_arr
-            metrics[f"top{j}_accuracy"] = float(hits.mean())
+            _with_interval(metrics, f"top{j}_accuracy", hits)
     per_level = {}
     true_levels = {}
+    top5 = [predictions[f"code_{r}"].tolist() for r in range(1, min(5, len(ranked)) + 1)]
     for level in nomenclature.levels:
-        true_levels[f"truth_{level}"] = [nomenclature.ancestor_at(c, level) for c in truth]
-        hits = predictions[level].to_numpy() == np.asarray(true_levels[f"truth_{level}"])
+        truth_at = np.asarray([nomenclature.ancestor_at(c, level) for c in truth])
+        true_levels[f"truth_{level}"] = truth_at
+        hits = predictions[level].to_numpy() == truth_at
         per_level[level] = float(hits.mean())
-        metrics[f"accuracy_{level}"] = per_level[level]
-    ic = predictions["ic"].to_numpy()
+        _with_interval(metrics, f"accuracy_{level}", hits)
+        if len(top5) == 5:  # the true code's ancestor among those of the 5 best codes
+            ancestors = _ancestors_at(nomenclature, top5, level)
+            hits5 = (ancestors == truth_at[:, None]).any(axis=1)
+            _with_interval(metrics, f"top5_accuracy_{level}", hits5)
+    ic = predictions["ic"].to_numpy(dtype=np.float64)
     curve = automatic_coding_curve(ic, correct)
     for target in TARGET_ACCURACIES:
+        name = f"coverage_at_{int(target * 100)}"
         coverage, threshold = largest_coverage(ic, correct, target)
-        metrics[f"coverage_at_{int(target * 100)}"] = coverage
+        metrics[name] = coverage
         metrics[f"threshold_at_{int(target * 100)}"] = threshold
+        metrics[f"{name}_low"], metrics[f"{name}_high"] = bootstrap_coverage(ic, correct, target)
+    if "auto" in predictions:  # the model's own decision (its threshold)
+        auto = predictions["auto"].to_numpy(dtype=bool)
+        _with_interval(metrics, "auto_rate", auto)
+        metrics["auto_rows"] = float(auto.sum())
+        _with_interval(metrics, "auto_accuracy", correct[auto])
     metrics["ece"] = expected_calibration_error(predictions["proba_1"].to_numpy(), correct)
     metrics["mean_ic"] = float(ic.mean())
     per_code = (
@@ -81,25 +124,68 @@ def evaluate_predictions(
     return Evaluation(metrics, curve, per_code, per_level, frame)
 
 
+def _ancestors_at(nomenclature: Nomenclature, ranked: list[list[str]], level: str) -> np.ndarray:
+    """(rows × ranks) the ancestor at ``level`` of each ranked code."""
+    cache: dict[str, str] = {}
+    out = np.empty((len(ranked[0]), len(ranked)), dtype=object)
+    for r, codes in enumerate(ranked):
+        for i, code in enumerate(codes):
+            if code not in cache:
+                cache[code] = nomenclature.ancestor_at(code, level)
+            out[i, r] = cache[code]
+    return out
+
+
 def automatic_coding_curve(ic: np.ndarray, correct: np.ndarray) -> pd.DataFrame:
+    """For each threshold of `CURVE_THRESHOLDS`: rows coded automatically (IC ≥ threshold), their
+    share, and their accuracy with its Wilson interval (nan when none)."""
     rows = []
     for threshold in CURVE_THRESHOLDS:
         covered = ic >= threshold
-        share = float(covered.mean())
-        accuracy = float(correct[covered].mean()) if covered.any() else float("nan")
-        rows.append((float(threshold), share, accuracy))
-    return pd.DataFrame(rows, columns=["threshold", "coverage", "accuracy"])
+        count = int(covered.sum())
+        right = float(correct[covered].sum())
+        accuracy = right / count if count else float("nan")
+        low, high = wilson_interval(right, count)
+        rows.append((float(threshold), count, count / len(ic), accuracy, low, high))
+    columns = ["threshold", "rows", "coverage", "accuracy", "accuracy_low", "accuracy_high"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def largest_coverage(ic: np.ndarray, correct: np.ndarray, target: float) -> tuple[float, float]:
     """The largest share of rows coded automatically (IC ≥ t) whose accuracy is ≥ ``target``,
     and that threshold t (ties at t are all covered or all not). (0, 1) if none reaches it."""
-    best = (0.0, 1.0)
-    for threshold in np.unique(ic):
-        covered = ic >= threshold
-        if correct[covered].mean() >= target and covered.mean() > best[0]:
-            best = (float(covered.mean()), float(threshold))
-    return best
+    ic = np.asarray(ic, dtype=np.float64)
+    if len(ic) == 0:
+        return 0.0, 1.0
+    order = np.argsort(-ic, kind="stable")
+    sorted_ic = ic[order]
+    covered = np.arange(1, len(ic) + 1)
+    right = np.cumsum(np.asarray(correct, dtype=np.int64)[order])
+    # a cut is possible only after the last row of a group of equal ICs
+    cut = np.r_[sorted_ic[1:] != sorted_ic[:-1], True]
+    ok = cut & (right >= target * covered - 1e-9)
+    if not ok.any():
+        return 0.0, 1.0
+    last = np.flatnonzero(ok)[-1]
+    return float(covered[last] / len(ic)), float(sorted_ic[last])
+
+
+def bootstrap_coverage(
+    ic: np.ndarray, correct: np.ndarray, target: float, samples: int = BOOTSTRAP_SAMPLES
+) -> tuple[float, float]:
+    """The percentile bootstrap interval (``INTERVAL``) of `largest_coverage` over rows drawn
+    with replacement (seeded: the same rows give the same interval)."""
+    n = len(ic)
+    if n == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(0)
+    values = np.empty(samples)
+    for b in range(samples):
+        rows = rng.integers(0, n, n)
+        values[b] = largest_coverage(ic[rows], correct[rows], target)[0]
+    tail = (1 - INTERVAL) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return float(low), float(high)
 
 
 def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 10):

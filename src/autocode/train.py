@@ -9,7 +9,7 @@ import os
 import platform
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -593,19 +593,82 @@ def log_run(
             result.model_version = version
 
 
-def cross_validate(config: TrainConfig, folds: int = 5, progress=None) -> dict[str, float]:
-    """K-fold CV on the training table (notes phrases for cold start): mean metrics."""
+@dataclass
+class CrossValidation:
+    """Out-of-fold predictions of a K-fold cross-validation, per seed, and their metrics.
+
+    ``rows`` says what was folded: ``descriptions`` (the rows of the config's ``train``
+    datasets; the cold-start rows are always trained on, never tested) or ``notes`` (the
+    cold-start phrases, when there is nothing labelled)."""
+
+    rows: str
+    folds: int
+    evaluations: dict[int, Evaluation]  # seed → metrics of the pooled out-of-fold predictions
+
+    def metrics(self) -> dict[str, float]:
+        """Each metric averaged over the seeds (intervals too: each seed's rows give one), with
+        ``<metric>_seed_min`` / ``_seed_max`` for the main ones when there are several seeds."""
+        seeds = list(self.evaluations.values())
+        out = {k: float(np.mean([e.metrics[k] for e in seeds])) for k in seeds[0].metrics}
+        if len(seeds) > 1:
+            for key in SEED_SPREAD:
+                if key in out:
+                    values = [e.metrics[key] for e in seeds]
+                    out[f"{key}_seed_min"], out[f"{key}_seed_max"] = min(values), max(values)
+        out["seeds"] = float(len(seeds))
+        return out
+
+
+SEED_SPREAD = ("accuracy", "top5_accuracy", "coverage_at_90", "auto_rate", "auto_accuracy")
+
+
+def cross_validate(
+    config: TrainConfig,
+    folds: int = 5,
+    progress=None,
+    seeds: Sequence[int] | None = None,
+) -> CrossValidation:
+    """K-fold cross-validation of ``config``, once per seed (default: the config's).
+
+    With labelled ``train`` datasets, the folds are made of their rows (descriptions): each
+    fold's coder is trained exactly as `train` would (cold-start rows, the other folds'
+    descriptions, its own calibration and threshold) and codes the held-out descriptions, so
+    the pooled predictions measure what the annotations bring and whether the automatic
+    decision keeps its promise on rows it never saw. Without them, the folds are made of the
+    cold-start phrases (notes CV; held-out phrases of a code absent from training are left
+    out)."""
     step = progress or (lambda message: None)
+    if folds < 2:
+        raise ConfigError(f"cross-validation needs at least 2 folds, not {folds}")
     inputs = load_inputs(config)
-    table = inputs.table.sample(frac=1.0, random_state=config.seed).reset_index(drop=True)
-    fold_of = np.arange(len(table)) % folds
-    collected: list[dict[str, float]] = []
-    fold_config = dataclasses.replace(config, refit=False)
-    for fold in range(folds):
-        step(f"fold {fold + 1}/{folds}")
-        held = table[fold_of == fold]
-        kept = table[fold_of != fold]
-        held = held[held[datamod.CODE].isin(set(kept[datamod.CODE]))]
-        coder, _, _ = fit_coder(fold_config, inputs.nomenclature, kept)
-        collected.append(evaluate_coder(coder, held).metrics)
-    return {k: float(np.mean([m[k] for m in collected])) for k in collected[0]}
+    table = inputs.table.reset_index(drop=True)
+    described = description_rows(config, table).index.to_numpy()
+    on_descriptions = len(described) > 0
+    candidates = described if on_descriptions else table.index.to_numpy()
+    if len(candidates) < folds:
+        raise ConfigError(f"{len(candidates)} rows cannot make {folds} folds")
+    evaluations: dict[int, Evaluation] = {}
+    for seed in seeds if seeds is not None else [config.seed]:
+        fold_config = dataclasses.replace(config, seed=int(seed))
+        if not on_descriptions:
+            fold_config = dataclasses.replace(fold_config, refit=False)  # as before: cheaper
+        fold_of = np.full(len(table), -1)
+        order = np.random.default_rng(seed).permutation(len(candidates))
+        fold_of[candidates[order]] = np.arange(len(candidates)) % folds
+        parts = []
+        for fold in range(folds):
+            step(f"seed {seed}: fold {fold + 1}/{folds}")
+            held = table[fold_of == fold]
+            kept = table[fold_of != fold]
+            if not on_descriptions:
+                held = held[held[datamod.CODE].isin(set(kept[datamod.CODE]))]
+            coder, _, _ = fit_coder(fold_config, inputs.nomenclature, kept)
+            predictions = coder.predict(held, k=max(5, coder.k))
+            parts.append(predictions.assign(**{datamod.CODE: held[datamod.CODE].to_numpy()}))
+        pooled = pd.concat(parts, ignore_index=True)
+        evaluations[int(seed)] = evaluate_predictions(
+            pooled.drop(columns=[datamod.CODE]),
+            pooled[datamod.CODE].tolist(),
+            inputs.nomenclature,
+        )
+    return CrossValidation("descriptions" if on_descriptions else "notes", folds, evaluations)

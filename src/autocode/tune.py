@@ -158,7 +158,7 @@ def run_trial(
     space = SearchSpace.from_dict(search)
     config = trial_config(TrainConfig.from_dict(base), params)
     if space.objective.startswith("cv_"):
-        metrics = {f"cv_{k}": v for k, v in cross_validate(config, space.folds).items()}
+        metrics = {f"cv_{k}": v for k, v in cross_validate(config, space.folds).metrics().items()}
     else:
         inputs = load_inputs(config)
         _, validation, _ = fit_coder(
