@@ -488,7 +488,8 @@ def dashboard_command(
         str(threads),
         "--timeout",
         "120",
-        "autocode.monitor.dashboard:server",
+        "--no-control-socket",
+        "autocode.monitor.dashboard:create_server()",
     ]
     os.execve(sys.executable, command, env)  # noqa: S606 (replaces this process)
 

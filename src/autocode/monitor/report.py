@@ -195,7 +195,7 @@ def codes_page(
             x=table["predictions"],
             y=labels,
             orientation="h",
-            marker_color=table["auto_rate"],
+            marker_color=table["auto_rate"].tolist(),
             marker_colorscale="Blues",
             marker_colorbar={"title": "auto rate"},
         )
