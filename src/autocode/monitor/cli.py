@@ -151,6 +151,9 @@ def compact_command(
         list[str] | None, typer.Option("--date", help="Only these days (YYYY-MM-DD).")
     ] = None,
     max_rows_per_file: Annotated[int, typer.Option(help="Rows per Parquet file.")] = 2_000_000,
+    max_batch_bytes: Annotated[
+        int, typer.Option(help="JSON-lines bytes merged per commit (bounds the memory).")
+    ] = 256 * 1024 * 1024,
     orphan_grace: Annotated[
         float,
         typer.Option(help="Delete files no manifest lists once this old (seconds)."),
@@ -163,7 +166,11 @@ def compact_command(
 
     with user_errors():
         target = output or source.rstrip("/") + "-parquet"
-        options = CompactOptions(max_rows_per_file=max_rows_per_file, orphan_grace_s=orphan_grace)
+        options = CompactOptions(
+            max_rows_per_file=max_rows_per_file,
+            max_batch_bytes=max_batch_bytes,
+            orphan_grace_s=orphan_grace,
+        )
         with _single_run(target):
             result = compact(
                 open_store(source),

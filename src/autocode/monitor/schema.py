@@ -210,9 +210,11 @@ def parse_segment(data: bytes, segment: str) -> Parsed:
             continue
         try:
             try:
-                record = json.loads(raw)
+                text = raw.decode("utf-8")
             except UnicodeDecodeError:
                 raise RecordError("not UTF-8 text") from None
+            try:
+                record = json.loads(text)
             except ValueError as exc:
                 torn = number == len(lines)  # the last piece has no newline after it
                 raise RecordError(
