@@ -70,7 +70,7 @@ async def _run() -> dict[str, Any]:
 # -- launch to ready ----------------------------------------------------------------------------
 
 
-def _spec(recipe: dict[str, Any], values: dict[str, Any]) -> ServiceSpec:
+def _spec(values: dict[str, Any]) -> ServiceSpec:
     return ServiceSpec(
         id=f"jupyter-{uuid.uuid4().hex[:6]}",
         owner="bench",
@@ -78,9 +78,8 @@ def _spec(recipe: dict[str, Any], values: dict[str, Any]) -> ServiceSpec:
         catalog_id="bench",
         chart_name="jupyter-python",
         chart_version="bench",
-        chart_dir=CHART,
+        chart_dir=CHART,  # its local.yaml is the recipe
         values=values,
-        local_recipe=recipe,
     )
 
 
@@ -110,7 +109,7 @@ async def _launches(root: Path) -> dict[str, Any]:
     bare: list[float] = []
     try:
         for _ in range(LAUNCHES):
-            spec = _spec(recipe, values)
+            spec = _spec(values)
             started = time.perf_counter()
             await backend.install(spec)
             status = await _settled(backend, spec.id)
@@ -160,7 +159,7 @@ async def _bare_launch(backend: LocalBackend, spec: ServiceSpec, env_dir: Path) 
         },
         "env_dir": str(env_dir),
     }  # fmt: skip
-    rendered = render_recipe(spec.local_recipe or {}, context)
+    rendered = render_recipe(yaml.safe_load((spec.chart_dir / "local.yaml").read_text()), context)
     argv = [str(env_dir / "bin" / rendered.command[0]), *rendered.command[1:]]
     environ = {
         "PATH": f"{env_dir}/bin:/usr/local/bin:/usr/bin:/bin",

@@ -30,6 +30,15 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from datalab.catalog import SHIPPED_CATALOG_DIR, CatalogConfig, load_catalog_file
 
+#: the path under the platform's URL where programs reach services with a token (the
+#: gateway serves it; a service's internal URL is under it)
+SERVICES_PATH = "/s"
+
+
+def internal_service_url(platform_url: str, service_id: str) -> str:
+    """Where programs reach a service with a token: ``<platform URL>/s/<id>/``."""
+    return f"{platform_url.rstrip('/')}{SERVICES_PATH}/{service_id}/"
+
 
 class ConfigError(Exception):
     """The configuration cannot be used; the message names the key and the problem."""
@@ -197,10 +206,10 @@ class SecuritySettings(_Section):
 
 
 class BackendSettings(_Section):
-    name: Literal["local", "memory", "kubernetes"] = Field(
+    name: str = Field(
         "local",
-        description="Execution backend: local processes (default), memory (runs nothing; tests "
-        "and demos), kubernetes.",
+        description="Execution backend, by the name of its datalab.backends entry point: local "
+        "(services as processes here, the default), memory (runs nothing: tests and demos).",
     )
     stop_services_on_shutdown: bool = Field(
         True,
@@ -211,6 +220,16 @@ class BackendSettings(_Section):
     readiness_timeout_s: int | None = Field(
         None, ge=1, description="Override of recipes' readiness timeouts."
     )
+
+    @field_validator("name")
+    @classmethod
+    def _installed(cls, value: str) -> str:
+        from datalab.backends import backend_names
+
+        installed = backend_names()
+        if value not in installed:
+            raise ValueError(f"no backend {value!r} is installed; choose {' or '.join(installed)}")
+        return value
 
 
 _COLOUR = r"^#[0-9a-fA-F]{6}$"
@@ -462,6 +481,10 @@ class Settings(BaseSettings):
         reached over https."""
         configured = self.security.secure_cookies
         return self.server.url().startswith("https://") if configured is None else configured
+
+    def internal_service_url(self, service_id: str) -> str:
+        """Where programs (the project's other services) reach a service with a token."""
+        return internal_service_url(self.server.url(), service_id)
 
     def service_url(self, service_id: str) -> str:
         """A service's own origin, where users open it: ``<id>.<region.domain>`` with the

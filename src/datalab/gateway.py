@@ -47,6 +47,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from datalab.backends.base import Endpoint, ServiceNotFound
+from datalab.config import SERVICES_PATH
 from datalab.db import Service, User
 from datalab.errors import DatalabError, Forbidden, NotFound, TooManyRequests, Unauthenticated
 from datalab.identity import accounts, sessions
@@ -60,7 +61,7 @@ if TYPE_CHECKING:
 
 ACCESS_COOKIE = "datalab_service"
 HANDSHAKE_PATH = "/_datalab/authorize"
-INTERNAL_PREFIX = "/s"
+INTERNAL_PREFIX = SERVICES_PATH
 CODE_TTL_S = 60.0
 MAX_PENDING_CODES = 10_000
 SERVICE_ID = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")

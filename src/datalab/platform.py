@@ -8,6 +8,7 @@ import logging
 import os
 from dataclasses import dataclass
 
+from datalab.backends import backend_class
 from datalab.backends.base import Backend
 from datalab.catalog import CatalogRegistry
 from datalab.config import Settings
@@ -28,26 +29,8 @@ log = logging.getLogger(__name__)
 
 
 def make_backend(settings: Settings) -> Backend:
-    """The execution backend named by ``backend.name``."""
-    name = settings.backend.name
-    if name == "memory":
-        from datalab.backends.memory import MemoryBackend
-
-        return MemoryBackend()
-    if name == "local":
-        from datalab.backends.local import LocalBackend
-
-        return LocalBackend(
-            data_dir=settings.data_dir,
-            public_url=settings.server.url(),
-            service_url=settings.service_url,
-            stop_services_on_shutdown=settings.backend.stop_services_on_shutdown,
-            env_build_timeout_s=settings.backend.env_build_timeout_s,
-            readiness_timeout_s=settings.backend.readiness_timeout_s,
-        )
-    raise NotImplementedError(
-        f"backend {name!r} is not available in this version; use 'local' or 'memory'"
-    )
+    """The execution backend named by ``backend.name`` (:mod:`datalab.backends`)."""
+    return backend_class(settings.backend.name).from_settings(settings)
 
 
 @dataclass

@@ -167,6 +167,9 @@ class ServiceManager:
                     row.phase, row.reason = Phase.FAILED.value, str(status)
                 else:
                     self._record(row, status.phase.value, status.reason)
+        orphans = sorted(set(await self.backend.list()) - {spec.id for spec, _ in recorded})
+        if orphans:  # the backend runs what the platform has no record of: never deleted here
+            log.warning("the backend runs services the platform does not know: %s", orphans)
         self._watcher = asyncio.create_task(self._watch(), name="datalab-service-watcher")
 
     async def stop(self) -> None:
@@ -309,11 +312,9 @@ class ServiceManager:
 
     async def launch(self, principal: Principal, request: LaunchRequest) -> dict[str, Any]:
         chart = self.catalogs.get_chart(request.catalog_id, request.chart, request.version)
-        if self.backend.name == "local" and not chart.runs_locally:
-            raise InvalidInput(
-                f"chart {chart.name!r} has no local recipe (local.yaml), so it cannot run on the "
-                "local backend; it needs the kubernetes backend"
-            )
+        unavailable = self.backend.unavailable(chart.path, chart.name)
+        if unavailable:
+            raise InvalidInput(unavailable)
         service_id = self._new_service_id(chart.name, request.name)
         if not request.dry_run:  # a taken name is refused before anything is minted
             with self.db.session() as session:
@@ -507,7 +508,6 @@ class ServiceManager:
             chart_version=row.chart_version,
             chart_dir=chart.path,
             values=row.values,
-            local_recipe=chart.local_recipe,
             namespace=row.project_id,
             token=self.credentials.service_token(row.owner.name, row.project_id, row.id)
             if self.credentials is not None

@@ -49,7 +49,10 @@ def test_config_file_from_environment_variable(
         ("server:\n  port: 99999\n", r"server\.port: .*less than or equal to 65535.*99999"),
         ("server:\n  prot: 80\n", r"server\.prot: unknown setting"),
         ("region:\n  user_prefix: 'User_'\n", r"region\.user_prefix: .*lowercase"),
-        ("backend:\n  name: docker\n", r"backend\.name: .*'local', 'memory' or 'kubernetes'"),
+        (
+            "backend:\n  name: kubernetes\n",
+            r"backend\.name: .*no backend 'kubernetes' is installed; choose local or memory",
+        ),
         ("- a\n- b\n", r"must contain a mapping"),
         ("server: [\n", r"not valid YAML"),
         ("storage:\n  web_identity: oidc\n", r"storage\.web_identity is 'oidc' but oidc\.enabled"),

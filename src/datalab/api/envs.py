@@ -19,10 +19,10 @@ MAX_AGE_DAYS = 36_500  # a century: any environment is younger (a longer timedel
 
 
 def _manager(platform: Platform) -> EnvManager:
-    manager = getattr(platform.backend, "envs", None)
-    if not isinstance(manager, EnvManager):
+    manager = platform.backend.environments()
+    if manager is None:
         raise InvalidInput(
-            f"the {platform.backend.name!r} backend has no local environments (only 'local' does)"
+            f"the {platform.backend.name!r} backend builds no environments (the local one does)"
         )
     return manager
 

@@ -9,8 +9,9 @@ values, chart location, owner, project) and persists the dict returned by
 :meth:`Backend.get_state` after every call. After a restart it calls :meth:`Backend.load_state`
 with that dict before anything else, so the backend can re-attach to the running workload.
 
-Backends are chosen by configuration, by short name (``local``, ``kubernetes``; ``memory`` is
-an in-process backend for tests and demos that runs nothing).
+Backends are chosen by configuration, by short name: the ``datalab.backends`` entry points
+(:mod:`datalab.backends`; ``local``, and ``memory``, an in-process backend for tests and demos
+that runs nothing). Each builds itself from the settings (:meth:`Backend.from_settings`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from datalab.config import Settings
+    from datalab.envs import EnvManager
 
 
 class Phase(enum.StrEnum):
@@ -52,9 +57,9 @@ class ServiceSpec:
     catalog_id: str
     chart_name: str
     chart_version: str
-    chart_dir: Path  # unpacked chart (Chart.yaml, values.yaml, templates/, local.yaml)
+    chart_dir: Path  # unpacked chart (Chart.yaml, values.yaml, templates/, and what else a
+    # backend reads in it: the local backend its local.yaml)
     values: dict[str, Any]  # resolved, validated values
-    local_recipe: dict[str, Any] | None = None  # raw local.yaml, rendered by the local backend
     namespace: str = ""  # kubernetes namespace, derived from the project by the platform
     #: the service's own identity, as a bearer token: with it, the service reaches the other
     #: services of its project through the platform (e.g. MLflow's MLFLOW_TRACKING_TOKEN)
@@ -138,8 +143,23 @@ class Backend(abc.ABC):
     :class:`ServiceNotFound` for an id they do not know.
     """
 
-    #: short name used in configuration
+    #: short name used in configuration (its entry point's name)
     name: str = ""
+
+    @classmethod
+    @abc.abstractmethod
+    def from_settings(cls, settings: Settings) -> Backend:
+        """The backend the platform's configuration describes."""
+
+    def unavailable(self, chart_dir: Path, chart_name: str) -> str | None:
+        """Why this backend cannot run the chart in ``chart_dir`` (a sentence for its user), or
+        None when it can."""
+        return None
+
+    def environments(self) -> EnvManager | None:
+        """The cache of service environments ("local images") the backend builds, if it has
+        one: administrators list and prune it."""
+        return None
 
     @abc.abstractmethod
     async def install(self, spec: ServiceSpec) -> ServiceStatus:
@@ -172,7 +192,8 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     async def list(self) -> list[str]:
-        """Ids of the services this backend knows."""
+        """Ids of the services this backend runs or keeps (at start, the platform reports those
+        it has no record of)."""
 
     @abc.abstractmethod
     def get_state(self, service_id: str) -> dict[str, Any]:

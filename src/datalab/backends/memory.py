@@ -20,6 +20,7 @@ from datalab.backends.base import (
     ServiceSpec,
     ServiceStatus,
 )
+from datalab.config import Settings
 from datalab.resources import Resources
 
 
@@ -39,6 +40,10 @@ class MemoryBackend(Backend):
 
     def __init__(self) -> None:
         self._records: dict[str, _Record] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> MemoryBackend:
+        return cls()
 
     def _get(self, service_id: str) -> _Record:
         try:

@@ -147,9 +147,7 @@ def load_chart_dir(
     values_path = path / "values.yaml"
     values = _read_yaml_mapping(values_path, name) if values_path.is_file() else {}
     schema = _read_schema(path / "values.schema.json", name)
-    recipe = None
-    if (path / "local.yaml").is_file():
-        recipe = validate_local_recipe(_read_yaml_mapping(path / "local.yaml", name), name)
+    recipe = load_local_recipe(path, name)
 
     digest = digest or directory_digest(path)
     if check_templates:
@@ -169,6 +167,15 @@ def load_chart_dir(
         local_recipe=recipe,
         versions=(version,),
     )
+
+
+def load_local_recipe(chart_dir: Path, chart: str) -> dict[str, Any] | None:
+    """The chart's local recipe (``local.yaml``), shape-validated; None when it has none (it
+    cannot run on the local backend)."""
+    path = chart_dir / "local.yaml"
+    if not path.is_file():
+        return None
+    return validate_local_recipe(_read_yaml_mapping(path, chart), chart)
 
 
 def _read_yaml_mapping(path: Path, chart: str) -> dict[str, Any]:

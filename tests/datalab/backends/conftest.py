@@ -58,7 +58,7 @@ class Services:
 
     def spec(
         self,
-        recipe: dict[str, Any] | str,
+        recipe: dict[str, Any] | str | None,
         *,
         owner: str = "alice",
         values: dict[str, Any] | None = None,
@@ -66,17 +66,26 @@ class Services:
     ) -> ServiceSpec:
         if isinstance(recipe, str):
             recipe = load_recipe(recipe)
+        service_id = id or f"svc-{uuid.uuid4().hex[:8]}"
         return ServiceSpec(
-            id=id or f"svc-{uuid.uuid4().hex[:8]}",
+            id=service_id,
             owner=owner,
             project=f"user-{owner}",
             catalog_id="tests",
             chart_name="test-chart",
             chart_version="1.0.0",
-            chart_dir=RECIPES,
+            chart_dir=self.chart(recipe, service_id),
             values=values or {},
-            local_recipe=recipe,
         )
+
+    def chart(self, recipe: dict[str, Any] | None, name: str) -> Path:
+        """A chart directory holding ``recipe`` as its local.yaml (the backend reads it); None:
+        a chart without one."""
+        chart_dir = self.backend.data_dir / "test-charts" / name
+        chart_dir.mkdir(parents=True, exist_ok=True)
+        if recipe is not None:
+            (chart_dir / "local.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+        return chart_dir
 
     @staticmethod
     def python(code: str, **extra: Any) -> dict[str, Any]:

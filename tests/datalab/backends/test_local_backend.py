@@ -204,6 +204,8 @@ async def test_template_errors_are_reported_at_install(backend: LocalBackend, se
     with pytest.raises(BackendError, match=r"command\[1\]"):
         await backend.install(services.spec(recipe))
     with pytest.raises(BackendError, match="no local recipe"):
+        await backend.install(services.spec(None))
+    with pytest.raises(BackendError, match=r"invalid local\.yaml: \(root\): 'command'"):
         await backend.install(services.spec({}))
     with pytest.raises(BackendError, match=r"resources.limits.memory"):
         await backend.install(

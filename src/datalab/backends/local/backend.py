@@ -49,7 +49,10 @@ from datalab.backends.local.process import (
 )
 from datalab.backends.local.recipe import RenderedRecipe, render_recipe, resolve_command
 from datalab.backends.local.record import ServiceRecord, newer_state, read_state_file
+from datalab.catalog.chart import load_local_recipe
+from datalab.config import Settings, internal_service_url
 from datalab.envs import Env, EnvBuildError, EnvManager, EnvSpec
+from datalab.errors import DatalabError
 from datalab.resources import Resources
 
 log = logging.getLogger(__name__)
@@ -184,6 +187,40 @@ class LocalBackend(Backend):
                     except OSError as exc:
                         log.warning("cannot rotate %s: %s", svc.log_file, exc)
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LocalBackend:
+        return cls(
+            data_dir=settings.data_dir,
+            public_url=settings.server.url(),
+            service_url=settings.service_url,
+            stop_services_on_shutdown=settings.backend.stop_services_on_shutdown,
+            env_build_timeout_s=settings.backend.env_build_timeout_s,
+            readiness_timeout_s=settings.backend.readiness_timeout_s,
+        )
+
+    def unavailable(self, chart_dir: Path, chart_name: str) -> str | None:
+        try:
+            return _missing_binaries(self._recipe(chart_dir, chart_name), chart_name)
+        except BackendError as exc:
+            return str(exc)
+
+    def environments(self) -> EnvManager:
+        return self.envs
+
+    @staticmethod
+    def _recipe(chart_dir: Path, chart_name: str) -> dict[str, Any]:
+        """The chart's local recipe (``local.yaml``): how it runs as a process here."""
+        try:
+            recipe = load_local_recipe(chart_dir, chart_name)
+        except DatalabError as exc:
+            raise BackendError(exc.message) from None
+        if recipe is None:
+            raise BackendError(
+                f"chart {chart_name!r} has no local recipe (local.yaml), so it cannot run on the "
+                "local backend; it needs the kubernetes backend"
+            )
+        return recipe
+
     # -- the contract -------------------------------------------------------------------------
 
     async def install(self, spec: ServiceSpec) -> ServiceStatus:
@@ -316,7 +353,7 @@ class LocalBackend(Backend):
         return self._internal_url(service_id) if await self.endpoint(service_id) else None
 
     def _internal_url(self, service_id: str) -> str:
-        return f"{self.public_url}/s/{service_id}/"
+        return internal_service_url(self.public_url, service_id)
 
     # -- records ------------------------------------------------------------------------------
 
@@ -327,24 +364,17 @@ class LocalBackend(Backend):
             raise ServiceNotFound(f"unknown service {service_id!r}") from None
 
     async def _new_record(self, spec: ServiceSpec) -> ServiceRecord:
-        recipe = spec.local_recipe
-        if not recipe:
-            raise BackendError(
-                f"chart {spec.chart_name!r} has no local recipe (local.yaml): it cannot run on "
-                "the local backend"
-            )
-        environment = recipe.get("environment") or {}
-        missing = [b for b in environment.get("requires_binaries") or [] if not shutil.which(b)]
-        if missing:
-            raise BackendError(
-                f"chart {spec.chart_name!r} needs {', '.join(missing)} on this machine's PATH"
-            )
+        recipe = self._recipe(spec.chart_dir, spec.chart_name)
+        reason = _missing_binaries(recipe, spec.chart_name)
+        if reason:
+            raise BackendError(reason)
         account = await ensure_account(spec.owner) if self.isolate_users else None
         base = self.services_dir / spec.id
         return ServiceRecord(
             spec=spec,
+            recipe=recipe,
             resources=Resources.from_values(spec.values),
-            env_spec=EnvSpec.from_recipe(environment),
+            env_spec=EnvSpec.from_recipe(recipe.get("environment") or {}),
             workdir=base / "work",
             log_file=base / LOG_NAME,
             account=account,
@@ -386,8 +416,7 @@ class LocalBackend(Backend):
         }
 
     def _render(self, svc: ServiceRecord, env_dir: Path) -> RenderedRecipe:
-        assert svc.spec.local_recipe is not None
-        return render_recipe(svc.spec.local_recipe, self._context(svc, env_dir))
+        return render_recipe(svc.recipe, self._context(svc, env_dir))
 
     def _dry_render(self, svc: ServiceRecord) -> RenderedRecipe:
         """Template errors are the user's (or the chart's) to fix: report them at install."""
@@ -516,8 +545,7 @@ class LocalBackend(Backend):
 
     def _start_process(self, svc: ServiceRecord, env: Env) -> None:
         assert self.limiter is not None
-        assert svc.spec.local_recipe is not None
-        unix = svc.spec.local_recipe.get("listen", "tcp") == "unix"
+        unix = svc.recipe.get("listen", "tcp") == "unix"
         svc.port = None if unix else self._allocate_port(svc)
         if unix:  # a socket left by a previous run would refuse the new bind
             self._socket(svc).unlink(missing_ok=True)
@@ -690,6 +718,14 @@ class LocalBackend(Backend):
             self._fail(svc, "not ready after the platform restart (readiness timeout)")
         else:
             self._fail(svc, describe_exit(svc.returncode) + self._last_lines(svc))
+
+
+def _missing_binaries(recipe: dict[str, Any], chart_name: str) -> str | None:
+    environment = recipe.get("environment") or {}
+    missing = [b for b in environment.get("requires_binaries") or [] if not shutil.which(b)]
+    if missing:
+        return f"chart {chart_name!r} needs {', '.join(missing)} on this machine's PATH"
+    return None
 
 
 def _localhost_origin(public_url: str) -> Callable[[str], str]:

@@ -31,6 +31,7 @@ MAX_EVENTS = 200
 @dataclass
 class ServiceRecord:
     spec: ServiceSpec
+    recipe: dict[str, Any]  # the chart's local.yaml, shape-validated, unrendered
     resources: Resources
     env_spec: EnvSpec
     workdir: Path  # <services>/<id>/work; its parent holds the log and state files
