@@ -55,7 +55,8 @@ def server() -> Iterator[dict[str, str]]:
     log = (root / "up.log").open("w")
     process = subprocess.Popen([*DATALAB, "up"], env=env, stdout=log, stderr=subprocess.STDOUT)
     url = env["DATALAB_URL"]
-    deadline = time.monotonic() + 60
+    # a first start initialises OpenBao's storage: tens of seconds on a busy machine
+    deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"{url}/api/health", timeout=1).status_code == 200:
@@ -64,6 +65,7 @@ def server() -> Iterator[dict[str, str]]:
             time.sleep(0.2)
     else:
         process.kill()
+        process.wait()
         pytest.fail(f"datalab up did not answer:\n{(root / 'up.log').read_text()}")
     output = (root / "up.log").read_text()
     password = next(
