@@ -209,10 +209,39 @@ def compare(
     """Run the drift tests between two windows (the view ``predictions`` must cover both)."""
     config = config or DriftConfig()
     ic_ref, ic_cur = ic_counts(con, reference), ic_counts(con, current)
-    n_ref, n_cur = int(ic_ref["n"].sum()), int(ic_cur["n"].sum())
+    codes_ref, codes_cur = {}, {}
+    if ic_ref["n"].sum() >= config.min_predictions and ic_cur["n"].sum() >= config.min_predictions:
+        for level in config.levels:
+            codes_ref[level] = counts_at_level(con, reference, level, nomenclature)
+            codes_cur[level] = counts_at_level(con, current, level, nomenclature)
+    return compare_counts(
+        Sample(reference.window.label(), ic_ref["ic"], ic_ref["n"], codes_ref),
+        Sample(current.window.label(), ic_cur["ic"], ic_cur["n"], codes_cur),
+        config,
+    )
+
+
+@dataclass
+class Sample:
+    """What the tests need of a window: the counts of each IC value and of the codes of each
+    level."""
+
+    label: str
+    ic_values: Sequence[float]
+    ic_counts: Sequence[int]
+    codes: dict[str, pd.Series]
+
+    @property
+    def size(self) -> int:
+        return int(np.sum(self.ic_counts))
+
+
+def compare_counts(reference: Sample, current: Sample, config: DriftConfig) -> DriftReport:
+    """The drift tests and the decision (module docstring) on two windows' counts."""
+    n_ref, n_cur = reference.size, current.size
     described = (
-        {"window": reference.window.label(), "predictions": n_ref},
-        {"window": current.window.label(), "predictions": n_cur},
+        {"window": reference.label, "predictions": n_ref},
+        {"window": current.label, "predictions": n_cur},
     )
     too_small = [
         f"the {name} window has {n} prediction{'s' if n != 1 else ''} (fewer than "
@@ -224,12 +253,14 @@ def compare(
         message = "not tested: " + "; ".join(too_small)
         return DriftReport(*described, [], config.alpha, config.alpha, False, message)
     tests = []
-    d, p = ks_from_counts(ic_ref["ic"], ic_ref["n"], ic_cur["ic"], ic_cur["n"])
+    d, p = ks_from_counts(
+        reference.ic_values, reference.ic_counts, current.ic_values, current.ic_counts
+    )
     tests.append(DriftTest("ks", "ic", d, p, "ks_d", d, config.min_ks))
     for level in config.levels:
-        counts_ref = counts_at_level(con, reference, level, nomenclature)
-        counts_cur = counts_at_level(con, current, level, nomenclature)
-        tests.append(categorical_test(counts_ref, counts_cur, config, f"codes:{level}"))
+        tests.append(
+            categorical_test(reference.codes[level], current.codes[level], config, f"codes:{level}")
+        )
     run = [t for t in tests if t.p_value is not None]
     corrected = config.alpha / max(1, len(run))
     for test in run:
