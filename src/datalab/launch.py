@@ -27,9 +27,9 @@ from jsonschema.protocols import Validator
 
 from datalab.catalog.chart import Chart
 from datalab.catalog.errors import ValueProblem, ValuesError
+from datalab.catalog.merge import coalesce, merge_layers
 from datalab.catalog.schema import (
     SchemaRegistry,
-    deep_merge,
     inject_context,
     iter_properties,
     readonly_paths,
@@ -138,7 +138,7 @@ def resolve_values(
     prepared = _prepare(chart, registry)
     resolved_schema = inject_context(prepared.structure, dict(context)) if chart.schema else {}
     defaults = schema_defaults(resolved_schema) if resolved_schema else {}
-    values = deep_merge(copy.deepcopy(chart.values), defaults if isinstance(defaults, dict) else {})
+    values = coalesce(copy.deepcopy(chart.values), defaults if isinstance(defaults, dict) else {})
 
     known = set(prepared.top_level) | set(chart.values)
     problems: list[ValueProblem] = []
@@ -159,7 +159,7 @@ def resolve_values(
                     message=f"unknown key {key!r}; known keys: {', '.join(sorted(known))}",
                 )
             )
-    merged = deep_merge(deep_merge(values, saved), user)
+    merged = coalesce(coalesce(values, saved), user)
     for path in prepared.readonly:
         # compared after merging, so that replacing or deleting a parent is caught too
         if _get(merged, path) != _get(values, path):
@@ -319,7 +319,7 @@ def parse_set_args(args: Iterable[str]) -> dict[str, Any]:
             raise _set_error(arg, str(exc)) from exc
         if not parsed:  # Helm silently ignores some malformed keys
             raise _set_error(arg, "expected KEY=VALUE, e.g. resources.limits.cpu=2000m")
-        merged = _merge_keep_none(merged, parsed)
+        merged = merge_layers(merged, parsed)
     return merged
 
 
@@ -327,16 +327,6 @@ def _set_error(arg: str, problem: str) -> ValuesError:
     return ValuesError(
         [ValueProblem(path="", constraint="--set syntax", message=f"--set {arg!r}: {problem}")]
     )
-
-
-def _merge_keep_none(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge_keep_none(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 class _AliasRefused(yaml.YAMLError):

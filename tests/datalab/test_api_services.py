@@ -209,6 +209,7 @@ async def test_the_readme_flow_fits_the_default_quota(env: Env) -> None:
         ({"set": ["=broken"]}, 422, "KEY=VALUE"),
         ({"values": {"no_such_key": 1}}, 422, "no_such_key"),
         ({"values_yaml": "a: [1,\n"}, 422, "YAML"),
+        ({"values_yaml": ["resources: {}\n", "a: [1,\n"]}, 422, "values file 2"),
         ({"surprise": True}, 422, "surprise"),
     ],
 )
@@ -350,3 +351,17 @@ async def test_services_survive_a_platform_restart(env: Env) -> None:
     finally:
         await again.stop()
         await env.platform.start()  # the fixture stops it again
+
+
+async def test_values_files_merge_in_order_as_helm_does(env: Env) -> None:
+    """``datalab launch -f a.yaml -f b.yaml`` sends both files; the server merges them deeply,
+    later winning (a shallow merge lost a.yaml's memory limit), then --set."""
+    alice = await env.user("alice")
+    first = "resources:\n  limits:\n    cpu: 1500m\n    memory: 3Gi\n"
+    second = "resources:\n  limits:\n    cpu: 1200m\n"
+    dry = await launch(alice, values_yaml=[first, second], dry_run=True)
+    assert dry["values"]["resources"]["limits"] == {"cpu": "1200m", "memory": "3Gi"}
+    both = await launch(
+        alice, values_yaml=[first, second], set=["resources.limits.cpu=1"], dry_run=True
+    )
+    assert both["values"]["resources"]["limits"] == {"cpu": "1", "memory": "3Gi"}

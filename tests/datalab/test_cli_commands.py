@@ -4,6 +4,7 @@ running them does what they say (a real platform on a loopback port, the in-memo
 from __future__ import annotations
 
 import asyncio
+import json
 import shlex
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -217,3 +218,18 @@ async def test_an_admin_lists_and_stops_anyones_service_with_the_printed_command
     assert "nb-1: suspended" in await run(suspend)
     assert "Deleted nb-1" in await run(delete, input="y\n")
     assert (await served.api(admin, "GET", "/api/admin/services"))["services"] == []
+
+
+async def test_launch_merges_several_values_files_as_helm_does(served: Served) -> None:
+    """``datalab launch -f a -f b``: the server merges the files deeply, in order."""
+    alice = served.token("vera", create=True)
+    first = served.tmp_path / "a.yaml"
+    first.write_text("resources:\n  limits:\n    cpu: 1500m\n    memory: 3Gi\n")
+    second = served.tmp_path / "b.yaml"
+    second.write_text("resources:\n  limits:\n    cpu: 1200m\n")
+    output = await served.cli(
+        alice, "launch", "jupyter-python", "-f", str(first), "-f", str(second),
+        "--dry-run", "-o", "json",
+    )  # fmt: skip
+    limits = json.loads(output)["values"]["resources"]["limits"]
+    assert limits == {"cpu": "1200m", "memory": "3Gi"}

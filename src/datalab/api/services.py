@@ -15,6 +15,7 @@ from datalab import commands
 from datalab.api.deps import PlatformDep, PrincipalDep
 from datalab.api.responses import AUTHENTICATED
 from datalab.api.schemas import Model
+from datalab.catalog.merge import merge_layers
 from datalab.errors import InvalidInput, Unauthenticated
 from datalab.launch import load_values_file, parse_set_args
 from datalab.services import LaunchRequest
@@ -31,8 +32,11 @@ class LaunchBody(Model):
     )
     friendly_name: str | None = Field(None, max_length=255)
     values: dict[str, Any] = Field(default_factory=dict, description="Overrides, as JSON.")
-    values_yaml: str | None = Field(
-        None, max_length=1_000_000, description="Overrides as a values.yaml document."
+    values_yaml: str | list[Annotated[str, Field(max_length=1_000_000)]] | None = Field(
+        None,
+        max_length=1_000_000,
+        description="Overrides as values.yaml documents: one, or several merged in order as "
+        "with helm -f a.yaml -f b.yaml.",
     )
     set: list[str] = Field(default_factory=list, description="Helm-style 'a.b=c' overrides.")
     shared: bool = Field(False, description="Share with the project's members.")
@@ -49,25 +53,17 @@ class ServicePatch(Model):
     shared: bool | None = None
 
 
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 def overrides_of(body: LaunchBody) -> dict[str, Any]:
-    """values file < JSON values < --set, as with helm's -f / --set precedence."""
-    overrides: dict[str, Any] = {}
-    if body.values_yaml:
-        overrides = _merge(overrides, load_values_file(body.values_yaml))
-    overrides = _merge(overrides, body.values)
+    """values files < JSON values < --set, as with helm's -f / --set precedence."""
+    files = [body.values_yaml] if isinstance(body.values_yaml, str) else body.values_yaml or []
+    layers = [
+        load_values_file(text, source=f"values file {number}" if len(files) > 1 else "values_yaml")
+        for number, text in enumerate(files, 1)
+    ]
+    layers.append(body.values)
     if body.set:
-        overrides = _merge(overrides, parse_set_args(body.set))
-    return overrides
+        layers.append(parse_set_args(body.set))
+    return merge_layers(*layers)
 
 
 @router.post("/services", summary="Launch a service (or resolve only, with dry_run)")

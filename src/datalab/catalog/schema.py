@@ -28,6 +28,7 @@ import jsonschema
 from jsonschema.protocols import Validator
 
 from datalab.catalog.errors import CatalogError, SchemaError
+from datalab.catalog.merge import coalesce
 
 SHIPPED_SCHEMAS_DIR = Path(__file__).resolve().parents[3] / "catalog" / "schemas"
 
@@ -400,21 +401,8 @@ def schema_defaults(schema: dict[str, Any]) -> Any:
                     children[name] = value
         own = schema.get("default", _MISSING)
         if isinstance(own, dict):
-            return deep_merge(children, own)
+            return coalesce(children, own)
         if own is not _MISSING:
             return copy.deepcopy(own)
         return children if children else _MISSING
     return copy.deepcopy(schema["default"]) if "default" in schema else _MISSING
-
-
-def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """Helm's coalescing: mappings merge recursively, anything else replaces, ``None`` deletes."""
-    out = dict(base)
-    for key, value in override.items():
-        if value is None:
-            out.pop(key, None)
-        elif isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out

@@ -99,16 +99,6 @@ def launch(
     CHART is a chart name, or CATALOG/CHART."""
     if "/" in chart:
         catalog, _, chart = chart.partition("/")
-    values_yaml = "\n---\n".join(p.read_text() for p in values or [])
-    if values and len(values) > 1:  # several files: merge in order, like helm -f a -f b
-        import yaml
-
-        from datalab.launch import load_values_file  # users' YAML: aliases refused
-
-        merged: dict[str, object] = {}
-        for path in values:
-            merged.update(load_values_file(path.read_text(), source=str(path)))
-        values_yaml = yaml.safe_dump(merged)
     body = {
         "catalog": catalog,
         "chart": chart,
@@ -116,7 +106,8 @@ def launch(
         "name": name,
         "friendly_name": friendly_name,
         "set": set_ or [],
-        "values_yaml": values_yaml or None,
+        # the server merges the files in order, as helm -f a -f b does
+        "values_yaml": [path.read_text() for path in values or []] or None,
         "shared": shared,
         "dry_run": dry_run,
     }

@@ -10,7 +10,7 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from datalab.catalog.errors import ValuesError
-from datalab.catalog.schema import deep_merge
+from datalab.catalog.merge import coalesce
 from datalab.errors import DatalabError
 from datalab.identity.access import Principal
 from datalab.web.context import Page, PageDep
@@ -83,7 +83,7 @@ async def launcher_page(
             )
             current = resolved.values
         except ValuesError as exc:  # shown as given, with the problems next to the fields
-            current = deep_merge(copy.deepcopy(defaults.values), prefill)
+            current = coalesce(copy.deepcopy(defaults.values), prefill)
             problems = [p.to_json() for p in exc.problems]
     personal = principal.project_id == next(
         (p.id for p in page.projects if p.personal), principal.project_id
