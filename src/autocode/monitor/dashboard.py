@@ -115,7 +115,7 @@ def _cell(value: Any) -> Any:
     if isinstance(value, pd.Timestamp | datetime):
         return f"{value:%Y-%m-%d %H:%M:%S}"
     if isinstance(value, float):
-        return round(value, 4)
+        return float(f"{value:.4g}")  # significant digits: p-values are small
     if isinstance(value, list | tuple):
         return ", ".join(str(v) for v in value)
     return value
@@ -150,8 +150,8 @@ def table_component(title: str, frame: pd.DataFrame, ident: str) -> html.Div:
 
 def page_component(name: str, page: report.Page) -> html.Div:
     children: list[Any] = [html.H2(page.title)]
-    for note in page.notes:
-        children.append(html.P(note, className="note", id=f"{name}-note"))
+    for index, note in enumerate(page.notes):
+        children.append(html.P(note, className="note", id=f"{name}-note-{index}"))
     facts = {k: v for k, v in page.facts.items() if not isinstance(v, list | dict)}
     if facts:
         children.append(

@@ -83,7 +83,9 @@ class Window:
         return out
 
     def label(self) -> str:
-        return f"{self.start:%Y-%m-%d %H:%M} – {self.end:%Y-%m-%d %H:%M} UTC"
+        whole = self.start.second == self.end.second == 0
+        form = "%Y-%m-%d %H:%M" if whole else "%Y-%m-%d %H:%M:%S"
+        return f"{self.start:{form}} – {self.end:{form}} UTC"
 
 
 def _instant(text: str) -> datetime:
