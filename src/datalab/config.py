@@ -205,11 +205,41 @@ class SecuritySettings(_Section):
     )
 
 
+class KubernetesSettings(_Section):
+    """The cluster the kubernetes backend runs services in (docs/kubernetes.md)."""
+
+    kubeconfig: Path | None = Field(
+        None,
+        description="Kubeconfig file of the platform's identity in the cluster (None: the "
+        "in-cluster service account, when the platform runs in a pod).",
+    )
+    context: str | None = Field(None, description="Context of the kubeconfig to use.")
+    access: Literal["proxy", "ingress"] = Field(
+        "proxy",
+        description="How users reach services: through the platform's gateway to the "
+        "release's Service (proxy), or through the chart's own Ingress (ingress).",
+    )
+    platform_namespace: str = Field(
+        "datalab",
+        description="Namespace the platform runs in: projects' NetworkPolicies let it in.",
+    )
+    ingress_namespace: str | None = Field(
+        "ingress-nginx",
+        description="Namespace of the ingress controller: projects' NetworkPolicies let it in.",
+    )
+    rbac_user_prefix: str = Field(
+        "",
+        description="How the cluster names users in RoleBindings: the prefix its OIDC "
+        "authenticator adds to their name (e.g. 'oidc:').",
+    )
+
+
 class BackendSettings(_Section):
     name: str = Field(
         "local",
         description="Execution backend, by the name of its datalab.backends entry point: local "
-        "(services as processes here, the default), memory (runs nothing: tests and demos).",
+        "(services as processes here, the default), kubernetes (Helm releases in a cluster), "
+        "memory (runs nothing: tests and demos).",
     )
     stop_services_on_shutdown: bool = Field(
         True,
@@ -220,6 +250,7 @@ class BackendSettings(_Section):
     readiness_timeout_s: int | None = Field(
         None, ge=1, description="Override of recipes' readiness timeouts."
     )
+    kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
 
     @field_validator("name")
     @classmethod

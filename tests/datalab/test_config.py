@@ -50,8 +50,8 @@ def test_config_file_from_environment_variable(
         ("server:\n  prot: 80\n", r"server\.prot: unknown setting"),
         ("region:\n  user_prefix: 'User_'\n", r"region\.user_prefix: .*lowercase"),
         (
-            "backend:\n  name: kubernetes\n",
-            r"backend\.name: .*no backend 'kubernetes' is installed; choose local or memory",
+            "backend:\n  name: docker\n",
+            r"backend\.name: .*no backend 'docker' is installed; choose kubernetes or local or memory",
         ),
         ("- a\n- b\n", r"must contain a mapping"),
         ("server: [\n", r"not valid YAML"),

@@ -125,15 +125,17 @@ class ServiceStatus:
 class Endpoint:
     """Where a service listens, for the platform's reverse proxy (``datalab.proxy``): a Unix
     socket in a directory only the platform and the service's account can enter (nobody else
-    on the machine can connect), or a loopback TCP port (any local account can)."""
+    on the machine can connect), a loopback TCP port (any local account can), or a host and port
+    (a Kubernetes Service, behind the project's NetworkPolicy)."""
 
     socket: str | None = None
     port: int | None = None
+    host: str = "127.0.0.1"
 
     @property
     def url(self) -> str:
         """The base URL requests to it are made with (the socket is the transport's)."""
-        return "http://localhost" if self.socket else f"http://127.0.0.1:{self.port}"
+        return "http://localhost" if self.socket else f"http://{self.host}:{self.port}"
 
 
 class Backend(abc.ABC):
@@ -213,6 +215,11 @@ class Backend(abc.ABC):
         :attr:`ServiceSpec.token` as a bearer (service discovery, e.g. the project's MLflow
         tracking URI); None while it cannot be reached."""
         return None
+
+    async def sync_project(self, project_id: str, members: list[str]) -> None:  # noqa: B027
+        """The project's members changed (or the platform started): the backend gives those
+        members, and only them, what it gives project members (Kubernetes: access to the
+        project's namespace)."""
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Called once when the platform starts."""

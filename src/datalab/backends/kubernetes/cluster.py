@@ -1,0 +1,266 @@
+"""The cluster, as the Kubernetes backend sees it: an API client (kubernetes-asyncio, as
+KubeSpawner's), server-side apply of the objects the platform manages, and watches that keep
+the pods and events of releases in memory (KubeSpawner's reflector): ``status()`` and the
+service list never make one API call per service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+from kubernetes_asyncio import client, config, watch
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from datalab.backends.base import BackendError
+
+log = logging.getLogger(__name__)
+
+INSTANCE_LABEL = "app.kubernetes.io/instance"  # set on their pods by Helm charts
+FIELD_MANAGER = "datalab"
+#: where the objects the platform applies live in the API (kind: (api prefix, plural, namespaced))
+PATHS = {
+    "Namespace": ("/api/v1", "namespaces", False),
+    "ResourceQuota": ("/api/v1", "resourcequotas", True),
+    "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies", True),
+    "RoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "rolebindings", True),
+}
+WATCH_RETRY_S = 2.0
+
+
+class Reflector:
+    """One kind of object, listed then watched, in memory by (namespace, name); restarts its
+    watch when it expires or fails."""
+
+    def __init__(self, kind: str, list_call: Callable[..., Any], **selectors: str) -> None:
+        self.kind = kind
+        self.list_call = list_call
+        self.selectors = selectors
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
+        self.first_load = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"watch-{self.kind}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                version = await self._list()
+                await self._watch(version)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the API restarted, a network blip: list again
+                log.warning("watch of %s interrupted (%s); listing again", self.kind, exc)
+                await asyncio.sleep(WATCH_RETRY_S)
+
+    async def _list(self) -> str:
+        answer = await self.list_call(_preload_content=False, **self.selectors)
+        body = await answer.json()
+        self.objects = {_key(item): item for item in body.get("items", [])}
+        self.first_load.set()
+        return str(body["metadata"]["resourceVersion"])
+
+    async def _watch(self, version: str) -> None:
+        stream = watch.Watch().stream(
+            self.list_call, resource_version=version, timeout_seconds=300, **self.selectors
+        )
+        async with contextlib.aclosing(stream) as events:  # type: ignore[type-var]
+            async for event in events:
+                obj = event["raw_object"]
+                if event["type"] == "ERROR":  # e.g. 410 Gone: the version is too old
+                    raise RuntimeError(obj.get("message", "watch error"))
+                if event["type"] == "DELETED":
+                    self.objects.pop(_key(obj), None)
+                else:
+                    self.objects[_key(obj)] = obj
+
+
+def _key(obj: dict[str, Any]) -> tuple[str, str]:
+    metadata = obj.get("metadata") or {}
+    return str(metadata.get("namespace", "")), str(metadata.get("name", ""))
+
+
+class Cluster:
+    def __init__(self, kubeconfig: Path | None, context: str | None) -> None:
+        self.kubeconfig = kubeconfig
+        self.context = context
+        self.api: client.ApiClient | None = None
+        self.pods: Reflector | None = None
+        self.events: Reflector | None = None
+
+    async def start(self) -> None:
+        if self.kubeconfig is None:
+            config.load_incluster_config()
+            self.api = client.ApiClient()
+        else:
+            self.api = await config.new_client_from_config(
+                config_file=str(self.kubeconfig), context=self.context
+            )
+        core = client.CoreV1Api(self.api)
+        self.pods = Reflector(
+            "pods", core.list_pod_for_all_namespaces, label_selector=INSTANCE_LABEL
+        )
+        self.events = Reflector("events", core.list_event_for_all_namespaces)
+        for reflector in (self.pods, self.events):
+            reflector.start()
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(self.pods.first_load.wait(), self.events.first_load.wait()), 30
+            )
+        except TimeoutError:
+            await self.stop()
+            raise BackendError(
+                f"the Kubernetes API at {self.server} did not answer in 30 s: check the "
+                "kubeconfig (backend.kubernetes.kubeconfig) and that the cluster is up"
+            ) from None
+
+    async def stop(self) -> None:
+        for reflector in (self.pods, self.events):
+            if reflector is not None:
+                await reflector.stop()
+        if self.api is not None:
+            await self.api.close()
+            self.api = None
+
+    @property
+    def server(self) -> str:
+        return self.api.configuration.host if self.api is not None else "(not connected)"
+
+    def _api(self) -> client.ApiClient:
+        if self.api is None:
+            raise BackendError("the Kubernetes backend is not started")
+        return self.api
+
+    # -- what the watches hold -------------------------------------------------------------
+
+    def pods_of(self, namespace: str, release: str) -> list[dict[str, Any]]:
+        assert self.pods is not None
+        return [
+            pod
+            for (ns, _), pod in self.pods.objects.items()
+            if ns == namespace
+            and ((pod.get("metadata") or {}).get("labels") or {}).get(INSTANCE_LABEL) == release
+        ]
+
+    def events_of(self, namespace: str, release: str) -> list[dict[str, Any]]:
+        """Events of the namespace about the release's objects (their names start with it,
+        as Helm charts name them), oldest first."""
+        assert self.events is not None
+        found = [
+            event
+            for (ns, _), event in self.events.objects.items()
+            if ns == namespace
+            and str((event.get("involvedObject") or {}).get("name", "")).startswith(release)
+        ]
+        return sorted(found, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
+
+    # -- writing ---------------------------------------------------------------------------
+
+    async def apply(self, obj: dict[str, Any]) -> None:
+        """Server-side apply (the platform owns these fields; users' own edits elsewhere stay)."""
+        prefix, plural, namespaced = PATHS[obj["kind"]]
+        metadata = obj["metadata"]
+        where = f"/namespaces/{metadata['namespace']}" if namespaced else ""
+        path = f"{prefix}{where}/{plural}/{metadata['name']}"
+        try:
+            await self._api().call_api(
+                path,
+                "PATCH",
+                query_params=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+                header_params={
+                    "Content-Type": "application/apply-patch+yaml",
+                    "Accept": "application/json",
+                },
+                body=obj,
+                auth_settings=["BearerToken"],
+                response_type="object",
+            )
+        except ApiException as exc:
+            raise BackendError(
+                f"cannot apply {obj['kind']} {metadata['name']!r}: {_reason(exc)}"
+            ) from None
+
+    async def delete(self, kind: str, namespace: str, name: str) -> None:
+        prefix, plural, _ = PATHS[kind]
+        path = f"{prefix}/namespaces/{namespace}/{plural}/{name}"
+        try:
+            await self._api().call_api(
+                path, "DELETE", auth_settings=["BearerToken"], response_type="object"
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise BackendError(f"cannot delete {kind} {name!r}: {_reason(exc)}") from None
+
+    async def names(self, kind: str, namespace: str, label_selector: str) -> list[str]:
+        prefix, plural, _ = PATHS[kind]
+        path = f"{prefix}/namespaces/{namespace}/{plural}"
+        try:
+            answer = await self._api().call_api(
+                path,
+                "GET",
+                query_params=[("labelSelector", label_selector)],
+                auth_settings=["BearerToken"],
+                response_type="object",
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return []
+            raise BackendError(f"cannot list {plural}: {_reason(exc)}") from None
+        body = answer[0] if isinstance(answer, tuple) else answer
+        return [item["metadata"]["name"] for item in body.get("items", [])]
+
+    # -- reading ---------------------------------------------------------------------------
+
+    async def logs(
+        self, namespace: str, pods: list[str], *, tail: int, follow: bool
+    ) -> AsyncIterator[str]:
+        """The pods' log lines (the first container of each)."""
+        core = client.CoreV1Api(self._api())
+        for name in pods:
+            try:
+                if not follow:
+                    text = await core.read_namespaced_pod_log(name, namespace, tail_lines=tail)
+                    for line in str(text).splitlines():
+                        yield line
+                    continue
+                answer = await core.read_namespaced_pod_log(
+                    name, namespace, tail_lines=tail, follow=True, _preload_content=False
+                )
+                async for raw in answer.content:
+                    yield raw.decode(errors="replace").rstrip("\n")
+            except ApiException as exc:
+                yield f"(no logs from {name}: {_reason(exc)})"
+
+    async def service_address(self, namespace: str, release: str) -> tuple[str, int] | None:
+        """The in-cluster address of the release's first Service with a port."""
+        core = client.CoreV1Api(self._api())
+        try:
+            services = await core.list_namespaced_service(
+                namespace, label_selector=f"{INSTANCE_LABEL}={release}"
+            )
+        except ApiException as exc:
+            raise BackendError(f"cannot read the services of {release!r}: {_reason(exc)}") from None
+        for service in services.items:
+            for port in service.spec.ports or []:
+                return f"{service.metadata.name}.{namespace}.svc", int(port.port)
+        return None
+
+
+def _reason(exc: ApiException) -> str:
+    import json
+
+    try:
+        return str(json.loads(exc.body).get("message") or exc.reason)
+    except (TypeError, ValueError, AttributeError):
+        return f"{exc.status} {exc.reason}"
