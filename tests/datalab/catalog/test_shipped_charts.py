@@ -10,6 +10,7 @@ from typing import Any
 import helm_python
 import jinja2
 import jinja2.sandbox
+import kubernetes_validate
 import pytest
 import yaml
 
@@ -295,3 +296,16 @@ def test_mlflow_local_recipe_renders(
         recipe["env"]["MLFLOW_SERVER_CORS_ALLOWED_ORIGINS"] == "http://mlflow-a1b2.localhost:8000"
     )
     assert recipe["readiness"]["http"] == "/health"
+
+
+@pytest.mark.parametrize("name", ["jupyter-python", "mlflow", "autocode-api"])
+def test_rendered_charts_are_valid_kubernetes_objects(
+    registry: CatalogRegistry, context: dict[str, Any], name: str
+) -> None:
+    """What the Kubernetes backend installs, with the values a user resolves: every object
+    passes the Kubernetes API's schemas, strictly (unknown fields are errors)."""
+    chart = registry.get_chart("datalab", name)
+    values = resolve_values(chart, context).values
+    for key, manifest in render(chart, values, f"{name}-strict").items():
+        if key != "NOTES":
+            kubernetes_validate.validate(manifest, "1.33.0", strict=True)
