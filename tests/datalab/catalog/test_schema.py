@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from datalab.catalog import SHIPPED_SCHEMAS_DIR, CatalogError, SchemaError, SchemaRegistry
+from datalab.catalog.merge import coalesce as deep_merge  # the one merge (issue 15 item 3)
 from datalab.catalog.schema import (
-    deep_merge,
     inject_context,
     resolve_reference,
     resolve_structure,
