@@ -183,10 +183,7 @@ class Dataset:
         else:  # no data yet: the same columns, no rows
             con.register("empty_predictions", pa.Table.from_pylist([], schema=schema.SCHEMA))
             source = "(SELECT *, NULL::VARCHAR AS date FROM empty_predictions)"
-        # times as naive UTC timestamps: what the metrics group by and return
-        con.execute(
-            f"CREATE VIEW predictions AS SELECT * REPLACE (timezone('UTC', ts) AS ts) FROM {source}"
-        )
+        con.execute(f"CREATE VIEW predictions AS SELECT * FROM {source}")
         return con
 
 
@@ -276,17 +273,18 @@ def automation_by_threshold(
 ) -> pd.DataFrame:
     """Share of predictions that would be coded automatically at each threshold (IC >= t)."""
     where, params = filters.where()
-    grid = ", ".join(f"({float(t)!r})" for t in thresholds)
-    return _frame(
-        con,
-        f"""WITH grid(threshold) AS (VALUES {grid}),
-                 ics AS (SELECT ic FROM predictions WHERE {where})
-            SELECT threshold,
-                   (SELECT count(*) FROM ics WHERE ic >= threshold) AS automatic,
-                   (SELECT count(*) FROM ics) AS predictions
-            FROM grid ORDER BY threshold""",
-        params,
-    ).assign(auto_rate=lambda f: f["automatic"] / f["predictions"].where(f["predictions"] > 0))
+    grid = [float(t) for t in thresholds]
+    counts = ", ".join(f"count(*) FILTER (WHERE ic >= {t!r})" for t in grid)
+    row = con.execute(  # one scan for the whole grid
+        f"SELECT count(*), {counts} FROM predictions WHERE {where}", params
+    ).fetchone()
+    assert row is not None
+    total = int(row[0])
+    frame = pd.DataFrame(
+        {"threshold": grid, "automatic": [int(v) for v in row[1:]], "predictions": total}
+    )
+    frame["auto_rate"] = frame["automatic"] / total if total else float("nan")
+    return frame
 
 
 def thresholds_in_use(con: duckdb.DuckDBPyConnection, filters: Filters) -> pd.DataFrame:

@@ -20,7 +20,8 @@ import pyarrow as pa
 SCHEMA = pa.schema(
     [
         pa.field("id", pa.string(), nullable=False),
-        pa.field("ts", pa.timestamp("us", tz="UTC"), nullable=False),
+        # UTC, stored without a time zone: DuckDB then reads and filters it with no conversion
+        pa.field("ts", pa.timestamp("us"), nullable=False),
         pa.field("route", pa.string()),
         pa.field("client", pa.string()),
         pa.field("model_name", pa.string()),
@@ -166,7 +167,7 @@ def to_row(record: Any, segment: str) -> dict[str, Any]:
     extra = {key: value for key, value in record.items() if key not in KNOWN_KEYS}
     return {
         "id": record_id,
-        "ts": ts,
+        "ts": ts.replace(tzinfo=None),
         "route": _string(record.get("route"), "route"),
         "client": _string(record.get("client"), "client"),
         "model_name": _string(model.get("name"), "model.name"),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
 import numpy as np
 import pyarrow as pa
@@ -85,7 +85,7 @@ def synthetic_table(
     return pa.table(
         {
             "id": pa.array([f"{seed:04x}{i:028x}" for i in range(n)]),
-            "ts": pa.array(ts, type=pa.timestamp("us", tz="UTC")),
+            "ts": pa.array(ts, type=pa.timestamp("us")),
             "route": pa.array(np.where(batch_size > 1, "POST /predict", "GET /predict")),
             "client": pa.array(np.where(rng.random(n) < 0.7, "key:app1", "key:app2")),
             "model_name": pa.array(["autocode-naf"] * n),
@@ -119,7 +119,7 @@ def to_records(table: pa.Table) -> Iterator[dict]:
         item = {"text": row["text"], **dict(row["categorical"] or [])}
         yield {
             "id": row["id"],
-            "ts": row["ts"].astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "ts": row["ts"].strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "route": row["route"],
             "client": row["client"],
             "input": item,

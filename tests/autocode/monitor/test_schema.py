@@ -15,7 +15,7 @@ TS = datetime(2026, 11, 2, 12, 30, tzinfo=UTC)
 def test_a_record_becomes_a_typed_row() -> None:
     raw = record(TS, "10.71C", 0.4, categorical={"nature": "10", "surface": 2})
     row = schema.to_row(raw, "seg-1")
-    assert row["id"] == raw["id"] and row["ts"] == TS
+    assert row["id"] == raw["id"] and row["ts"] == TS.replace(tzinfo=None)  # UTC
     assert (row["code"], row["codes"], row["ic"], row["auto"]) == (
         "10.71C",
         ["10.71C", "56.10A"],
