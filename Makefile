@@ -10,7 +10,7 @@ export UV_PYTHON := $(PYTHON)
 # browser is ever downloaded).
 APT_PACKAGES := chromium
 
-.PHONY: setup system-packages run test test-fast lint format bench clean
+.PHONY: setup system-packages kube-testenv run test test-fast lint format bench clean
 
 # Bootstrap uv (from PyPI), then create .venv exactly as uv.lock says.
 .venv/.synced: pyproject.toml uv.lock
@@ -29,12 +29,45 @@ system-packages:
 		$$sudo apt-get update -qq && $$sudo apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
+# The test Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager,
+# kube-scheduler, kwok) built with Go from tools/kube-testenv at the release its go.mod pins,
+# into an ignored cache with its own module and build caches (see the README for build times).
+# One executable, linked once; each component is a symlink to it.
+KUBE_TESTENV_RELEASE := $(shell awk '$$1 == "k8s.io/kubernetes" {print $$2}' tools/kube-testenv/go.mod)
+KUBE_TESTENV_CACHE := $(CURDIR)/.cache/kube-testenv
+KUBE_TESTENV_BIN := $(KUBE_TESTENV_CACHE)/$(KUBE_TESTENV_RELEASE)/bin
+KUBE_TESTENV_COMPONENTS := etcd kube-apiserver kube-controller-manager kube-scheduler kwok
+KUBE_TESTENV_NUMBERS := $(subst ., ,$(patsubst v%,%,$(KUBE_TESTENV_RELEASE)))
+# The version the binaries report (/version, what Helm checks charts' kubeVersion against).
+KUBE_TESTENV_LDFLAGS := -s -w $(foreach p,k8s.io/component-base/version k8s.io/client-go/pkg/version,\
+	-X $(p).gitVersion=$(KUBE_TESTENV_RELEASE) -X $(p).gitMajor=$(word 1,$(KUBE_TESTENV_NUMBERS)) \
+	-X $(p).gitMinor=$(word 2,$(KUBE_TESTENV_NUMBERS)) -X $(p).gitTreeState=clean)
+KUBE_TESTENV_SOURCES := Makefile tools/kube-testenv/go.mod tools/kube-testenv/go.sum \
+	$(wildcard tools/kube-testenv/*/*/*.go)
+
+$(KUBE_TESTENV_BIN)/.built: $(KUBE_TESTENV_SOURCES)
+	@command -v go >/dev/null || { echo "kube-testenv: Go is needed (go version)"; exit 1; }
+	@mkdir -p $(KUBE_TESTENV_BIN)
+	@echo "building the test control plane $(KUBE_TESTENV_RELEASE) into $(KUBE_TESTENV_BIN)"
+	@start=$$(date +%s); \
+	cd tools/kube-testenv && \
+	GOPATH=$(KUBE_TESTENV_CACHE)/gopath GOCACHE=$(KUBE_TESTENV_CACHE)/gocache \
+	GOFLAGS="-trimpath -modcacherw -mod=readonly" GOTOOLCHAIN=local CGO_ENABLED=0 \
+		nice -n 10 go build -ldflags="$(KUBE_TESTENV_LDFLAGS)" -o $(KUBE_TESTENV_BIN)/kube-testenv ./cmd/kube-testenv && \
+	echo "kube-testenv built in $$(( $$(date +%s) - start )) s"
+	@for c in $(KUBE_TESTENV_COMPONENTS); do ln -sf kube-testenv $(KUBE_TESTENV_BIN)/$$c; done
+	$(KUBE_TESTENV_BIN)/kube-testenv kwok-stages > $(KUBE_TESTENV_BIN)/kwok-stages.yaml
+	@touch $@
+
+## kube-testenv: build the test Kubernetes control plane if missing
+kube-testenv: $(KUBE_TESTENV_BIN)/.built
+
 ## run: start the platform on embedded defaults (Ctrl-C stops it)
 run: setup
 	$(UV) run --frozen datalab up
 
 ## test: lint, then the whole test suite (unit, API, real servers)
-test: setup system-packages lint
+test: setup system-packages kube-testenv lint
 	$(UV) run --frozen pytest
 
 ## test-fast: lint, then the tests that start no real server (seconds, not minutes)

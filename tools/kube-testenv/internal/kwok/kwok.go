@@ -15,6 +15,7 @@ import (
 
 // Main runs kwok with os.Args and returns its exit code.
 func Main() int {
+	dropKubernetesVersionFlag()
 	flagset := pflag.NewFlagSet("global", pflag.ContinueOnError)
 	flagset.ParseErrorsAllowlist.UnknownFlags = true
 	flagset.Usage = func() {}
@@ -36,4 +37,18 @@ func Main() int {
 		return 1
 	}
 	return 0
+}
+
+// dropKubernetesVersionFlag removes from pflag's global flags the --version that
+// k8s.io/component-base/version/verflag registers when it is linked in (it is, in the
+// multi-call kube-testenv): cobra merges the global flags into kwok's and then reads its own
+// --version as a bool, which that one is not.
+func dropKubernetesVersionFlag() {
+	kept := pflag.NewFlagSet(os.Args[0], pflag.ExitOnError)
+	pflag.CommandLine.VisitAll(func(flag *pflag.Flag) {
+		if flag.Name != "version" {
+			kept.AddFlag(flag)
+		}
+	})
+	pflag.CommandLine = kept
 }
