@@ -205,6 +205,19 @@ def exclusion_targets(phrase: str, nomenclature: Nomenclature) -> list[str]:
     return codes
 
 
+#: The sources of cold-start rows besides the labels (``label_<level>``): `build_cold_start`.
+COLD_START_SOURCES = frozenset(
+    {"ancestor_text", "general_note", "comprend", "comprend_aussi", "ne_comprend_pas"}
+)
+
+
+def is_cold_start_source(source: object) -> bool:
+    """True for the ``source`` of a row built from the nomenclature (`build_cold_start`);
+    labelled rows have their dataset's name."""
+    text = str(source)
+    return text.startswith("label_") or text in COLD_START_SOURCES
+
+
 def build_cold_start(
     nomenclature: Nomenclature,
     notes: Mapping[str, Note] | None = None,

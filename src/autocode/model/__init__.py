@@ -28,6 +28,7 @@ from autocode.model.maths import (
     softmax,
     with_confidence,
 )
+from autocode.model.nearest import NearestClassifier
 from autocode.model.packaging import (
     ModelLoadError,
     input_example,
@@ -51,6 +52,7 @@ __all__ = [
     "FastTextClassifier",
     "ModelInput",
     "ModelLoadError",
+    "NearestClassifier",
     "NgramTfidf",
     "Ranking",
     "Texts",

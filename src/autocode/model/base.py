@@ -17,17 +17,21 @@ from autocode.model.maths import softmax
 class ModelInput:
     """What classifiers read, row by row: the preprocessed text with its categorical tokens
     (``tokens``: fastText, TF-IDF) and the text as written (``raw``: sentence embeddings, which
-    lose half their accuracy on stemmed text, docs/autocode.md). `Coder.inputs` makes it;
-    classifiers also accept a plain list of strings, read as both."""
+    lose half their accuracy on stemmed text, docs/autocode.md). When training, ``described``
+    says which rows are real descriptions (rows of labelled datasets) rather than phrases of
+    the nomenclature (the nearest-descriptions member learns from those only; None: all are).
+    `Coder.inputs` makes it; classifiers also accept a plain list of strings, read as both."""
 
     tokens: list[str]
     raw: list[str]
+    described: list[bool] | None = None
 
     def __len__(self) -> int:
         return len(self.tokens)
 
     def take(self, rows: Sequence[int]) -> ModelInput:
-        return ModelInput([self.tokens[i] for i in rows], [self.raw[i] for i in rows])
+        described = None if self.described is None else [self.described[i] for i in rows]
+        return ModelInput([self.tokens[i] for i in rows], [self.raw[i] for i in rows], described)
 
 
 Texts = Sequence[str] | ModelInput

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from autocode.data import SOURCE, is_cold_start_source
 from autocode.model.base import Classifier, ModelInput
 from autocode.model.kinds import CLASSIFIERS
 from autocode.model.ranking import rank
@@ -57,9 +58,13 @@ class Coder:
         return [f"{t} {c}" for t, c in zip(texts, tokens, strict=True)]
 
     def inputs(self, frame: pd.DataFrame) -> ModelInput:
-        """What the classifier reads: `features` and the raw text (empty when missing)."""
+        """What the classifier reads: `features`, the raw text (empty when missing) and, for
+        training rows with a ``source``, which rows are descriptions (not cold-start phrases)."""
         raw = [t if isinstance(t, str) else "" for t in self._texts(frame)]
-        return ModelInput(self.features(frame), raw)
+        described = None
+        if SOURCE in frame:
+            described = [not is_cold_start_source(s) for s in frame[SOURCE]]
+        return ModelInput(self.features(frame), raw, described)
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         if len(frame) == 0:

@@ -82,7 +82,11 @@ class EnsembleClassifier(Classifier):
         index = {c: i for i, c in enumerate(self.classes)}
         wanted = set(confidence_members(self.confidence))  # `confidence` may be reassigned
         confident: dict[str, np.ndarray] = {}
-        for member, weight in zip(self.members, self.weights, strict=True):
+        # a member that learnt no code (nearest descriptions without descriptions) is left out
+        active = [(m, w) for m, w in zip(self.members, self.weights, strict=True) if m.classes]
+        total = sum(w for _, w in active) or 1.0
+        for member, weight in active:
+            weight = weight / total
             columns = [index[c] for c in member.classes]
             logits = member.scores(texts) * np.float32(member.temperature)
             if self.pooling == "geometric":

@@ -9,12 +9,19 @@ from typing import Any
 from autocode.model.base import Classifier
 from autocode.model.ensemble import DEFAULT_MEMBERS, EnsembleClassifier, default_confidence
 from autocode.model.fasttext_model import FastTextClassifier
+from autocode.model.nearest import NearestClassifier
 from autocode.model.sentence import EmbeddingClassifier
 from autocode.model.tfidf import TfidfClassifier
 
 CLASSIFIERS: dict[str, type[Classifier]] = {
     c.kind: c
-    for c in (FastTextClassifier, TfidfClassifier, EmbeddingClassifier, EnsembleClassifier)
+    for c in (
+        FastTextClassifier,
+        TfidfClassifier,
+        EmbeddingClassifier,
+        NearestClassifier,
+        EnsembleClassifier,
+    )
 }
 
 
