@@ -325,6 +325,8 @@ class KubeCluster:
         self.api_url = f"https://127.0.0.1:{self.api_port}"
         self.kubeconfig = self.root / "admin.kubeconfig"
         self.node_names = [f"kwok-node-{index}" for index in range(nodes)]
+        # What kwok serves as every container's log, in the CRI format: append_pod_log().
+        self.pod_log_file = self.root / "pods.log"
         self.started_in: float | None = None
         self._ca: CertificateAuthority | None = None
 
@@ -366,6 +368,13 @@ class KubeCluster:
             user,
             namespace,
         )
+
+    def append_pod_log(self, *lines: str, stream: str = "stdout") -> None:
+        """Append lines to what every container logs (kwok reads the CRI log format)."""
+        with self.pod_log_file.open("a") as handle:
+            for line in lines:
+                stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+                handle.write(f"{stamp} {stream} F {line}\n")
 
     def logs(self, name: str, lines: int = 50) -> str:
         return self.components[name].log_tail(lines)
@@ -508,6 +517,8 @@ class KubeCluster:
             f"--tls-cert-file={pki / 'apiserver.crt'}",
             f"--tls-private-key-file={pki / 'apiserver.key'}",
             f"--client-ca-file={pki / 'ca.crt'}",
+            # Logs, exec and port-forward go to the "kubelet" at the node's InternalIP: kwok.
+            "--kubelet-preferred-address-types=InternalIP",
             f"--kubelet-client-certificate={pki / 'kubelet-client.crt'}",
             f"--kubelet-client-key={pki / 'kubelet-client.key'}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
@@ -566,7 +577,7 @@ class KubeCluster:
         self._spawn(
             "kwok",
             f"--kubeconfig={self.pki / 'kwok.kubeconfig'}",
-            f"--config={self.binaries[KWOK_STAGES]}",
+            f"--config={self._kwok_config()}",
             "--manage-all-nodes=false",
             f"--manage-nodes-with-annotation-selector={key}={value}",
             f"--cidr={POD_CIDR}",
@@ -578,6 +589,21 @@ class KubeCluster:
             f"--tls-private-key-file={self.pki / 'kwok-serving.key'}",
         )
         return f"https://127.0.0.1:{port}/healthz"
+
+    def _kwok_config(self) -> Path:
+        """kwok's default stages, plus every container's logs read from
+        :attr:`pod_log_file` (what ``GET .../pods/NAME/log`` returns, followed when asked)."""
+        logs = {
+            "apiVersion": "kwok.x-k8s.io/v1alpha1",
+            "kind": "ClusterLogs",
+            "metadata": {"name": "every-container"},
+            "spec": {"logs": [{"containers": [], "logsFile": str(self.pod_log_file)}]},
+        }
+        self.pod_log_file.touch()
+        path = self.root / "kwok.yaml"
+        stages = self.binaries[KWOK_STAGES].read_text()
+        path.write_text(f"{stages.rstrip()}\n---\n{yaml.safe_dump(logs, sort_keys=False)}")
+        return path
 
     def _create_node(self, api: httpx.Client, name: str) -> None:
         key, value = KWOK_NODE_ANNOTATION

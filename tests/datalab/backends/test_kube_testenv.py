@@ -226,6 +226,12 @@ def test_a_deployment_runs_on_a_kwok_node(kube_cluster: KubeCluster) -> None:
         assert pod["status"]["podIP"].startswith("10.244.")
         # The pod runs as the namespace's default service account, with a projected token.
         assert pod["spec"]["serviceAccountName"] == "default"
+        # Its logs, through the API server and kwok (kwok serves the cluster's pod log file).
+        kube_cluster.append_pod_log("line one", "line two")
+        name = pod["metadata"]["name"]
+        logs = api.get(f"/api/v1/namespaces/{namespace}/pods/{name}/log", params={"tailLines": 1})
+        assert logs.status_code == 200, logs.text
+        assert logs.text == "line two\n"
         wait_for(
             lambda: _ok(api.get(f"{path}/web")).get("status", {}).get("readyReplicas") == 1,
             "the deployment's ready replica",
