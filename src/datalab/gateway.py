@@ -51,7 +51,12 @@ from datalab.config import SERVICES_PATH
 from datalab.db import Service, User
 from datalab.errors import DatalabError, Forbidden, NotFound, TooManyRequests, Unauthenticated
 from datalab.identity import accounts, sessions
-from datalab.identity.access import Action, check_service, principal_for
+from datalab.identity.access import (
+    Action,
+    check_service,
+    principal_for,
+    service_credential_stands,
+)
 from datalab.identity.issuer import AUDIENCE_SERVICE, InvalidToken
 from datalab.identity.tokens import looks_like_token
 from datalab.proxy import Route, ServiceProxy, deny, respond
@@ -277,7 +282,7 @@ class ServiceGateway:
         project = str(claims.get("project", ""))
         if user is None or user.disabled:
             raise Unauthenticated("service token refused: the account is disabled")
-        if caller is None or caller.owner_id != user.id or caller.project_id != project:
+        if not service_credential_stands(user, caller, project):
             raise Unauthenticated("service token refused: its service no longer exists")
         return user, project
 

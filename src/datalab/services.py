@@ -61,9 +61,11 @@ from datalab.identity.access import (
     Action,
     Principal,
     check_service,
+    listed_services_sql,
     may,
     may_see_credentials,
     principal_for,
+    services_sql,
 )
 from datalab.identity.names import check_label
 from datalab.launch import ResolvedValues, equivalent_commands, resolve_values
@@ -237,17 +239,17 @@ class ServiceManager:
             rows = session.scalars(
                 select(Service)
                 .where(Service.project_id == principal.project_id)
+                .where(services_sql(principal, Action.USE))
                 .where(Service.phase == Phase.RUNNING.value)
                 .order_by(Service.created_at.desc())
             ).all()
             candidates = []
             for row in rows:
                 try:
-                    check_service(principal, row, Action.USE)
                     chart = self.catalogs.get_chart(
                         row.catalog_id, row.chart_name, row.chart_version
                     )
-                except DatalabError:  # not the caller's to use, or its catalog is gone
+                except DatalabError:  # its catalog is gone
                     continue
                 annotations = chart.metadata.get("annotations") or {}
                 if annotations.get(DISCOVERY_ANNOTATION) == "mlflow":
@@ -517,7 +519,9 @@ class ServiceManager:
     # -- reading ------------------------------------------------------------------------------
 
     async def list(self, principal: Principal) -> list[dict[str, Any]]:
-        """Listing view, from the database only, in one query (fast for many services)."""
+        """The project's services the principal sees as a member
+        (:func:`~datalab.identity.access.listed_services_sql`), from the database only, in one
+        query (fast for many services)."""
         query = (
             select(
                 Service.id,
@@ -531,8 +535,7 @@ class ServiceManager:
                 Service.created_at,
             )
             .join(User, Service.owner_id == User.id)
-            .where(Service.project_id == principal.project_id)
-            .where((Service.owner_id == principal.user_id) | Service.shared.is_(True))
+            .where(listed_services_sql(principal))
             .order_by(Service.created_at)
         )
         keys = ("id", "name", "chart", "version", "owner", "shared", "phase", "reason")

@@ -20,7 +20,7 @@ from datalab.api.deps import PlatformDep, PrincipalDep, SessionDep
 from datalab.api.responses import AUTHENTICATED
 from datalab.api.schemas import Model, RowId
 from datalab.db import SavedConfig
-from datalab.errors import NotFound
+from datalab.identity.access import Principal, check_saved_config, saved_configs_sql
 from datalab.masking import is_secret_field
 
 router = APIRouter(
@@ -72,12 +72,9 @@ def config_out(config: SavedConfig) -> dict[str, Any]:
     }
 
 
-def list_configs(session: Any, owner_id: int, project_id: str) -> list[SavedConfig]:
-    query = (
-        select(SavedConfig)
-        .where(SavedConfig.owner_id == owner_id, SavedConfig.project_id == project_id)
-        .order_by(SavedConfig.name)
-    )
+def list_configs(session: Any, principal: Principal) -> list[SavedConfig]:
+    """The caller's saved configurations in the project they act in."""
+    query = select(SavedConfig).where(saved_configs_sql(principal)).order_by(SavedConfig.name)
     return list(session.scalars(query))
 
 
@@ -97,7 +94,7 @@ def _without_secrets(values: dict[str, Any], schema: dict[str, Any]) -> dict[str
 
 @router.get("", summary="My saved launch configurations in the project")
 def list_saved(caller: PrincipalDep, session: SessionDep) -> list[dict[str, Any]]:
-    return [config_out(c) for c in list_configs(session, caller.user_id, caller.project_id)]
+    return [config_out(c) for c in list_configs(session, caller)]
 
 
 @router.post("", summary="Save a launch configuration (replaces one of the same name)")
@@ -110,11 +107,7 @@ async def save(body: NewSavedConfig, caller: PrincipalDep, platform: PlatformDep
     name = body.name.strip()
     with platform.db.session() as session:
         config = session.scalar(
-            select(SavedConfig).where(
-                SavedConfig.owner_id == caller.user_id,
-                SavedConfig.project_id == caller.project_id,
-                SavedConfig.name == name,
-            )
+            select(SavedConfig).where(saved_configs_sql(caller), SavedConfig.name == name)
         )
         if config is None:
             config = SavedConfig(owner_id=caller.user_id, project_id=caller.project_id, name=name)
@@ -127,8 +120,5 @@ async def save(body: NewSavedConfig, caller: PrincipalDep, platform: PlatformDep
 
 @router.delete("/{config_id}", summary="Delete a saved configuration", status_code=204)
 def delete(config_id: RowId, caller: PrincipalDep, session: SessionDep) -> Response:
-    config = session.get(SavedConfig, config_id)
-    if config is None or config.owner_id != caller.user_id:
-        raise NotFound(f"you have no saved configuration with id {config_id}")
-    session.delete(config)
+    session.delete(check_saved_config(caller, session.get(SavedConfig, config_id), config_id))
     return Response(status_code=204)

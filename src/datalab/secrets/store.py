@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from datalab.errors import Conflict, Forbidden, InvalidInput, NotFound
-from datalab.identity.access import Principal
+from datalab.identity.access import Principal, may_use_space, spaces
 from datalab.secrets.service import SecretsService, VaultToken
 from datalab.secrets.vault import VaultDenied
 from datalab.storage.keys import check_key
@@ -91,13 +91,14 @@ class SecretStore:
             del self._tokens[key]
 
     def tops(self, principal: Principal) -> builtins.list[str]:
-        return sorted({self._personal_project(principal.name), principal.project_id})
+        """The top directories the principal may use (:func:`datalab.identity.access.spaces`)."""
+        return spaces(principal, self._personal_project(principal.name))
 
     def _path(self, principal: Principal, path: str, *, directory: bool = False) -> str:
         path = path.strip("/") if directory else path
         check_key(path + ("/" if directory and path else ""), allow_empty=directory, what="path")
         top = path.split("/", 1)[0]
-        if path and top not in self.tops(principal):
+        if path and not may_use_space(principal, top, self._personal_project(principal.name)):
             raise Forbidden(
                 f"secret path {path!r} is not yours: paths start with "
                 f"{' or '.join(self.tops(principal))}"

@@ -29,7 +29,7 @@ from datalab.context import S3Context, VaultContext
 from datalab.db import Database, Service
 from datalab.errors import Unauthenticated
 from datalab.identity import accounts
-from datalab.identity.access import principal_for
+from datalab.identity.access import principal_for, service_credential_stands
 from datalab.identity.issuer import (
     AUDIENCE_CREDENTIALS,
     AUDIENCE_SERVICE,
@@ -213,6 +213,6 @@ class CredentialBroker:
                 raise Unauthenticated("credentials refresh refused: the account is disabled")
             principal_for(session, user, project_id, "refresh")  # still a member?
             service = session.get(Service, str(claims.get("service", "")))
-            if service is None or service.owner_id != user.id or service.project_id != project_id:
+            if not service_credential_stands(user, service, project_id):
                 raise Unauthenticated("credentials refresh refused: the service no longer exists")
         return await self.service_s3_credentials(user_name, project_id)

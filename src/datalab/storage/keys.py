@@ -12,7 +12,7 @@ from __future__ import annotations
 import unicodedata
 
 from datalab.errors import Forbidden, InvalidInput
-from datalab.identity.access import Principal
+from datalab.identity.access import Principal, may_use_space, spaces
 
 MAX_KEY_BYTES = 1024
 #: Unicode categories refused: controls, formatting (bidi overrides, zero-width), surrogates,
@@ -48,11 +48,12 @@ def check_key(key: str, *, allow_empty: bool = False, what: str = "object key") 
 
 
 def check_bucket(principal: Principal, bucket: str, personal_project: str) -> str:
-    """The bucket, if the caller may use it: their own, or the project they act in."""
-    allowed = {personal_project, principal.project_id}
-    if bucket not in allowed:
+    """The bucket, if the caller may use it (:func:`datalab.identity.access.spaces`): their
+    personal project's, or the project they act in's."""
+    if not may_use_space(principal, bucket, personal_project):
         raise Forbidden(
-            f"bucket {bucket!r} is not yours: you can use {', '.join(sorted(allowed))} "
+            f"bucket {bucket!r} is not yours: you can use "
+            f"{', '.join(spaces(principal, personal_project))} "
             "(switch project with X-Datalab-Project or --project to use another project's)"
         )
     return bucket

@@ -21,7 +21,7 @@ from datalab.api.views import projects_of
 from datalab.config import BrandingSettings
 from datalab.db import User
 from datalab.errors import DatalabError, Forbidden, NotFound, Unauthenticated
-from datalab.identity.access import Principal, principal_for
+from datalab.identity.access import Principal, principal_for, require_admin
 from datalab.platform import Platform
 from datalab.web.i18n import DEFAULT_LANGUAGE, LANGUAGES, negotiate, translate
 
@@ -76,6 +76,13 @@ class Page:
         if self.principal is None:
             raise LoginRequired(str(self.request.url.path))
         return self.principal
+
+    def require_admin(self) -> Principal:
+        """The viewer, if a platform administrator (:func:`~datalab.identity.access.require_admin`:
+        :class:`~datalab.errors.Forbidden` otherwise)."""
+        principal = self.require()
+        require_admin(principal)
+        return principal
 
     def size(self, count: int | None) -> str:
         """A byte count with binary units in the page's language (8 B, 1.5 KiB / 1,5 Kio)."""

@@ -11,9 +11,8 @@ from fastapi.responses import Response
 
 from datalab import audit
 from datalab.api.views import project_out, user_out
-from datalab.errors import DatalabError, InvalidInput
+from datalab.errors import DatalabError, Forbidden, InvalidInput
 from datalab.identity import accounts
-from datalab.identity.access import require_admin
 from datalab.web.context import PageDep
 
 router = APIRouter(include_in_schema=False)
@@ -21,10 +20,9 @@ router = APIRouter(include_in_schema=False)
 
 @router.get("/admin")
 def admin_page(page: PageDep) -> Response:
-    principal = page.require()
     try:
-        require_admin(principal)
-    except DatalabError as exc:
+        page.require_admin()
+    except Forbidden as exc:
         return page.error(exc)
     region = page.platform.settings.region
     with page.platform.db.session() as session:
@@ -63,7 +61,10 @@ def audit_page(
     until: str = "",
     before_id: int | None = None,
 ) -> Response:
-    principal = page.require()
+    try:
+        page.require_admin()
+    except Forbidden as exc:
+        return page.error(exc)
     filters_form = {
         "user": user,
         "project": project,
@@ -73,7 +74,6 @@ def audit_page(
         "until": until,
     }
     try:
-        require_admin(principal)
         if outcome and outcome not in OUTCOMES:
             raise InvalidInput(f"outcome must be one of {', '.join(OUTCOMES)}")
         filters = audit.Filters(
@@ -85,8 +85,6 @@ def audit_page(
             _day(until, "until", end=True),
         )
     except DatalabError as exc:
-        if exc.status == 403:
-            return page.error(exc)
         return page.render(
             "audit.html",
             status=exc.status,

@@ -153,9 +153,7 @@ async def home(page: PageDep) -> Response:
     principal = page.require()
     services = await page.platform.services.list(principal)
     with page.platform.db.session() as session:
-        saved = [
-            config_out(c) for c in list_configs(session, principal.user_id, principal.project_id)
-        ]
+        saved = [config_out(c) for c in list_configs(session, principal)]
     return page.render(
         "home.html",
         saved=saved,
