@@ -51,7 +51,8 @@ def test_config_file_from_environment_variable(
         ("region:\n  user_prefix: 'User_'\n", r"region\.user_prefix: .*lowercase"),
         (
             "backend:\n  name: docker\n",
-            r"backend\.name: .*no backend 'docker' is installed; choose kubernetes or local or memory",
+            r"backend\.name: .*no backend 'docker' is installed; "
+            r"choose kubernetes or local or memory",
         ),
         ("- a\n- b\n", r"must contain a mapping"),
         ("server: [\n", r"not valid YAML"),
