@@ -20,7 +20,14 @@ import yaml
 
 from autocode import data as datamod
 from autocode import embedding
-from autocode.evaluate import TARGET_ACCURACIES, Evaluation, evaluate_predictions, write_figures
+from autocode.evaluate import (
+    TARGET_ACCURACIES,
+    Evaluation,
+    evaluate_predictions,
+    largest_coverage,
+    wilson_interval,
+    write_figures,
+)
 from autocode.model import (
     DEFAULT_MEMBERS,
     Coder,
@@ -90,6 +97,9 @@ class TrainConfig:
     # docs/autocode.md (notes CV up, real descriptions unchanged).
     source_weights: dict[str, float] = field(default_factory=lambda: {"label_subclass": 2.0})
     validation_fraction: float = 0.1  # held out to calibrate and to report val_* metrics
+    # share of the labelled descriptions held out with them: the automatic-coding threshold is
+    # chosen on those (a threshold chosen on notes phrases does not hold for descriptions)
+    description_validation_fraction: float = 0.25
     calibrate: bool = True
     # with calibrate and an ensemble with a confidence member: the IC is the logistic map of its
     # margin fitted on the validation rows (an estimate of P(top-1 right) on notes-like phrases,
@@ -244,26 +254,40 @@ def build_coder(config: TrainConfig, nomenclature: Nomenclature) -> Coder:
         categorical=tuple(config.categorical),
         text_column=datamod.TEXT,
         # "auto": provisional, chosen on the validation rows by fit_coder
-        threshold=FALLBACK_THRESHOLD if isinstance(config.threshold, str) else config.threshold,
+        threshold=NO_AUTOMATIC_CODING if isinstance(config.threshold, str) else config.threshold,
         k=config.k,
         code_mention_weight=config.code_mention_weight,
     )
 
 
-def split_validation(table: pd.DataFrame, fraction: float, seed: int):
-    """A random split keeping at least one training row of every code."""
-    if fraction <= 0:
+def split_validation(
+    table: pd.DataFrame, fraction: float, seed: int, description_fraction: float | None = None
+):
+    """A random split keeping at least one training row of every code: ``fraction`` of the
+    cold-start rows and ``description_fraction`` (default: ``fraction``) of the descriptions
+    (rows of labelled datasets) are held out."""
+    description_fraction = fraction if description_fraction is None else description_fraction
+    if fraction <= 0 and description_fraction <= 0:
         return table, table.iloc[0:0]
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(table))
     shuffled = table.iloc[order]
     first = ~shuffled[datamod.CODE].duplicated()  # one row per code stays in training
-    candidates = np.flatnonzero(~first.to_numpy())
-    n_val = min(len(candidates), round(fraction * len(table)))
-    val_positions = candidates[:n_val]
+    described = _described(shuffled)
     mask = np.zeros(len(table), dtype=bool)
-    mask[val_positions] = True
+    for kind, share in ((False, fraction), (True, description_fraction)):
+        of_kind = described == kind
+        candidates = np.flatnonzero(~first.to_numpy() & of_kind)
+        n_val = min(len(candidates), round(max(share, 0.0) * of_kind.sum()))
+        mask[candidates[:n_val]] = True
     return shuffled[~mask], shuffled[mask]
+
+
+def _described(table: pd.DataFrame) -> np.ndarray:
+    """Which rows are descriptions (rows of labelled datasets), not cold-start phrases."""
+    if datamod.SOURCE not in table:
+        return np.zeros(len(table), dtype=bool)
+    return ~table[datamod.SOURCE].map(datamod.is_cold_start_source).to_numpy(dtype=bool)
 
 
 def row_weights(table: pd.DataFrame, weights: Mapping[str, float] | None) -> list[float] | None:
@@ -284,7 +308,9 @@ def fit_coder(
     """Fit (and calibrate) a coder; returns it, its evaluation on the validation rows (made
     before any refit on all rows, so never on seen rows) and timing figures."""
     step = progress or (lambda message: None)
-    train_rows, val_rows = split_validation(table, config.validation_fraction, config.seed)
+    train_rows, val_rows = split_validation(
+        table, config.validation_fraction, config.seed, config.description_validation_fraction
+    )
     coder = build_coder(config, nomenclature)
     timings = {}
     started = time.perf_counter()
@@ -301,10 +327,11 @@ def fit_coder(
         step(f"calibrating on {len(val_rows)} validation rows")
         calibrate(coder, val_rows, confidence=config.calibrate_confidence)
     validation = evaluate_coder(coder, val_rows) if len(val_rows) else None
-    coder.threshold, origin = threshold_for(config, coder, val_rows, validation)
+    coder.threshold, basis = threshold_for(config, coder, val_rows, validation)
+    coder.info["threshold_basis"] = basis
     if validation is not None and "auto" in validation.predictions:  # made provisionally
         validation.predictions["auto"] = validation.predictions["ic"] >= coder.threshold
-    step(f"automatic coding from IC {coder.threshold:.3f} ({origin})")
+    step(f"automatic coding from IC {coder.threshold:.3f} ({_describe(basis)})")
     if config.refit and len(val_rows):
         step(f"refitting on all {len(table)} rows")
         temperatures = _temperatures(coder)
@@ -319,19 +346,27 @@ def fit_coder(
     return coder, validation, timings
 
 
-#: The IC threshold of ``threshold: auto`` without validation descriptions to choose it on, or
-#: when no IC reaches the target accuracy on them. Measured for the default IC (TF-IDF and e5
-#: margins) on real descriptions: chosen on examples50 (0.15: 52 % coded at 0.92), it keeps
-#: tests20 at 1.00 (15 % coded).
-FALLBACK_THRESHOLD = 0.15
-#: The fewest validation descriptions `threshold: auto` chooses on (fewer: the fallback).
+#: The threshold of a model that cannot know its accuracy on descriptions: above any IC (an IC
+#: never exceeds 1), nothing is coded automatically.
+NO_AUTOMATIC_CODING = 2.0
+#: The fewest validation descriptions `threshold: auto` chooses on (fewer: as cold start).
 MIN_THRESHOLD_ROWS = 20
+#: What a cold-start model's automatic decision rests on, saved in its info. Measured for the
+#: default model on dev1000 (1,000 expert-coded register descriptions; docs/autocode.md,
+#: "Automatic coding"): no IC threshold keeps 0.90 there with confidence, so nothing is automatic.
+COLD_START_NOTE = (
+    f"cold start: fewer than {MIN_THRESHOLD_ROWS} held-out labelled descriptions to calibrate "
+    "on, and a model trained on the notes alone cannot know its accuracy on real descriptions "
+    "(on 1,000 expert-coded register descriptions, no IC threshold of the default model keeps "
+    "0.90 with confidence): nothing is automatic; add labelled descriptions to train, or set "
+    "threshold"
+)
 
 
 def description_rows(config: TrainConfig, rows: pd.DataFrame) -> pd.DataFrame:
     """The rows of ``rows`` that are descriptions: those of the ``train`` datasets, not of the
-    cold start. A threshold chosen on notes phrases does not hold for descriptions (measured:
-    0.82 or 1.0 on the notes, where descriptions reach 90 % from 0.15; docs/autocode.md)."""
+    cold start. A threshold chosen on notes phrases does not hold for descriptions (the notes
+    and the descriptions of dev1000 reach 0.90 at different ICs; docs/autocode.md)."""
     if datamod.SOURCE not in rows:
         return rows
     return rows[rows[datamod.SOURCE].isin({d.source for d in config.train})]
@@ -339,36 +374,66 @@ def description_rows(config: TrainConfig, rows: pd.DataFrame) -> pd.DataFrame:
 
 def threshold_for(
     config: TrainConfig, coder: Coder, val_rows: pd.DataFrame, validation: Evaluation | None
-) -> tuple[float, str]:
-    """The coder's automatic-coding threshold (`choose_threshold` on the validation
-    descriptions) and where it comes from, for the training log."""
+) -> tuple[float, dict[str, Any]]:
+    """The coder's automatic-coding threshold and what it rests on (saved in the model's info
+    as ``threshold_basis``, printed by `train`).
+
+    ``threshold: auto`` keeps a promise: the rows coded automatically are right at least
+    ``target_accuracy`` of the time. With at least `MIN_THRESHOLD_ROWS` validation
+    descriptions, it is the smallest IC whose rows reach the target there with one more error
+    counted (`largest_coverage`, ``guard=1``: conformal risk control); when none does, nothing
+    is automatic. Without them (cold start), the model cannot know its accuracy on descriptions
+    and codes nothing automatically (`NO_AUTOMATIC_CODING`, `COLD_START_NOTE`)."""
+    target = config.target_accuracy
     if not isinstance(config.threshold, str):
-        return float(config.threshold), "configured"
+        return float(config.threshold), {"rule": "configured", "target_accuracy": target}
     described = description_rows(config, val_rows)
-    if len(described) == len(val_rows):
-        basis = validation
-    elif len(described) >= MIN_THRESHOLD_ROWS:
-        basis = evaluate_coder(coder, described)
-    else:
-        basis = None
-    if basis is None or not basis.metrics.get("n"):
-        return FALLBACK_THRESHOLD, "default: no validation descriptions"
-    return choose_threshold(config, basis), f"chosen on {len(described)} validation descriptions"
+    if len(described) >= MIN_THRESHOLD_ROWS:
+        basis = validation if len(described) == len(val_rows) else None
+        basis = basis or evaluate_coder(coder, described)
+        frame = basis.predictions
+        ic = frame["ic"].to_numpy(dtype=np.float64)
+        correct = frame["correct"].to_numpy(dtype=bool)
+        coverage, threshold = largest_coverage(ic, correct, target, guard=1)
+        info: dict[str, Any] = {
+            "rule": "held-out descriptions",
+            "target_accuracy": target,
+            "descriptions": len(described),
+        }
+        if coverage == 0:
+            info["note"] = f"no IC reaches {target:.2f} on them: nothing is automatic"
+            return NO_AUTOMATIC_CODING, info
+        auto = ic >= threshold
+        low, high = wilson_interval(float(correct[auto].sum()), float(auto.sum()))
+        info.update(
+            {
+                "automatic": int(auto.sum()),
+                "accuracy": round(float(correct[auto].mean()), 4),
+                "accuracy_interval": [round(low, 4), round(high, 4)],
+            }
+        )
+        return threshold, info
+    return NO_AUTOMATIC_CODING, {
+        "rule": "cold start",
+        "target_accuracy": target,
+        "descriptions": len(described),
+        "note": COLD_START_NOTE,
+    }
 
 
-def choose_threshold(config: TrainConfig, validation: Evaluation | None) -> float:
-    """The configured threshold, or with ``auto`` the ``threshold_at_<target>`` of the
-    validation descriptions (`description_rows`): the smallest IC whose automatically coded
-    rows reach the target accuracy; `FALLBACK_THRESHOLD` without them (cold start) or when no
-    IC reaches the target on them."""
-    if not isinstance(config.threshold, str):
-        return float(config.threshold)
-    if validation is None or not validation.metrics.get("n"):
-        return FALLBACK_THRESHOLD
-    target = round(config.target_accuracy * 100)
-    if not validation.metrics[f"coverage_at_{target}"] > 0:
-        return FALLBACK_THRESHOLD
-    return float(validation.metrics[f"threshold_at_{target}"])
+def _describe(basis: Mapping[str, Any]) -> str:
+    parts = [str(basis["rule"])]
+    if "descriptions" in basis:
+        parts.append(f"{basis['descriptions']} validation descriptions")
+    if "accuracy" in basis:
+        low, high = basis["accuracy_interval"]
+        parts.append(
+            f"{basis['automatic']} automatic there, {basis['accuracy']:.3f} right "
+            f"[{low:.3f}, {high:.3f}]"
+        )
+    if "note" in basis:
+        parts.append(str(basis["note"]))
+    return "; ".join(parts)
 
 
 def _members(coder: Coder):
@@ -461,6 +526,7 @@ def train(config: TrainConfig, progress=None) -> TrainResult:
         "training_rows": len(inputs.table),
         "training_fingerprint": datamod.fingerprint(inputs.table),
         **run_info(config),
+        **coder.info,  # threshold_basis
     }
     if config.categorical:  # the values seen in training, for clients that validate inputs
         coder.info["categorical_values"] = {

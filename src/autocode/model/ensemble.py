@@ -72,6 +72,7 @@ class EnsembleClassifier(Classifier):
         for member in self.members:
             member.fit(texts, codes, weights)
         self.classes = sorted(set(self.members[0].classes))
+        self._column_cache: dict = {}
         return self
 
     def pool(self, texts: Texts) -> tuple[np.ndarray, np.ndarray | None]:
@@ -79,7 +80,6 @@ class EnsembleClassifier(Classifier):
         the pool's top-1 code of each row (None without ``confidence``)."""
         n = len(texts)
         out = np.zeros((n, len(self.classes)), dtype=np.float32)
-        index = {c: i for i, c in enumerate(self.classes)}
         wanted = set(confidence_members(self.confidence))  # `confidence` may be reassigned
         confident: dict[str, np.ndarray] = {}
         # a member that learnt no code (nearest descriptions without descriptions) is left out
@@ -87,10 +87,10 @@ class EnsembleClassifier(Classifier):
         total = sum(w for _, w in active) or 1.0
         for member, weight in active:
             weight = weight / total
-            columns = [index[c] for c in member.classes]
+            columns = self._columns(member)
             logits = member.scores(texts) * np.float32(member.temperature)
             if self.pooling == "geometric":
-                if len(columns) < len(self.classes):  # a code this member never saw: p = 0
+                if len(member.classes) < len(self.classes):  # a code it never saw: p = 0
                     absent = np.ones(len(self.classes), dtype=bool)
                     absent[columns] = False
                     out[:, absent] = -np.inf
@@ -100,7 +100,7 @@ class EnsembleClassifier(Classifier):
                 proba = softmax(logits)
                 out[:, columns] += weight * proba
             if proba is not None and member.kind in wanted and member.kind not in confident:
-                if member.classes == self.classes:
+                if isinstance(columns, slice):
                     confident[member.kind] = proba
                 else:
                     confident[member.kind] = np.zeros((n, len(self.classes)), dtype=np.float32)
@@ -112,6 +112,19 @@ class EnsembleClassifier(Classifier):
         top = out.argmax(axis=1)
         margins = [margin_at(proba, top) for proba in confident.values()]
         return out, np.prod(margins, axis=0) ** (1.0 / len(margins))
+
+    def _columns(self, member: Classifier) -> slice | np.ndarray:
+        """Where ``member``'s classes sit among the ensemble's: all of them in order (a slice:
+        no copy when pooling) or their indices; kept per member, as classes change only in fit."""
+        cache = self.__dict__.setdefault("_column_cache", {})
+        key = (id(member), len(member.classes), len(self.classes))
+        if key not in cache:
+            if member.classes == self.classes:
+                cache[key] = slice(None)
+            else:
+                index = {c: i for i, c in enumerate(self.classes)}
+                cache[key] = np.asarray([index[c] for c in member.classes], dtype=np.intp)
+        return cache[key]
 
     def predict_proba(self, texts: Texts) -> np.ndarray:
         out, margin = self.pool(texts)
@@ -178,7 +191,12 @@ def confidence_members(confidence: str | Sequence[str] | None) -> list[str]:
     return [confidence] if isinstance(confidence, str) else list(confidence)
 
 
-DEFAULT_MEMBERS: dict[str, dict[str, Any]] = {"fasttext": {}, "tfidf": {}, "e5": {}}
+#: The default model: fastText, TF-IDF and the nearest descriptions (which learns only from
+#: labelled descriptions: at cold start the ensemble leaves it out). The e5 member is not in it:
+#: it codes about 70 texts/s where the default must code ≥ 10,000 texts/s (batch) and answer
+#: in ≤ 10 ms (API p99); what it adds to the quality is in docs/autocode.md ("Speed and
+#: quality"). ``params: {members: {fasttext: {}, tfidf: {}, e5: {}}}`` gives it back.
+DEFAULT_MEMBERS: dict[str, dict[str, Any]] = {"fasttext": {}, "tfidf": {}, "knn": {}}
 
 
 def default_confidence(members: Mapping[str, Any]) -> str | list[str] | None:

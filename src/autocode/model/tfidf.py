@@ -209,31 +209,70 @@ class NgramTfidf:
                 out.extend(word[i : i + n] for i in range(len(word) - n + 1))
         return out
 
+    #: Words whose ``char_wb`` n-gram columns are remembered (`_word_columns`); past it, the
+    #: memory starts again empty.
+    WORD_CACHE_SIZE = 200_000
+
+    def _word_columns(self, word: str) -> list[int]:
+        """The vocabulary columns of the ``char_wb`` n-grams of one (lower-cased) word, with
+        repeats. Words recur across descriptions, so each is cut into n-grams once: ~5x faster
+        than cutting every text (the n-grams of one text were most of a prediction's time)."""
+        columns = self._words.get(word)
+        if columns is None:
+            vocabulary = self.vocabulary_
+            padded = f" {word} "
+            columns = []
+            low, high = self.ngram_range
+            for n in range(low, high + 1):
+                if len(padded) <= n:  # a word shorter than n counts once, whole
+                    j = vocabulary.get(padded)
+                    if j is not None:
+                        columns.append(j)
+                    break
+                for i in range(len(padded) - n + 1):
+                    j = vocabulary.get(padded[i : i + n])
+                    if j is not None:
+                        columns.append(j)
+            if len(self._words) >= self.WORD_CACHE_SIZE:
+                self._words = {}
+            self._words[word] = columns
+        return columns
+
     def transform(self, texts: Sequence[str]):
         import scipy.sparse
 
-        vocabulary = self.vocabulary_
-        indptr, indices, counts = [0], [], []
-        for text in texts:
-            row: dict[int, int] = {}
-            for gram in self.ngrams(text):
-                j = vocabulary.get(gram)
-                if j is not None:
-                    row[j] = row.get(j, 0) + 1
-            indices.extend(row)
-            counts.extend(row.values())
-            indptr.append(len(indices))
-        data = np.asarray(counts, dtype=np.float64)
+        indptr, indices = [0], []
+        if self.analyzer == "char_wb":
+            if not hasattr(self, "_words"):
+                self._words: dict[str, list[int]] = {}
+            for text in texts:
+                for word in text.lower().split():
+                    indices.extend(self._word_columns(word))
+                indptr.append(len(indices))
+        else:
+            vocabulary = self.vocabulary_
+            for text in texts:
+                for gram in self.ngrams(text):
+                    j = vocabulary.get(gram)
+                    if j is not None:
+                        indices.append(j)
+                indptr.append(len(indices))
+        shape = (len(indptr) - 1, len(self.idf_))
+        ones = np.ones(len(indices), dtype=np.float64)
+        matrix = scipy.sparse.csr_matrix(
+            (ones, np.asarray(indices, dtype=np.int32), np.asarray(indptr)), shape=shape
+        )
+        matrix.sum_duplicates()  # counts per column, columns sorted
+        data = matrix.data
         if self.sublinear_tf:
             np.log(data, out=data)
             data += 1.0
-        columns = np.asarray(indices, dtype=np.int32)
-        data *= self.idf_[columns]
-        shape = (len(indptr) - 1, len(self.idf_))
-        matrix = scipy.sparse.csr_matrix((data, columns, np.asarray(indptr)), shape=shape)
-        norms = np.sqrt(np.asarray(matrix.multiply(matrix).sum(axis=1)).ravel())
+        data *= self.idf_[matrix.indices]
+        rows = np.diff(matrix.indptr)
+        row_of = np.repeat(np.arange(len(rows)), rows)
+        norms = np.sqrt(np.bincount(row_of, weights=data * data, minlength=len(rows)))
         norms[norms == 0] = 1.0
-        matrix.data /= np.repeat(norms, np.diff(matrix.indptr))
+        data /= norms[row_of]
         return matrix
 
 
