@@ -158,12 +158,21 @@ def compact_command(
         float,
         typer.Option(help="Delete files no manifest lists once this old (seconds)."),
     ] = 3600.0,
+    nice: Annotated[
+        int,
+        typer.Option(
+            help="Lower this run's CPU priority by this much (0-19): the compaction is background "
+            "work and yields the CPU to the API beside it."
+        ),
+    ] = 10,
     json_output: JsonOption = False,
 ) -> None:
     """JSON-lines segments → Parquet partitioned by date. Idempotent; a killed run converges."""
     from autocode.monitor.etl import CompactOptions, compact
     from autocode.monitor.storage import open_store
 
+    if nice > 0 and hasattr(os, "nice"):
+        os.nice(min(nice, 19))
     with user_errors():
         target = output or source.rstrip("/") + "-parquet"
         options = CompactOptions(

@@ -3,9 +3,9 @@
 Two kinds of tests (docs/monitoring.md explains how to read them):
 
 - the **IC distribution**: two-sample Kolmogorov–Smirnov. The statistic D (largest gap between the
-  two empirical distribution functions) is computed from the counts of each IC value rounded to
-  4 decimals (DuckDB groups them: no need to fetch millions of rows; D is exact for those values,
-  and within the mass of one 0.0001-wide bin of the raw ones); its p-value is scipy's
+  two empirical distribution functions) is computed from the counts of the IC in bins of 0.001
+  (the hourly roll-ups': no need to read millions of rows; D is exact for the binned values, and
+  within the mass of one 0.001-wide bin of the raw ones); its p-value is scipy's
   (``scipy.stats.kstwo``, the distribution ``ks_2samp`` uses for large samples).
 - the **distribution of predicted codes** at a level: chi-squared test of homogeneity
   (``scipy.stats.chi2_contingency``) on codes pooled so that every expected count is at least 5
@@ -34,7 +34,8 @@ from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
 from autocode.monitor.levels import check_level, counts_at_level
-from autocode.monitor.query import Filters
+from autocode.monitor.query import Filters, code_counts
+from autocode.monitor.rollups import IC_SCALE
 
 if TYPE_CHECKING:
     import duckdb
@@ -191,19 +192,14 @@ def categorical_test(
 
 
 # -- comparing two windows ------------------------------------------------------------------
-IC_DECIMALS = 4
-
-
 def ic_counts(con: duckdb.DuckDBPyConnection, filters: Filters) -> pd.DataFrame:
-    """Predictions per IC value rounded to `IC_DECIMALS` (grouped on integers: fast)."""
+    """Predictions per IC value to 0.001 (the ``ic`` roll-up's bins)."""
     where, params = filters.where()
-    scale = 10**IC_DECIMALS
     frame = con.execute(
-        f"SELECT round(ic * {scale})::INTEGER AS v, count(*) AS n FROM predictions "  # noqa: S608
-        f"WHERE {where} AND ic IS NOT NULL GROUP BY 1",
+        f"SELECT ic_bin, sum(predictions) AS n FROM ic WHERE {where} GROUP BY 1",  # noqa: S608
         params,
     ).df()
-    return pd.DataFrame({"ic": frame["v"].to_numpy() / scale, "n": frame["n"].to_numpy()})
+    return pd.DataFrame({"ic": frame["ic_bin"].to_numpy() / IC_SCALE, "n": frame["n"].to_numpy()})
 
 
 def compare(
@@ -218,9 +214,10 @@ def compare(
     ic_ref, ic_cur = ic_counts(con, reference), ic_counts(con, current)
     codes_ref, codes_cur = {}, {}
     if ic_ref["n"].sum() >= config.min_predictions and ic_cur["n"].sum() >= config.min_predictions:
+        ref, cur = code_counts(con, reference), code_counts(con, current)  # read once
         for level in config.levels:
-            codes_ref[level] = counts_at_level(con, reference, level, nomenclature)
-            codes_cur[level] = counts_at_level(con, current, level, nomenclature)
+            codes_ref[level] = counts_at_level(con, reference, level, nomenclature, ref)
+            codes_cur[level] = counts_at_level(con, current, level, nomenclature, cur)
     return compare_counts(
         Sample(reference.window.label(), ic_ref["ic"], ic_ref["n"], codes_ref),
         Sample(current.window.label(), ic_cur["ic"], ic_cur["n"], codes_cur),

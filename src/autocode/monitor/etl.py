@@ -3,6 +3,7 @@
 Input: ``<log>/date=YYYY-MM-DD/<segment>.jsonl`` as the API ships them. Output::
 
     <out>/date=YYYY-MM-DD/part-<generation>-<run>-<n>.parquet   the rows of the day, few files
+    <out>/date=YYYY-MM-DD/rollup-<name>-<generation>-<run>.parquet   its hourly roll-ups
     <out>/date=YYYY-MM-DD/_manifest.json                        which files and segments make it
     <out>/_rejected/date=YYYY-MM-DD/<segment>.jsonl             lines that are not valid records
 
@@ -161,7 +162,7 @@ def _compact_day(
         if name in current and seen["size"] != current[name].size
     ]
     _remove_orphans(target, date, manifest, options.orphan_grace_s)
-    superseded = [f["key"] for f in manifest["files"]] if manifest else []
+    superseded = written_by(manifest)
     if changed:  # their rows are replaced by what the segments hold now
         log.warning("%s: segment(s) %s changed since compacted; reading them again", date, changed)
         for name in changed:
@@ -178,7 +179,7 @@ def _compact_day(
         manifest = _merge(
             source, target, date, manifest, batch, options, day, result, superseded, replaced
         )
-        superseded, replaced = [f["key"] for f in manifest["files"]], set()
+        superseded, replaced = written_by(manifest), set()
         if progress:
             progress(f"{date}: {day.new_rows} new rows, {day.rows} in {day.files} file(s)")
     if manifest is not None:
@@ -254,9 +255,23 @@ def commit_day(
     superseded: list[str],
     options: CompactOptions,
 ) -> dict[str, Any]:
-    """Write ``table`` (the whole day, sorted) as new files, then the manifest naming them (the
-    commit), then delete the ``superseded`` files."""
+    """Write ``table`` (the whole day, sorted) and its roll-ups as new files, then the manifest
+    naming them (the commit), then delete the ``superseded`` files."""
+    from autocode.monitor import rollups as rollup_tables
+
     run = uuid.uuid4().hex[:8]
+    rollups = {}
+    for name, rolled in rollup_tables.compute(table).items():
+        key = f"date={date}/rollup-{name}-{generation:06d}-{run}.parquet"
+        buffer = io.BytesIO()
+        pq.write_table(
+            rolled,
+            buffer,
+            compression=options.compression,
+            row_group_size=rollup_tables.row_group_size(name),
+        )
+        target.write(key, buffer.getvalue())
+        rollups[name] = key
     files = []
     for index, start in enumerate(range(0, max(table.num_rows, 1), options.max_rows_per_file)):
         chunk = table.slice(start, options.max_rows_per_file)
@@ -274,6 +289,7 @@ def commit_day(
         "rows": table.num_rows,
         "rejected": rejected,
         "files": files,
+        "rollups": rollups,
         "segments": segments,
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -281,6 +297,13 @@ def commit_day(
     for key in superseded:  # only now: the new manifest no longer names them
         target.delete(key)
     return manifest
+
+
+def written_by(manifest: dict[str, Any] | None) -> list[str]:
+    """The files a manifest names: the day's rows and its roll-ups."""
+    if manifest is None:
+        return []
+    return [f["key"] for f in manifest["files"]] + list(manifest.get("rollups", {}).values())
 
 
 def _deduplicate(table: pa.Table) -> pa.Table:
@@ -324,7 +347,7 @@ def _remove_orphans(
 ) -> None:
     """Delete Parquet files of ``date`` that its manifest does not list (a killed run's), once
     they are older than ``grace_s`` (a younger one may belong to a run still going)."""
-    listed = {f["key"] for f in manifest["files"]} if manifest else set()
+    listed = set(written_by(manifest))
     now = time.time()
     for entry in target.list(f"date={date}/"):
         orphan = entry.key.endswith(".parquet") and entry.key not in listed

@@ -74,23 +74,25 @@ def codes_by_level(
     level: str,
     nomenclature: Nomenclature | None = None,
     top: int | None = 20,
+    counts: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Predictions per code at ``level`` (most frequent first), share, automatic-coding rate,
-    mean IC and label."""
+    mean IC and label. ``counts``: the window's `code_counts` if already read (one read serves
+    every level)."""
     check_level(level)
-    counts = code_counts(con, filters)
+    if counts is None:
+        counts = code_counts(con, filters)
     columns = ["code", "label", "predictions", "share", "auto_rate", "ic_mean"]
     if counts.empty:
         return pd.DataFrame(columns=columns)
     mapping = level_table(counts["code"], nomenclature)
     merged = counts.merge(mapping[["code", level]], on="code")
-    merged["automatic"] = merged["auto_rate"] * merged["predictions"]
-    merged["ic_sum"] = merged["ic_mean"] * merged["predictions"]
-    grouped = merged.groupby(level, as_index=False)[["predictions", "automatic", "ic_sum"]].sum()
+    sums = ["predictions", "automatic", "decided", "ic_sum", "ic_count"]
+    grouped = merged.groupby(level, as_index=False)[sums].sum()
     grouped = grouped.rename(columns={level: "code"})
     grouped["share"] = grouped["predictions"] / grouped["predictions"].sum()
-    grouped["auto_rate"] = grouped["automatic"] / grouped["predictions"]
-    grouped["ic_mean"] = grouped["ic_sum"] / grouped["predictions"]
+    grouped["auto_rate"] = grouped["automatic"] / grouped["decided"].where(grouped["decided"] > 0)
+    grouped["ic_mean"] = grouped["ic_sum"] / grouped["ic_count"].where(grouped["ic_count"] > 0)
     grouped["label"] = [label_of(c, nomenclature) for c in grouped["code"]]
     grouped = grouped.sort_values(["predictions", "code"], ascending=[False, True])
     if top is not None:
@@ -103,7 +105,8 @@ def counts_at_level(
     filters: Filters,
     level: str,
     nomenclature: Nomenclature | None = None,
+    counts: pd.DataFrame | None = None,
 ) -> pd.Series:
     """Predictions per code at ``level`` (a Series indexed by code), for the drift tests."""
-    table = codes_by_level(con, filters, level, nomenclature, top=None)
+    table = codes_by_level(con, filters, level, nomenclature, top=None, counts=counts)
     return table.set_index("code")["predictions"].astype("int64")

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from autocode.monitor import etl, query
+from autocode.monitor import etl, query, rollups
 from autocode.monitor.storage import LocalStore, S3Store
 
 from .conftest import lines, random_records, record, segment_key
@@ -82,7 +82,9 @@ def test_new_segments_are_merged_into_their_day(tmp_path: Path, day0) -> None:
     assert result.new_rows == 7
     [manifest] = etl.manifests(target).values()
     assert manifest["generation"] == 2 and manifest["rows"] == 17 and len(manifest["files"]) == 1
-    assert len(list(target.root.rglob("*.parquet"))) == 1  # the superseded file is gone
+    on_disk = {p.relative_to(target.root).as_posix() for p in target.root.rglob("*.parquet")}
+    assert on_disk == set(etl.written_by(manifest))  # the superseded files are gone
+    assert len(on_disk) == 1 + len(rollups.NAMES)  # the rows and the day's roll-ups
     assert rows_of(target).num_rows == 17
 
 
@@ -205,7 +207,7 @@ def test_a_compaction_killed_at_any_moment_converges(tmp_path: Path, day0) -> No
     assert got.num_rows == len(records) == len(set(got["id"].to_pylist()))
     assert got.drop_columns(["segment"]).equals(expected.drop_columns(["segment"]))
     assert got["segment"].equals(expected["segment"])
-    listed = {f["key"] for m in etl.manifests(target).values() for f in m["files"]}
+    listed = {key for m in etl.manifests(target).values() for key in etl.written_by(m)}
     on_disk = {p.relative_to(target.root).as_posix() for p in target.root.rglob("*.parquet")}
     assert on_disk == listed  # the killed runs' leftovers are gone
 
