@@ -15,8 +15,8 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import datalab
-from datalab.api.localize import localize, localize_details
 from datalab.errors import DatalabError, TooManyRequests
+from datalab.http.localize import localize, localize_details
 from datalab.platform import Platform
 from datalab.web.i18n import negotiate
 

@@ -11,6 +11,7 @@ every key (a test checks that the document and the model agree).
 from __future__ import annotations
 
 import os
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -29,6 +30,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from datalab.catalog import SHIPPED_CATALOG_DIR, CatalogConfig, load_catalog_file
+from datalab.errors import ConfigError
 
 #: the path under the platform's URL where programs reach services with a token (the
 #: gateway serves it; a service's internal URL is under it)
@@ -40,8 +42,13 @@ def internal_service_url(platform_url: str, service_id: str) -> str:
     return f"{platform_url.rstrip('/')}{SERVICES_PATH}/{service_id}/"
 
 
-class ConfigError(Exception):
-    """The configuration cannot be used; the message names the key and the problem."""
+#: the entry-point group that declares execution backends (:mod:`datalab.backends` loads them)
+BACKENDS_GROUP = "datalab.backends"
+
+
+def backend_names() -> list[str]:
+    """The names of the installed execution backends (``backend.name`` must be one)."""
+    return sorted({entry.name for entry in entry_points(group=BACKENDS_GROUP)})
 
 
 class _Section(BaseModel):
@@ -145,7 +152,7 @@ class RegionSettings(_Section):
     @field_validator("default_resources")
     @classmethod
     def _quantities(cls, value: dict[str, str]) -> dict[str, str]:
-        from datalab.backends.base import BackendError
+        from datalab.errors import BackendError
         from datalab.resources import parse_cpu, parse_memory_bytes
 
         parsers = {
@@ -255,8 +262,6 @@ class BackendSettings(_Section):
     @field_validator("name")
     @classmethod
     def _installed(cls, value: str) -> str:
-        from datalab.backends import backend_names
-
         installed = backend_names()
         if value not in installed:
             raise ValueError(f"no backend {value!r} is installed; choose {' or '.join(installed)}")

@@ -279,3 +279,9 @@ def _vault_block(vault: VaultContext | None) -> dict[str, Any]:
         "VAULT_MOUNT": vault.mount,
         "VAULT_TOP_DIR": vault.top_dir,
     }
+
+
+def chosen_secret_paths(text: str) -> list[str]:
+    """The secret paths of a ``vault.secret`` value: comma-separated, as the secrets API
+    lists them (``user-alice/db, project-team/api``)."""
+    return [path.strip().strip("/") for path in text.split(",") if path.strip().strip("/")]

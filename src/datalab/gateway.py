@@ -46,10 +46,18 @@ from sqlalchemy.orm import Session
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from datalab.backends.base import Endpoint, ServiceNotFound
+from datalab.backends.base import Endpoint
 from datalab.config import SERVICES_PATH
 from datalab.db import Service, User
-from datalab.errors import DatalabError, Forbidden, NotFound, TooManyRequests, Unauthenticated
+from datalab.errors import (
+    DatalabError,
+    Forbidden,
+    InvalidToken,
+    NotFound,
+    ServiceNotFound,
+    TooManyRequests,
+    Unauthenticated,
+)
 from datalab.identity import accounts, sessions
 from datalab.identity.access import (
     Action,
@@ -57,7 +65,7 @@ from datalab.identity.access import (
     principal_for,
     service_credential_stands,
 )
-from datalab.identity.issuer import AUDIENCE_SERVICE, InvalidToken
+from datalab.identity.issuer import AUDIENCE_SERVICE
 from datalab.identity.tokens import looks_like_token
 from datalab.proxy import Route, ServiceProxy, deny, respond
 

@@ -26,7 +26,6 @@ import yaml
 from jsonschema.protocols import Validator
 
 from datalab.catalog.chart import Chart
-from datalab.catalog.errors import ValueProblem, ValuesError
 from datalab.catalog.merge import coalesce, merge_layers
 from datalab.catalog.schema import (
     SchemaRegistry,
@@ -39,6 +38,7 @@ from datalab.catalog.schema import (
     validator_class_for,
 )
 from datalab.commands import project_args
+from datalab.errors import ValueProblem, ValuesError
 
 MASK = "********"
 _SECRET_NAME = re.compile(r"pass(word)?|secret|token|credential|private.?key", re.IGNORECASE)

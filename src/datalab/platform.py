@@ -19,10 +19,10 @@ from datalab.identity.federation import ProviderTokens
 from datalab.identity.issuer import JwksServer, TokenIssuer
 from datalab.identity.oidc import CALLBACK_PATH, OidcClient
 from datalab.identity.ratelimit import LoginThrottle
+from datalab.injection import CredentialBroker
 from datalab.memory import release_free_heap
 from datalab.secrets.service import SecretsService
 from datalab.services import ServiceManager
-from datalab.storage.injection import CredentialBroker
 from datalab.storage.service import StorageService
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from datalab.backends.base import BackendError
+from datalab.errors import BackendError
 
 _MEMORY_SUFFIXES = {
     "": 1,

@@ -29,14 +29,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from datalab import commands
-from datalab.backends.base import (
-    Backend,
-    BackendError,
-    Phase,
-    ServiceNotFound,
-    ServiceSpec,
-    ServiceStatus,
-)
+from datalab.backends.base import Backend, Phase, ServiceSpec, ServiceStatus
 from datalab.catalog import CatalogRegistry, Chart
 from datalab.config import Settings
 from datalab.context import (
@@ -46,14 +39,17 @@ from datalab.context import (
     KubernetesContext,
     RegionContext,
     build_context,
+    chosen_secret_paths,
 )
 from datalab.db import Database, Service, User
 from datalab.errors import (
+    BackendError,
     Conflict,
     DatalabError,
     InvalidInput,
     NotFound,
     QuotaExceeded,
+    ServiceNotFound,
     Unauthenticated,
 )
 from datalab.identity import accounts
@@ -71,10 +67,9 @@ from datalab.identity.names import check_label
 from datalab.launch import ResolvedValues, equivalent_commands, resolve_values
 from datalab.masking import mask_secret_values
 from datalab.resources import MIB, LimitRule, with_limits
-from datalab.secrets import chosen_secret_paths
 
 if TYPE_CHECKING:
-    from datalab.storage.injection import CredentialBroker, Injection
+    from datalab.injection import CredentialBroker, Injection
 
 log = logging.getLogger(__name__)
 

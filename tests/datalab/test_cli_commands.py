@@ -22,7 +22,7 @@ from datalab.config import load_settings
 from datalab.identity import accounts
 from datalab.launch import equivalent_commands
 from datalab.platform import Platform
-from datalab.storage.supervisor import free_port
+from datalab.processes import free_port
 
 from .conftest import ADMIN_PASSWORD
 from .storage.conftest import serving

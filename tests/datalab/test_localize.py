@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from datalab.api.localize import CATALOG_DIR, localize, localize_details
+from datalab.http.localize import CATALOG_DIR, localize, localize_details
 
 from .conftest import Env
 

@@ -34,7 +34,7 @@ def pyfunc_arguments(coder: Coder, workdir: Path) -> dict[str, Any]:
     ``workdir``, which must live until the model is saved or logged)."""
     from mlflow.models import infer_signature
 
-    from autocode.pyfunc import AutocodeModel
+    from autocode.model.pyfunc import AutocodeModel
 
     coder_dir = coder.save(workdir / "coder")
     example = input_example(coder)

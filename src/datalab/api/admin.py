@@ -6,9 +6,10 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 
-from datalab.api.deps import AdminDep, PlatformDep, PrincipalDep, SessionDep, UserDep
 from datalab.api.responses import AUTHENTICATED
-from datalab.api.schemas import (
+from datalab.errors import InvalidInput
+from datalab.http.deps import AdminDep, PlatformDep, PrincipalDep, SessionDep, UserDep
+from datalab.http.schemas import (
     Member,
     NewProject,
     NewUser,
@@ -17,8 +18,7 @@ from datalab.api.schemas import (
     UserCreated,
     UserOut,
 )
-from datalab.api.views import project_out, projects_of, user_out
-from datalab.errors import InvalidInput
+from datalab.http.views import project_out, projects_of, user_out
 from datalab.identity import accounts
 from datalab.identity.access import require_admin
 

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
 from datalab import audit
-from datalab.api.deps import AdminDep, PlatformDep, SessionDep
 from datalab.api.responses import AUTHENTICATED, content
+from datalab.http.deps import AdminDep, PlatformDep, SessionDep
 
 router = APIRouter(prefix="/api/audit", tags=["audit"], responses=AUTHENTICATED)
 

@@ -6,8 +6,8 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from datalab.api.deps import AdminDep, PlatformDep, PrincipalDep
 from datalab.api.responses import AUTHENTICATED
+from datalab.http.deps import AdminDep, PlatformDep, PrincipalDep
 
 router = APIRouter(prefix="/api/catalogs", tags=["catalogs"], responses=AUTHENTICATED)
 

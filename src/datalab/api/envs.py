@@ -7,10 +7,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from datalab.api.deps import AdminDep, PlatformDep
 from datalab.api.responses import AUTHENTICATED
 from datalab.envs import EnvManager
 from datalab.errors import InvalidInput
+from datalab.http.deps import AdminDep, PlatformDep
 from datalab.platform import Platform
 
 router = APIRouter(prefix="/api/envs", tags=["envs"], responses=AUTHENTICATED)

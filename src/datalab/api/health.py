@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 import datalab
-from datalab.api.deps import PlatformDep
+from datalab.http.deps import PlatformDep
 
 router = APIRouter(prefix="/api", tags=["health"])
 

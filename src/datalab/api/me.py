@@ -6,9 +6,10 @@ import re
 
 from fastapi import APIRouter, Request, Response
 
-from datalab.api.deps import PlatformDep, PrincipalDep, SessionDep, UserDep
 from datalab.api.responses import AUTHENTICATED
-from datalab.api.schemas import (
+from datalab.errors import InvalidInput
+from datalab.http.deps import PlatformDep, PrincipalDep, SessionDep, UserDep
+from datalab.http.schemas import (
     MeOut,
     NewToken,
     PasswordChange,
@@ -17,8 +18,7 @@ from datalab.api.schemas import (
     TokenCreated,
     TokenOut,
 )
-from datalab.api.views import projects_of, token_out, user_out
-from datalab.errors import InvalidInput
+from datalab.http.views import projects_of, token_out, user_out
 from datalab.identity import accounts
 
 router = APIRouter(prefix="/api/me", tags=["me"], responses=AUTHENTICATED)

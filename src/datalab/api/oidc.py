@@ -10,9 +10,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse
 
-from datalab.api.deps import PlatformDep, start_web_session
 from datalab.api.responses import errors
 from datalab.errors import NotFound, Unauthenticated
+from datalab.http.deps import PlatformDep, start_web_session
 from datalab.identity.oidc import OidcClient, provision
 
 router = APIRouter(

@@ -1,7 +1,7 @@
 """The API's error answers, documented in the OpenAPI schema once per router (``responses=``).
 
 Every error has the same body, ``{"error": {"code", "message", "details"}}``
-(:class:`datalab.api.schemas.ErrorResponse`), made by the app's error handlers from the
+(:class:`datalab.http.schemas.ErrorResponse`), made by the app's error handlers from the
 :mod:`datalab.errors` a handler raises; a test runs Schemathesis against the schema
 (tests/datalab/test_api_fuzz.py), so an answer missing here fails it.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from datalab.api.schemas import ErrorResponse
+from datalab.http.schemas import ErrorResponse
 
 MEANINGS = {
     400: "The request body cannot be read: send JSON encoded in UTF-8.",

@@ -8,19 +8,18 @@ tokens, keys) are dropped before saving.
 
 from __future__ import annotations
 
-import json
 from typing import Any
-from urllib.parse import urlencode
 
 from fastapi import APIRouter, Response
 from pydantic import Field
 from sqlalchemy import select
 
-from datalab.api.deps import PlatformDep, PrincipalDep, SessionDep
 from datalab.api.responses import AUTHENTICATED
-from datalab.api.schemas import Model, RowId
 from datalab.db import SavedConfig
-from datalab.identity.access import Principal, check_saved_config, saved_configs_sql
+from datalab.http.deps import PlatformDep, PrincipalDep, SessionDep
+from datalab.http.schemas import Model, RowId
+from datalab.http.views import config_out, list_configs
+from datalab.identity.access import check_saved_config, saved_configs_sql
 from datalab.masking import is_secret_field
 
 router = APIRouter(
@@ -34,48 +33,6 @@ class NewSavedConfig(Model):
     chart: str = Field(max_length=63)
     version: str | None = Field(None, max_length=63, description="None: the latest at launch.")
     values: dict[str, Any] = Field(default_factory=dict, description="Overrides, as JSON.")
-
-
-def launcher_url(config: SavedConfig) -> str:
-    """The web launcher pre-filled with this configuration (the user still presses Launch)."""
-    params: list[tuple[str, str]] = []
-    if config.chart_version:
-        params.append(("version", config.chart_version))
-    for path, value in _leaves(config.values):
-        params.append((path, value if isinstance(value, str) else json.dumps(value)))
-    query = urlencode(params)
-    return f"/launcher/{config.catalog_id}/{config.chart_name}" + (f"?{query}" if query else "")
-
-
-def _leaves(values: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
-    found = []
-    for key, value in values.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            found += _leaves(value, path + ".")
-        else:
-            found.append((path, value))
-    return found
-
-
-def config_out(config: SavedConfig) -> dict[str, Any]:
-    return {
-        "id": config.id,
-        "name": config.name,
-        "project": config.project_id,
-        "catalog": config.catalog_id,
-        "chart": config.chart_name,
-        "version": config.chart_version,
-        "values": config.values,
-        "launcher_url": launcher_url(config),
-        "updated_at": config.updated_at.isoformat(),
-    }
-
-
-def list_configs(session: Any, principal: Principal) -> list[SavedConfig]:
-    """The caller's saved configurations in the project they act in."""
-    query = select(SavedConfig).where(saved_configs_sql(principal)).order_by(SavedConfig.name)
-    return list(session.scalars(query))
 
 
 def _without_secrets(values: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:

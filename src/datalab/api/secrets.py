@@ -10,24 +10,11 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 
-from datalab.api.deps import PlatformDep, PrincipalDep
 from datalab.api.responses import WITH_STORES, content
-from datalab.errors import DatalabError
+from datalab.http.deps import PrincipalDep, store
 from datalab.secrets.store import SecretStore, export_lines
 
 router = APIRouter(prefix="/api/secrets", tags=["secrets"], responses=WITH_STORES)
-
-
-class SecretsDisabled(DatalabError):
-    status = 503
-    code = "secrets_disabled"
-
-
-def store(platform: PlatformDep) -> SecretStore:
-    broker = platform.services.credentials
-    if platform.secret_store is None or broker is None:
-        raise SecretsDisabled("the secrets store is not enabled on this platform (secrets.mode)")
-    return broker.secrets
 
 
 StoreDep = Annotated[SecretStore, Depends(store)]

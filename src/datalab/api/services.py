@@ -12,11 +12,11 @@ from fastapi.responses import RedirectResponse, StreamingResponse
 from pydantic import Field
 
 from datalab import commands
-from datalab.api.deps import PlatformDep, PrincipalDep
 from datalab.api.responses import AUTHENTICATED
-from datalab.api.schemas import Model
 from datalab.catalog.merge import merge_layers
 from datalab.errors import InvalidInput, Unauthenticated
+from datalab.http.deps import PlatformDep, PrincipalDep
+from datalab.http.schemas import Model
 from datalab.launch import load_values_file, parse_set_args
 from datalab.services import LaunchRequest
 

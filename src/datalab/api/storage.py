@@ -12,27 +12,14 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from datalab.api.deps import PlatformDep, PrincipalDep
 from datalab.api.responses import WITH_STORES
-from datalab.errors import DatalabError, Unauthenticated
-from datalab.storage.injection import CredentialBroker
+from datalab.errors import PayloadTooLarge, Unauthenticated
+from datalab.http.deps import PlatformDep, PrincipalDep, broker
 from datalab.storage.keys import check_key
-from datalab.storage.objects import MAX_PREVIEW_ROWS, ObjectStore, PayloadTooLarge
+from datalab.storage.objects import MAX_PREVIEW_ROWS, ObjectStore
 from datalab.storage.snippets import snippets
 
 router = APIRouter(prefix="/api/storage", tags=["storage"], responses=WITH_STORES)
-
-
-class StorageDisabled(DatalabError):
-    status = 503
-    code = "storage_disabled"
-
-
-def broker(platform: PlatformDep) -> CredentialBroker:
-    credentials = platform.services.credentials
-    if platform.storage is None or credentials is None:
-        raise StorageDisabled("object storage is not enabled on this platform (storage.mode)")
-    return credentials
 
 
 @router.get("/credentials", summary="S3 session credentials for the caller in their project")

@@ -7,8 +7,8 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from datalab.api.deps import PlatformDep
 from datalab.errors import NotFound
+from datalab.http.deps import PlatformDep
 
 # outside the API (and its OpenAPI document): standard locations, described in docs/identity.md
 router = APIRouter(prefix="/.well-known", tags=["identity"])

@@ -9,15 +9,12 @@ from __future__ import annotations
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
+# the configuration checks backend.name against the installed names: they are found there
+from datalab.config import BACKENDS_GROUP as GROUP
+from datalab.config import backend_names as backend_names
+
 if TYPE_CHECKING:
     from datalab.backends.base import Backend
-
-GROUP = "datalab.backends"
-
-
-def backend_names() -> list[str]:
-    """The names of the installed backends."""
-    return sorted({entry.name for entry in entry_points(group=GROUP)})
 
 
 def backend_class(name: str) -> type[Backend]:

@@ -24,6 +24,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+# the contract's errors, defined with every other error type in datalab.errors
+from datalab.errors import BackendError as BackendError
+from datalab.errors import ServiceNotFound as ServiceNotFound
+
 if TYPE_CHECKING:
     from datalab.config import Settings
     from datalab.envs import EnvManager
@@ -37,14 +41,6 @@ class Phase(enum.StrEnum):
     RUNNING = "running"  # ready
     FAILED = "failed"  # see ServiceStatus.reason
     SUSPENDED = "suspended"  # stopped, work dir and values kept
-
-
-class BackendError(Exception):
-    """An error a user can act on (bad recipe, quota, unknown service). Message is shown as is."""
-
-
-class ServiceNotFound(BackendError):
-    pass
 
 
 @dataclass(frozen=True)

@@ -12,15 +12,9 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from datalab.backends.base import (
-    Backend,
-    Event,
-    Phase,
-    ServiceNotFound,
-    ServiceSpec,
-    ServiceStatus,
-)
+from datalab.backends.base import Backend, Event, Phase, ServiceSpec, ServiceStatus
 from datalab.config import Settings
+from datalab.errors import ServiceNotFound
 from datalab.resources import Resources
 
 

@@ -13,7 +13,10 @@ from pathlib import Path
 
 from datalab.catalog.chart import BrokenChart, Chart, load_chart_dir
 from datalab.catalog.config import CatalogConfig, load_catalog_file
-from datalab.catalog.errors import (
+from datalab.catalog.registry import CatalogRegistry
+from datalab.catalog.schema import SHIPPED_SCHEMAS_DIR, SchemaRegistry
+from datalab.catalog.sources import Catalog
+from datalab.errors import (
     CatalogError,
     ChartInvalid,
     ChartNotFound,
@@ -21,9 +24,6 @@ from datalab.catalog.errors import (
     ValueProblem,
     ValuesError,
 )
-from datalab.catalog.registry import CatalogRegistry
-from datalab.catalog.schema import SHIPPED_SCHEMAS_DIR, SchemaRegistry
-from datalab.catalog.sources import Catalog
 
 #: the catalog shipped in this repository (charts + ``catalog.yaml`` + ``schemas/``)
 SHIPPED_CATALOG_DIR: Path = SHIPPED_SCHEMAS_DIR.parent

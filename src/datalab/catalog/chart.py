@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from datalab.catalog.errors import ChartInvalid
 from datalab.catalog.helm_check import check_templates as helm_check_templates
 from datalab.catalog.recipe import validate_local_recipe
 from datalab.catalog.schema import validator_class_for
+from datalab.errors import ChartInvalid
 
 if TYPE_CHECKING:
     from datalab.catalog.schema import SchemaRegistry

@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from datalab.catalog.errors import CatalogError
+from datalab.errors import CatalogError
 
 CatalogType = Literal["directory", "helm"]
 

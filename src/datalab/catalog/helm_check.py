@@ -36,7 +36,7 @@ def cache_dir() -> Path:
 
 def check_templates(path: Path, chart: str, digest: str) -> None:
     """Raise ``ChartInvalid`` when Helm cannot load the chart or its templates do not parse."""
-    from datalab.catalog.errors import ChartInvalid
+    from datalab.errors import ChartInvalid
 
     [problem] = checked([(path, digest)])
     if problem:

@@ -13,7 +13,7 @@ from typing import Any
 
 import jsonschema
 
-from datalab.catalog.errors import ChartInvalid
+from datalab.errors import ChartInvalid
 
 
 @cache

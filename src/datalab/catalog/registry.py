@@ -22,9 +22,9 @@ import httpx
 
 from datalab.catalog.chart import Chart
 from datalab.catalog.config import CatalogConfig
-from datalab.catalog.errors import CatalogError, ChartInvalid, ChartNotFound
 from datalab.catalog.schema import SchemaRegistry
 from datalab.catalog.sources import HTTP_TIMEOUT_S, Catalog, fetch_chart_version, load_catalog
+from datalab.errors import CatalogError, ChartInvalid, ChartNotFound
 
 log = logging.getLogger(__name__)
 

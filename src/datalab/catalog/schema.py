@@ -27,8 +27,8 @@ from typing import Any
 import jsonschema
 from jsonschema.protocols import Validator
 
-from datalab.catalog.errors import CatalogError, SchemaError
 from datalab.catalog.merge import coalesce
+from datalab.errors import CatalogError, SchemaError
 
 SHIPPED_SCHEMAS_DIR = Path(__file__).resolve().parents[3] / "catalog" / "schemas"
 

@@ -32,7 +32,7 @@ from datalab.catalog.chart import (
     looks_like_chart,
 )
 from datalab.catalog.config import CatalogConfig
-from datalab.catalog.errors import CatalogError, ChartInvalid
+from datalab.errors import CatalogError, ChartInvalid
 
 MAX_ARCHIVE_BYTES = 50 * 1024 * 1024  # a chart archive; Onyxia's biggest are well under 1 MB
 MAX_INDEX_BYTES = 100 * 1024 * 1024  # index.yaml of big public repositories is tens of MB

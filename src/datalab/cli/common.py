@@ -78,8 +78,7 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
 def run_safely(app: typer.Typer) -> None:
     """Run the app; user-facing errors become a message and exit code 1, never a traceback."""
-    from datalab.config import ConfigError
-    from datalab.errors import DatalabError
+    from datalab.errors import ConfigError, DatalabError
 
     try:
         app(standalone_mode=True)

@@ -33,9 +33,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from datalab.backends.base import BackendError
 from datalab.envs._python import Interpreter, find_interpreter
 from datalab.envs._uv import find_uv, run_uv, uv_environ
+from datalab.errors import BackendError, EnvBuildError
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +45,6 @@ ProgressCallback = Callable[[str, float, str], Any]
 
 _METADATA = "datalab-env.json"
 _ERROR_TAIL_LINES = 30
-
-
-class EnvBuildError(BackendError):
-    """The environment could not be built; the message carries the installer's error."""
 
 
 @dataclass(frozen=True)

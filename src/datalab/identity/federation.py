@@ -18,17 +18,12 @@ from collections import defaultdict
 from datetime import UTC, datetime
 
 from datalab.db import Database, ProviderToken
-from datalab.errors import DatalabError, Unauthenticated
+from datalab.errors import ProviderSignInRequired, Unauthenticated
 from datalab.identity import accounts
 from datalab.identity.oidc import OidcClient, ProviderTokenSet
 
 #: an ID token with less left than this is renewed before being handed to S3 or Vault
 MARGIN_S = 30
-
-
-class ProviderSignInRequired(DatalabError):
-    status = 401
-    code = "provider_sign_in_required"
 
 
 class ProviderTokens:

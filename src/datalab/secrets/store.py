@@ -17,11 +17,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from datalab.errors import Conflict, Forbidden, InvalidInput, NotFound
+from datalab.errors import Conflict, Forbidden, InvalidInput, NotFound, VaultDenied
 from datalab.identity.access import Principal, may_use_space, spaces
+from datalab.names import check_key
 from datalab.secrets.service import SecretsService, VaultToken
-from datalab.secrets.vault import VaultDenied
-from datalab.storage.keys import check_key
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_VALUE_BYTES = 64 * 1024

@@ -12,23 +12,13 @@ from urllib.parse import quote
 
 import httpx
 
-from datalab.errors import DatalabError, InvalidInput, NotFound
-
-
-class SecretsUnavailable(DatalabError):
-    status = 503
-    code = "secrets_unavailable"
-
-
-class VaultError(DatalabError):
-    """Vault failed a request (the message is Vault's, which never echoes values)."""
-
-    status = 502
-    code = "secrets_error"
-
-
-class VaultRefused(InvalidInput):
-    """Vault refused a request as invalid (400): something the caller can fix, e.g. a path."""
+from datalab.errors import (
+    NotFound,
+    SecretsUnavailable,
+    VaultDenied,
+    VaultError,
+    VaultRefused,
+)
 
 
 class VaultClient:
@@ -107,10 +97,3 @@ class VaultClient:
         await self.request(
             "POST", "auth/token/revoke-accessor", json={"accessor": accessor}, allow=(400,)
         )
-
-
-class VaultDenied(DatalabError):
-    """Vault answered 403: the token may not do this, or is no longer valid."""
-
-    status = 403
-    code = "forbidden"

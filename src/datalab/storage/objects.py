@@ -20,10 +20,18 @@ from typing import Any
 import botocore.exceptions
 from botocore.client import BaseClient
 
-from datalab.errors import Conflict, DatalabError, Forbidden, InvalidInput, NotFound
+from datalab.errors import (
+    Conflict,
+    DatalabError,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    StorageUnavailable,
+)
 from datalab.identity.access import Principal
 from datalab.storage.keys import check_bucket, check_key
-from datalab.storage.service import S3Credentials, StorageService, StorageUnavailable, s3_client
+from datalab.storage.service import S3Credentials, StorageService, s3_client
 
 PART_BYTES = 5 * 1024 * 1024
 PARTS_IN_FLIGHT = 3
@@ -31,11 +39,6 @@ CHUNK_BYTES = 1024 * 1024
 MAX_SHARE_S = 7 * 24 * 3600  # S3 signature v4 limit
 REFRESH_MARGIN_S = 300
 MAX_PREVIEW_ROWS = 100  # rows a preview returns at most (preview.py loads pyarrow lazily)
-
-
-class PayloadTooLarge(DatalabError):
-    status = 413
-    code = "payload_too_large"
 
 
 def _s3_error(exc: botocore.exceptions.ClientError, bucket: str, key: str = "") -> DatalabError:

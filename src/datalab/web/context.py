@@ -15,12 +15,12 @@ from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from datalab.api.deps import authenticated_user
-from datalab.api.localize import localize
-from datalab.api.views import projects_of
 from datalab.config import BrandingSettings
 from datalab.db import User
 from datalab.errors import DatalabError, Forbidden, NotFound, Unauthenticated
+from datalab.http.deps import authenticated_user
+from datalab.http.localize import localize
+from datalab.http.views import projects_of
 from datalab.identity.access import Principal, principal_for, require_admin
 from datalab.platform import Platform
 from datalab.web.i18n import DEFAULT_LANGUAGE, LANGUAGES, negotiate, translate

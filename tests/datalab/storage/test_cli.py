@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from datalab.storage.supervisor import free_port
+from datalab.processes import free_port
 
 from .conftest import add_users, embedded_settings, serving, start_federated
 

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from datalab.storage.supervisor import free_port
+from datalab.processes import free_port
 
 from .conftest import TEAM, Federated, add_users, embedded_settings, start_federated
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from datalab.processes import free_port
 from datalab.secrets.vault import VaultClient
 from datalab.storage.seaweedfs import EmbeddedSeaweedFS, role_policy
-from datalab.storage.supervisor import free_port
 
 from .conftest import Federated, add_users, embedded_settings, serving, start_federated
 

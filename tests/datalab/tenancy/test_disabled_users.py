@@ -15,7 +15,7 @@ from datalab.db import Service, User, VaultTokenRecord
 from datalab.errors import Conflict, Unauthenticated
 from datalab.identity import accounts
 from datalab.identity.access import principal_for
-from datalab.storage.injection import REFRESH_PATH
+from datalab.injection import REFRESH_PATH
 
 from ..conftest import Api
 from .conftest import Ledger, Tenancy, launch, needs_root

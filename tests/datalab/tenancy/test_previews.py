@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from datalab.db import VaultTokenRecord
-from datalab.storage.injection import MINTED_AT_LAUNCH
+from datalab.injection import MINTED_AT_LAUNCH
 
 from .conftest import TEAM, Ledger, Tenancy
 

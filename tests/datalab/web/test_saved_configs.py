@@ -83,6 +83,6 @@ def test_writes_are_committed_before_the_response() -> None:
     before the response leaves (FastAPI ends yield dependencies after it by default)."""
     from typing import get_args
 
-    from datalab.api.deps import SessionDep
+    from datalab.http.deps import SessionDep
 
     assert get_args(SessionDep)[1].scope == "function"

@@ -13,7 +13,7 @@ import re
 import shutil
 from dataclasses import dataclass
 
-from datalab.backends.base import BackendError
+from datalab.errors import BackendError
 
 PREFIX = "datalab-"
 _MAX_LENGTH = 32  # useradd's limit

@@ -20,16 +20,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from datalab.backends.base import (
-    Backend,
-    BackendError,
-    Endpoint,
-    Event,
-    Phase,
-    ServiceNotFound,
-    ServiceSpec,
-    ServiceStatus,
-)
+from datalab.backends.base import Backend, Endpoint, Event, Phase, ServiceSpec, ServiceStatus
 from datalab.backends.local import logs as service_logs
 from datalab.backends.local.accounts import ensure_account
 from datalab.backends.local.limits import Limiter, detect_limiter
@@ -37,12 +28,7 @@ from datalab.backends.local.process import (
     VAULT_ENV_VARIABLE,
     ProcessRef,
     describe_exit,
-    free_port,
-    port_is_free,
     port_squatted,
-    probe_http,
-    probe_tcp,
-    probe_unix,
     spawn,
     terminate,
     wait_exit,
@@ -51,8 +37,9 @@ from datalab.backends.local.recipe import RenderedRecipe, render_recipe, resolve
 from datalab.backends.local.record import ServiceRecord, newer_state, read_state_file
 from datalab.catalog.chart import load_local_recipe
 from datalab.config import Settings, internal_service_url
-from datalab.envs import Env, EnvBuildError, EnvManager, EnvSpec
-from datalab.errors import DatalabError
+from datalab.envs import Env, EnvManager, EnvSpec
+from datalab.errors import BackendError, DatalabError, EnvBuildError, ServiceNotFound
+from datalab.processes import free_port, port_is_free, probe_http, probe_tcp, probe_unix
 from datalab.resources import Resources
 
 log = logging.getLogger(__name__)

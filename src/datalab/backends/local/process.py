@@ -3,7 +3,8 @@
 A service process is spawned with ``posix_spawn`` (no ``Popen`` object to outlive it: services
 may survive the platform) in a new session, through :mod:`._launcher`. It is identified by its
 pid *and* its start time, so that a pid reused by an unrelated process after a restart is never
-mistaken for the service, never re-attached and never killed.
+mistaken for the service, never re-attached and never killed. Ports and readiness probes are in
+:mod:`datalab.processes` (shared with the embedded servers).
 """
 
 from __future__ import annotations
@@ -13,13 +14,11 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import psutil  # type: ignore[import-untyped]
 
 from datalab.backends.local.limits import Confinement
@@ -212,60 +211,3 @@ def port_squatted(ref: ProcessRef, port: int) -> bool:
         except psutil.Error:
             continue
     return False
-
-
-# -- ports and probes --------------------------------------------------------------------------
-
-
-def free_port(exclude: set[int]) -> int:
-    """A loopback port nobody listens on now (the kernel's choice), not in ``exclude``."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            port: int = sock.getsockname()[1]
-        if port not in exclude:
-            return port
-    raise RuntimeError("no free loopback port found")
-
-
-def port_is_free(port: int) -> bool:
-    """Nobody listens on it. SO_REUSEADDR as servers set it: TIME_WAIT leftovers of closed
-    connections do not make a port busy."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-async def probe_http(client: httpx.AsyncClient, url: str) -> bool:
-    """Ready when the URL answers 2xx/3xx, or 401/403 (up, but wants credentials)."""
-    try:
-        response = await client.get(url)
-    except httpx.HTTPError:
-        return False
-    return response.status_code < 400 or response.status_code in (401, 403)
-
-
-async def probe_unix(path: str) -> bool:
-    try:
-        _, writer = await asyncio.wait_for(asyncio.open_unix_connection(path), 2)
-    except (OSError, TimeoutError):
-        return False
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-    return True
-
-
-async def probe_tcp(port: int) -> bool:
-    try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 2)
-    except (OSError, TimeoutError):
-        return False
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-    return True

@@ -14,8 +14,8 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from datalab.backends.base import BackendError
-from datalab.secrets import chosen_secret_paths
+from datalab.context import chosen_secret_paths
+from datalab.errors import BackendError
 
 DEFAULT_READINESS_TIMEOUT_S = 180.0
 

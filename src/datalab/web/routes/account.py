@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from datalab.api.views import token_out
 from datalab.db import User
+from datalab.http.views import token_out
 from datalab.identity import accounts
 from datalab.web.context import PageDep
 

@@ -10,8 +10,8 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from datalab import audit
-from datalab.api.views import project_out, user_out
 from datalab.errors import DatalabError, Forbidden, InvalidInput
+from datalab.http.views import project_out, user_out
 from datalab.identity import accounts
 from datalab.web.context import PageDep
 

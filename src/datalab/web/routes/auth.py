@@ -9,11 +9,10 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
-from datalab.api.auth import sign_in
-from datalab.api.deps import end_web_session
-from datalab.api.saved_configs import config_out, list_configs
-from datalab.api.schemas import Credentials
 from datalab.errors import DatalabError, Forbidden
+from datalab.http.deps import end_web_session, sign_in
+from datalab.http.schemas import Credentials
+from datalab.http.views import config_out, list_configs
 from datalab.identity.access import principal_for
 from datalab.web.context import Page, PageDep, load_page
 from datalab.web.i18n import LANGUAGES

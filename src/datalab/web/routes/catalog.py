@@ -9,9 +9,8 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from datalab.catalog.errors import ValuesError
 from datalab.catalog.merge import coalesce
-from datalab.errors import DatalabError
+from datalab.errors import DatalabError, ValuesError
 from datalab.identity.access import Principal
 from datalab.web.context import Page, PageDep
 from datalab.web.forms import build_form, fields, parse_prefill

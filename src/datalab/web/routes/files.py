@@ -10,8 +10,8 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from datalab.api.storage import broker
 from datalab.errors import DatalabError
+from datalab.http.deps import broker
 from datalab.web.context import PageDep
 
 router = APIRouter(include_in_schema=False)

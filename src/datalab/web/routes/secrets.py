@@ -9,8 +9,8 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from datalab.api.secrets import store
 from datalab.errors import DatalabError
+from datalab.http.deps import store
 from datalab.web.context import PageDep
 from datalab.web.routes.files import crumbs
 

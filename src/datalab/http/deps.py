@@ -1,4 +1,5 @@
-"""Request dependencies: the platform, a database session, and the caller.
+"""Request dependencies of the API and the web UI: the platform, a database session, the
+caller, signing in and out, and the object and secret stores (when enabled).
 
 :func:`principal` is the single dependency that authenticates a request (API token or web
 session) and resolves the project it acts in; ownership checks then go through
@@ -17,10 +18,20 @@ from sqlalchemy.orm import Session
 from starlette.requests import HTTPConnection
 
 from datalab.db import User
-from datalab.errors import Forbidden, Unauthenticated
+from datalab.errors import (
+    Forbidden,
+    SecretsDisabled,
+    StorageDisabled,
+    TooManyRequests,
+    Unauthenticated,
+)
+from datalab.forwarded import client_address
+from datalab.http.schemas import Credentials
 from datalab.identity import accounts, sessions
 from datalab.identity.access import Principal, principal_for, require_admin
+from datalab.injection import CredentialBroker
 from datalab.platform import Platform
+from datalab.secrets.store import SecretStore
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_HEADER = "X-CSRF-Token"
@@ -125,3 +136,48 @@ SessionDep = Annotated[Session, DbSession]
 PrincipalDep = Annotated[Principal, Depends(principal)]
 AdminDep = Annotated[Principal, Depends(admin)]
 UserDep = Annotated[User, Depends(current_user)]
+
+
+def check_credentials(
+    platform: PlatformDep, session: SessionDep, request: Request, body: Credentials
+) -> User:
+    """The user these credentials name; failed attempts are throttled per user and client."""
+    throttle = platform.login_throttle
+    client = client_address(request.scope) or "unknown"
+    wait = throttle.retry_after(body.username, client)
+    if wait > 0:
+        raise TooManyRequests(
+            f"too many failed sign-ins for {body.username!r}; try again in {int(wait) + 1} s",
+            retry_after=wait,
+        )
+    user = accounts.authenticate(session, body.username, body.password)
+    if user is None:
+        throttle.record_failure(body.username, client)
+        raise Unauthenticated("wrong user name or password, or the account is disabled")
+    throttle.record_success(body.username, client)
+    return user
+
+
+def sign_in(
+    platform: PlatformDep, session: SessionDep, request: Request, body: Credentials
+) -> tuple[User, str]:
+    """Check the credentials and start a fresh web session; returns the user and the session's
+    CSRF token. Shared by the API's sign-in endpoint and the web UI's sign-in form."""
+    user = check_credentials(platform, session, request, body)
+    return user, start_web_session(request, session, user)
+
+
+def broker(platform: PlatformDep) -> CredentialBroker:
+    """The credentials broker, when object storage is enabled."""
+    credentials = platform.services.credentials
+    if platform.storage is None or credentials is None:
+        raise StorageDisabled("object storage is not enabled on this platform (storage.mode)")
+    return credentials
+
+
+def store(platform: PlatformDep) -> SecretStore:
+    """The secrets store, when enabled."""
+    broker = platform.services.credentials
+    if platform.secret_store is None or broker is None:
+        raise SecretsDisabled("the secrets store is not enabled on this platform (secrets.mode)")
+    return broker.secrets

@@ -1,8 +1,16 @@
-"""Supervision of an embedded server process (SeaweedFS, OpenBao): start it, wait until it is
-healthy, restart it with exponential backoff when it dies, stop it cleanly.
+"""Processes the platform starts and the ports they listen on, shared by the embedded servers
+(SeaweedFS, OpenBao) and the local backend: free loopback ports, readiness probes, finding a
+program installed with the environment, the end of a log, and the supervisor of the embedded
+servers.
 
-The process runs in its own session (so a signal to its group reaches every child) with its
-output appended to a log file in the data directory.
+Two kinds of processes, on purpose supervised differently:
+
+- an *embedded server* (:class:`SupervisedProcess`) is the platform's own: an asyncio child in
+  its own session that dies with the platform (``PR_SET_PDEATHSIG``), restarted with exponential
+  backoff when it exits, stopped with SIGTERM then SIGKILL to its process group;
+- a *service* (:mod:`datalab.backends.local.process`) is a user's: spawned through a launcher
+  that confines it, identified by pid and start time, and it may outlive the platform, which
+  re-attaches to it after a restart; its backend reports its exit instead of restarting it.
 """
 
 from __future__ import annotations
@@ -12,13 +20,17 @@ import contextlib
 import ctypes
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from pathlib import Path
 
+import httpx
+
+from datalab.errors import EmbeddedServerError
 from datalab.files import PLATFORM_UMASK
 
 log = logging.getLogger(__name__)
@@ -27,23 +39,78 @@ HealthCheck = Callable[[], Awaitable[bool]]
 RestartHook = Callable[[], Awaitable[None]]
 
 
-class EmbeddedServerError(Exception):
-    """An embedded server did not start or become healthy; the message says why."""
+# -- ports and probes --------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def free_port(exclude: Collection[int] = ()) -> int:
+    """A loopback port nobody listens on now (the kernel's choice), not in ``exclude``."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if port not in exclude:
+            return port
+    raise RuntimeError("no free loopback port found")
 
 
 def port_is_free(port: int) -> bool:
-    with socket.socket() as sock:
+    """Nobody listens on it. SO_REUSEADDR as servers set it: TIME_WAIT leftovers of closed
+    connections do not make a port busy."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
             return False
-        return True
+    return True
+
+
+async def probe_http(client: httpx.AsyncClient, url: str) -> bool:
+    """Ready when the URL answers 2xx/3xx, or 401/403 (up, but wants credentials)."""
+    try:
+        response = await client.get(url)
+    except httpx.HTTPError:
+        return False
+    return response.status_code < 400 or response.status_code in (401, 403)
+
+
+async def probe_unix(path: str) -> bool:
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_unix_connection(path), 2)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
+
+
+async def probe_tcp(port: int) -> bool:
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 2)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
+
+
+# -- programs and logs -------------------------------------------------------------------------
+
+
+def find_program(name: str, *, package: str) -> str:
+    """The executable ``name`` installed with the platform's environment (beside its Python,
+    e.g. by the PyPI package ``package``), else the one on PATH."""
+    beside_python = Path(sys.executable).parent / name
+    if beside_python.exists():
+        return str(beside_python)
+    found = shutil.which(name)
+    if found is None:
+        raise FileNotFoundError(
+            f"the {name!r} program (PyPI package {package}) is not installed; run `make setup`"
+        )
+    return found
 
 
 def last_lines(path: Path, count: int = 15) -> str:
@@ -55,6 +122,9 @@ def last_lines(path: Path, count: int = 15) -> str:
     except OSError:
         return ""
     return "\n".join(lines[-count:])
+
+
+# -- the embedded servers' supervisor ----------------------------------------------------------
 
 
 def _prepare_child() -> None:
