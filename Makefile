@@ -74,9 +74,11 @@ test: setup system-packages kube-testenv lint
 test-fast: setup lint
 	$(UV) run --frozen pytest -m "not slow"
 
+## lint: ruff, and the layer rule of docs/architecture.md (import-linter's contracts)
 lint: setup
 	$(UV) run --frozen ruff check src tests bench
 	$(UV) run --frozen ruff format --check src tests bench
+	$(UV) run --frozen lint-imports --no-cache
 
 format: setup
 	$(UV) run --frozen ruff check --fix src tests bench
