@@ -208,13 +208,15 @@ def compare(
     current: Filters,
     config: DriftConfig | None = None,
     nomenclature: Nomenclature | None = None,
+    counts: tuple[pd.DataFrame, pd.DataFrame] | None = None,
 ) -> DriftReport:
-    """Run the drift tests between two windows (the view ``predictions`` must cover both)."""
+    """Run the drift tests between two windows (the connection must cover both). ``counts``:
+    the two windows' `code_counts` if already read."""
     config = config or DriftConfig()
     ic_ref, ic_cur = ic_counts(con, reference), ic_counts(con, current)
     codes_ref, codes_cur = {}, {}
     if ic_ref["n"].sum() >= config.min_predictions and ic_cur["n"].sum() >= config.min_predictions:
-        ref, cur = code_counts(con, reference), code_counts(con, current)  # read once
+        ref, cur = counts or (code_counts(con, reference), code_counts(con, current))
         for level in config.levels:
             codes_ref[level] = counts_at_level(con, reference, level, nomenclature, ref)
             codes_cur[level] = counts_at_level(con, current, level, nomenclature, cur)

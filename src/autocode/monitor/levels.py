@@ -9,6 +9,7 @@ given (labels too), else from the NAF/NACE code pattern (division ``10``, group 
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -39,19 +40,32 @@ def ancestors_by_pattern(code: str) -> dict[str, str]:
     }
 
 
+# the levels of each code already looked up, per nomenclature (a dashboard asks for the same
+# codes at every page): id -> (the nomenclature, weakly; code -> its row)
+_LOOKED_UP: dict[int, tuple[weakref.ref, dict[str, dict[str, str]]]] = {}
+
+
+def _ancestors(code: str, nomenclature: Nomenclature | None) -> dict[str, str]:
+    if nomenclature is None:
+        return ancestors_by_pattern(code)
+    held = _LOOKED_UP.get(id(nomenclature))
+    if held is None or held[0]() is not nomenclature:
+        held = (weakref.ref(nomenclature), {})
+        _LOOKED_UP[id(nomenclature)] = held
+    known = held[1]
+    if code not in known:
+        canonical = nomenclature.find(code)
+        if canonical is None:
+            known[code] = {level: UNKNOWN for level in LEVELS}
+        else:
+            path = nomenclature.path(canonical)
+            known[code] = {level: path.get(level, UNKNOWN) for level in LEVELS}
+    return known[code]
+
+
 def level_table(codes: Iterable[str], nomenclature: Nomenclature | None = None) -> pd.DataFrame:
     """One row per code: its code at each level (columns named after the levels)."""
-    rows = []
-    for code in codes:
-        row = ancestors_by_pattern(code)
-        if nomenclature is not None:
-            canonical = nomenclature.find(code)
-            if canonical is None:
-                row = {level: UNKNOWN for level in LEVELS}
-            else:
-                path = nomenclature.path(canonical)
-                row = {level: path.get(level, UNKNOWN) for level in LEVELS}
-        rows.append({"code": code, **row})
+    rows = [{"code": code, **_ancestors(code, nomenclature)} for code in codes]
     return pd.DataFrame(rows, columns=["code", *LEVELS])
 
 

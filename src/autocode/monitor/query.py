@@ -19,6 +19,7 @@ import math
 import os
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -36,6 +37,45 @@ from autocode.monitor import etl, rollups, schema
 from autocode.monitor.storage import LocalStore, Store, open_store
 
 LEVELS = ("section", "division", "group", "class", "subclass")
+
+
+@dataclass(frozen=True)
+class SortedFile:
+    """A sorted value roll-up file and the range of bins of each of its row groups: what a
+    quantile reads of it is found without asking the file (or DuckDB) again."""
+
+    path: str
+    metadata: Any  # pyarrow.parquet.FileMetaData
+    low: np.ndarray
+    high: np.ndarray
+
+    @classmethod
+    def open(cls, path: str) -> SortedFile:
+        metadata = pq.read_metadata(path)
+        column = metadata.schema.to_arrow_schema().get_field_index("bucket")
+        groups = [
+            metadata.row_group(i).column(column).statistics for i in range(metadata.num_row_groups)
+        ]
+        low = np.array([g.min if g is not None and g.has_min_max else -(2**15) for g in groups])
+        high = np.array([g.max if g is not None and g.has_min_max else 2**15 for g in groups])
+        return cls(path, metadata, low, high)
+
+    def read(self, ranges: Sequence[tuple[int, int]]) -> pa.Table | None:
+        """The row groups that may hold a bin of ``ranges`` (inclusive bounds)."""
+        keep = np.zeros(len(self.low), dtype=bool)
+        for first, last in ranges:
+            keep |= (self.high >= first) & (self.low <= last)
+        if not keep.any():
+            return None
+        return pq.ParquetFile(self.path, metadata=self.metadata).read_row_groups(
+            np.flatnonzero(keep).tolist()
+        )
+
+
+# the sorted value files of each connection made by Dataset.connect from roll-ups
+_SORTED: weakref.WeakKeyDictionary[duckdb.DuckDBPyConnection, dict[str, list[SortedFile]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 class MonitorError(ValueError):
@@ -126,6 +166,7 @@ class Dataset:
     _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
     # the small roll-ups, read once (files are immutable: a path is never rewritten)
     _tables: dict[str, pa.Table] = field(init=False, default_factory=dict)
+    _sorted: dict[str, SortedFile] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.store = open_store(self.location)
@@ -189,6 +230,17 @@ class Dataset:
         if not tables:
             return None
         return pa.concat_tables(tables, promote_options="permissive")
+
+    def sorted_files(self, files: list[str]) -> list[SortedFile]:
+        with self._lock:
+            missing = [path for path in files if path not in self._sorted]
+        opened = {path: SortedFile.open(path) for path in missing}
+        with self._lock:
+            self._sorted.update(opened)
+            if len(self._sorted) > 4 * max(len(self._manifests), 1):
+                for path in [p for p in self._sorted if p not in set(files)]:
+                    del self._sorted[path]
+            return [self._sorted[path] for path in files]
 
     def _path(self, key: str) -> str:
         """Where the file ``key`` is (or will be, once downloaded) on this machine."""
@@ -266,9 +318,10 @@ class Dataset:
             )
             if table is not None:  # in memory: scanned in no time
                 con.register(name, table)
-            elif from_rollups and sources[name]:  # large, sorted: DuckDB reads what it needs
+            elif from_rollups and sources[name]:  # large, sorted: read a few row groups
                 listing = ", ".join(_sql_string(p) for p in sources[name])
                 con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet([{listing}])")
+                _SORTED.setdefault(con, {})[name] = self.sorted_files(sources[name])
             elif from_rollups:
                 con.register(f"empty_{name}", empty[name])
                 con.execute(f"CREATE VIEW {name} AS SELECT * FROM empty_{name}")
@@ -367,12 +420,24 @@ def quantiles(
     needed = counts.iloc[rows][[*names, "bucket"]].reset_index(drop=True)
     needed["r"] = local
     buckets = sorted(set(needed["bucket"].tolist()))
-    found = _frame(
-        con,
-        f"""SELECT {", ".join([*keys, "bucket", "value"])} FROM {variable}_values
-            WHERE {where} AND ({_ranges("bucket", buckets)})""",
-        params,
-    )
+    runs = _runs(buckets)
+    source = f"{variable}_values"
+    files = _SORTED.get(con, {}).get(source)
+    if files is not None:  # only the row groups of those bins, straight from the files
+        tables = [t for t in (f.read(runs) for f in files) if t is not None]
+        if tables:
+            con.register("_quantile_values", pa.concat_tables(tables))
+            source = "_quantile_values"
+    try:
+        found = _frame(
+            con,
+            f"""SELECT {", ".join([*keys, "bucket", "value"])} FROM {source}
+                WHERE {where} AND ({_ranges("bucket", runs)})""",
+            params,
+        )
+    finally:
+        if source == "_quantile_values":
+            con.unregister("_quantile_values")
     # rank the values within their group and bin; keep the ranks wanted
     found = found.sort_values([*names, "bucket", "value"], kind="stable")
     found["r"] = found.groupby([*names, "bucket"], dropna=False, sort=False).cumcount()
@@ -405,11 +470,10 @@ def _quantile_name(p: float) -> str:
     return f"p{round(p * 100)}" if round(p * 100) == p * 100 else f"p{p * 100:g}"
 
 
-def _ranges(column: str, values: Sequence[int]) -> str:
-    """``column`` in ``values`` as ranges of consecutive integers (what DuckDB prunes row groups
-    of a sorted file with)."""
+def _runs(values: Sequence[int]) -> list[tuple[int, int]]:
+    """Sorted integers as ranges of consecutive ones (inclusive bounds)."""
     if not values:
-        return "false"
+        return []
     runs, first, last = [], values[0], values[0]
     for value in values[1:]:
         if value == last + 1:
@@ -418,6 +482,12 @@ def _ranges(column: str, values: Sequence[int]) -> str:
         runs.append((first, last))
         first = last = value
     runs.append((first, last))
+    return runs
+
+
+def _ranges(column: str, runs: Sequence[tuple[int, int]]) -> str:
+    if not runs:
+        return "false"
     return " OR ".join(f"{column} BETWEEN {int(a)} AND {int(b)}" for a, b in runs)
 
 

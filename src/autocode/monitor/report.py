@@ -234,8 +234,12 @@ def drift_page(
         config = drift_tests.DriftConfig(
             **{**config.__dict__, "levels": (*config.levels, selection.level)}
         )
+    counts = (
+        query.code_counts(con, selection.reference_filters),
+        query.code_counts(con, selection.filters),
+    )  # read once: the tests and the chart of codes use them
     report = drift_tests.compare(
-        con, selection.reference_filters, selection.filters, config, nomenclature
+        con, selection.reference_filters, selection.filters, config, nomenclature, counts
     )
     ref_hist = query.ic_histogram(con, selection.reference_filters)
     cur_hist = query.ic_histogram(con, selection.filters)
@@ -254,9 +258,11 @@ def drift_page(
         barmode="group",
     )
     ref_codes = codes_by_level(
-        con, selection.reference_filters, selection.level, nomenclature, top=None
+        con, selection.reference_filters, selection.level, nomenclature, None, counts[0]
     )
-    cur_codes = codes_by_level(con, selection.filters, selection.level, nomenclature, top=None)
+    cur_codes = codes_by_level(
+        con, selection.filters, selection.level, nomenclature, None, counts[1]
+    )
     both = (
         ref_codes[["code", "share"]]
         .merge(
