@@ -358,7 +358,8 @@ class Filters:
 
 # the share coded automatically, as the rows' avg(auto::INTEGER) (a NULL decision not counted)
 AUTO_RATE = (
-    "sum(predictions) FILTER (WHERE auto) / sum(predictions) FILTER (WHERE auto IS NOT NULL)"
+    "coalesce(sum(predictions) FILTER (WHERE auto), 0)"
+    " / sum(predictions) FILTER (WHERE auto IS NOT NULL)"
 )
 BINS = {"ic": "ic_bin", "latency": "bucket"}
 

@@ -278,7 +278,7 @@ def test_quantiles_of_ties_and_tiny_groups(tmp_path: Path, day0) -> None:
     from .conftest import record
 
     records = [record(day0 + timedelta(minutes=i), ic=0.5, latency_ms=2.0) for i in range(9)]
-    records += [record(day0 + timedelta(hours=1), ic=0.25, latency_ms=7.5)]
+    records += [record(day0 + timedelta(hours=1), ic=0.05, latency_ms=7.5)]  # none automatic
     records += [record(day0 + timedelta(hours=2, minutes=i), ic=i / 7) for i in range(8)]
     source, target = LocalStore(tmp_path / "log"), LocalStore(tmp_path / "parquet")
     source.write(segment_key("2026-11-02"), lines(records))
@@ -298,6 +298,17 @@ def test_quantiles_of_ties_and_tiny_groups(tmp_path: Path, day0) -> None:
             list(q) for q in expected["q"]
         ]
     assert query.latency(fast, query.Filters(window), "hour")["p50_ms"].tolist() == [2.0, 7.5, 3.0]
+    volume = query.volume(fast, query.Filters(window), "hour")
+    _same(volume, query.volume(rows, query.Filters(window), "hour"))
+    assert volume["auto_rate"].tolist()[:2] == [1.0, 0.0]  # a rate of 0, not "no rate"
+    assert (
+        query.summary(
+            fast,
+            query.Filters(one_hour := query.Window.parse("2026-11-02T01:00..2026-11-02T02:00")),
+        )["auto_rate"]
+        == 0.0
+    )
+    assert code_counts(fast, query.Filters(one_hour))["auto_rate"].tolist() == [0.0]
     assert math.isclose(query.summary(fast, query.Filters(window))["ic_median"], 0.5)
 
 
