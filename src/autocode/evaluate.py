@@ -159,8 +159,9 @@ def largest_coverage(
 
     ``guard``: count that many more wrong rows in every covered share, i.e. require
     right / (covered + guard) ≥ target. With 1, (wrong + 1) / (covered + 1) ≤ 1 - target: the
-    finite-sample correction of conformal risk control, so that a threshold chosen on held-out
-    rows keeps its accuracy on new ones (measured on dev1000, docs/autocode.md).
+    finite-sample correction of conformal risk control: a threshold chosen on held-out rows keeps
+    its accuracy on new exchangeable rows in expectation (for the same model; what a refit after
+    the choice does: measured on dev1000 in docs/autocode.md, "Automatic coding").
     ``bound``: stricter, require the lower end of the accuracy's Wilson interval (`INTERVAL`)
     to reach ``target`` (``guard`` is then unused): the covered rows are right at least that often
     with 97.5 % confidence."""
