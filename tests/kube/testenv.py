@@ -10,12 +10,14 @@ from a private CA, service-account tokens signed by its own key, ``--authorizati
 the ResourceQuota and NodeRestriction admission plugins; the controller manager signs CSRs with
 the same CA and uses one service account per controller.
 
-Use the session fixture ``kube_cluster`` (import it into a conftest or test module:
-``from tests.kube.testenv import kube_cluster``). It gives a :class:`KubeCluster`:
+Use the session fixture ``kube_cluster`` (registered in tests/conftest.py: don't import it into
+a test module, which would start a second cluster). It gives a :class:`KubeCluster`:
 ``kube_cluster.kubeconfig`` is the admin kubeconfig (``system:masters``), ``kube_cluster.client()``
-an ``httpx.Client`` on the API, ``kube_cluster.user_kubeconfig("alice", ["team"])`` a kubeconfig
-with a client certificate for any user. The binaries missing is a test failure naming them and
-the make target, never a skip.
+an ``httpx.Client`` on the API, ``kube_cluster.user_kubeconfig("alice", ("team",))`` a kubeconfig
+with a client certificate for any user (``client(user="alice")`` likewise),
+``kube_cluster.append_pod_log("a line")`` what every container logs (kwok serves it to
+``GET .../pods/NAME/log``). The binaries missing is a test failure naming them and the make
+target, never a skip.
 """
 
 from __future__ import annotations

@@ -13,9 +13,7 @@ import helm_python
 import httpx
 import pytest
 import yaml
-from tests.kube.testenv import KubeCluster, MissingBinaries, kube_cluster, wait_for
-
-__all__ = ["kube_cluster"]  # the session fixture, used by the tests below
+from tests.kube.testenv import KubeCluster, MissingBinaries, wait_for
 
 
 def _ok(response: httpx.Response, *expected: int) -> dict[str, Any]:

@@ -74,7 +74,8 @@ class KubernetesBackend(Backend):
         self.cluster = Cluster(settings.kubeconfig, settings.context)
         self.helm = Releases(settings.kubeconfig, settings.context)
         self._releases: dict[str, _Release] = {}
-        self._projects: dict[str, frozenset[str]] = {}  # namespace -> members bound
+        self._members: dict[str, frozenset[str]] = {}  # project -> members, as the platform says
+        self._applied: dict[str, frozenset[str]] = {}  # project -> members bound in its namespace
 
     @classmethod
     def from_settings(cls, settings: Settings) -> KubernetesBackend:
@@ -104,13 +105,13 @@ class KubernetesBackend(Backend):
 
     # -- projects -----------------------------------------------------------------------------
 
-    async def _ensure_project(self, project_id: str, members: frozenset[str]) -> None:
-        if self._projects.get(project_id, frozenset()) >= members:
-            return
+    async def _apply_project(self, project_id: str, members: frozenset[str]) -> None:
+        """The namespace and its objects (quota, network policy, one RoleBinding per member),
+        applied server-side: applying again converges."""
         quota = self.quota_of(project_id)
         for obj in manifests.project_objects(
             project_id,
-            members | self._projects.get(project_id, frozenset()),
+            members,
             cpu=quota.cpu,
             memory_mb=quota.memory_mb,
             max_services=quota.max_services,
@@ -119,11 +120,27 @@ class KubernetesBackend(Backend):
             subject_prefix=self.settings.rbac_user_prefix,
         ):
             await self.cluster.apply(obj)
-        self._projects[project_id] = members | self._projects.get(project_id, frozenset())
+        self._applied[project_id] = members
+
+    async def _ensure_project(self, project_id: str, owner: str) -> None:
+        """Made on first use, with the members the platform last gave (and the launching
+        owner, a member by definition)."""
+        members = self._members.get(project_id, frozenset()) | {owner}
+        if not self._applied.get(project_id, frozenset()) >= members:
+            await self._apply_project(project_id, members)
 
     async def sync_project(self, project_id: str, members: list[str]) -> None:
-        """Bind the members, unbind everyone else (a removed member loses kubectl at once)."""
+        """Bind the members, unbind everyone else (a removed member loses kubectl at once).
+        A project whose namespace does not exist yet is only remembered: its namespace is made
+        when it is first used."""
         wanted = frozenset(members)
+        if self._members.get(project_id) == wanted and self._applied.get(project_id) == wanted:
+            return
+        self._members[project_id] = wanted
+        if project_id not in self._applied and not await self.cluster.exists(
+            "Namespace", None, project_id
+        ):
+            return
         bound = await self.cluster.names(
             "RoleBinding",
             project_id,
@@ -133,10 +150,7 @@ class KubernetesBackend(Backend):
         for name in bound:
             if name not in keep:
                 await self.cluster.delete("RoleBinding", project_id, name)
-        if bound or wanted:
-            self._projects.pop(project_id, None)
-            await self._ensure_project(project_id, wanted)
-            self._projects[project_id] = wanted
+        await self._apply_project(project_id, wanted)
 
     # -- the contract -------------------------------------------------------------------------
 
@@ -144,7 +158,7 @@ class KubernetesBackend(Backend):
         if spec.id in self._releases:
             raise BackendError(f"service {spec.id!r} is already installed")
         Resources.from_values(spec.values)  # the same validation as the other backends
-        await self._ensure_project(spec.namespace, frozenset({spec.owner}))
+        await self._ensure_project(spec.namespace, spec.owner)
         record = _Release(spec=spec, started_at=datetime.now(UTC))
         record.events.append(Event.now("Installing", f"helm install {spec.id} -n {spec.namespace}"))
         self._releases[spec.id] = record
@@ -222,10 +236,9 @@ class KubernetesBackend(Backend):
             await self.helm.uninstall(record.spec.namespace, service_id)
 
     async def list(self) -> list[str]:
-        """The services known here, and the releases of datalab's namespaces (orphans included:
-        the platform reports those it has no record of)."""
-        namespaces = {r.spec.namespace for r in self._releases.values()} | set(self._projects)
-        found = {name for namespace, name in await self.helm.names() if namespace in namespaces}
+        """The services known here and every release labelled as datalab's in the cluster
+        (orphans included: the platform reports those it has no record of)."""
+        found = {name for _, name in await self.helm.names()}
         return sorted(found | set(self._releases))
 
     def get_state(self, service_id: str) -> dict[str, Any]:
@@ -275,13 +288,13 @@ class KubernetesBackend(Backend):
             raise ServiceNotFound(f"unknown service {service_id!r}") from None
 
     def _took(self, record: _Release, release: dict[str, Any], reason: str) -> None:
-        info = release.get("info") or {}
-        record.revision = int(release.get("version") or record.revision)
+        """Record what Helm answered (helm-python-sdk's release: name, namespace, revision,
+        status, manifest, ...)."""
+        record.revision = int(release.get("revision") or record.revision)
         record.manifest = str(release.get("manifest") or record.manifest)
-        status = str(info.get("status") or "")
-        record.failure = str(info.get("description") or status) if status == "failed" else None
-        message = f"revision {record.revision}: {info.get('description') or status}"
-        record.events.append(Event.now(reason, message))
+        status = str(release.get("status") or "")
+        record.failure = f"the Helm release is {status}" if status == "failed" else None
+        record.events.append(Event.now(reason, f"revision {record.revision}: {status}"))
 
     def _status(self, record: _Release) -> ServiceStatus:
         namespace, release = record.spec.namespace, record.spec.id

@@ -61,6 +61,9 @@ class Reflector:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the API restarted, a network blip: list again
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():  # stopping: an error while closing
+                    raise asyncio.CancelledError from exc
                 log.warning("watch of %s interrupted (%s); listing again", self.kind, exc)
                 await asyncio.sleep(WATCH_RETRY_S)
 
@@ -72,10 +75,10 @@ class Reflector:
         return str(body["metadata"]["resourceVersion"])
 
     async def _watch(self, version: str) -> None:
-        stream = watch.Watch().stream(
-            self.list_call, resource_version=version, timeout_seconds=300, **self.selectors
-        )
-        async with contextlib.aclosing(stream) as events:  # type: ignore[type-var]
+        async with watch.Watch() as stream:
+            events = stream.stream(
+                self.list_call, resource_version=version, timeout_seconds=300, **self.selectors
+            )
             async for event in events:
                 obj = event["raw_object"]
                 if event["type"] == "ERROR":  # e.g. 410 Gone: the version is too old
@@ -132,6 +135,9 @@ class Cluster:
         if self.api is not None:
             await self.api.close()
             self.api = None
+            # aiohttp closes TLS connections a moment after its session (its "graceful
+            # shutdown"): give them that moment, or their sockets outlive the loop
+            await asyncio.sleep(0.25)
 
     @property
     def server(self) -> str:
@@ -167,6 +173,29 @@ class Cluster:
 
     # -- writing ---------------------------------------------------------------------------
 
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: list[tuple[str, str]] | None = None,
+        content_type: str = "application/json",
+        body: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """One call to the API on a path (the objects the platform manages are few kinds:
+        :data:`PATHS`), its JSON answer as a dict."""
+        answer = await self._api().call_api(
+            path,
+            method,
+            query_params=query or [],
+            header_params={"Content-Type": content_type, "Accept": "application/json"},
+            body=body,
+            auth_settings=["BearerToken"],
+            response_types_map={200: "object", 201: "object"},
+            _return_http_data_only=True,
+        )
+        return answer if isinstance(answer, dict) else {}
+
     async def apply(self, obj: dict[str, Any]) -> None:
         """Server-side apply (the platform owns these fields; users' own edits elsewhere stay)."""
         prefix, plural, namespaced = PATHS[obj["kind"]]
@@ -174,17 +203,12 @@ class Cluster:
         where = f"/namespaces/{metadata['namespace']}" if namespaced else ""
         path = f"{prefix}{where}/{plural}/{metadata['name']}"
         try:
-            await self._api().call_api(
-                path,
+            await self._request(
                 "PATCH",
-                query_params=[("fieldManager", FIELD_MANAGER), ("force", "true")],
-                header_params={
-                    "Content-Type": "application/apply-patch+yaml",
-                    "Accept": "application/json",
-                },
+                path,
+                query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+                content_type="application/apply-patch+yaml",
                 body=obj,
-                auth_settings=["BearerToken"],
-                response_type="object",
             )
         except ApiException as exc:
             raise BackendError(
@@ -195,29 +219,31 @@ class Cluster:
         prefix, plural, _ = PATHS[kind]
         path = f"{prefix}/namespaces/{namespace}/{plural}/{name}"
         try:
-            await self._api().call_api(
-                path, "DELETE", auth_settings=["BearerToken"], response_type="object"
-            )
+            await self._request("DELETE", path)
         except ApiException as exc:
             if exc.status != 404:
                 raise BackendError(f"cannot delete {kind} {name!r}: {_reason(exc)}") from None
+
+    async def exists(self, kind: str, namespace: str | None, name: str) -> bool:
+        prefix, plural, _ = PATHS[kind]
+        where = f"/namespaces/{namespace}" if namespace else ""
+        try:
+            await self._request("GET", f"{prefix}{where}/{plural}/{name}")
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise BackendError(f"cannot read {kind} {name!r}: {_reason(exc)}") from None
+        return True
 
     async def names(self, kind: str, namespace: str, label_selector: str) -> list[str]:
         prefix, plural, _ = PATHS[kind]
         path = f"{prefix}/namespaces/{namespace}/{plural}"
         try:
-            answer = await self._api().call_api(
-                path,
-                "GET",
-                query_params=[("labelSelector", label_selector)],
-                auth_settings=["BearerToken"],
-                response_type="object",
-            )
+            body = await self._request("GET", path, query=[("labelSelector", label_selector)])
         except ApiException as exc:
             if exc.status == 404:
                 return []
             raise BackendError(f"cannot list {plural}: {_reason(exc)}") from None
-        body = answer[0] if isinstance(answer, tuple) else answer
         return [item["metadata"]["name"] for item in body.get("items", [])]
 
     # -- reading ---------------------------------------------------------------------------

@@ -40,7 +40,7 @@ class Releases:
                 )
             return client
 
-    async def _call(self, namespace: str, name: str, action: str, *args: Any, **kw: Any) -> Any:
+    async def _call(self, namespace: str, name: str, action: str, /, *args: Any, **kw: Any) -> Any:
         import helm_python
 
         async with self._locks[(namespace, name)]:
@@ -81,8 +81,7 @@ class Releases:
         return release
 
     async def names(self) -> list[tuple[str, str]]:
-        """``(namespace, release)`` of every release of every namespace (then filtered to
-        datalab's by the caller)."""
+        """``(namespace, release)`` of every release datalab made, in every namespace."""
         import helm_python
 
         client = self._client("default")
@@ -90,5 +89,8 @@ class Releases:
             listing = await asyncio.to_thread(client.list, all_states=True, all_namespaces=True)
         except helm_python.HelmError as exc:
             raise BackendError(f"helm list: {exc}") from None
-        releases = listing if isinstance(listing, list) else listing.get("releases", []) or []
-        return [(str(r.get("namespace", "")), str(r.get("name", ""))) for r in releases]
+        return [
+            (str(r.get("namespace", "")), str(r.get("name", "")))
+            for r in listing or []
+            if (r.get("labels") or {}).items() >= LABELS.items()
+        ]
