@@ -21,7 +21,7 @@ import dataclasses
 import logging
 import secrets
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +41,7 @@ from datalab.context import (
     build_context,
     chosen_secret_paths,
 )
-from datalab.db import Database, Service, User
+from datalab.db import Database, Membership, Project, Service, User
 from datalab.errors import (
     BackendError,
     Conflict,
@@ -141,6 +141,7 @@ class ServiceManager:
         self._watcher: asyncio.Task[None] | None = None
         self._locks = _ServiceLocks()
         self.poll_interval_s = 1.0
+        self.project_sync_interval_s = 60.0
         # per-launch S3 / Vault credentials; set by the platform when storage or secrets run
         self.credentials: CredentialBroker | None = None
 
@@ -164,6 +165,7 @@ class ServiceManager:
                     row.phase, row.reason = Phase.FAILED.value, str(status)
                 else:
                     self._record(row, status.phase.value, status.reason)
+        await self.sync_projects()
         orphans = sorted(set(await self.backend.list()) - {spec.id for spec, _ in recorded})
         if orphans:  # the backend runs what the platform has no record of: never deleted here
             log.warning("the backend runs services the platform does not know: %s", orphans)
@@ -178,12 +180,40 @@ class ServiceManager:
         await self.refresh_all()
 
     async def _watch(self) -> None:
+        last_sync = asyncio.get_running_loop().time()
         while True:
             await asyncio.sleep(self.poll_interval_s)
             try:
                 await self.refresh_all(only_active=True)
+                now = asyncio.get_running_loop().time()
+                if now - last_sync >= self.project_sync_interval_s:  # e.g. OIDC groups changed
+                    last_sync = now
+                    await self.sync_projects()
             except Exception:  # the watcher must survive a transient failure
                 log.exception("service status refresh failed")
+
+    async def sync_projects(self, project_ids: Iterable[str] | None = None) -> None:
+        """Tell the backend who the members of each project are (enabled accounts only), so
+        that it grants them what project members get (Kubernetes: the project's namespace) and
+        takes it from everyone else. Called at start, when an admin changes a project's members
+        or an account, and periodically (memberships from OIDC groups change at login)."""
+        with self.db.session() as session:
+            query = select(Project.id)
+            if project_ids is not None:
+                query = query.where(Project.id.in_(list(project_ids)))
+            members: dict[str, list[str]] = {pid: [] for pid in session.scalars(query)}
+            rows = session.execute(
+                select(Membership.project_id, User.name)
+                .join(User, User.id == Membership.user_id)
+                .where(Membership.project_id.in_(list(members)), User.disabled.is_(False))
+            )
+            for project_id, user_name in rows:
+                members[project_id].append(user_name)
+        for project_id, names in sorted(members.items()):
+            try:
+                await self.backend.sync_project(project_id, sorted(names))
+            except BackendError as exc:  # retried at the next periodic sync
+                log.warning("cannot give project %s its members: %s", project_id, exc)
 
     async def refresh_all(self, only_active: bool = False) -> None:
         """Record what the backend says of every service (of the active ones only); services
@@ -803,6 +833,19 @@ class ServiceManager:
                     await self._suspend_held(service_id, SUSPENDED_OWNER_DISABLED)
             if running:
                 log.info("suspended %d service(s) of disabled account %s", len(running), name)
+            await self.sync_projects(self._projects_of(user_id))
+
+    def _projects_of(self, user_id: int) -> list[str]:
+        with self.db.session() as session:
+            return list(
+                session.scalars(select(Membership.project_id).where(Membership.user_id == user_id))
+            )
+
+    async def enable_user(self, name: str) -> None:
+        """Enable an account again (its services stay suspended until resumed)."""
+        with self.db.session() as session:
+            user_id = accounts.set_disabled(session, name, False).id
+        await self.sync_projects(self._projects_of(user_id))
 
     def count(self) -> int:
         with self.db.session() as session:

@@ -221,3 +221,22 @@ def test_first_admin_password_created_once(settings) -> None:  # type: ignore[no
     with platform.db.session() as session:
         assert accounts.authenticate(session, "admin", ADMIN_PASSWORD) is not None
     platform.db.dispose()
+
+
+async def test_the_backend_is_told_each_projects_members(env: Env) -> None:
+    """What the Kubernetes backend turns into RoleBindings: enabled members only, at once."""
+    told = env.platform.backend.project_members  # type: ignore[attr-defined]
+    await env.user("alice")
+    await env.admin.call("POST", "/api/projects", json={"name": "team"}, expect=201)
+    await env.admin.call("POST", "/api/projects/project-team/members", json={"user": "alice"})
+    assert told["project-team"] == ["admin", "alice"]
+    await env.admin.call("POST", "/api/users/alice/disable")
+    assert told["project-team"] == ["admin"] and told["user-alice"] == []
+    await env.admin.call("POST", "/api/users/alice/enable")
+    assert told["project-team"] == ["admin", "alice"] and told["user-alice"] == ["alice"]
+    await env.admin.call("DELETE", "/api/projects/project-team/members/alice", expect=204)
+    assert told["project-team"] == ["admin"]
+    # and every project at start
+    told.clear()
+    await env.platform.services.sync_projects()
+    assert told == {"project-team": ["admin"], "user-admin": ["admin"], "user-alice": ["alice"]}

@@ -60,8 +60,10 @@ async def disable_user(name: str, caller: AdminDep, platform: PlatformDep) -> Us
 
 
 @router.post("/users/{name}/enable", summary="Enable a user (admin)")
-def enable_user(name: str, _: AdminDep, session: SessionDep) -> UserOut:
-    return user_out(accounts.set_disabled(session, name, False))
+async def enable_user(name: str, _: AdminDep, platform: PlatformDep) -> UserOut:
+    await platform.services.enable_user(name)
+    with platform.db.session() as session:
+        return user_out(accounts.get_user(session, name))
 
 
 @router.post("/users/{name}/reset-password", summary="Reset a user's password (admin)")
@@ -106,15 +108,21 @@ def create_project(
 
 
 @router.post("/projects/{project_id}/members", summary="Add or update a member (admin)")
-def add_member(project_id: str, body: Member, _: AdminDep, session: SessionDep) -> ProjectOut:
-    accounts.add_member(session, project_id, body.user, body.role)
-    session.flush()
-    return project_out(accounts.get_project(session, project_id), members=True)
+async def add_member(
+    project_id: str, body: Member, _: AdminDep, platform: PlatformDep
+) -> ProjectOut:
+    with platform.db.session() as session:
+        accounts.add_member(session, project_id, body.user, body.role)
+    await platform.services.sync_projects([project_id])  # e.g. their namespace's RoleBinding
+    with platform.db.session() as session:
+        return project_out(accounts.get_project(session, project_id), members=True)
 
 
 @router.delete(
     "/projects/{project_id}/members/{user}", summary="Remove a member (admin)", status_code=204
 )
-def remove_member(project_id: str, user: str, _: AdminDep, session: SessionDep) -> Response:
-    accounts.remove_member(session, project_id, user)
+async def remove_member(project_id: str, user: str, _: AdminDep, platform: PlatformDep) -> Response:
+    with platform.db.session() as session:
+        accounts.remove_member(session, project_id, user)
+    await platform.services.sync_projects([project_id])  # they lose it at once
     return Response(status_code=204)

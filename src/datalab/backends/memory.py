@@ -34,6 +34,10 @@ class MemoryBackend(Backend):
 
     def __init__(self) -> None:
         self._records: dict[str, _Record] = {}
+        self.project_members: dict[str, list[str]] = {}  # what sync_project was last told
+
+    async def sync_project(self, project_id: str, members: list[str]) -> None:
+        self.project_members[project_id] = list(members)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MemoryBackend:
