@@ -25,6 +25,7 @@ from __future__ import annotations
 import atexit
 import base64
 import contextlib
+import ctypes
 import datetime
 import ipaddress
 import os
@@ -270,6 +271,12 @@ def write_kubeconfig(
 # --- the cluster -----------------------------------------------------------------------------
 
 
+def _die_with_parent() -> None:
+    """In the child: SIGKILL when the test process dies without stopping it (killed), so that
+    no control plane is left running (Linux's PR_SET_PDEATHSIG)."""
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+
+
 class Component:
     """One child process, its output in ``logs/<name>.log``."""
 
@@ -283,6 +290,7 @@ class Component:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: stop() ends it and its children
+            preexec_fn=_die_with_parent,
         )
 
     def check_alive(self) -> None:
