@@ -166,10 +166,18 @@ class ServiceManager:
                 else:
                     self._record(row, status.phase.value, status.reason)
         await self.sync_projects()
-        orphans = sorted(set(await self.backend.list()) - {spec.id for spec, _ in recorded})
+        orphans = await self.orphans()
         if orphans:  # the backend runs what the platform has no record of: never deleted here
             log.warning("the backend runs services the platform does not know: %s", orphans)
         self._watcher = asyncio.create_task(self._watch(), name="datalab-service-watcher")
+
+    async def orphans(self) -> list[str]:
+        """What the backend runs (Kubernetes: releases labelled as datalab's) that the platform
+        has no record of: reported to administrators, never deleted by the platform."""
+        running = set(await self.backend.list())
+        with self.db.session() as session:
+            recorded = set(session.scalars(select(Service.id).where(Service.id.in_(running))))
+        return sorted(running - recorded)
 
     async def stop(self) -> None:
         if self._watcher is not None:

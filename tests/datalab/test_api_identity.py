@@ -240,3 +240,31 @@ async def test_the_backend_is_told_each_projects_members(env: Env) -> None:
     told.clear()
     await env.platform.services.sync_projects()
     assert told == {"project-team": ["admin"], "user-admin": ["admin"], "user-alice": ["alice"]}
+
+
+async def test_orphans_are_reported_to_admins_and_never_deleted(env: Env) -> None:
+    """What the backend runs with no record in the platform (a restored database, say)."""
+    from datalab.backends.base import ServiceSpec
+
+    backend = env.platform.backend
+    assert await env.admin.call("GET", "/api/admin/orphans") == {
+        "backend": "memory",
+        "orphans": [],
+    }
+    stray = ServiceSpec(
+        id="stray-1",
+        owner="ghost",
+        project="user-ghost",
+        catalog_id="x",
+        chart_name="x",
+        chart_version="0",
+        chart_dir=env.platform.settings.data_dir,
+        values={},
+        namespace="user-ghost",
+    )
+    await backend.install(stray)
+    answer = await env.admin.call("GET", "/api/admin/orphans")
+    assert answer["orphans"] == ["stray-1"]
+    assert await backend.list() == ["stray-1"]  # reported, not deleted
+    alice = await env.user("alice")
+    await alice.call("GET", "/api/admin/orphans", expect=403)

@@ -218,6 +218,7 @@ async def test_an_admin_lists_and_stops_anyones_service_with_the_printed_command
     assert "nb-1: suspended" in await run(suspend)
     assert "Deleted nb-1" in await run(delete, input="y\n")
     assert (await served.api(admin, "GET", "/api/admin/services"))["services"] == []
+    assert "no orphans: the memory backend" in await served.cli(admin, "admin", "orphans")
 
 
 async def test_launch_merges_several_values_files_as_helm_does(served: Served) -> None:

@@ -74,6 +74,17 @@ def reset_password(
     return {"user": name, "password": None if body.password else password}
 
 
+@router.get(
+    "/admin/orphans",
+    summary="Services the backend runs that the platform has no record of (admin)",
+)
+async def list_orphans(_: AdminDep, platform: PlatformDep) -> dict[str, Any]:
+    """E.g. a Helm release labelled as datalab's whose record was lost (a restored database):
+    never deleted by the platform; an administrator inspects it (``helm status -n NAMESPACE
+    NAME``) and removes it."""
+    return {"backend": platform.backend.name, "orphans": await platform.services.orphans()}
+
+
 @router.get("/admin/services", summary="Every service of every project, or of one owner (admin)")
 async def list_all_services(
     _: AdminDep, platform: PlatformDep, owner: str | None = None

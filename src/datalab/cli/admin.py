@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from datalab.cli.common import Output, OutputOption, client, print_json, print_table
+from datalab.cli.common import Output, OutputOption, client, console, print_json, print_table
 
 admin_app = typer.Typer(
     help="Administration across users and projects (administrators).", no_args_is_help=True
@@ -26,6 +26,20 @@ def admin_services(
         print_json(services)
         return
     print_table(services, ["id", "owner", "project", "chart", "phase", "reason", "created_at"])
+
+
+@admin_app.command("orphans")
+def admin_orphans(output: OutputOption = Output.table) -> None:
+    """List what the backend runs that the platform has no record of (never deleted by it)."""
+    answer = client().get("/api/admin/orphans")
+    if output is Output.json:
+        print_json(answer)
+        return
+    if not answer["orphans"]:
+        console.print(f"no orphans: the {answer['backend']} backend runs only recorded services")
+        return
+    for name in answer["orphans"]:
+        console.print(name)
 
 
 def register(app: typer.Typer) -> None:
