@@ -284,6 +284,9 @@ async def test_the_backend_is_never_awaited_inside_a_transaction(
 ) -> None:
     """SQLite has one writer: a transaction held across a slow backend call would stall every
     other write of the platform."""
+    # the status watcher off: its own transactions, in its own task, are not the requests'
+    # (under load they overlapped the requests' backend calls and were counted)
+    await env.platform.services.stop()
     backend = _SlowBackend(env, monkeypatch)
     alice = await env.user("alice")
     await launch(alice, name="nb")
