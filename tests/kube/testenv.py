@@ -370,7 +370,9 @@ class KubeCluster:
         """A kubeconfig authenticating as ``user`` (in ``groups``) by a client certificate."""
         cert, key = self.ca.issue(f"user-{user}", user, organizations=groups)
         return write_kubeconfig(
-            self.root / f"{user}.kubeconfig",
+            # no ':' in the file name (service accounts' names have them): kubeconfig paths
+            # are ':'-separated lists for clients
+            self.root / f"{user.replace(':', '_')}.kubeconfig",
             self.api_url,
             self.ca.cert_pem,
             cert,
