@@ -83,6 +83,18 @@ class ServiceNotFound(BackendError):
     pass
 
 
+class BackendUnreachable(BackendError):
+    """The backend's infrastructure does not answer (the cluster's API server): not the user's
+    doing; the message names what and why."""
+
+
+class ExecutionUnavailable(DatalabError):
+    """Services cannot be started or changed now: the backend is unreachable (503)."""
+
+    status = 503
+    code = "backend_unavailable"
+
+
 class EnvBuildError(BackendError):
     """The environment could not be built; the message carries the installer's error."""
 

@@ -44,8 +44,10 @@ from datalab.context import (
 from datalab.db import Database, Membership, Project, Service, User
 from datalab.errors import (
     BackendError,
+    BackendUnreachable,
     Conflict,
     DatalabError,
+    ExecutionUnavailable,
     InvalidInput,
     NotFound,
     QuotaExceeded,
@@ -427,6 +429,8 @@ class ServiceManager:
                 with self.db.session() as session:
                     if (row := session.get(Service, service_id)) is not None:
                         session.delete(row)
+                if isinstance(exc, BackendUnreachable):
+                    raise ExecutionUnavailable(f"cannot start {service_id!r}: {exc}") from None
                 if isinstance(exc, BackendError):
                     raise InvalidInput(f"cannot start {service_id!r}: {exc}") from None
                 raise

@@ -368,3 +368,22 @@ async def test_values_files_merge_in_order_as_helm_does(env: Env) -> None:
         alice, values_yaml=[first, second], set=["resources.limits.cpu=1"], dry_run=True
     )
     assert both["values"]["resources"]["limits"] == {"cpu": "1", "memory": "3Gi"}
+
+
+async def test_an_unreachable_backend_is_a_503_and_records_nothing(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datalab.errors import BackendUnreachable
+
+    async def unreachable(spec: Any) -> Any:
+        raise BackendUnreachable("the Kubernetes API at https://k8s.example:6443 does not answer")
+
+    monkeypatch.setattr(env.platform.backend, "install", unreachable)
+    alice = await env.user("alice")
+    answer = await alice.call(
+        "POST", "/api/services", json={"chart": CHART, "name": "nb"}, expect=503
+    )
+    assert answer["error"]["code"] == "backend_unavailable"
+    assert "https://k8s.example:6443 does not answer" in answer["error"]["message"]
+    assert (await alice.call("GET", "/api/services"))["services"] == []
+    assert (await alice.call("GET", "/api/quota"))["usage"]["services"] == 0

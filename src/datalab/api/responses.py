@@ -24,8 +24,8 @@ MEANINGS = {
     "storage.max_upload_bytes for uploads).",
     422: "The request is invalid: the message names the field and the problem.",
     429: "Too many failed sign-ins for this account from this client: wait Retry-After seconds.",
-    503: "The object storage or secrets store is not enabled, or is unavailable: try again "
-    "shortly.",
+    503: "The object storage, the secrets store or the execution backend (e.g. the Kubernetes "
+    "API) is not enabled, or is unavailable: try again shortly.",
 }
 
 
@@ -38,7 +38,7 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 #: the answers of a router whose operations need an authenticated caller
 AUTHENTICATED = errors(400, 401, 403, 404, 409, 413, 422)
-#: the same, for operations that reach the object storage or the secrets store
+#: the same, for operations that reach the object storage, the secrets store or the backend
 WITH_STORES = errors(400, 401, 403, 404, 409, 413, 422, 503)
 #: signing in (password checks are throttled)
 SIGN_IN = errors(400, 401, 403, 413, 422, 429)

@@ -12,7 +12,7 @@ from fastapi.responses import RedirectResponse, StreamingResponse
 from pydantic import Field
 
 from datalab import commands
-from datalab.api.responses import AUTHENTICATED
+from datalab.api.responses import WITH_STORES
 from datalab.catalog.merge import merge_layers
 from datalab.errors import InvalidInput, Unauthenticated
 from datalab.http.deps import PlatformDep, PrincipalDep
@@ -20,7 +20,7 @@ from datalab.http.schemas import Model
 from datalab.launch import load_values_file, parse_set_args
 from datalab.services import LaunchRequest
 
-router = APIRouter(prefix="/api", tags=["services"], responses=AUTHENTICATED)
+router = APIRouter(prefix="/api", tags=["services"], responses=WITH_STORES)
 
 
 class LaunchBody(Model):

@@ -12,11 +12,12 @@ from typing import Any
 
 import helm_python
 import pytest
-from tests.kube.testenv import KubeCluster
+from tests.kube.testenv import KubeCluster, free_port
 
 from datalab.backends.base import BackendError, Phase, ServiceNotFound, ServiceSpec
 from datalab.backends.kubernetes import KubernetesBackend
 from datalab.config import KubernetesSettings, Quota
+from datalab.errors import BackendUnreachable
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -196,3 +197,20 @@ async def test_faults_are_clear(backend: KubernetesBackend, tmp_path: Path) -> N
         backend.unavailable(tmp_path, "nothing")
         == "chart 'nothing' has no templates: it cannot run on Kubernetes"
     )
+
+
+async def test_an_unreachable_cluster_is_named(backend: KubernetesBackend) -> None:
+    """The API server gone (here: the client pointed at a closed port) is a BackendUnreachable
+    naming it and saying what to check, and nothing is recorded."""
+    api = backend.cluster.api
+    assert api is not None
+    real = api.configuration.host
+    api.configuration.host = f"https://127.0.0.1:{free_port()}"
+    try:
+        service = spec()
+        with pytest.raises(BackendUnreachable, match=r"Kubernetes API at https://127\.0\.0\.1:"):
+            await backend.install(service)
+        with pytest.raises(ServiceNotFound):
+            await backend.status(service.id)
+    finally:
+        api.configuration.host = real

@@ -16,7 +16,7 @@ from typing import Any
 from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from datalab.backends.base import BackendError
+from datalab.errors import BackendError, BackendUnreachable
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,7 @@ PATHS = {
     "RoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "rolebindings", True),
 }
 WATCH_RETRY_S = 2.0
+REQUEST_TIMEOUT_S = 30.0
 
 
 class Reflector:
@@ -184,16 +185,24 @@ class Cluster:
     ) -> dict[str, Any]:
         """One call to the API on a path (the objects the platform manages are few kinds:
         :data:`PATHS`), its JSON answer as a dict."""
-        answer = await self._api().call_api(
-            path,
-            method,
-            query_params=query or [],
-            header_params={"Content-Type": content_type, "Accept": "application/json"},
-            body=body,
-            auth_settings=["BearerToken"],
-            response_types_map={200: "object", 201: "object"},
-            _return_http_data_only=True,
-        )
+        try:
+            answer = await self._api().call_api(
+                path,
+                method,
+                query_params=query or [],
+                header_params={"Content-Type": content_type, "Accept": "application/json"},
+                body=body,
+                auth_settings=["BearerToken"],
+                response_types_map={200: "object", 201: "object"},
+                _return_http_data_only=True,
+                _request_timeout=REQUEST_TIMEOUT_S,
+            )
+        except (OSError, TimeoutError) as exc:  # aiohttp's connection errors are OSErrors
+            raise BackendUnreachable(
+                f"the Kubernetes API at {self.server} does not answer "
+                f"({type(exc).__name__}: {exc or 'timed out'}); check that the cluster is up "
+                "and reachable from the platform (backend.kubernetes.kubeconfig)"
+            ) from None
         return answer if isinstance(answer, dict) else {}
 
     async def apply(self, obj: dict[str, Any]) -> None:
