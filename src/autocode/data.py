@@ -10,6 +10,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -25,10 +26,17 @@ class DataError(ValueError):
 
 
 # -- reading and writing tables -------------------------------------------------------------------
-def s3_client():
+def s3_client(
+    *,
+    connect_timeout: float = 60,
+    read_timeout: float = 60,
+    max_attempts: int | None = None,
+) -> Any:
     """A boto3 S3 client configured by the standard AWS variables (``AWS_ACCESS_KEY_ID``,
     ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_DEFAULT_REGION``) and the endpoint in
-    ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` (or MLflow's ``MLFLOW_S3_ENDPOINT_URL``)."""
+    ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` (or MLflow's ``MLFLOW_S3_ENDPOINT_URL``), with
+    path-style addressing and SigV4 (the one S3 client of autocode: callers choose timeouts and
+    retries; botocore's defaults otherwise)."""
     import boto3
     from botocore.config import Config
 
@@ -37,10 +45,17 @@ def s3_client():
         or os.environ.get("AWS_ENDPOINT_URL")
         or os.environ.get("MLFLOW_S3_ENDPOINT_URL")
     )
+    retries = {"max_attempts": max_attempts, "mode": "standard"} if max_attempts else None
     return boto3.client(
         "s3",
         endpoint_url=endpoint or None,
-        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+        config=Config(
+            signature_version="s3v4",
+            s3={"addressing_style": "path"},
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            retries=retries,
+        ),
     )
 
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from autocode.data import s3_client as data_s3_client
+
 
 class StoreError(Exception):
     """A location that cannot be used (bad URI, missing bucket, access refused)."""
@@ -104,26 +106,8 @@ class LocalStore(Store):
 
 
 def s3_client() -> Any:
-    """A boto3 S3 client from the standard variables (path-style addressing, SigV4)."""
-    import boto3
-    from botocore.config import Config
-
-    endpoint = (
-        os.environ.get("AWS_ENDPOINT_URL_S3")
-        or os.environ.get("AWS_ENDPOINT_URL")
-        or os.environ.get("MLFLOW_S3_ENDPOINT_URL")
-    )
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint or None,
-        config=Config(
-            signature_version="s3v4",
-            s3={"addressing_style": "path"},
-            connect_timeout=5,
-            read_timeout=60,
-            retries={"max_attempts": 4, "mode": "standard"},
-        ),
-    )
+    """:func:`autocode.data.s3_client` with the compaction's timeouts and retries."""
+    return data_s3_client(connect_timeout=5, read_timeout=60, max_attempts=4)
 
 
 class S3Store(Store):

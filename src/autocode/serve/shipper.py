@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from autocode.data import s3_client as data_s3_client
 from autocode.serve import spool
 
 log = logging.getLogger(__name__)
@@ -45,28 +46,9 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
 
 
 def s3_client() -> Any:
-    """A boto3 client from the standard variables (``AWS_*``; endpoint from
-    ``AWS_ENDPOINT_URL_S3``, ``AWS_ENDPOINT_URL`` or ``MLFLOW_S3_ENDPOINT_URL``), with short
-    timeouts: a dead endpoint must fail an attempt quickly, the shipper retries it."""
-    import boto3
-    from botocore.config import Config
-
-    endpoint = (
-        os.environ.get("AWS_ENDPOINT_URL_S3")
-        or os.environ.get("AWS_ENDPOINT_URL")
-        or os.environ.get("MLFLOW_S3_ENDPOINT_URL")
-    )
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint or None,
-        config=Config(
-            signature_version="s3v4",
-            s3={"addressing_style": "path"},
-            connect_timeout=3,
-            read_timeout=30,
-            retries={"max_attempts": 2, "mode": "standard"},
-        ),
-    )
+    """:func:`autocode.data.s3_client` with short timeouts: a dead endpoint must fail an attempt
+    quickly, the shipper retries it."""
+    return data_s3_client(connect_timeout=3, read_timeout=30, max_attempts=2)
 
 
 class Shipper:
