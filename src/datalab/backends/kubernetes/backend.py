@@ -134,8 +134,11 @@ class KubernetesBackend(Backend):
         A project whose namespace does not exist yet is only remembered: its namespace is made
         when it is first used."""
         wanted = frozenset(members)
-        if self._members.get(project_id) == wanted and self._applied.get(project_id) == wanted:
-            return
+        if (
+            self._members.get(project_id) == wanted
+            and self._applied.get(project_id, wanted) == wanted
+        ):
+            return  # unchanged: bound already, or its namespace is still to be made
         self._members[project_id] = wanted
         if project_id not in self._applied and not await self.cluster.exists(
             "Namespace", None, project_id
