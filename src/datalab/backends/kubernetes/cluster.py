@@ -207,14 +207,11 @@ class Cluster:
 
     async def apply(self, obj: dict[str, Any]) -> None:
         """Server-side apply (the platform owns these fields; users' own edits elsewhere stay)."""
-        prefix, plural, namespaced = PATHS[obj["kind"]]
         metadata = obj["metadata"]
-        where = f"/namespaces/{metadata['namespace']}" if namespaced else ""
-        path = f"{prefix}{where}/{plural}/{metadata['name']}"
         try:
             await self._request(
                 "PATCH",
-                path,
+                _path(obj["kind"], metadata.get("namespace"), metadata["name"]),
                 query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
                 content_type="application/apply-patch+yaml",
                 body=obj,
@@ -225,19 +222,15 @@ class Cluster:
             ) from None
 
     async def delete(self, kind: str, namespace: str, name: str) -> None:
-        prefix, plural, _ = PATHS[kind]
-        path = f"{prefix}/namespaces/{namespace}/{plural}/{name}"
         try:
-            await self._request("DELETE", path)
+            await self._request("DELETE", _path(kind, namespace, name))
         except ApiException as exc:
             if exc.status != 404:
                 raise BackendError(f"cannot delete {kind} {name!r}: {_reason(exc)}") from None
 
     async def exists(self, kind: str, namespace: str | None, name: str) -> bool:
-        prefix, plural, _ = PATHS[kind]
-        where = f"/namespaces/{namespace}" if namespace else ""
         try:
-            await self._request("GET", f"{prefix}{where}/{plural}/{name}")
+            await self._request("GET", _path(kind, namespace, name))
         except ApiException as exc:
             if exc.status == 404:
                 return False
@@ -245,14 +238,13 @@ class Cluster:
         return True
 
     async def names(self, kind: str, namespace: str, label_selector: str) -> list[str]:
-        prefix, plural, _ = PATHS[kind]
-        path = f"{prefix}/namespaces/{namespace}/{plural}"
+        query = [("labelSelector", label_selector)]
         try:
-            body = await self._request("GET", path, query=[("labelSelector", label_selector)])
+            body = await self._request("GET", _path(kind, namespace), query=query)
         except ApiException as exc:
             if exc.status == 404:
                 return []
-            raise BackendError(f"cannot list {plural}: {_reason(exc)}") from None
+            raise BackendError(f"cannot list {PATHS[kind][1]}: {_reason(exc)}") from None
         return [item["metadata"]["name"] for item in body.get("items", [])]
 
     # -- reading ---------------------------------------------------------------------------
@@ -290,6 +282,13 @@ class Cluster:
             for port in service.spec.ports or []:
                 return f"{service.metadata.name}.{namespace}.svc", int(port.port)
         return None
+
+
+def _path(kind: str, namespace: str | None, name: str | None = None) -> str:
+    """Where an object (or, without a name, the list of its kind in a namespace) lives."""
+    prefix, plural, namespaced = PATHS[kind]
+    where = f"/namespaces/{namespace}" if namespaced and namespace else ""
+    return f"{prefix}{where}/{plural}" + (f"/{name}" if name else "")
 
 
 def _reason(exc: ApiException) -> str:
