@@ -16,10 +16,12 @@ Two kinds of processes, on purpose supervised differently:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import ctypes
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -42,15 +44,48 @@ RestartHook = Callable[[], Awaitable[None]]
 # -- ports and probes --------------------------------------------------------------------------
 
 
+EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+LISTEN_PORTS_FLOOR = 20000
+
+
+def listen_port_range() -> range:
+    """Ports to listen on: below the kernel's ephemeral range, where the source ports of
+    outgoing connections are taken. A port chosen inside it can be taken a moment later by any
+    connection (SeaweedFS's own components connect to each other as they start), and then the
+    server that was to listen on it fails."""
+    try:
+        ephemeral_low = int(EPHEMERAL_RANGE_FILE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768
+    if ephemeral_low - LISTEN_PORTS_FLOOR < 1000:  # an unusual kernel setting: the low ports
+        return range(10000, 20000)
+    return range(LISTEN_PORTS_FLOOR, ephemeral_low)
+
+
+# the ports handed out lately by this process, not yet listened on maybe: not twice
+_handed_out: collections.deque[int] = collections.deque(maxlen=1024)
+
+
 def free_port(exclude: Collection[int] = ()) -> int:
-    """A loopback port nobody listens on now (the kernel's choice), not in ``exclude``."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            port: int = sock.getsockname()[1]
-        if port not in exclude:
+    """A loopback port nobody listens on or connects from now, outside the ephemeral range
+    (:func:`listen_port_range`), and not in ``exclude``."""
+    candidates = listen_port_range()
+    for _ in range(200):
+        port = random.choice(candidates)
+        if port not in exclude and port not in _handed_out and _bindable(port):
+            _handed_out.append(port)
             return port
-    raise RuntimeError("no free loopback port found")
+    raise RuntimeError(f"no free loopback port found in {candidates.start}-{candidates.stop - 1}")
+
+
+def _bindable(port: int) -> bool:
+    """No socket uses the port at all (no SO_REUSEADDR: a connection's port counts too)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def port_is_free(port: int) -> bool:

@@ -5,7 +5,6 @@ connects from loopback, as every service does, and sends X-Forwarded-For to pick
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,16 +18,11 @@ from datalab.cli.server import uvicorn_options
 from datalab.config import Settings, load_settings
 from datalab.identity import accounts
 from datalab.platform import Platform
+from datalab.processes import free_port
 
 pytestmark = pytest.mark.anyio
 
 PASSWORD = "victim-password-123"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @asynccontextmanager
@@ -37,7 +31,7 @@ async def served(settings: Settings, **server: Any) -> AsyncIterator[tuple[Platf
     settings = settings.model_copy(
         update={
             "server": settings.server.model_copy(
-                update={"port": _free_port(), "host": "127.0.0.1", **server}
+                update={"port": free_port(), "host": "127.0.0.1", **server}
             )
         }
     )

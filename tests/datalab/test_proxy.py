@@ -8,7 +8,6 @@ import asyncio
 import gzip
 import hashlib
 import json
-import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -27,19 +26,13 @@ from starlette.websockets import WebSocket
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from datalab.backends.base import Endpoint
+from datalab.processes import free_port
 from datalab.proxy import Route as ProxyRoute
 from datalab.proxy import ServiceProxy, deny
 
 pytestmark = pytest.mark.anyio
 
 MB = 2**20
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @asynccontextmanager

@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,16 +17,11 @@ import httpx
 import pytest
 
 from datalab.catalog import SHIPPED_CATALOG_DIR
+from datalab.processes import free_port
 
 pytestmark = pytest.mark.slow
 
 DATALAB = [sys.executable, "-m", "datalab"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 CHARTS = Path(__file__).resolve().parents[1] / "fixtures" / "charts"

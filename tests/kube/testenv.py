@@ -32,7 +32,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -48,6 +47,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from datalab.processes import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 GO_MOD = REPO / "tools" / "kube-testenv" / "go.mod"
@@ -102,13 +103,6 @@ def binaries() -> dict[str, Path]:
             "runs it first)."
         )
     return found
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_for(

@@ -195,9 +195,10 @@ class EmbeddedSeaweedFS:
         )
         return str(data["signing_key"])
 
-    def _ports(self) -> dict[str, int]:
+    def _ports(self, *, renew: bool = False) -> dict[str, int]:
         """Ports chosen at first start and kept, so the endpoint injected into services stays
-        valid across restarts; a kept port that is taken now is replaced."""
+        valid across restarts; a kept port that is taken now, or every internal one when
+        ``renew``, is replaced."""
         path = self.root / "ports.json"
         ports: dict[str, int] = json.loads(path.read_text()) if path.exists() else {}
         if self._requested_port:
@@ -205,7 +206,8 @@ class EmbeddedSeaweedFS:
         names = ["s3", "s3_grpc", "master", "master_grpc", "volume", "volume_grpc"]
         names += ["filer", "filer_grpc"]
         for name in names:
-            if name not in ports or (name != "s3" and not port_is_free(ports[name])):
+            internal = name != "s3"
+            if name not in ports or (internal and (renew or not port_is_free(ports[name]))):
                 ports[name] = free_port()
         write_private(path, json.dumps(ports, indent=2) + "\n")
         return ports
@@ -331,12 +333,13 @@ class EmbeddedSeaweedFS:
                 return
             except EmbeddedServerError:
                 # its internal ports are chosen free, then bound by weed a moment later: another
-                # program may take one in between (the S3 port is kept: services know it)
-                taken = [n for n, p in self.ports.items() if n != "s3" and not port_is_free(p)]
-                if attempt == 2 or not taken:
+                # program may take one in between, and weed exits (its fatal line is then lost in
+                # the goroutine dump). Once more on new internal ports; the S3 port is kept:
+                # services know it.
+                if attempt == 2:
                     raise
-                log.warning("seaweedfs: ports %s were taken as it started; new ones", taken)
-                self.ports = self._ports()
+                log.warning("seaweedfs failed to start; once more on new internal ports")
+                self.ports = self._ports(renew=True)
 
     async def stop(self) -> None:
         if self.process is not None:

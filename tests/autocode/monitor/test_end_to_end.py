@@ -20,6 +20,8 @@ import pytest
 
 from autocode.monitor import report
 
+from ..conftest import free_port
+
 # the whole chain (API, SeaweedFS, compaction, dashboard in Chromium): 150-240 s on a busy
 # 2-core machine, more than the suite's 300 s default allows for with margin
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(480)]
@@ -27,14 +29,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(480)]
 REPO = Path(__file__).resolve().parents[3]
 SCREENSHOTS = REPO / "test-artifacts" / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def autocode(

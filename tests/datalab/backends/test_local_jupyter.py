@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,18 +22,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from datalab.backends.base import Phase, ServiceNotFound
 from datalab.backends.local import LocalBackend
 from datalab.envs import Env, EnvManager
+from datalab.processes import free_port
 from datalab.proxy import Route, ServiceProxy, deny
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 TOKEN = "jupyter-token-for-tests"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @asynccontextmanager

@@ -18,7 +18,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from datalab.backends.local.accounts import Account, ensure_account
 from datalab.config import load_settings
 from datalab.identity import accounts
 from datalab.platform import Platform
+from datalab.processes import free_port
 
 from ..conftest import ADMIN_PASSWORD, Api, Ledger, wait_for_phase
 
@@ -51,12 +51,6 @@ needs_root = pytest.mark.skipif(
 @pytest.fixture(scope="package")
 def anyio_backend() -> str:
     return "asyncio"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -121,7 +115,7 @@ async def tenancy() -> AsyncIterator[Tenancy]:
     # not under pytest's tmp dir (mode 700): service accounts pass through the data directory
     root = Path(tempfile.mkdtemp(prefix="dl-tenancy-"))
     os.chmod(root, 0o711)
-    port = _free_port()
+    port = free_port()
     settings = load_settings(
         None,
         data_dir=root / "data",
