@@ -1,0 +1,190 @@
+"""The platform's chart (deploy/helm/datalab) rendered with helm-python-sdk: it lints, its objects
+are valid Kubernetes objects, its ClusterRole is the tested one, its values schema refuses bad
+values naming the key, and the configuration it makes is one the platform's loader accepts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import helm_python
+import kubernetes_validate
+import pytest
+import yaml
+
+from datalab.errors import ConfigError
+
+from .chart import (
+    CHART,
+    KUBERNETES,
+    PLATFORM_RBAC,
+    PRODUCTION_SECRETS,
+    merged,
+    one,
+    platform_container,
+    production_values,
+    render,
+    settings_in_pod,
+)
+
+
+def _secret(name: str, key: str) -> str:
+    return PRODUCTION_SECRETS[name][key]
+
+
+@pytest.mark.parametrize("which", ["defaults", "production"])
+def test_the_chart_lints_strictly(which: str) -> None:
+    values = production_values() if which == "production" else None
+    report = helm_python.lint(
+        CHART, values, strict=True, namespace="datalab", kube_version=f"v{KUBERNETES}"
+    )
+    problems = [m for m in report["messages"] if m["severity"] >= 2]  # warnings and errors
+    assert report["errors"] == [] and problems == [], report
+
+
+@pytest.mark.parametrize("which", ["defaults", "production", "sqlite-on-a-claim"])
+def test_every_object_is_valid_for_the_kubernetes_api(which: str) -> None:
+    values = {
+        "defaults": None,
+        "production": production_values(),
+        "sqlite-on-a-claim": {
+            "persistence": {"existingClaim": "datalab-data"},
+            "ingress": {"enabled": False},
+        },
+    }[which]
+    objects = render(values)
+    for obj in objects:
+        kubernetes_validate.validate(obj, KUBERNETES, strict=True)
+    kinds = sorted(o["kind"] for o in objects)
+    expected = {"ClusterRole", "ClusterRoleBinding", "ConfigMap", "Deployment", "Job",
+                "NetworkPolicy", "PodDisruptionBudget", "Service", "ServiceAccount"}  # fmt: skip
+    assert expected <= set(kinds)
+    assert ("PersistentVolumeClaim" in kinds) is (which != "sqlite-on-a-claim")
+    assert ("Ingress" in kinds) is (which != "sqlite-on-a-claim")
+
+
+def test_the_cluster_role_is_the_tested_one() -> None:
+    """One set of rules: the chart's ClusterRole grants exactly what deploy/kubernetes/
+    platform-rbac.yaml grants, which tests/datalab/backends/test_kubernetes_rbac.py runs the
+    backend under on the control plane."""
+    shipped = one(list(yaml.safe_load_all(PLATFORM_RBAC.read_text())), "ClusterRole")
+    charted = one(render(None), "ClusterRole")
+    assert charted["rules"] == shipped["rules"]
+    binding = one(render(None, name="platform", namespace="ops"), "ClusterRoleBinding")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "platform-datalab", "namespace": "ops"}
+    ]
+    assert binding["roleRef"]["name"] == "platform-datalab"
+
+
+def test_probes_service_and_hosts() -> None:
+    objects = render(production_values())
+    container = platform_container(objects)
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/api/health", "port": "http"}
+    assert container["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    ingress = one(objects, "Ingress")
+    hosts = [rule["host"] for rule in ingress["spec"]["rules"]]
+    assert hosts == ["datalab.example.org", "*.datalab.example.org"]
+    assert ingress["spec"]["tls"] == [{"secretName": "datalab-tls", "hosts": hosts}]
+    policy = one(objects, "NetworkPolicy")
+    [rule] = policy["spec"]["ingress"]
+    assert {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}
+    } in rule["from"]
+    test_job = one(objects, "Job")
+    assert test_job["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert (
+        test_job["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] == "test"
+    )
+
+
+def test_the_production_configuration_is_accepted_by_the_platform(tmp_path: Path) -> None:
+    objects = render(production_values(), namespace="datalab-prod")
+    config = one(objects, "ConfigMap")["data"]["datalab.yaml"]
+    settings = settings_in_pod(config, platform_container(objects), _secret, tmp_path)
+    assert settings.backend.name == "kubernetes"
+    kubernetes = settings.backend.kubernetes
+    assert kubernetes.kubeconfig is None  # the pod's ServiceAccount
+    assert (kubernetes.platform_namespace, kubernetes.rbac_user_prefix) == ("datalab-prod", "oidc:")
+    assert settings.server.host == "0.0.0.0" and settings.server.port == 8000
+    assert settings.server.url() == "https://datalab.example.org"
+    assert settings.secure_cookies
+    assert settings.service_url("nb") == "https://nb.datalab.example.org/"
+    assert settings.server.trusted_proxies == ["10.244.0.0/16"]
+    assert settings.db_url == PRODUCTION_SECRETS["datalab-database"]["url"]
+    storage = settings.storage
+    assert (storage.mode, storage.endpoint_url, storage.access_key_id) == (
+        "external", "https://minio.example.org", "platform-admin")  # fmt: skip
+    assert storage.secret_access_key is not None
+    assert storage.secret_access_key.get_secret_value() == "s3-secret-key"
+    assert (storage.sts_role_arn, storage.web_identity) == ("arn:minio:iam:::role/datalab", "oidc")
+    assert settings.secrets.address == "https://vault.example.org"
+    assert settings.secrets.token is not None
+    assert settings.secrets.token.get_secret_value() == "vault-admin-token"
+    assert settings.oidc.enabled and settings.oidc.client_secret is not None
+    assert settings.oidc.client_secret.get_secret_value() == "oidc-client-secret"
+    assert settings.oidc.admin_groups == ["datalab-admins"]
+    assert settings.security.session_secret is not None
+    assert settings.branding.oidc_provider_name == "Keycloak"
+    # `config` is merged last, at any depth: the region keeps the chart's domain
+    assert (settings.region.id, settings.region.domain) == ("prod", "datalab.example.org")
+    assert settings.region.user_quota.cpu == 16
+
+
+def test_the_default_configuration_is_accepted_by_the_platform(tmp_path: Path) -> None:
+    objects = render(None)
+    config = one(objects, "ConfigMap")["data"]["datalab.yaml"]
+    settings = settings_in_pod(config, platform_container(objects), _secret, tmp_path)
+    assert settings.backend.name == "kubernetes"
+    assert settings.db_url == "sqlite:////var/lib/datalab/datalab.db"
+    assert (settings.storage.mode, settings.secrets.mode, settings.oidc.enabled) == (
+        "disabled", "disabled", False)  # fmt: skip
+
+
+def test_what_the_schema_cannot_see_the_platform_refuses_at_start(tmp_path: Path) -> None:
+    """``config`` is free: the platform's own loader (at start) names a wrong key in it."""
+    objects = render({"config": {"region": {"user_quota": {"cpus": 4}}}})
+    config = one(objects, "ConfigMap")["data"]["datalab.yaml"]
+    with pytest.raises(ConfigError, match=r"region\.user_quota\.cpus: unknown setting"):
+        settings_in_pod(config, platform_container(objects), _secret, tmp_path)
+
+
+def test_a_new_configuration_restarts_the_platform() -> None:
+    def checksum(values: dict[str, Any] | None) -> str:
+        pod = one(render(values), "Deployment")["spec"]["template"]
+        return str(pod["metadata"]["annotations"]["checksum/config"])
+
+    assert checksum(None) == checksum(None)
+    assert checksum(None) != checksum({"logLevel": "debug"})
+
+
+BAD_VALUES = [
+    # (what, values merged into the production example, what Helm's message must say)
+    ("embedded S3", {"storage": {"mode": "embedded"}}, "at '/storage/mode'"),
+    ("S3 without credentials", {"storage": {"existingSecret": ""}}, "at '/storage/existingSecret'"),
+    ("Vault without address", {"vault": {"address": ""}}, "at '/vault/address'"),
+    ("OIDC without issuer", {"oidc": {"issuerUrl": "keycloak"}}, "at '/oidc/issuerUrl'"),
+    ("no scheme", {"publicUrl": "datalab.example.org"}, "at '/publicUrl'"),
+    ("wildcard domain", {"servicesDomain": "*.datalab.example.org"}, "at '/servicesDomain'"),
+    ("password in values", {"database": {"existingSecret": "", "url": "postgresql://u:pw@db/x"}},
+     "at '/database/url'"),
+    ("two replicas", {"replicaCount": 2}, "additional properties 'replicaCount'"),
+    ("unknown key", {"ingress": {"host": "x.org"}}, "additional properties 'host'"),
+    ("bad digest", {"image": {"digest": "latest"}}, "at '/image/digest'"),
+    ("PDB of two", {"podDisruptionBudget": {"minAvailable": 2}},
+     "at '/podDisruptionBudget/minAvailable'"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("values", "message"), [b[1:] for b in BAD_VALUES], ids=[b[0] for b in BAD_VALUES]
+)
+def test_the_schema_refuses_bad_values_naming_the_key(values: dict[str, Any], message: str) -> None:
+    bad = merged(production_values(), values)
+    with pytest.raises(helm_python.HelmValuesError) as refused:
+        render(bad)
+    assert message in str(refused.value), str(refused.value)
+    report = helm_python.lint(CHART, bad, namespace="datalab")
+    assert any(message in error for error in report["errors"]), report
