@@ -212,6 +212,34 @@ class SecuritySettings(_Section):
     )
 
 
+_URL = r"^https?://[^\s\"'<>/]+(/[^\s\"'<>]*)?$"
+
+
+class ServiceUrls(_Section):
+    """Where services reach the platform's endpoints when that is not where the platform
+    reaches them (in a cluster, pods cannot reach the platform's loopback): each is injected
+    into services in place of the platform's own address."""
+
+    s3: str | None = Field(
+        None,
+        pattern=_URL,
+        description="The S3 endpoint pods reach (e.g. http://seaweedfs.datalab.svc:8333; "
+        "default: storage's endpoint, when it is not on loopback).",
+    )
+    vault: str | None = Field(
+        None,
+        pattern=_URL,
+        description="The Vault/OpenBao address pods reach (default: the secrets store's "
+        "address, when it is not on loopback).",
+    )
+    platform: str | None = Field(
+        None,
+        pattern=_URL,
+        description="The platform's URL pods reach, for credential refreshes (e.g. "
+        "http://datalab.datalab.svc:8000; default: server.public_url, when not on loopback).",
+    )
+
+
 class KubernetesSettings(_Section):
     """The cluster the kubernetes backend runs services in (docs/kubernetes.md)."""
 
@@ -239,6 +267,7 @@ class KubernetesSettings(_Section):
         description="How the cluster names users in RoleBindings: the prefix its OIDC "
         "authenticator adds to their name (e.g. 'oidc:').",
     )
+    service_urls: ServiceUrls = Field(default_factory=ServiceUrls)
 
 
 class BackendSettings(_Section):

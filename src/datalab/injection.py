@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from datalab.backends.base import PlatformEndpoint
 from datalab.config import Settings
 from datalab.context import S3Context, VaultContext
 from datalab.db import Database, Service
@@ -69,12 +71,31 @@ class CredentialBroker:
         issuer: TokenIssuer,
         storage: StorageService | None,
         secret_store: SecretsService | None,
+        reachable_url: Callable[[PlatformEndpoint, str], str] = lambda _, url: url,
     ) -> None:
+        """``reachable_url(endpoint, url)``: where services reach one of the platform's
+        endpoints (the backend's :meth:`~datalab.backends.base.Backend.reachable_url`)."""
         self.settings = settings
         self.db = db
         self.issuer = issuer
         self.storage = storage
         self.secret_store = secret_store
+        self.reachable_url = reachable_url
+
+    def service_addresses(self) -> dict[PlatformEndpoint, str]:
+        """The addresses injected into services, for the endpoints in use: checked when the
+        platform starts (a backend that cannot give one raises ConfigError then)."""
+        addresses: dict[PlatformEndpoint, str] = {}
+        if self.storage is not None:
+            addresses["s3"] = self.reachable_url("s3", self.storage.endpoint_url)
+            addresses["platform"] = self.reachable_url("platform", self.settings.server.url())
+        if self.secret_store is not None:
+            addresses["vault"] = self.reachable_url("vault", self.secret_store.address)
+        return addresses
+
+    @property
+    def _refresh_url(self) -> str:
+        return self.reachable_url("platform", self.settings.server.url()) + REFRESH_PATH
 
     def _user_projects(self, user_name: str) -> tuple[str, list[str]]:
         """The user's personal project id and the ids of their shared projects."""
@@ -125,7 +146,7 @@ class CredentialBroker:
         if self.storage is not None:
             bucket, prefix = self.storage.locate(project_id)  # prefix: "" in bucket mode
             s3 = S3Context(
-                endpoint_url=self.storage.endpoint_url,
+                endpoint_url=self.reachable_url("s3", self.storage.endpoint_url),
                 region=self.storage.region,
                 bucket=bucket,
                 object_name_prefix=prefix,
@@ -133,12 +154,12 @@ class CredentialBroker:
                 access_key_id=stand_in,
                 secret_access_key=stand_in,
                 session_token=stand_in,
-                credentials_url=self.settings.server.url() + REFRESH_PATH if placeholders else "",
+                credentials_url=self._refresh_url if placeholders else "",
                 credentials_authorization=stand_in,
             )
         if self.secret_store is not None:
             vault = VaultContext(
-                address=self.secret_store.address,
+                address=self.reachable_url("vault", self.secret_store.address),
                 mount=self.secret_store.mount,
                 top_dir=project_id,
                 token=stand_in,
@@ -157,7 +178,7 @@ class CredentialBroker:
             credentials = await self.service_s3_credentials(user_name, project_id)
             refresh_url = authorization = ""
             if service_id is not None:
-                refresh_url = self.settings.server.url() + REFRESH_PATH
+                refresh_url = self._refresh_url
                 refresh_token = self.issuer.issue(
                     user_name,
                     AUDIENCE_CREDENTIALS,

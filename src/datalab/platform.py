@@ -93,7 +93,9 @@ class Platform:
             else None
         )
         services = ServiceManager(settings, db, catalogs, backend)
-        services.credentials = CredentialBroker(settings, db, issuer, storage, secret_store)
+        services.credentials = CredentialBroker(
+            settings, db, issuer, storage, secret_store, reachable_url=backend.reachable_url
+        )
         return cls(
             issuer=issuer,
             oidc_client=oidc_client,
@@ -123,6 +125,13 @@ class Platform:
 
     async def start(self) -> None:
         await self._start_embedded_servers()
+        try:
+            if self.services.credentials is not None:  # a backend that cannot give one fails now
+                for endpoint, url in self.services.credentials.service_addresses().items():
+                    log.info("services reach %s at %s", endpoint, url)
+        except BaseException:
+            await self._stop_embedded_servers()
+            raise
         await self.catalogs.refresh()
         self.catalogs.start()
         await self.backend.start()

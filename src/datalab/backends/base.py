@@ -22,11 +22,15 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 # the contract's errors, defined with every other error type in datalab.errors
 from datalab.errors import BackendError as BackendError
 from datalab.errors import ServiceNotFound as ServiceNotFound
+
+#: the platform's endpoints services are given the address of: object storage (S3 and its STS),
+#: the secrets store (Vault API), the platform itself (credential refreshes)
+PlatformEndpoint = Literal["s3", "vault", "platform"]
 
 if TYPE_CHECKING:
     from datalab.config import Settings
@@ -211,6 +215,13 @@ class Backend(abc.ABC):
         :attr:`ServiceSpec.token` as a bearer (service discovery, e.g. the project's MLflow
         tracking URI); None while it cannot be reached."""
         return None
+
+    def reachable_url(self, endpoint: PlatformEndpoint, url: str) -> str:
+        """The address this backend's services reach one of the platform's endpoints at
+        (``url``: where the platform reaches it), injected into them. Services running on the
+        platform's machine reach it where the platform does; a backend that runs them elsewhere
+        answers otherwise, or raises :class:`~datalab.errors.ConfigError` naming the setting."""
+        return url
 
     async def sync_project(self, project_id: str, members: list[str]) -> None:  # noqa: B027
         """The project's members changed (or the platform started): the backend gives those

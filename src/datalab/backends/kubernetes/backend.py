@@ -15,11 +15,13 @@ project's namespace (``user-alice``, ``project-team``). See ``docs/kubernetes.md
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -28,6 +30,7 @@ from datalab.backends.base import (
     BackendError,
     Endpoint,
     Event,
+    PlatformEndpoint,
     ServiceNotFound,
     ServiceSpec,
     ServiceStatus,
@@ -37,7 +40,10 @@ from datalab.backends.kubernetes.cluster import Cluster
 from datalab.backends.kubernetes.helm import Releases
 from datalab.backends.kubernetes.status import release_phase
 from datalab.config import KubernetesSettings, Quota, Settings
+from datalab.errors import ConfigError
 from datalab.resources import Resources
+
+ENDPOINT_NAMES = {"s3": "object storage", "vault": "the secrets store", "platform": "the platform"}
 
 SUSPEND_KEY = "suspend"  # Onyxia's charts scale their workloads to 0 when global.suspend is true
 
@@ -97,6 +103,20 @@ class KubernetesBackend(Backend):
 
     async def shutdown(self) -> None:
         await self.cluster.stop()
+
+    def reachable_url(self, endpoint: PlatformEndpoint, url: str) -> str:
+        """Pods reach the configured address (``backend.kubernetes.service_urls``), else the
+        platform's own when it is not on loopback, which no pod can reach."""
+        configured = getattr(self.settings.service_urls, endpoint)
+        if configured:
+            return str(configured).rstrip("/")
+        if _on_loopback(url):
+            raise ConfigError(
+                f"{ENDPOINT_NAMES[endpoint]} is at {url}, on the platform's loopback, which pods "
+                f"in the cluster cannot reach: set backend.kubernetes.service_urls.{endpoint} to "
+                'the address pods reach it at (docs/kubernetes.md, "Credentials in pods")'
+            )
+        return url
 
     def unavailable(self, chart_dir: Path, chart_name: str) -> str | None:
         if not (chart_dir / "templates").is_dir():
@@ -279,8 +299,12 @@ class KubernetesBackend(Backend):
         return Endpoint(host=address[0], port=address[1]) if address else None
 
     async def internal_url(self, service_id: str) -> str | None:
-        endpoint = await self.endpoint(service_id)
-        return f"{endpoint.url}/" if endpoint else None
+        """The release's Service in the cluster, whichever way users reach it."""
+        record = self._get(service_id)
+        if record.suspended:
+            return None
+        address = await self.cluster.service_address(record.spec.namespace, service_id)
+        return f"{Endpoint(host=address[0], port=address[1]).url}/" if address else None
 
     # -- records ------------------------------------------------------------------------------
 
@@ -352,3 +376,13 @@ def _time(value: Any) -> datetime:
     except ValueError:
         return datetime.now(UTC)
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _on_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
