@@ -42,6 +42,9 @@ class Chart:
     notes: str = ""  # templates/NOTES.txt, unrendered
     local_recipe: dict[str, Any] | None = None  # local.yaml, shape-validated, unrendered
     versions: tuple[str, ...] = ()  # every version the catalog offers, newest first
+    # the chart's directory in its catalog, when ``path`` is a copy completed with its
+    # dependencies (catalog.dependencies); None: ``path`` is that directory
+    source: Path | None = None
     schemas: SchemaRegistry | None = field(default=None, compare=False, repr=False)
 
     @property

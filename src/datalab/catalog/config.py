@@ -46,6 +46,13 @@ class CatalogConfig(BaseModel):
     exclude: list[str] = Field(
         default_factory=list, description="Glob patterns on chart names to hide."
     )
+    repositories: dict[str, str] = Field(
+        default_factory=dict,
+        description="Where charts' dependencies come from when neither the chart (charts/) "
+        "nor this catalog holds them: repository URLs as charts name them -> the Helm "
+        "repository to read instead (https://, or file:// to a directory holding index.yaml), "
+        "e.g. a mirror on a closed network. Unmapped http(s) repositories are read as named.",
+    )
     refresh_interval_s: float | None = Field(
         None, gt=0, description="Reload the catalog in the background every N seconds."
     )
@@ -75,7 +82,10 @@ class CatalogConfig(BaseModel):
     def resolved_type(self) -> CatalogType:
         if self.type is not None:
             return self.type
-        if self.is_remote() or (self.local_path() / "index.yaml").is_file():
+        path = self.local_path()
+        if self.is_remote() or (path.name == "index.yaml" and path.is_file()):
+            return "helm"
+        if (path / "index.yaml").is_file():
             return "helm"
         return "directory"
 

@@ -22,12 +22,14 @@ from pathlib import Path
 
 import platformdirs
 
-CACHE_VERSION = "2"
+CACHE_VERSION = "3"
 _CHILD_FAILED = "Helm could not check it"  # not cached: the next load tries again
 CHILD_TIMEOUT_S = 120
-# Helm reports template syntax errors this way; execution errors ("execution error at") may
-# just mean the default values are incomplete, which is legitimate for Onyxia charts.
-_TEMPLATE_PARSE_ERROR = "parse error"
+# How Helm reports a template's own `required` or `fail`: the chart asks for values its
+# defaults do not give, which is for the user to give at launch. Every other render error
+# (a template that does not parse, an `include` of a template no chart defines, a missing
+# dependency, a nil pointer in the defaults) is the chart's, and makes it broken.
+_VALUES_REQUIRED = "execution error at ("
 
 
 def cache_dir() -> Path:
@@ -35,7 +37,8 @@ def cache_dir() -> Path:
 
 
 def check_templates(path: Path, chart: str, digest: str) -> None:
-    """Raise ``ChartInvalid`` when Helm cannot load the chart or its templates do not parse."""
+    """Raise ``ChartInvalid`` when Helm cannot load the chart or cannot render it with its
+    default values (other than by the chart's own ``required``/``fail``)."""
     from datalab.errors import ChartInvalid
 
     [problem] = checked([(path, digest)])
@@ -109,10 +112,12 @@ def _problem(path: Path) -> str | None:
     except helm_python.HelmChartLoadError as exc:
         return f"Helm cannot load it: {exc}"
     except helm_python.HelmRenderError as exc:
-        if _TEMPLATE_PARSE_ERROR in str(exc):
+        if "parse error" in str(exc):
             return f"broken template: {exc}"
-    except helm_python.HelmError:
-        pass  # values-dependent failures are for launch time, with the user's values
+        if not str(exc).startswith(_VALUES_REQUIRED):
+            return f"Helm cannot render it with its default values: {exc}"
+    except helm_python.HelmError as exc:
+        return f"Helm cannot render it: {exc}"
     return None
 
 

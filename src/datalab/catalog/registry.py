@@ -85,6 +85,11 @@ class CatalogRegistry:
         catalog = self.catalog(catalog_id)
         versions = catalog.charts.get(name)
         if versions is None:
+            if name in catalog.libraries:
+                raise ChartNotFound(
+                    f"chart {name!r} in catalog {catalog_id!r} is a library chart: it lends "
+                    "templates to other charts and cannot be launched"
+                )
             broken = [b for b in catalog.broken if b.name == name]
             if broken:
                 raise ChartInvalid(
@@ -117,7 +122,9 @@ class CatalogRegistry:
                 cached = self._on_demand.get(key)  # another thread may have fetched it
                 if cached is None:
                     with httpx.Client(timeout=HTTP_TIMEOUT_S, follow_redirects=True) as http:
-                        fetched = fetch_chart_version(catalog.config, entry, self.cache_dir, http)
+                        fetched = fetch_chart_version(
+                            catalog.config, entry, self.cache_dir, http, catalog.index
+                        )
                     cached = replace(fetched, versions=versions[0].versions, schemas=self.schemas)
                     self._on_demand[key] = cached
         return cached

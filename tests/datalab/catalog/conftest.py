@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import random
+import shutil
+import subprocess
+import tarfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -122,3 +127,37 @@ def context_without_s3() -> dict[str, Any]:
 @pytest.fixture
 def context_with_refresh() -> dict[str, Any]:
     return alice_context(with_refresh=True)
+
+
+#: a clone of InseeFrLab/helm-charts-interactive-services (a bare git directory or a work
+#: tree), for the tests over the real Onyxia catalog; they are skipped without one
+ONYXIA_CHARTS_GIT = Path(
+    os.environ.get(
+        "DATALAB_TEST_ONYXIA_CHARTS",
+        "/work/.mirror/InseeFrLab+helm-charts-interactive-services/repo",
+    )
+)
+
+
+def onyxia_git(*args: str) -> bytes:
+    """``git`` in the Onyxia charts' clone (skips the test when there is none)."""
+    if not ONYXIA_CHARTS_GIT.exists() or shutil.which("git") is None:
+        pytest.skip(f"no clone of helm-charts-interactive-services at {ONYXIA_CHARTS_GIT}")
+    git_dir = ONYXIA_CHARTS_GIT / ".git" if (ONYXIA_CHARTS_GIT / ".git").exists() else None
+    command = ["git", f"--git-dir={git_dir or ONYXIA_CHARTS_GIT}", *args]
+    return subprocess.run(command, check=True, capture_output=True).stdout
+
+
+def onyxia_charts_at(target: Path, revision: str = "HEAD", path: str = "charts") -> Path:
+    """The real charts' ``path`` at ``revision``, unpacked under ``target``."""
+    target.mkdir(parents=True, exist_ok=True)
+    archive = onyxia_git("archive", "--format=tar", revision, path)
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(target, filter="data")
+    return target / path
+
+
+@pytest.fixture(scope="session")
+def onyxia_charts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The directory of the real Onyxia charts (helm-charts-interactive-services' charts/)."""
+    return onyxia_charts_at(tmp_path_factory.mktemp("onyxia"))

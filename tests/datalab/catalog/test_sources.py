@@ -27,7 +27,9 @@ from datalab.catalog import (
     load_chart_dir,
 )
 from datalab.catalog.config import CatalogError
-from datalab.catalog.sources import extract_chart_archive, load_catalog, version_key
+from datalab.catalog.repository import extract_chart_archive
+from datalab.catalog.sources import load_catalog
+from datalab.catalog.versions import version_key
 
 ChartWriter = Callable[..., Path]  # the chart_writer fixture (conftest.py)
 
@@ -174,7 +176,18 @@ def test_helm_repository_over_file_url(chart_writer: ChartWriter, tmp_path: Path
     assert latest.local_recipe == {"command": ["app"]}
     assert latest.path.is_relative_to(tmp_path / "cache" / "helm")
     assert (latest.path / "Chart.yaml").is_file()
-    assert set(catalog.index) == {("app", "1.0.0"), ("app", "1.1.0")}  # older one on demand
+    # older versions on demand; every entry is there for dependencies, excluded ones too
+    assert set(catalog.index) == {("app", "1.0.0"), ("app", "1.1.0"), ("tool", "0.1.0")}
+
+
+def test_helm_repository_detected_from_its_index_file(
+    chart_writer: ChartWriter, tmp_path: Path
+) -> None:
+    repo = make_helm_repo(chart_writer, tmp_path / "repo", ["1.0.0"])
+    for location in [(repo / "index.yaml").as_uri(), str(repo / "index.yaml")]:
+        config = CatalogConfig(id="helm", location=location)
+        assert config.resolved_type() == "helm"
+        assert _load(config, tmp_path / "cache").chart_names() == ["app", "tool"]
 
 
 def test_helm_repository_detected_from_a_plain_path(

@@ -1,0 +1,106 @@
+"""The real Onyxia catalog (InseeFrLab/helm-charts-interactive-services) as it is: every chart
+loads with its library-chart dependency, resolves for a new user, and Helm renders it with the
+resolved values. Skipped where there is no clone of it (see ``onyxia_charts`` in conftest)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import helm_python
+import httpx
+import pytest
+import yaml
+from tests.datalab.catalog.conftest import onyxia_charts_at, onyxia_git
+
+from datalab.catalog import CatalogConfig, CatalogRegistry
+from datalab.catalog.sources import load_catalog
+from datalab.launch import resolve_values
+
+PUBLISHED = "https://inseefrlab.github.io/helm-charts-interactive-services"
+
+
+def _library_versions_needed(charts: Path) -> set[str]:
+    needed = set()
+    for chart_yaml in charts.glob("*/Chart.yaml"):
+        for dependency in yaml.safe_load(chart_yaml.read_text()).get("dependencies") or []:
+            if dependency["name"] == "library-chart":
+                needed.add(str(dependency["version"]))
+    return needed
+
+
+@pytest.fixture(scope="module")
+def mirror(onyxia_charts: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A local Helm repository standing for the published one, on a closed network: the
+    library-chart versions some charts still pin, packaged from the catalog's own history."""
+    repo = tmp_path_factory.mktemp("mirror")
+    current = yaml.safe_load((onyxia_charts / "library-chart" / "Chart.yaml").read_text())
+    for version in sorted(_library_versions_needed(onyxia_charts) - {current["version"]}):
+        log = onyxia_git(
+            "log", "--format=%H", f"-Sversion: {version}", "--", "charts/library-chart/Chart.yaml"
+        )
+        for commit in log.decode().split():
+            old = onyxia_charts_at(repo.parent / f"lib-{version}-{commit[:8]}", commit)
+            library = old / "library-chart"
+            if yaml.safe_load((library / "Chart.yaml").read_text())["version"] == version:
+                helm_python.package(library, destination=repo)
+                break
+        else:
+            pytest.skip(f"library-chart {version} is not in this clone's history")
+    helm_python.repo_index_generate(repo)
+    return repo
+
+
+@pytest.fixture(scope="module")
+def registry(onyxia_charts: Path, mirror: Path, tmp_path_factory: pytest.TempPathFactory):
+    config = CatalogConfig(
+        id="ide", location=str(onyxia_charts), repositories={PUBLISHED: mirror.as_uri()}
+    )
+    registry = CatalogRegistry([config], tmp_path_factory.mktemp("cache"))
+    registry.refresh_sync()
+    return registry
+
+
+def test_every_chart_loads_and_the_library_is_hidden(
+    registry: CatalogRegistry, onyxia_charts: Path
+) -> None:
+    [catalog] = registry.catalogs()
+    assert catalog.broken == ()
+    assert catalog.libraries == ("library-chart",)
+    expected = {p.name for p in onyxia_charts.iterdir() if (p / "Chart.yaml").is_file()}
+    assert set(catalog.chart_names()) == expected - {"library-chart"}
+    assert len(catalog.chart_names()) >= 20
+
+
+def test_every_chart_resolves_and_renders_for_a_new_user(
+    registry: CatalogRegistry, context: dict[str, Any]
+) -> None:
+    [catalog] = registry.catalogs()
+    for name in catalog.chart_names():
+        chart = registry.get_chart("ide", name)
+        values = resolve_values(chart, context).values
+        with helm_python.Chart.load(chart.path) as loaded:
+            manifests = loaded.render(values, name=f"{name}-1", namespace="user-alice")
+        kinds = {
+            document["kind"]
+            for file, text in manifests.items()
+            if not file.endswith("NOTES.txt")
+            for document in yaml.safe_load_all(str(text))
+            if isinstance(document, dict)
+        }
+        assert {"StatefulSet", "Service", "Secret"} <= kinds, name
+
+
+def test_without_the_mirror_charts_pinning_an_older_library_are_broken(
+    onyxia_charts: Path, tmp_path: Path
+) -> None:
+    """Offline, without a configured repository: the charts whose library-chart version the
+    catalog does not hold are shown broken, naming the dependency; the others load."""
+    with httpx.Client(timeout=5) as http:
+        catalog = load_catalog(CatalogConfig(id="ide", location=str(onyxia_charts)), tmp_path, http)
+    current = yaml.safe_load((onyxia_charts / "library-chart" / "Chart.yaml").read_text())
+    for broken in catalog.broken:
+        pinned = re.search(r"dependency library-chart (\S+) is missing", broken.reason)
+        assert pinned and pinned[1] != current["version"], broken.reason
+    assert len(catalog.chart_names()) + len(catalog.broken) >= 20
