@@ -37,6 +37,7 @@ from datalab.catalog.schema import (
     shipped_schemas,
     validator_class_for,
 )
+from datalab.catalog.sources import HelmSource
 from datalab.commands import project_args
 from datalab.errors import ValueProblem, ValuesError
 
@@ -399,7 +400,7 @@ def equivalent_commands(
     overrides: Mapping[str, Any] | None,
     values: Mapping[str, Any],
     *,
-    repo_url: str | None = None,
+    helm_source: HelmSource | None = None,
     namespace: str | None = None,
     project: str | None = None,
     shared: bool = False,
@@ -407,8 +408,9 @@ def equivalent_commands(
 ) -> dict[str, str]:
     """What the user would type to do the same launch by hand (Onyxia's "command bar").
 
-    Returns ``{"datalab": ..., "helm": ..., "values_yaml": ...}``. ``repo_url`` is the catalog's
-    Helm repository URL (or chart directory); without it a placeholder is shown. ``project``,
+    Returns ``{"datalab": ..., "helm": ..., "values_yaml": ...}``. ``helm_source``: how
+    ``helm`` names the chart (:meth:`datalab.catalog.Catalog.helm_source`); without it, a
+    repository with a placeholder URL. ``project``,
     ``shared`` and ``friendly_name`` are the launch's own options, so that the ``datalab`` line
     launches the same service in the same project (``namespace`` is the helm line's).
     """
@@ -423,23 +425,18 @@ def equivalent_commands(
     if project:
         datalab += project_args(project)
 
-    chart_ref = f"{catalog_id}/{chart_name}"
-    setup = ""
-    if repo_url and not re.match(r"^https?://", repo_url):
-        chart_ref = f"{repo_url.removeprefix('file://').rstrip('/')}/{chart_name}"
-    else:
-        setup = (
-            f"helm repo add {shlex.quote(catalog_id)} {shlex.quote(repo_url or '<REPO_URL>')} && "
-        )
+    source = helm_source or HelmSource(
+        f"{catalog_id}/{chart_name}", f"helm repo add {shlex.quote(catalog_id)} <REPO_URL>"
+    )
     helm = [
-        "helm", "upgrade", "--install", release_name, chart_ref, "--version", version,
+        "helm", "upgrade", "--install", release_name, source.ref, "--version", version,
     ]  # fmt: skip
     if namespace:
         helm += ["--namespace", namespace]
     helm += ["-f", "values.yaml"]
     return {
         "datalab": shlex.join(datalab),
-        "helm": setup + shlex.join(helm),
+        "helm": (source.setup + " && " if source.setup else "") + shlex.join(helm),
         "values_yaml": yaml.safe_dump(dict(values), sort_keys=False, allow_unicode=True),
     }
 

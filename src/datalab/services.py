@@ -379,7 +379,7 @@ class ServiceManager:
             service_id,
             request.overrides,
             shown,
-            repo_url=self.catalogs.catalog(request.catalog_id).config.location,
+            helm_source=self.catalogs.catalog(request.catalog_id).helm_source(chart),
             namespace=principal.project_id,
             project=principal.project_id,
             shared=request.shared,

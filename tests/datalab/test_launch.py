@@ -17,6 +17,7 @@ from datalab.catalog import (
     CatalogConfig,
     CatalogRegistry,
     Chart,
+    HelmSource,
     ValuesError,
     load_chart_dir,
 )
@@ -314,7 +315,9 @@ def test_equivalent_commands(jupyter: Chart) -> None:
     resolved = resolve_values(jupyter, make_context(), overrides=overrides)
     commands = equivalent_commands(
         "datalab", "jupyter-python", "1.0.0", "jupyter-a1b2", overrides, resolved.values,
-        repo_url="https://charts.example.org", namespace="user-alice",
+        helm_source=HelmSource(
+            "datalab/jupyter-python", "helm repo add datalab https://charts.example.org"
+        ), namespace="user-alice",
     )  # fmt: skip
     assert commands["datalab"] == (
         "datalab launch datalab/jupyter-python --version 1.0.0 --name jupyter-a1b2 "
@@ -342,10 +345,14 @@ def test_equivalent_commands(jupyter: Chart) -> None:
         "--friendly-name 'Team notebook' --shared --project project-team"
     )
     assert "--namespace project-team" in team["helm"]
-    local = equivalent_commands("lab", "app", "1.0", "app-1", None, {}, repo_url="/srv/charts")
+    local = equivalent_commands(
+        "lab", "app", "1.0", "app-1", None, {}, helm_source=HelmSource("/srv/charts/app")
+    )
     assert (
         local["helm"] == "helm upgrade --install app-1 /srv/charts/app --version 1.0 -f values.yaml"
     )
+    unknown = equivalent_commands("lab", "app", "1.0", "app-1", None, {})
+    assert unknown["helm"].startswith("helm repo add lab <REPO_URL> && helm upgrade --install ")
 
 
 def test_resolution_is_fast_once_the_schema_is_prepared(jupyter: Chart) -> None:

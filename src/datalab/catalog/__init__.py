@@ -2,7 +2,7 @@
 
 Public API::
 
-    CatalogConfig, CatalogRegistry, Catalog, Chart, BrokenChart, SchemaRegistry
+    CatalogConfig, CatalogRegistry, Catalog, Chart, BrokenChart, SchemaRegistry, HelmSource
     CatalogError, ChartNotFound, ChartInvalid, SchemaError, ValuesError, ValueProblem
     SHIPPED_CATALOG_DIR, SHIPPED_SCHEMAS_DIR, load_catalog_file, load_chart_dir
 """
@@ -15,7 +15,7 @@ from datalab.catalog.chart import BrokenChart, Chart, load_chart_dir
 from datalab.catalog.config import CatalogConfig, load_catalog_file
 from datalab.catalog.registry import CatalogRegistry
 from datalab.catalog.schema import SHIPPED_SCHEMAS_DIR, SchemaRegistry
-from datalab.catalog.sources import Catalog
+from datalab.catalog.sources import Catalog, HelmSource
 from datalab.errors import (
     CatalogError,
     ChartInvalid,
@@ -39,6 +39,7 @@ __all__ = [
     "Chart",
     "ChartInvalid",
     "ChartNotFound",
+    "HelmSource",
     "SchemaError",
     "SchemaRegistry",
     "ValueProblem",

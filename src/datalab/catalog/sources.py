@@ -6,12 +6,14 @@ so that the event loop (and readers of the current snapshot) never wait for it.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import urlparse
 
 import httpx
 
@@ -41,6 +43,15 @@ from datalab.catalog.versions import version_key
 from datalab.errors import CatalogError, ChartInvalid
 
 HTTP_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class HelmSource:
+    """How the ``helm`` command line names a chart: ``setup`` (a command to run first, or "")
+    then ``helm upgrade --install RELEASE <ref>``."""
+
+    ref: str
+    setup: str = ""
 
 
 @dataclass(frozen=True)
@@ -85,6 +96,26 @@ class Catalog:
 
     def latest(self, name: str) -> Chart:
         return self.charts[name][0]
+
+    def helm_source(self, chart: Chart) -> HelmSource:
+        """What a user types to install ``chart`` with ``helm`` from this catalog: an
+        http(s) repository is added, then named ``<catalog>/<chart>``; a repository on disk
+        has no ``helm repo add`` (Helm reads only http(s) repositories), its archive is named;
+        a chart directory is named, after ``helm dependency build`` when it has dependencies."""
+        if self.config.resolved_type() == "helm":
+            if self.config.is_remote():
+                url = without_password(repository_base(self.config.location)).rstrip("/")
+                return HelmSource(
+                    f"{self.id}/{chart.name}", shlex.join(["helm", "repo", "add", self.id, url])
+                )
+            entry = self.index.get((chart.name, chart.version))
+            if entry is not None:
+                parsed = urlparse(entry.url)
+                return HelmSource(parsed.path if parsed.scheme == "file" else entry.url)
+        directory = str(chart.source or chart.path)
+        if chart.metadata.get("dependencies"):
+            return HelmSource(directory, shlex.join(["helm", "dependency", "build", directory]))
+        return HelmSource(directory)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -18,10 +18,13 @@ import helm_python
 import httpx
 import pytest
 import yaml
+from tests.datalab.catalog.conftest import write_chart
 
 from datalab.catalog import (
+    Catalog,
     CatalogConfig,
     ChartInvalid,
+    HelmSource,
     helm_check,
     load_catalog_file,
     load_chart_dir,
@@ -476,3 +479,53 @@ def test_helm_checks_run_in_a_child_process_cached_by_content(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
     )
     assert done.returncode == 0, done.stderr
+
+
+# ------------------------------------------------------------------------ the helm command line
+
+
+def test_helm_source_names_what_exists(chart_writer: ChartWriter, tmp_path: Path) -> None:
+    """The equivalent `helm` command names a chart a user can install: the archive of a
+    repository on disk (Helm cannot `repo add` a file:// URL), the chart's directory in a
+    directory catalog (after `helm dependency build` when it has dependencies)."""
+    repo = make_helm_repo(chart_writer, tmp_path / "repo", ["1.0.0", "1.1.0"])
+    on_disk = _load(CatalogConfig(id="helm", location=(repo / "index.yaml").as_uri()), tmp_path)
+    source = on_disk.helm_source(on_disk.latest("app"))
+    assert source == HelmSource(str(repo / "app-1.1.0.tgz"))
+    assert Path(source.ref).is_file()
+
+    remote = Catalog(CatalogConfig(id="ide", location="https://u:pw@charts.example.org/index.yaml"))
+    assert remote.helm_source(on_disk.latest("app")) == HelmSource(
+        "ide/app", "helm repo add ide 'https://u:********@charts.example.org'"
+    )
+
+    directory = chart_writer("plain", directory="plain-dir")
+    catalog = _load(CatalogConfig(id="lab", location=str(chart_writer.root)), tmp_path / "c")
+    assert catalog.helm_source(catalog.latest("plain")) == HelmSource(str(directory))
+
+
+def test_helm_source_of_a_chart_with_dependencies(tmp_path: Path) -> None:
+    root = tmp_path / "charts"
+    write_chart(
+        root,
+        "lib",
+        chart_yaml=yaml.safe_dump({"apiVersion": "v2", "name": "lib", "version": "1.0.0"}),
+    )
+    app = write_chart(
+        root,
+        "app",
+        chart_yaml=yaml.safe_dump(
+            {
+                "apiVersion": "v2",
+                "name": "app",
+                "version": "1.0.0",
+                "dependencies": [
+                    {"name": "lib", "version": "1.0.0", "repository": "file://../lib"}
+                ],
+            }
+        ),
+    )
+    catalog = _load(CatalogConfig(id="lab", location=str(root)), tmp_path / "cache")
+    chart = catalog.latest("app")
+    assert chart.path != app  # the built copy is the platform's, not the user's
+    assert catalog.helm_source(chart) == HelmSource(str(app), f"helm dependency build {app}")
