@@ -88,6 +88,11 @@ class BackendUnreachable(BackendError):
     doing; the message names what and why."""
 
 
+class BackendConflict(BackendError):
+    """What the service needs is taken in the backend's infrastructure (a Helm release of that
+    name made outside the platform, a namespace being deleted); the message says what to do."""
+
+
 class ExecutionUnavailable(DatalabError):
     """Services cannot be started or changed now: the backend is unreachable (503)."""
 

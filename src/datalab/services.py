@@ -43,6 +43,7 @@ from datalab.context import (
 )
 from datalab.db import Database, Membership, Project, Service, User
 from datalab.errors import (
+    BackendConflict,
     BackendError,
     BackendUnreachable,
     Conflict,
@@ -309,7 +310,10 @@ class ServiceManager:
         region = self.settings.region
         context = build_context(
             ContextUser(idep=user.name, email=user.email or "", lang=user.lang),
-            ContextProject(id=principal.project_id),
+            ContextProject(
+                id=principal.project_id,
+                password=accounts.project_password(session, principal.project_id),
+            ),
             RegionContext(
                 id=region.id,
                 allowed_uri_pattern=region.allowed_init_script_pattern,
@@ -431,6 +435,8 @@ class ServiceManager:
                         session.delete(row)
                 if isinstance(exc, BackendUnreachable):
                     raise ExecutionUnavailable(f"cannot start {service_id!r}: {exc}") from None
+                if isinstance(exc, BackendConflict):
+                    raise Conflict(f"cannot start {service_id!r}: {exc}") from None
                 if isinstance(exc, BackendError):
                     raise InvalidInput(f"cannot start {service_id!r}: {exc}") from None
                 raise

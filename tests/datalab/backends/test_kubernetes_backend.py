@@ -17,7 +17,7 @@ from tests.kube.testenv import KubeCluster, free_port
 from datalab.backends.base import BackendError, Phase, ServiceNotFound, ServiceSpec
 from datalab.backends.kubernetes import KubernetesBackend
 from datalab.config import KubernetesSettings, Quota
-from datalab.errors import BackendUnreachable
+from datalab.errors import BackendConflict, BackendUnreachable
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -197,6 +197,41 @@ async def test_faults_are_clear(backend: KubernetesBackend, tmp_path: Path) -> N
         backend.unavailable(tmp_path, "nothing")
         == "chart 'nothing' has no templates: it cannot run on Kubernetes"
     )
+
+
+async def test_what_is_taken_in_the_cluster_is_a_conflict(
+    backend: KubernetesBackend, kube_cluster: KubeCluster
+) -> None:
+    # a release of that name made by hand in the namespace: named, with what to do
+    taken = spec()
+    await backend._ensure_project(taken.namespace, taken.owner)
+    by_hand = helm_python.Config(kubeconfig_path=kube_cluster.kubeconfig, namespace=taken.namespace)
+    by_hand.install(str(CHART), taken.id, taken.values, namespace=taken.namespace)
+    with pytest.raises(BackendConflict, match=rf"helm uninstall {taken.id} -n {taken.namespace}"):
+        await backend.install(taken)
+    with pytest.raises(ServiceNotFound):
+        await backend.status(taken.id)
+    by_hand.uninstall(taken.id)
+
+    # a namespace being deleted (held by an object's finalizer): try again once it is gone
+    doomed = spec()
+    namespace, held = doomed.namespace, "/api/v1/namespaces/{}/configmaps/held"
+    with kube_cluster.client() as api:
+        api.post("/api/v1/namespaces", json={"metadata": {"name": namespace}}).raise_for_status()
+        api.post(
+            f"/api/v1/namespaces/{namespace}/configmaps",
+            json={"metadata": {"name": "held", "finalizers": ["tests.datalab.io/hold"]}},
+        ).raise_for_status()
+        api.delete(f"/api/v1/namespaces/{namespace}").raise_for_status()
+        try:
+            with pytest.raises(BackendConflict, match=rf"namespace '{namespace}' is being deleted"):
+                await backend.install(doomed)
+        finally:
+            api.patch(
+                held.format(namespace),
+                json={"metadata": {"finalizers": None}},
+                headers={"Content-Type": "application/merge-patch+json"},
+            ).raise_for_status()
 
 
 async def test_an_unreachable_cluster_is_named(backend: KubernetesBackend) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import helm_python
+import httpx
 import pytest
 import yaml
 from tests.kube.testenv import KubeCluster
@@ -194,3 +195,24 @@ async def test_pods_cannot_be_given_the_platforms_loopback(
     )
     with pytest.raises(ConfigError, match=r"service_urls\.platform"):
         backend.reachable_url("platform", "http://localhost:8000")
+
+
+async def test_a_release_made_by_hand_is_a_conflict_named_in_the_answer(
+    served: Served, kube_cluster: KubeCluster
+) -> None:
+    token, namespace = served.token("lena", create=True), "user-lena"
+    with kube_cluster.client() as api:
+        api.post("/api/v1/namespaces", json={"metadata": {"name": namespace}}).raise_for_status()
+    by_hand = helm_python.Config(kubeconfig_path=kube_cluster.kubeconfig, namespace=namespace)
+    chart = served.platform.catalogs.get_chart("datalab", "mlflow")
+    by_hand.install(str(chart.path), "mine", {}, namespace=namespace)
+    async with httpx.AsyncClient(base_url=served.url) as http:
+        answer = await http.post(
+            "/api/services",
+            json={"chart": "mlflow", "name": "mine", "values": NO_VOLUME},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    assert answer.status_code == 409, answer.text
+    assert "helm uninstall mine -n user-lena" in answer.json()["error"]["message"]
+    assert (await served.api(token, "GET", "/api/services"))["services"] == []
+    by_hand.uninstall("mine")

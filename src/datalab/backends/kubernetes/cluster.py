@@ -16,7 +16,7 @@ from typing import Any
 from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from datalab.errors import BackendError, BackendUnreachable
+from datalab.errors import BackendConflict, BackendError, BackendUnreachable
 
 log = logging.getLogger(__name__)
 
@@ -217,9 +217,15 @@ class Cluster:
                 body=obj,
             )
         except ApiException as exc:
-            raise BackendError(
-                f"cannot apply {obj['kind']} {metadata['name']!r}: {_reason(exc)}"
-            ) from None
+            reason = _reason(exc)
+            namespace = metadata.get("namespace")
+            if exc.status == 403 and "being terminated" in reason:
+                raise BackendConflict(
+                    f"namespace {namespace!r} is being deleted: launch again once it is gone "
+                    f"(kubectl get namespace {namespace})"
+                ) from None
+            kind, name = obj["kind"], metadata["name"]
+            raise BackendError(f"cannot apply {kind} {name!r}: {reason}") from None
 
     async def delete(self, kind: str, namespace: str, name: str) -> None:
         try:

@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from datalab.backends.base import BackendError, ServiceNotFound
+from datalab.errors import BackendConflict
 
 LABELS = {"datalab.io/managed": "true"}  # on the release's records, so list() finds ours
+NAME_IN_USE = "a name that is still in use"  # Helm: "cannot re(-)use a name that..."
 
 
 class Releases:
@@ -50,6 +52,12 @@ class Releases:
             except helm_python.HelmNotFoundError:
                 raise ServiceNotFound(f"no release {name!r} in namespace {namespace!r}") from None
             except helm_python.HelmError as exc:
+                if NAME_IN_USE in str(exc):
+                    raise BackendConflict(
+                        f"a Helm release named {name!r} already exists in namespace "
+                        f"{namespace!r}, made outside datalab: choose another name, or remove "
+                        f"it (helm uninstall {name} -n {namespace})"
+                    ) from None
                 raise BackendError(f"helm {action} of {name!r} in {namespace!r}: {exc}") from None
 
     async def install(
