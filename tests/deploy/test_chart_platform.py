@@ -1,0 +1,122 @@
+"""The platform comes up with what the chart gives its pod: the configuration a release of the
+chart (default values: SQLite, no S3, no Vault) renders into its ConfigMap and the rights of the
+release's ServiceAccount on the real control plane. kwok's pods run no container, so the
+platform runs here, as a `datalab up` process; what differs from the pod is replaced and said:
+the data directory, the listen address and the kubeconfig of that ServiceAccount instead of the
+in-cluster one (the API server is on loopback)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import helm_python
+import httpx
+import pytest
+import yaml
+from tests.kube.testenv import KubeCluster
+
+from datalab.processes import free_port
+
+from .chart import CHART
+
+pytestmark = pytest.mark.slow
+
+NAMESPACE = "datalab-small"
+RELEASE = "datalab"
+ADMIN_PASSWORD = "chart-admin-password-1"
+
+
+@pytest.fixture(scope="module")
+def release(kube_cluster: KubeCluster) -> Iterator[dict[str, Any]]:
+    with kube_cluster.client() as api:
+        answer = api.post("/api/v1/namespaces", json={"metadata": {"name": NAMESPACE}})
+        assert answer.status_code == 201, answer.text
+    helm = helm_python.Config(kubeconfig_path=kube_cluster.kubeconfig, namespace=NAMESPACE)
+    values = {"persistence": {"enabled": False}}  # the control plane provisions no volumes
+    helm.install(str(CHART), RELEASE, values, namespace=NAMESPACE, wait="watcher", timeout=180)
+    try:
+        with kube_cluster.client() as api:
+            config_map = api.get(f"/api/v1/namespaces/{NAMESPACE}/configmaps/{RELEASE}").json()
+        yield yaml.safe_load(config_map["data"]["datalab.yaml"])
+    finally:
+        helm.uninstall(RELEASE, ignore_not_found=True)
+
+
+@pytest.fixture(scope="module")
+def platform(
+    kube_cluster: KubeCluster, release: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    root = tmp_path_factory.mktemp("chart-platform")
+    port = free_port()
+    account = kube_cluster.user_kubeconfig(
+        f"system:serviceaccount:{NAMESPACE}:{RELEASE}",
+        ("system:serviceaccounts", f"system:serviceaccounts:{NAMESPACE}"),
+    )
+    config = dict(release)
+    config["data_dir"] = str(root / "data")
+    config["server"] = {**config["server"], "host": "127.0.0.1", "port": port}
+    backend = config["backend"]
+    config["backend"] = {
+        **backend,
+        "kubernetes": {**backend["kubernetes"], "kubeconfig": str(account)},
+    }
+    (root / "datalab.yaml").write_text(yaml.safe_dump(config))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DATALAB_")}
+    env |= {"DATALAB_CONFIG": str(root / "datalab.yaml"), "DATALAB_ADMIN_PASSWORD": ADMIN_PASSWORD}
+    log_path = root / "up.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "datalab", "up"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"datalab up did not come up:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    assert "Traceback" not in log_path.read_text(), log_path.read_text()[-3000:]
+
+
+def test_the_platform_comes_up_with_the_kubernetes_backend(
+    release: dict[str, Any], platform: str
+) -> None:
+    assert release["backend"]["name"] == "kubernetes"
+    assert release["backend"]["kubernetes"]["platform_namespace"] == NAMESPACE
+    health = httpx.get(f"{platform}/api/health", timeout=10).json()
+    assert (health["status"], health["backend"]) == ("ok", "kubernetes")
+
+
+def test_its_helm_calls_work_with_the_charts_account(platform: str) -> None:
+    """Orphans are every datalab release Helm lists in every namespace: the platform's Helm,
+    as the chart's ServiceAccount, may list them."""
+    answer = httpx.post(
+        f"{platform}/api/auth/token",
+        json={"username": "admin", "password": ADMIN_PASSWORD},
+        timeout=10,
+    )
+    assert answer.status_code == 201, answer.text
+    headers = {"Authorization": f"Bearer {answer.json()['token']}"}
+    orphans = httpx.get(f"{platform}/api/admin/orphans", headers=headers, timeout=60)
+    assert orphans.status_code == 200, orphans.text
+    assert orphans.json()["backend"] == "kubernetes"
+    assert isinstance(orphans.json()["orphans"], list)
