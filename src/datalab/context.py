@@ -29,7 +29,6 @@ class ContextUser:
     idep: str  # the user name (Onyxia: "idep")
     name: str = ""  # display name
     email: str = ""
-    password: str = ""  # Onyxia's user password (a per-user service password; often empty)
     ip: str = ""  # the client's IP, for IP allow-lists
     lang: str = "en"
     dark_mode: bool = False
@@ -41,7 +40,9 @@ class ContextUser:
 @dataclass(frozen=True)
 class ContextProject:
     id: str  # e.g. "user-alice" or "project-sandbox"
-    password: str = ""  # the project's service password, shared by its services
+    # the project's service password, shared by its services (Onyxia's servicePassword, which
+    # Onyxia injects as user.password too)
+    password: str = ""
 
 
 @dataclass(frozen=True)
@@ -139,13 +140,13 @@ def build_context(
     k8s = region.kubernetes
     one_time_password = "".join(rng.choice(_PASSWORD_ALPHABET) for _ in range(20))
     random_subdomain = "".join(rng.choice(_SUBDOMAIN_ALPHABET) for _ in range(7))
-    basic = base64.b64encode(f"{user.idep}:{project.password}".encode()).decode()
+    basic = base64.b64encode(f"{project.id}:{project.password}".encode()).decode()
     return {
         "user": {
             "idep": user.idep,
             "name": user.name or user.idep,
             "email": user.email,
-            "password": user.password,
+            "password": project.password,
             "ip": user.ip,
             "darkMode": user.dark_mode,
             "lang": user.lang,

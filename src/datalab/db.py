@@ -43,7 +43,7 @@ from sqlalchemy.orm import (
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 #: the newest migration (a test checks it is Alembic's head): a database already there is
 #: recognised without loading Alembic, which would stay resident (~14 MB) for nothing
-SCHEMA_REVISION = "0008"
+SCHEMA_REVISION = "0009"
 #: the largest row id (Integer columns are 32-bit on PostgreSQL): a larger id in a request can
 #: name no row, and would overflow the database driver
 MAX_ROW_ID = 2**31 - 1
@@ -168,6 +168,9 @@ class Project(Base):
     )
     source: Mapped[str] = mapped_column(String(16), default="local")  # local | oidc-group
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # Onyxia's servicePassword: the project's services derive their passwords from it
+    # (project.password); generated at the project's first launch (accounts.project_password)
+    service_password: Mapped[str | None] = mapped_column(String(64), default=None)
 
     members: Mapped[list[Membership]] = relationship(
         back_populates="project", cascade="all, delete-orphan"

@@ -128,7 +128,9 @@ def test_user_project_git_vault_region_values() -> None:
     )
     assert context["user"]["name"] == "bob"  # display name defaults to the idep
     assert context["user"]["lang"] == "fr"
-    assert base64.b64decode(context["project"]["basic"]).decode() == "bob:sandbox-pw"
+    # as Onyxia: the project's service password, also as the user's, and basic as project:pw
+    assert context["project"]["password"] == context["user"]["password"] == "sandbox-pw"
+    assert base64.b64decode(context["project"]["basic"]).decode() == "project-sandbox:sandbox-pw"
     assert context["vault"]["VAULT_ADDR"] == "http://vault:8200"
     assert context["git"]["credentials_cache_duration"] == 3600
     assert context["region"]["defaultIpProtection"] is True

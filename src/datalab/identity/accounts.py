@@ -211,6 +211,17 @@ def get_project(session: Session, project_id: str) -> Project:
     return project
 
 
+def project_password(session: Session, project_id: str) -> str:
+    """The project's service password (Onyxia's ``servicePassword``, injected as
+    ``project.password``): generated at its first use, then the same for every service of the
+    project, so that they can reach each other (a database and its clients)."""
+    project = get_project(session, project_id)
+    if not project.service_password:
+        project.service_password = generate_password()
+        session.flush()
+    return project.service_password
+
+
 def list_projects(session: Session, user: User | None = None) -> list[Project]:
     query = select(Project).order_by(Project.id)
     if user is not None:
