@@ -105,6 +105,7 @@ def test_the_production_configuration_is_accepted_by_the_platform(tmp_path: Path
     config = one(objects, "ConfigMap")["data"]["datalab.yaml"]
     settings = settings_in_pod(config, platform_container(objects), _secret, tmp_path)
     assert settings.backend.name == "kubernetes"
+    assert settings.backend.stop_services_on_shutdown is False  # an upgrade keeps them
     kubernetes = settings.backend.kubernetes
     assert kubernetes.kubeconfig is None  # the pod's ServiceAccount
     assert (kubernetes.platform_namespace, kubernetes.rbac_user_prefix) == ("datalab-prod", "oidc:")

@@ -43,7 +43,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/*
 The platform's datalab.yaml (docs/configuration.md), from the values; `config` is merged last.
-Secrets are not here: the Deployment passes them as DATALAB_* variables from Secrets.
+Secrets are not here: the Deployment passes them as DATALAB_* variables from Secrets. Users'
+services outlive the platform's pod (a restart or an upgrade re-attaches to them).
 */}}
 {{- define "datalab.config" -}}
 {{- $v := .Values -}}
@@ -82,7 +83,7 @@ Secrets are not here: the Deployment passes them as DATALAB_* variables from Sec
   "log_level" $v.logLevel
   "server" $server
   "region" (dict "domain" $v.servicesDomain)
-  "backend" (dict "name" "kubernetes" "kubernetes" $kubernetes)
+  "backend" (dict "name" "kubernetes" "kubernetes" $kubernetes "stop_services_on_shutdown" false)
   "storage" $storage
   "secrets" $secrets
   "oidc" $oidc
