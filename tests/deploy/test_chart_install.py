@@ -176,6 +176,37 @@ def test_helm_test_passes(installed: dict[str, Any]) -> None:
     assert result["release"]["status"] == "deployed", result
 
 
+def _platform_pods(api: Any) -> list[dict[str, Any]]:
+    pods: list[dict[str, Any]] = api.get(
+        f"/api/v1/namespaces/{NAMESPACE}/pods",
+        params={"labelSelector": "app.kubernetes.io/component=platform"},
+    ).json()["items"]
+    return pods
+
+
+def test_an_upgrade_with_a_new_configuration_replaces_the_pod(
+    kube_cluster: KubeCluster, installed: dict[str, Any]
+) -> None:
+    with kube_cluster.client() as api:
+        [before] = _platform_pods(api)
+    values = merged(production_values(), {"config": {"region": {"name": "Renamed region"}}})
+    release = installed["helm"].upgrade(
+        str(CHART), RELEASE, values, namespace=NAMESPACE, wait="watcher", timeout=180
+    )
+    assert (release["status"], release["revision"]) == ("deployed", 2), release
+    with kube_cluster.client() as api:
+        config = api.get(f"/api/v1/namespaces/{NAMESPACE}/configmaps/{RELEASE}").json()
+        assert "Renamed region" in config["data"]["datalab.yaml"]
+
+        def replaced() -> list[dict[str, Any]] | None:
+            pods = _platform_pods(api)
+            new = len(pods) == 1 and pods[0]["metadata"]["uid"] != before["metadata"]["uid"]
+            return pods if new and _pod_ready(pods[0]) else None
+
+        [after] = wait_for(replaced, "one new platform pod, ready")
+        assert after["metadata"]["uid"] != before["metadata"]["uid"]
+
+
 def test_uninstall_keeps_the_data_directory(
     kube_cluster: KubeCluster, installed: dict[str, Any]
 ) -> None:
