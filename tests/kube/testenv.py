@@ -312,6 +312,80 @@ class Component:
         self._log.close()
 
 
+#: a pod labelled ``testfault: <fault>`` plays that fault on kwok's nodes (failure doubles for
+#: the backend contract tests): ``never-ready`` runs and never becomes Ready, ``crash`` is in
+#: CrashLoopBackOff after exiting with code 1, ``slow-stop`` takes SLOW_STOP_S to go away
+FAULT_LABEL = "testfault"
+SLOW_STOP_S = 4
+
+
+def faulty_stages(default_stages: str) -> list[dict[str, Any]]:
+    """kwok's default stages for pods without the fault label, and for those with it: the
+    same start but never Ready (``never-ready``) or crashing (``crash``), the same start and a
+    slow deletion (``slow-stop``)."""
+    fault = f".metadata.labels.{FAULT_LABEL}"
+    stages: list[dict[str, Any]] = []
+    for stage in (doc for doc in yaml.safe_load_all(default_stages) if doc):
+        name = stage["metadata"]["name"]
+        if name not in ("pod-ready", "pod-delete"):
+            stages.append(stage)
+            continue
+        stages.append(_with_fault(stage, name, {"key": fault, "operator": "DoesNotExist"}))
+        if name == "pod-ready":
+            stages.append(_with_fault(stage, "pod-ready-slow-stop", _fault_is(fault, "slow-stop")))
+            for fault_name, container in (("never-ready", _NEVER_READY), ("crash", _CRASH)):
+                started = _with_fault(stage, f"pod-{fault_name}", _fault_is(fault, fault_name))
+                started["spec"]["next"] = {"statusTemplate": _RUNNING.format(container=container)}
+                stages.append(started)
+        else:
+            stages.append(
+                _with_fault(stage, "pod-delete-faulty", _fault_is(fault, "never-ready", "crash"))
+            )
+            slow = _with_fault(stage, "pod-delete-slowly", _fault_is(fault, "slow-stop"))
+            slow["spec"]["delay"] = {"durationMilliseconds": SLOW_STOP_S * 1000}
+            stages.append(slow)
+    return stages
+
+
+def _fault_is(key: str, *faults: str) -> dict[str, Any]:
+    return {"key": key, "operator": "In", "values": list(faults)}
+
+
+def _with_fault(stage: dict[str, Any], name: str, expression: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``stage`` named ``name``, selecting also on ``expression``."""
+    copy = yaml.safe_load(yaml.safe_dump(stage))
+    copy["metadata"]["name"] = name
+    copy["spec"]["selector"]["matchExpressions"].append(expression)
+    return copy
+
+
+# a started pod that is not Ready, its containers' statuses filled in by the fault
+_RUNNING = """{{{{ $now := Now }}}}
+conditions:
+- {{type: Initialized, status: "True", lastTransitionTime: {{{{ $now | Quote }}}}}}
+- type: Ready
+  status: "False"
+  reason: ContainersNotReady
+  lastTransitionTime: {{{{ $now | Quote }}}}
+containerStatuses:
+{{{{ range .spec.containers }}}}
+- image: {{{{ .image | Quote }}}}
+  name: {{{{ .name | Quote }}}}
+  ready: false
+{container}{{{{ end }}}}
+phase: Running
+startTime: {{{{ $now | Quote }}}}
+"""
+_NEVER_READY = """  restartCount: 0
+  started: true
+  state: {running: {startedAt: {{ $now | Quote }}}}
+"""
+_CRASH = """  restartCount: 3
+  lastState: {terminated: {exitCode: 1, reason: Error, finishedAt: {{ $now | Quote }}}}
+  state: {waiting: {reason: CrashLoopBackOff, message: "back-off 40s restarting failed container"}}
+"""
+
+
 class KubeCluster:
     """etcd + kube-apiserver + kube-controller-manager + kube-scheduler + kwok on loopback, in
     ``root`` (a fresh temporary folder by default). :meth:`start`, then :meth:`stop`."""
@@ -607,8 +681,8 @@ class KubeCluster:
         }
         self.pod_log_file.touch()
         path = self.root / "kwok.yaml"
-        stages = self.binaries[KWOK_STAGES].read_text()
-        path.write_text(f"{stages.rstrip()}\n---\n{yaml.safe_dump(logs, sort_keys=False)}")
+        documents = [*faulty_stages(self.binaries[KWOK_STAGES].read_text()), logs]
+        path.write_text(yaml.safe_dump_all(documents, sort_keys=False))
         return path
 
     def _create_node(self, api: httpx.Client, name: str) -> None:
