@@ -4,6 +4,8 @@ values naming the key, and the configuration it makes is one the platform's load
 
 from __future__ import annotations
 
+import json
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,14 @@ import helm_python
 import kubernetes_validate
 import pytest
 import yaml
+from pydantic import BaseModel
 
+from datalab.config import (
+    KubernetesSettings,
+    SecretsSettings,
+    Settings,
+    StorageSettings,
+)
 from datalab.errors import ConfigError
 
 from .chart import (
@@ -176,6 +185,11 @@ BAD_VALUES = [
     ("bad digest", {"image": {"digest": "latest"}}, "at '/image/digest'"),
     ("PDB of two", {"podDisruptionBudget": {"minAvailable": 2}},
      "at '/podDisruptionBudget/minAvailable'"),
+    ("S3 trusting OIDC without it", {"oidc": {"enabled": False}}, "at '/oidc/enabled'"),
+    ("S3 trusting OIDC without a role", {"storage": {"stsRoleArn": ""}},
+     "at '/storage/stsRoleArn'"),
+    ("Vault trusting OIDC without it",
+     {"storage": {"webIdentity": "platform"}, "oidc": {"enabled": False}}, "at '/oidc/enabled'"),
 ]  # fmt: skip
 
 
@@ -189,3 +203,45 @@ def test_the_schema_refuses_bad_values_naming_the_key(values: dict[str, Any], me
     assert message in str(refused.value), str(refused.value)
     report = helm_python.lint(CHART, bad, namespace="datalab")
     assert any(message in error for error in report["errors"]), report
+
+
+def test_an_existing_service_account_must_be_named() -> None:
+    with pytest.raises(helm_python.HelmError, match=r"serviceAccount\.name: the ServiceAccount"):
+        render({"serviceAccount": {"create": False}})
+    objects = render({"serviceAccount": {"create": False, "name": "platform"}})
+    assert not [o for o in objects if o["kind"] == "ServiceAccount"]
+    assert one(objects, "ClusterRoleBinding")["subjects"][0]["name"] == "platform"
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "platform"
+
+
+def _choices(model: type[BaseModel], field: str) -> set[str]:
+    return set(typing.get_args(model.model_fields[field].annotation))
+
+
+@pytest.mark.parametrize(
+    ("path", "model", "field"),
+    [
+        (("kubernetes", "access"), KubernetesSettings, "access"),
+        (("logLevel",), Settings, "log_level"),
+        (("storage", "webIdentity"), StorageSettings, "web_identity"),
+        (("storage", "bucketMode"), StorageSettings, "bucket_mode"),
+        (("vault", "webIdentity"), SecretsSettings, "web_identity"),
+    ],
+    ids=lambda p: ".".join(p) if isinstance(p, tuple) else "",
+)
+def test_the_schemas_choices_are_the_platforms(
+    path: tuple[str, ...], model: type[BaseModel], field: str
+) -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    for key in path:
+        schema = schema["properties"][key]
+    assert set(schema["enum"]) == _choices(model, field)
+
+
+def test_the_schemas_modes_are_the_platforms_but_embedded() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())["properties"]
+    for key, model in (("storage", StorageSettings), ("vault", SecretsSettings)):
+        assert set(schema[key]["properties"]["mode"]["enum"]) == _choices(model, "mode") - {
+            "embedded"
+        }
