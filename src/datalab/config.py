@@ -30,6 +30,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from datalab.catalog import SHIPPED_CATALOG_DIR, CatalogConfig, load_catalog_file
+from datalab.context import KubernetesContext, RegionContext
 from datalab.errors import ConfigError
 
 #: the path under the platform's URL where programs reach services with a token (the
@@ -102,8 +103,73 @@ class ResourceMaximum(_Section):
     memory_mb: int = Field(32768, gt=0, description="Largest memory limit of one service, in MiB.")
 
 
+class Slider(_Section):
+    """One of Onyxia's region sliders (``defaultConfiguration.sliders``): the range a chart's
+    slider with ``x-onyxia.useRegionSliderConfig`` offers."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    slider_min: int | float = Field(alias="sliderMin", description="Smallest value.")
+    slider_max: int | float = Field(alias="sliderMax", description="Largest value.")
+    slider_step: int | float = Field(1, gt=0, alias="sliderStep", description="Step.")
+    slider_unit: str = Field("", alias="sliderUnit", description="Unit, e.g. m, Gi.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Slider:
+        if self.slider_min > self.slider_max:
+            raise ValueError("sliderMin is larger than sliderMax")
+        return self
+
+
+class OpenshiftScc(_Section):
+    """Onyxia's ``services.openshiftSCC``: the SecurityContextConstraints services run under."""
+
+    enabled: bool = Field(False, description="Bind services to the SCC below (OpenShift).")
+    scc: str = Field("", description="Name of the SecurityContextConstraints.")
+
+
+class PackageRepositories(_Section):
+    """Onyxia's ``packageRepositoryInjection``: package mirrors services install from."""
+
+    cran_proxy_url: str = Field("", description="CRAN mirror (cranProxyUrl).")
+    conda_proxy_url: str = Field("", description="Conda channel mirror (condaProxyUrl).")
+    package_manager_url: str = Field(
+        "", description="Posit Package Manager URL (packageManagerUrl)."
+    )
+    pypi_proxy_url: str = Field("", description="PyPI mirror (pypiProxyUrl).")
+
+
+class ProxyInjection(_Section):
+    """Onyxia's ``proxyInjection``: the enterprise proxy services use."""
+
+    http_proxy_url: str = Field("", description="HTTP proxy (httpProxyUrl).")
+    https_proxy_url: str = Field("", description="HTTPS proxy (httpsProxyUrl).")
+    no_proxy: str = Field("", description="Hosts reached without the proxy, comma-separated.")
+
+
+class CertificateAuthorities(_Section):
+    """Onyxia's ``certificateAuthorityInjection``: private CAs services trust."""
+
+    cacerts: str = Field("", description="PEM certificates, concatenated then base64-encoded.")
+    path_to_ca_bundle: str = Field(
+        "", description="Where a CA bundle is mounted in services (pathToCaBundle)."
+    )
+
+
+_RESOURCE_KEYS = ("cpuRequest", "cpuLimit", "memoryRequest", "memoryLimit", "disk", "gpu")
+_STARTUP_PROBE_KEYS = (
+    "failureThreshold",
+    "initialDelaySeconds",
+    "periodSeconds",
+    "successThreshold",
+    "timeoutSeconds",
+)
+
+
 class RegionSettings(_Section):
-    """In the spirit of Onyxia's region configuration."""
+    """In the spirit of Onyxia's region configuration. The settings injected into services
+    (``region.*``, ``k8s.*``, ``*Injection``) carry the names Onyxia's context gives them, in
+    snake_case, and Onyxia's defaults (docs/configuration.md names Onyxia's key of each)."""
 
     id: str = Field("local", description="Region id, shown to users and injected as region.*.")
     name: str = Field("This machine", description="Region display name.")
@@ -123,8 +189,9 @@ class RegionSettings(_Section):
             "memoryLimit": "4Gi",
         },
         description="Default resources injected as region.resources (Onyxia's keys cpuRequest, "
-        "cpuLimit, memoryRequest, memoryLimit). cpuLimit and memoryLimit are also the limits of "
-        "a service whose values set none.",
+        "cpuLimit, memoryRequest, memoryLimit, and disk (a volume's size, e.g. 10Gi) and gpu "
+        "(a number of GPUs), which charts read when given). cpuLimit and memoryLimit are also "
+        "the limits of a service whose values set none.",
     )
     max_resources: ResourceMaximum = Field(
         default_factory=ResourceMaximum,
@@ -148,6 +215,91 @@ class RegionSettings(_Section):
     custom_values: dict[str, Any] = Field(
         default_factory=dict, description="Free values injected as region.customValues."
     )
+    # -- Onyxia's services.defaultConfiguration: injected as region.*
+    default_ip_protection: bool = Field(
+        False,
+        description="Services accept only their user's IP address by default "
+        "(region.defaultIpProtection; Onyxia: defaultConfiguration.ipprotection).",
+    )
+    default_network_policy: bool = Field(
+        False,
+        description="Services get a NetworkPolicy by default (region.defaultNetworkPolicy; "
+        "Onyxia: defaultConfiguration.networkPolicy).",
+    )
+    network_policy_from: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Extra sources the services' NetworkPolicies let in, as Kubernetes "
+        "NetworkPolicyPeers (region.from; Onyxia: defaultConfiguration.from).",
+    )
+    tolerations: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Kubernetes tolerations of services' pods (region.tolerations).",
+    )
+    node_selector: dict[str, str] = Field(
+        default_factory=dict,
+        description="Node labels services' pods must run on (region.nodeSelector).",
+    )
+    startup_probe: dict[str, int] = Field(
+        default_factory=dict,
+        description="Startup probe of services' main container: failureThreshold, "
+        "initialDelaySeconds, periodSeconds, successThreshold, timeoutSeconds "
+        "(region.startupProbe; empty: the charts' own).",
+    )
+    sliders: dict[str, Slider] = Field(
+        default_factory=dict,
+        description="Ranges of the launcher's sliders, by name (cpu, memory, disk, gpu...): "
+        "{sliderMin, sliderMax, sliderStep, sliderUnit} (region.sliders).",
+    )
+    openshift_scc: OpenshiftScc = Field(
+        default_factory=OpenshiftScc,
+        description="OpenShift SecurityContextConstraints (region.openshiftSCC).",
+    )
+    # -- Onyxia's services.expose and services.initScript: injected as k8s.*
+    ingress_class_name: str = Field(
+        "", description="Ingress class of services' Ingresses (k8s.ingressClassName)."
+    )
+    ingress: bool = Field(True, description="Services are exposed with an Ingress (k8s.ingress).")
+    route: bool = Field(
+        False, description="Services are exposed with an OpenShift Route (k8s.route)."
+    )
+    istio_enabled: bool = Field(
+        False, description="Services are exposed through Istio (k8s.istio.enabled)."
+    )
+    istio_gateways: list[str] = Field(
+        default_factory=list, description="Istio gateways, e.g. istio-system/gw (k8s.istio)."
+    )
+    use_cert_manager: bool = Field(
+        False,
+        description="Ingress certificates are issued by cert-manager (k8s.useCertManager; "
+        "Onyxia: expose.certManager.useCertManager).",
+    )
+    cert_manager_cluster_issuer: str = Field(
+        "",
+        description="cert-manager ClusterIssuer of those certificates "
+        "(k8s.certManagerClusterIssuer).",
+    )
+    init_script_url: str = Field(
+        "",
+        description="Script every service runs at start (k8s.initScriptUrl; Onyxia: "
+        "services.initScript), e.g. https://inseefrlab.github.io/onyxia/onyxia-init.sh.",
+    )
+    init_script_checksum: str = Field(
+        "",
+        description="Checksum services verify the init script against (k8s.initScriptCheckSum, "
+        "which Onyxia's charts read).",
+    )
+    # -- injected as they are in Onyxia
+    package_repository_injection: PackageRepositories = Field(
+        default_factory=PackageRepositories,
+        description="Package mirrors (packageRepositoryInjection.*).",
+    )
+    proxy_injection: ProxyInjection = Field(
+        default_factory=ProxyInjection, description="Enterprise proxy (proxyInjection.*)."
+    )
+    certificate_authority_injection: CertificateAuthorities = Field(
+        default_factory=CertificateAuthorities,
+        description="Private certificate authorities (certificateAuthorityInjection.*).",
+    )
 
     @field_validator("default_resources")
     @classmethod
@@ -155,11 +307,17 @@ class RegionSettings(_Section):
         from datalab.errors import BackendError
         from datalab.resources import parse_cpu, parse_memory_bytes
 
+        unknown = sorted(set(value) - set(_RESOURCE_KEYS))
+        if unknown:
+            raise ValueError(
+                f"unknown key(s) {', '.join(unknown)}: use {', '.join(_RESOURCE_KEYS)}"
+            )
         parsers = {
             "cpuRequest": parse_cpu,
             "cpuLimit": parse_cpu,
             "memoryRequest": parse_memory_bytes,
             "memoryLimit": parse_memory_bytes,
+            "disk": parse_memory_bytes,
         }
         for key, parse in parsers.items():
             if value.get(key):
@@ -167,7 +325,62 @@ class RegionSettings(_Section):
                     parse(value[key], key=key)
                 except BackendError as exc:
                     raise ValueError(str(exc)) from None
+        gpu = value.get("gpu")
+        if gpu and not str(gpu).isdigit():
+            raise ValueError(f"gpu must be a whole number of GPUs, got {gpu!r}")
         return value
+
+    @field_validator("startup_probe")
+    @classmethod
+    def _probe_keys(cls, value: dict[str, int]) -> dict[str, int]:
+        unknown = sorted(set(value) - set(_STARTUP_PROBE_KEYS))
+        if unknown:
+            raise ValueError(
+                f"unknown key(s) {', '.join(unknown)}: use {', '.join(_STARTUP_PROBE_KEYS)}"
+            )
+        return value
+
+    def context(self) -> RegionContext:
+        """The region as the injection context sees it (``region.*``, ``k8s.*``...)."""
+        packages = self.package_repository_injection
+        proxy = self.proxy_injection
+        return RegionContext(
+            id=self.id,
+            default_ip_protection=self.default_ip_protection,
+            default_network_policy=self.default_network_policy,
+            allowed_uri_pattern=self.allowed_init_script_pattern,
+            custom_values=self.custom_values,
+            tolerations=self.tolerations,
+            network_policy_from=self.network_policy_from,
+            node_selector=self.node_selector,
+            startup_probe=self.startup_probe,
+            sliders={
+                name: slider.model_dump(by_alias=True) for name, slider in self.sliders.items()
+            },
+            resources=self.default_resources,
+            openshift_scc=self.openshift_scc.model_dump(),
+            kubernetes=KubernetesContext(
+                domain=self.domain,
+                ingress_class_name=self.ingress_class_name,
+                ingress=self.ingress,
+                route=self.route,
+                istio_enabled=self.istio_enabled,
+                istio_gateways=tuple(self.istio_gateways),
+                init_script_url=self.init_script_url,
+                init_script_checksum=self.init_script_checksum,
+                use_cert_manager=self.use_cert_manager,
+                cert_manager_cluster_issuer=self.cert_manager_cluster_issuer,
+            ),
+            http_proxy=proxy.http_proxy_url,
+            https_proxy=proxy.https_proxy_url,
+            no_proxy=proxy.no_proxy,
+            pypi_proxy_url=packages.pypi_proxy_url,
+            conda_proxy_url=packages.conda_proxy_url,
+            cran_proxy_url=packages.cran_proxy_url,
+            package_manager_url=packages.package_manager_url,
+            ca_certs=self.certificate_authority_injection.cacerts,
+            path_to_ca_bundle=self.certificate_authority_injection.path_to_ca_bundle,
+        )
 
     @model_validator(mode="after")
     def _default_limits_within_maximum(self) -> RegionSettings:

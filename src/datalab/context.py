@@ -87,6 +87,7 @@ class KubernetesContext:
     istio_enabled: bool = False
     istio_gateways: tuple[str, ...] = ()
     init_script_url: str = ""
+    init_script_checksum: str = ""  # k8s.initScriptCheckSum: Onyxia's charts read it
     use_cert_manager: bool = False
     cert_manager_cluster_issuer: str = ""
 
@@ -188,6 +189,7 @@ def build_context(
             "istio": {"enabled": k8s.istio_enabled, "gateways": list(k8s.istio_gateways)},
             "randomSubdomain": random_subdomain,
             "initScriptUrl": k8s.init_script_url,
+            "initScriptCheckSum": k8s.init_script_checksum,
             "useCertManager": k8s.use_cert_manager,
             "certManagerClusterIssuer": k8s.cert_manager_cluster_issuer,
         },

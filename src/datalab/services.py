@@ -36,8 +36,6 @@ from datalab.context import (
     ContextProject,
     ContextUser,
     GitContext,
-    KubernetesContext,
-    RegionContext,
     build_context,
     chosen_secret_paths,
 )
@@ -307,20 +305,13 @@ class ServiceManager:
         """The x-onyxia injection context of the caller in their project."""
         user = session.get(User, principal.user_id)
         assert user is not None
-        region = self.settings.region
         context = build_context(
             ContextUser(idep=user.name, email=user.email or "", lang=user.lang),
             ContextProject(
                 id=principal.project_id,
                 password=accounts.project_password(session, principal.project_id),
             ),
-            RegionContext(
-                id=region.id,
-                allowed_uri_pattern=region.allowed_init_script_pattern,
-                custom_values=region.custom_values,
-                resources=region.default_resources,
-                kubernetes=KubernetesContext(domain=region.domain),
-            ),
+            self.settings.region.context(),
             git=GitContext(
                 name=user.git_name or user.name,
                 email=user.git_email or user.email or "",
