@@ -5,10 +5,13 @@ the images workflow, not by the tests."""
 
 from __future__ import annotations
 
+import ast
 import re
 import shutil
 import subprocess
 import sys
+import tomllib
+from importlib.metadata import packages_distributions
 from pathlib import Path
 
 import pytest
@@ -85,3 +88,53 @@ def test_the_platform_image_keeps_the_catalog_beside_the_sources() -> None:
 def test_the_build_context_leaves_out_environments_and_caches() -> None:
     ignored = (REPO / ".dockerignore").read_text().split()
     assert {".git", ".venv", ".cache", "test-artifacts"} <= set(ignored)
+
+
+def _name(distribution: str) -> str:
+    return re.sub(r"[-_.]+", "-", distribution).lower()
+
+
+def _locked_without_dev() -> set[str]:
+    """The distributions `uv sync --frozen --no-dev` installs: the closure of the project's own
+    dependencies in uv.lock (with the extras they ask for), the dev group left out."""
+    packages = {p["name"]: p for p in tomllib.loads((REPO / "uv.lock").read_text())["package"]}
+    project = packages["datalab"]
+    todo = [(d["name"], tuple(d.get("extra", []))) for d in project["dependencies"]]
+    seen: set[tuple[str, tuple[str, ...]]] = set()
+    while todo:
+        name, extras = todo.pop()
+        if (name, extras) in seen:
+            continue
+        seen.add((name, extras))
+        package = packages[name]
+        requires = list(package.get("dependencies", []))
+        for extra in extras:
+            requires += package.get("optional-dependencies", {}).get(extra, [])
+        todo += [(d["name"], tuple(d.get("extra", []))) for d in requires]
+    return {_name(name) for name, _ in seen}
+
+
+def _imported_modules() -> set[str]:
+    """The top-level modules the platform's and the application's code imports, anywhere."""
+    modules = set()
+    for path in (REPO / "src").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                modules |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules.add(node.module.split(".")[0])
+    return modules - set(sys.stdlib_module_names) - {"datalab", "autocode"}
+
+
+def test_the_images_environment_has_every_module_the_code_imports() -> None:
+    """The images install uv.lock without the dev group: a module the code imports that only a
+    dev dependency brings (kubernetes-validate, say) would fail in the image alone."""
+    locked = _locked_without_dev()
+    providers = packages_distributions()
+    missing = {
+        module: providers.get(module)
+        for module in _imported_modules()
+        if not any(_name(d) in locked for d in providers.get(module, []))
+    }
+    assert missing == {}, f"imported but not installed without the dev group: {missing}"
+    assert "kubernetes-validate" not in locked and "pytest" not in locked  # the check can fail
