@@ -34,14 +34,24 @@ REQUEST_TIMEOUT_S = 30.0
 
 
 class Reflector:
-    """One kind of object, listed then watched, in memory by (namespace, name); restarts its
-    watch when it expires or fails."""
+    """One kind of object, listed then watched, in memory; restarts its watch when it expires
+    or fails. Objects are kept by namespace and group (``group_of(obj)``: e.g. the release a pod
+    belongs to), so that what a release needs is found without looking at the others'."""
 
-    def __init__(self, kind: str, list_call: Callable[..., Any], **selectors: str) -> None:
+    def __init__(
+        self,
+        kind: str,
+        list_call: Callable[..., Any],
+        group_of: Callable[[dict[str, Any]], str],
+        **selectors: str,
+    ) -> None:
         self.kind = kind
         self.list_call = list_call
+        self.group_of = group_of
         self.selectors = selectors
-        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
+        # namespace -> group -> name -> object
+        self.groups: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
+        self._group: dict[tuple[str, str], str] = {}  # (namespace, name) -> its group
         self.first_load = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -53,6 +63,31 @@ class Reflector:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+    def in_group(self, namespace: str, group: str) -> list[dict[str, Any]]:
+        return list(self.groups.get(namespace, {}).get(group, {}).values())
+
+    def group_names(self, namespace: str) -> list[str]:
+        return list(self.groups.get(namespace, {}))
+
+    def _put(self, obj: dict[str, Any]) -> None:
+        key = _key(obj)
+        self._drop(key)
+        group = self.group_of(obj)
+        self.groups.setdefault(key[0], {}).setdefault(group, {})[key[1]] = obj
+        self._group[key] = group
+
+    def _drop(self, key: tuple[str, str]) -> None:
+        group = self._group.pop(key, None)
+        if group is None:
+            return
+        namespace = self.groups[key[0]]
+        members = namespace[group]
+        members.pop(key[1], None)
+        if not members:
+            del namespace[group]
+            if not namespace:
+                del self.groups[key[0]]
 
     async def _run(self) -> None:
         while True:
@@ -71,7 +106,9 @@ class Reflector:
     async def _list(self) -> str:
         answer = await self.list_call(_preload_content=False, **self.selectors)
         body = await answer.json()
-        self.objects = {_key(item): item for item in body.get("items", [])}
+        self.groups, self._group = {}, {}
+        for item in body.get("items", []):
+            self._put(item)
         self.first_load.set()
         return str(body["metadata"]["resourceVersion"])
 
@@ -85,9 +122,17 @@ class Reflector:
                 if event["type"] == "ERROR":  # e.g. 410 Gone: the version is too old
                     raise RuntimeError(obj.get("message", "watch error"))
                 if event["type"] == "DELETED":
-                    self.objects.pop(_key(obj), None)
+                    self._drop(_key(obj))
                 else:
-                    self.objects[_key(obj)] = obj
+                    self._put(obj)
+
+
+def _release_of_pod(pod: dict[str, Any]) -> str:
+    return str(((pod.get("metadata") or {}).get("labels") or {}).get(INSTANCE_LABEL, ""))
+
+
+def _object_of_event(event: dict[str, Any]) -> str:
+    return str((event.get("involvedObject") or {}).get("name", ""))
 
 
 def _key(obj: dict[str, Any]) -> tuple[str, str]:
@@ -113,9 +158,9 @@ class Cluster:
             )
         core = client.CoreV1Api(self.api)
         self.pods = Reflector(
-            "pods", core.list_pod_for_all_namespaces, label_selector=INSTANCE_LABEL
+            "pods", core.list_pod_for_all_namespaces, _release_of_pod, label_selector=INSTANCE_LABEL
         )
-        self.events = Reflector("events", core.list_event_for_all_namespaces)
+        self.events = Reflector("events", core.list_event_for_all_namespaces, _object_of_event)
         for reflector in (self.pods, self.events):
             reflector.start()
         try:
@@ -153,12 +198,7 @@ class Cluster:
 
     def pods_of(self, namespace: str, release: str) -> list[dict[str, Any]]:
         assert self.pods is not None
-        return [
-            pod
-            for (ns, _), pod in self.pods.objects.items()
-            if ns == namespace
-            and ((pod.get("metadata") or {}).get("labels") or {}).get(INSTANCE_LABEL) == release
-        ]
+        return self.pods.in_group(namespace, release)
 
     def events_of(self, namespace: str, release: str) -> list[dict[str, Any]]:
         """Events of the namespace about the release's objects (their names start with it,
@@ -166,9 +206,9 @@ class Cluster:
         assert self.events is not None
         found = [
             event
-            for (ns, _), event in self.events.objects.items()
-            if ns == namespace
-            and str((event.get("involvedObject") or {}).get("name", "")).startswith(release)
+            for name in self.events.group_names(namespace)
+            if name.startswith(release)
+            for event in self.events.in_group(namespace, name)
         ]
         return sorted(found, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
 
