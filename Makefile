@@ -101,8 +101,8 @@ format: setup
 	$(UV) run --frozen ruff check --fix src tests bench deploy
 	$(UV) run --frozen ruff format src tests bench deploy
 
-## bench: benchmarks; results go to bench/results/
-bench: setup
+## bench: benchmarks (the kubernetes one on the test control plane); results in bench/results/
+bench: setup kube-testenv
 	$(UV) run --frozen python -m bench
 
 clean:
