@@ -102,6 +102,9 @@ def test_probes_service_and_hosts() -> None:
     assert {
         "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}
     } in rule["from"]
+    # the projects' namespaces the platform made: their pods renew credentials at its Service
+    managed = {"namespaceSelector": {"matchLabels": {"app.kubernetes.io/managed-by": "datalab"}}}
+    assert managed in rule["from"]
     test_job = one(objects, "Job")
     assert test_job["metadata"]["annotations"]["helm.sh/hook"] == "test"
     assert (
@@ -118,6 +121,9 @@ def test_the_production_configuration_is_accepted_by_the_platform(tmp_path: Path
     kubernetes = settings.backend.kubernetes
     assert kubernetes.kubeconfig is None  # the pod's ServiceAccount
     assert (kubernetes.platform_namespace, kubernetes.rbac_user_prefix) == ("datalab-prod", "oidc:")
+    # pods renew their credentials at the release's Service; S3 and Vault at their own address
+    assert kubernetes.service_urls.platform == "http://datalab.datalab-prod.svc"
+    assert (kubernetes.service_urls.s3, kubernetes.service_urls.vault) == (None, None)
     assert settings.server.host == "0.0.0.0" and settings.server.port == 8000
     assert settings.server.url() == "https://datalab.example.org"
     assert settings.secure_cookies
@@ -245,3 +251,18 @@ def test_the_schemas_modes_are_the_platforms_but_embedded() -> None:
         assert set(schema[key]["properties"]["mode"]["enum"]) == _choices(model, "mode") - {
             "embedded"
         }
+
+
+def test_where_pods_reach_the_platform() -> None:
+    def service_urls(values: dict[str, Any]) -> dict[str, Any]:
+        objects = render(values, name="lab", namespace="ops")
+        config = yaml.safe_load(one(objects, "ConfigMap")["data"]["datalab.yaml"])
+        urls: dict[str, Any] = config["backend"]["kubernetes"]["service_urls"]
+        return urls
+
+    assert service_urls({}) == {"platform": "http://lab-datalab.ops.svc"}
+    assert service_urls({"service": {"port": 8080}}) == {
+        "platform": "http://lab-datalab.ops.svc:8080"
+    }
+    chosen = {"platform": "https://datalab.example.org", "s3": "http://minio.s3.svc:9000"}
+    assert service_urls({"kubernetes": {"serviceUrls": chosen}}) == chosen

@@ -36,6 +36,12 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 {{- end -}}
 
+{{/* The platform's Service, as pods in other namespaces reach it. */}}
+{{- define "datalab.serviceUrl" -}}
+{{- $port := int .Values.service.port -}}
+{{- printf "http://%s.%s.svc%s" (include "datalab.fullname" .) .Release.Namespace (ternary "" (printf ":%d" $port) (eq $port 80)) -}}
+{{- end -}}
+
 {{/* The host of publicUrl (the platform's Ingress host). */}}
 {{- define "datalab.host" -}}
 {{- (urlParse .Values.publicUrl).host | splitList ":" | first -}}
@@ -50,6 +56,10 @@ services outlive the platform's pod (a restart or an upgrade re-attaches to them
 {{- $v := .Values -}}
 {{- $server := dict "host" "0.0.0.0" "port" 8000 "public_url" $v.publicUrl "trusted_proxies" $v.trustedProxies -}}
 {{- $kubernetes := dict "access" $v.kubernetes.access "platform_namespace" .Release.Namespace "ingress_namespace" $v.kubernetes.ingressNamespace "rbac_user_prefix" $v.kubernetes.rbacUserPrefix -}}
+{{- $urls := dict "platform" (default (include "datalab.serviceUrl" .) $v.kubernetes.serviceUrls.platform) -}}
+{{- with $v.kubernetes.serviceUrls.s3 }}{{ $_ := set $urls "s3" . }}{{ end -}}
+{{- with $v.kubernetes.serviceUrls.vault }}{{ $_ := set $urls "vault" . }}{{ end -}}
+{{- $_ := set $kubernetes "service_urls" $urls -}}
 {{- $storage := dict "mode" $v.storage.mode -}}
 {{- if eq $v.storage.mode "external" -}}
 {{- $_ := set $storage "endpoint_url" $v.storage.endpointUrl -}}
