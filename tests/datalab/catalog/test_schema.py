@@ -289,3 +289,14 @@ def test_object_default_wins_over_property_defaults_and_deep_merge_is_helm_like(
         "a": {"c": 2, "d": 3},
         "l": [2],
     }
+
+
+@pytest.mark.parametrize("name", SchemaRegistry([SHIPPED_SCHEMAS_DIR]).names())
+def test_every_shipped_fragment_is_a_schema_its_defaults_satisfy(name: str) -> None:
+    fragment = SchemaRegistry([SHIPPED_SCHEMAS_DIR]).get(name)
+    assert fragment is not None
+    validator = validator_class_for(fragment)
+    validator.check_schema(fragment)
+    defaults = schema_defaults(fragment)  # a sentinel when the fragment has none
+    if isinstance(defaults, dict | list | str | int | float | bool):
+        assert [e.message for e in validator(fragment).iter_errors(defaults)] == []
