@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import re
 import shlex
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -50,7 +52,10 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def cluster_settings(kube_cluster: KubeCluster, data_dir: Path, **kubernetes: Any) -> Any:
+def cluster_settings(
+    kube_cluster: KubeCluster, data_dir: Path, stores: str = "embedded", **overrides: Any
+) -> Any:
+    kubernetes = overrides.pop("kubernetes", {})
     return load_settings(
         None,
         data_dir=data_dir,
@@ -63,17 +68,14 @@ def cluster_settings(kube_cluster: KubeCluster, data_dir: Path, **kubernetes: An
                 **kubernetes,
             },
         },
-        storage={"mode": "embedded"},
-        secrets={"mode": "embedded"},
+        storage={"mode": stores},
+        secrets={"mode": stores},
+        **overrides,
     )
 
 
-@pytest.fixture(scope="module")
-async def served(
-    kube_cluster: KubeCluster, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Served]:
-    tmp_path = tmp_path_factory.mktemp("kubernetes-platform")
-    settings = cluster_settings(kube_cluster, tmp_path / "data", service_urls=POD_URLS)
+@contextlib.asynccontextmanager
+async def serve(settings: Any, tmp_path: Path) -> AsyncIterator[Served]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DATALAB_ADMIN_PASSWORD", ADMIN_PASSWORD)
         patch.delenv("DATALAB_CONFIG", raising=False)
@@ -85,6 +87,18 @@ async def served(
             yield Served(platform, url, tmp_path)
     finally:
         await platform.stop()
+
+
+@pytest.fixture(scope="module")
+async def served(
+    kube_cluster: KubeCluster, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Served]:
+    tmp_path = tmp_path_factory.mktemp("kubernetes-platform")
+    settings = cluster_settings(
+        kube_cluster, tmp_path / "data", kubernetes={"service_urls": POD_URLS}
+    )
+    async with serve(settings, tmp_path) as served:
+        yield served
 
 
 async def wait_phase(served: Served, token: str, service_id: str, phase: str) -> dict[str, Any]:
@@ -216,3 +230,37 @@ async def test_a_release_made_by_hand_is_a_conflict_named_in_the_answer(
     assert "helm uninstall mine -n user-lena" in answer.json()["error"]["message"]
     assert (await served.api(token, "GET", "/api/services"))["services"] == []
     by_hand.uninstall("mine")
+
+
+async def test_through_ingress_services_are_at_their_ingress_hosts(
+    kube_cluster: KubeCluster, tmp_path: Path
+) -> None:
+    """``access: ingress``: the chart's Ingress, made from the region's settings as Onyxia's
+    context gives them (domain, class, cert-manager issuer), is where users open the service."""
+    settings = cluster_settings(
+        kube_cluster,
+        tmp_path / "data",
+        stores="disabled",
+        kubernetes={"access": "ingress"},
+        region={
+            "domain": "apps.example.org",
+            "ingress_class_name": "nginx",
+            "use_cert_manager": True,
+            "cert_manager_cluster_issuer": "letsencrypt",
+        },
+    )
+    async with serve(settings, tmp_path) as served:
+        token = served.token("ivy", create=True)
+        launch = {"chart": "jupyter-python", "name": "nb", "values": NO_VOLUME}
+        await served.api(token, "POST", "/api/services", json=launch)
+        service = await wait_phase(served, token, "nb", "running")
+        [url] = service["urls"]
+        assert re.fullmatch(r"https://user-ivy-[a-z0-9-]+-0\.apps\.example\.org/", url), url
+        with kube_cluster.client() as api:
+            ingress = api.get(
+                "/apis/networking.k8s.io/v1/namespaces/user-ivy/ingresses/nb-jupyter-python"
+            ).json()
+        assert ingress["spec"]["ingressClassName"] == "nginx"
+        assert ingress["spec"]["rules"][0]["host"] == url.removeprefix("https://").rstrip("/")
+        assert ingress["metadata"]["annotations"]["cert-manager.io/cluster-issuer"] == "letsencrypt"
+        await served.cli(token, "delete", "nb", "--yes")
