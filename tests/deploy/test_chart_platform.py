@@ -28,7 +28,9 @@ from .chart import CHART
 pytestmark = pytest.mark.slow
 
 NAMESPACE = "datalab-small"
-RELEASE = "datalab"
+# not test_chart_install's release name: ClusterRoles are cluster-wide, named after the release
+RELEASE = "small"
+FULLNAME = "small-datalab"
 ADMIN_PASSWORD = "chart-admin-password-1"
 
 
@@ -42,7 +44,7 @@ def release(kube_cluster: KubeCluster) -> Iterator[dict[str, Any]]:
     helm.install(str(CHART), RELEASE, values, namespace=NAMESPACE, wait="watcher", timeout=180)
     try:
         with kube_cluster.client() as api:
-            config_map = api.get(f"/api/v1/namespaces/{NAMESPACE}/configmaps/{RELEASE}").json()
+            config_map = api.get(f"/api/v1/namespaces/{NAMESPACE}/configmaps/{FULLNAME}").json()
         yield yaml.safe_load(config_map["data"]["datalab.yaml"])
     finally:
         helm.uninstall(RELEASE, ignore_not_found=True)
@@ -55,7 +57,7 @@ def platform(
     root = tmp_path_factory.mktemp("chart-platform")
     port = free_port()
     account = kube_cluster.user_kubeconfig(
-        f"system:serviceaccount:{NAMESPACE}:{RELEASE}",
+        f"system:serviceaccount:{NAMESPACE}:{FULLNAME}",
         ("system:serviceaccounts", f"system:serviceaccounts:{NAMESPACE}"),
     )
     config = dict(release)
