@@ -23,7 +23,7 @@ from tests.kube.testenv import KubeCluster
 
 from datalab.processes import free_port
 
-from .chart import CHART
+from .chart import CHART, one, render
 
 pytestmark = pytest.mark.slow
 
@@ -122,3 +122,22 @@ def test_its_helm_calls_work_with_the_charts_account(platform: str) -> None:
     assert orphans.status_code == 200, orphans.text
     assert orphans.json()["backend"] == "kubernetes"
     assert isinstance(orphans.json()["orphans"], list)
+
+
+def test_the_charts_helm_test_passes_against_it_and_fails_without_it(platform: str) -> None:
+    """kwok completes the test Job's pod without running it: its command runs here instead,
+    against this platform (for the Service's address), and against a port nobody listens on."""
+    job = one(render({}, name=RELEASE, namespace=NAMESPACE), "Job")
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    python, flag, script, url = container["command"]
+    assert (python, flag, url) == ("python", "-c", f"http://{FULLNAME}:80/api/health")
+
+    def run(health: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", script, health], capture_output=True, text=True, timeout=60
+        )
+
+    passed = run(f"{platform}/api/health")
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    assert "'backend': 'kubernetes'" in passed.stdout
+    assert run(f"http://127.0.0.1:{free_port()}/api/health").returncode != 0
