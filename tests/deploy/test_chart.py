@@ -154,7 +154,7 @@ def test_the_default_configuration_is_accepted_by_the_platform(tmp_path: Path) -
     config = one(objects, "ConfigMap")["data"]["datalab.yaml"]
     settings = settings_in_pod(config, platform_container(objects), _secret, tmp_path)
     assert settings.backend.name == "kubernetes"
-    assert settings.db_url == "sqlite:////var/lib/datalab/datalab.db"
+    assert settings.db_url == "sqlite:////var/lib/datalab/data/datalab.db"
     assert (settings.storage.mode, settings.secrets.mode, settings.oidc.enabled) == (
         "disabled", "disabled", False)  # fmt: skip
 
@@ -266,3 +266,13 @@ def test_where_pods_reach_the_platform() -> None:
     }
     chosen = {"platform": "https://datalab.example.org", "s3": "http://minio.s3.svc:9000"}
     assert service_urls({"kubernetes": {"serviceUrls": chosen}}) == chosen
+
+
+def test_the_data_directory_is_a_folder_in_the_volume(tmp_path: Path) -> None:
+    """The platform makes its data directory and sets its mode (0711): on a volume's root,
+    owned by root (group fsGroup), a non-root process may not, so it is a folder inside."""
+    objects = render(None)
+    config = one(objects, "ConfigMap")["data"]["datalab.yaml"]
+    settings = settings_in_pod(config, platform_container(objects), _secret, tmp_path)
+    mounts = {m["name"]: m["mountPath"] for m in platform_container(objects)["volumeMounts"]}
+    assert settings.data_dir.parent == Path(mounts["data"])

@@ -50,7 +50,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{/*
 The platform's datalab.yaml (docs/configuration.md), from the values; `config` is merged last.
 Secrets are not here: the Deployment passes them as DATALAB_* variables from Secrets. Users'
-services outlive the platform's pod (a restart or an upgrade re-attaches to them).
+services outlive the platform's pod (a restart or an upgrade re-attaches to them). The data
+directory is a folder in the volume, not its root: the platform makes it and sets its mode
+(0711), which it may not do on a volume's root (owned by root, group fsGroup).
 */}}
 {{- define "datalab.config" -}}
 {{- $v := .Values -}}
@@ -88,7 +90,7 @@ services outlive the platform's pod (a restart or an upgrade re-attaches to them
 {{- $_ := set $oidc "admin_groups" $v.oidc.adminGroups -}}
 {{- end -}}
 {{- $config := dict
-  "data_dir" "/var/lib/datalab"
+  "data_dir" "/var/lib/datalab/data"
   "instance_name" $v.instanceName
   "log_level" $v.logLevel
   "server" $server
