@@ -481,6 +481,12 @@ class KubernetesSettings(_Section):
         "authenticator adds to their name (e.g. 'oidc:').",
     )
     service_urls: ServiceUrls = Field(default_factory=ServiceUrls)
+    image_pull_secrets: list[str] = Field(
+        default_factory=list,
+        description="Registry Secrets (kubernetes.io/dockerconfigjson) in the platform's "
+        "namespace that services pull their images with: copied into each project's namespace "
+        "and named by its default ServiceAccount.",
+    )
 
 
 class BackendSettings(_Section):

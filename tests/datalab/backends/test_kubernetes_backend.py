@@ -6,6 +6,7 @@ resume, re-attach after a restart, orphans, faults."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import uuid
 from pathlib import Path
 from typing import Any
@@ -249,3 +250,52 @@ async def test_an_unreachable_cluster_is_named(backend: KubernetesBackend) -> No
             await backend.status(service.id)
     finally:
         api.configuration.host = real
+
+
+async def test_pods_pull_with_the_offices_registry_secrets(kube_cluster: KubeCluster) -> None:
+    name = f"registry-{uuid.uuid4().hex[:4]}"
+    config = base64.b64encode(b'{"auths": {"registry.example.org": {"auth": "dXNlcjpwdw=="}}}')
+    with kube_cluster.client() as api:
+        api.post("/api/v1/namespaces", json={"metadata": {"name": "datalab"}})  # 409: there
+        api.post(
+            "/api/v1/namespaces/datalab/secrets",
+            json={
+                "metadata": {"name": name},
+                "type": "kubernetes.io/dockerconfigjson",
+                "data": {".dockerconfigjson": config.decode()},
+            },
+        ).raise_for_status()
+    settings = KubernetesSettings(
+        kubeconfig=kube_cluster.kubeconfig, ingress_namespace=None, image_pull_secrets=[name]
+    )
+    backend = KubernetesBackend(
+        settings, quota_of=lambda project: QUOTA, service_url=lambda service: "http://x/"
+    )
+    await backend.start()
+    try:
+        service = spec()
+        await backend.install(service)
+        await wait_phase(backend, service.id, Phase.RUNNING)
+        namespace = service.namespace
+        with kube_cluster.client() as api:
+            copy = api.get(f"/api/v1/namespaces/{namespace}/secrets/{name}").json()
+            account = api.get(f"/api/v1/namespaces/{namespace}/serviceaccounts/default").json()
+        assert copy["data"] == {".dockerconfigjson": config.decode()}
+        assert account["imagePullSecrets"] == [{"name": name}]
+        [pod] = backend.cluster.pods_of(namespace, service.id)
+        assert pod["spec"]["imagePullSecrets"] == [{"name": name}]
+        await backend.uninstall(service.id)
+    finally:
+        await backend.shutdown()
+
+    # one that is not there: named, with how to make it
+    settings = settings.model_copy(update={"image_pull_secrets": ["missing"]})
+    backend = KubernetesBackend(
+        settings, quota_of=lambda project: QUOTA, service_url=lambda service: "http://x/"
+    )
+    await backend.start()
+    try:
+        with pytest.raises(BackendError, match=r"'missing' .* is not in namespace 'datalab'"):
+            await backend.install(spec())
+    finally:
+        await backend.shutdown()

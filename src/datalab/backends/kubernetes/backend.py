@@ -129,6 +129,7 @@ class KubernetesBackend(Backend):
         """The namespace and its objects (quota, network policy, one RoleBinding per member),
         applied server-side: applying again converges."""
         quota = self.quota_of(project_id)
+        pull_secrets = [await self._pull_secret(name) for name in self.settings.image_pull_secrets]
         for obj in manifests.project_objects(
             project_id,
             members,
@@ -138,9 +139,22 @@ class KubernetesBackend(Backend):
             platform_namespace=self.settings.platform_namespace,
             ingress_namespace=self.settings.ingress_namespace,
             subject_prefix=self.settings.rbac_user_prefix,
+            pull_secrets=pull_secrets,
         ):
             await self.cluster.apply(obj)
         self._applied[project_id] = members
+
+    async def _pull_secret(self, name: str) -> dict[str, Any]:
+        """A registry Secret of the platform's namespace (backend.kubernetes.image_pull_secrets)."""
+        namespace = self.settings.platform_namespace
+        secret = await self.cluster.get("Secret", namespace, name)
+        if secret is None:
+            raise BackendError(
+                f"the image pull secret {name!r} (backend.kubernetes.image_pull_secrets) is not "
+                f"in namespace {namespace!r}: create it there (kubectl create secret "
+                f"docker-registry {name} -n {namespace} ...) or remove it from the setting"
+            )
+        return secret
 
     async def _ensure_project(self, project_id: str, owner: str) -> None:
         """Made on first use, with the members the platform last gave (and the launching

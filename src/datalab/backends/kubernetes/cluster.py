@@ -28,6 +28,8 @@ PATHS = {
     "ResourceQuota": ("/api/v1", "resourcequotas", True),
     "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies", True),
     "RoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "rolebindings", True),
+    "Secret": ("/api/v1", "secrets", True),
+    "ServiceAccount": ("/api/v1", "serviceaccounts", True),
 }
 WATCH_RETRY_S = 2.0
 REQUEST_TIMEOUT_S = 30.0
@@ -274,14 +276,17 @@ class Cluster:
             if exc.status != 404:
                 raise BackendError(f"cannot delete {kind} {name!r}: {_reason(exc)}") from None
 
-    async def exists(self, kind: str, namespace: str | None, name: str) -> bool:
+    async def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        """The object, or None when there is none."""
         try:
-            await self._request("GET", _path(kind, namespace, name))
+            return await self._request("GET", _path(kind, namespace, name))
         except ApiException as exc:
             if exc.status == 404:
-                return False
+                return None
             raise BackendError(f"cannot read {kind} {name!r}: {_reason(exc)}") from None
-        return True
+
+    async def exists(self, kind: str, namespace: str | None, name: str) -> bool:
+        return await self.get(kind, namespace, name) is not None
 
     async def names(self, kind: str, namespace: str, label_selector: str) -> list[str]:
         query = [("labelSelector", label_selector)]

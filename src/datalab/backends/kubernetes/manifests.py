@@ -10,7 +10,10 @@ namespace of that name, labelled as datalab's, holding:
   platform's namespace (its proxy and credential endpoints) and from the ingress controller's;
   another user's pods cannot connect;
 - a **RoleBinding** per member to the built-in ``edit`` ClusterRole: they may use ``kubectl`` and
-  ``helm`` in that namespace, and nowhere else.
+  ``helm`` in that namespace, and nowhere else;
+- with ``backend.kubernetes.image_pull_secrets``, a copy of each of those registry Secrets
+  (kept in the platform's namespace) and the namespace's ``default`` ServiceAccount naming
+  them, so that its pods pull from the office's registry.
 """
 
 from __future__ import annotations
@@ -104,6 +107,31 @@ def member_role_binding(project_id: str, user: str, *, subject_prefix: str = "")
     }
 
 
+def pull_secret_copy(project_id: str, secret: dict[str, Any]) -> dict[str, Any]:
+    """A registry Secret of the platform's namespace, as the project's namespace holds it."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": secret["metadata"]["name"],
+            "namespace": project_id,
+            "labels": dict(MANAGED_BY),
+        },
+        "type": secret.get("type", "kubernetes.io/dockerconfigjson"),
+        "data": dict(secret.get("data") or {}),
+    }
+
+
+def default_service_account(project_id: str, pull_secrets: Iterable[str]) -> dict[str, Any]:
+    """The namespace's ``default`` ServiceAccount, naming the registry Secrets its pods use."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": "default", "namespace": project_id},
+        "imagePullSecrets": [{"name": name} for name in pull_secrets],
+    }
+
+
 def member_binding_name(user: str) -> str:
     return f"datalab-member-{user}"  # user names are RFC 1123 labels
 
@@ -118,8 +146,15 @@ def project_objects(
     platform_namespace: str,
     ingress_namespace: str | None,
     subject_prefix: str = "",
+    pull_secrets: Iterable[dict[str, Any]] = (),
 ) -> list[dict[str, Any]]:
-    """Everything a project's namespace holds besides users' releases, namespace first."""
+    """Everything a project's namespace holds besides users' releases, namespace first.
+    ``pull_secrets``: the registry Secrets of the platform's namespace its pods pull with."""
+    pull_secrets = list(pull_secrets)
+    pulling = [pull_secret_copy(project_id, secret) for secret in pull_secrets]
+    if pulling:
+        names = [secret["metadata"]["name"] for secret in pulling]
+        pulling.append(default_service_account(project_id, names))
     return [
         namespace(project_id),
         resource_quota(project_id, cpu=cpu, memory_mb=memory_mb, max_services=max_services),
@@ -132,6 +167,7 @@ def project_objects(
             member_role_binding(project_id, user, subject_prefix=subject_prefix)
             for user in sorted(set(members))
         ),
+        *pulling,
     ]
 
 
