@@ -200,7 +200,7 @@ class DependencyResolver:
                 shutil.rmtree(charts / dependency.name, ignore_errors=True)
                 shutil.copytree(path, charts / dependency.name)
             (staging / ".complete").touch()
-            for old in home.iterdir():  # earlier builds of this chart
+            for old in home.iterdir():  # earlier builds of this chart, or this one half-made
                 if old != staging and not old.name.startswith("."):
                     shutil.rmtree(old, ignore_errors=True)
             staging.rename(target)
