@@ -317,6 +317,8 @@ def _inject_node(node: dict[str, Any], context: dict[str, Any], path: str) -> No
 
     expression = x_onyxia.get("overwriteDefaultWith")
     resolved = resolve_reference(expression, context) if expression is not None else None
+    if kind == "array" and isinstance(resolved, list):
+        resolved = _map_items(node.get("items"), resolved, context)
     if resolved is not None:
         # a copy: the schema must not share lists or mappings with the caller's context
         node["default"] = copy.deepcopy(_coerce(resolved, kind, expression, path))
@@ -338,6 +340,34 @@ def _inject_node(node: dict[str, Any], context: dict[str, Any], path: str) -> No
         if isinstance(slider, dict):
             keys = _SLIDER_KEYS.get(node.get("sliderExtremity"), _SLIDER_KEYS[None])
             node.update({k: slider[k] for k in keys if k in slider})
+
+
+def _map_items(items: Any, resolved: list[Any], context: dict[str, Any]) -> list[Any]:
+    """Onyxia's per-item mapping: an array of objects whose default comes from the context
+    (e.g. a list of S3 profiles) gets each element shaped by the items' schema. Each item
+    property takes ``overwriteDefaultWith`` (default: the element's key of its name) over the
+    context with the element's keys on top; its own default when that resolves to nothing. Elements
+    that are not objects, or that do not fit, leave the list as it is (as Onyxia)."""
+    if (
+        not isinstance(items, dict)
+        or _main_type(items) != "object"
+        or not isinstance(items.get("properties"), dict)
+        or not all(isinstance(element, dict) for element in resolved)
+    ):
+        return resolved
+    mapped = []
+    for element in resolved:
+        template = copy.deepcopy(items)
+        for name, sub in template["properties"].items():
+            x_onyxia = sub.setdefault("x-onyxia", {}) if isinstance(sub, dict) else None
+            if isinstance(x_onyxia, dict) and name in element:  # the element's own key only
+                x_onyxia.setdefault("overwriteDefaultWith", "{{" + name + "}}")
+        try:
+            value = schema_defaults(inject_context(template, {**context, **element}))
+        except SchemaError:
+            return resolved
+        mapped.append(value if isinstance(value, dict) else {})
+    return mapped
 
 
 def _coerce(value: Any, kind: str | None, expression: Any, path: str) -> Any:

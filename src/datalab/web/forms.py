@@ -24,7 +24,7 @@ from datalab.masking import is_secret_field
 
 @dataclass
 class Field:
-    path: str  # dotted path in the values: resources.limits.cpu
+    path: str  # dotted path in the values: resources.limits.cpu (dots in keys escaped)
     name: str  # last part of the path
     # text | textarea | password | number | integer | checkbox | select | slider | list | json
     widget: str
@@ -35,8 +35,11 @@ class Field:
     default: Any = None  # the resolved default: what "restore defaults" goes back to
     readonly: bool = False
     options: list[Any] = field(default_factory=list)
-    slider: dict[str, Any] = field(default_factory=dict)  # min, max, step, unit
+    # min, max, step, unit; and, for a request/limit pair, range (sliderRangeId) and
+    # extremity (down: the request, up: the limit), which the browser keeps in order
+    slider: dict[str, Any] = field(default_factory=dict)
     pattern: str | None = None
+    required: bool = False  # named in its object's ``required``
     hide_when: dict[str, Any] | None = None  # {"path": dotted, "value": json} for the browser
     # "secrets": the input suggests the caller's secret paths (schema: x-datalab.suggest)
     suggest: str | None = None
@@ -83,6 +86,17 @@ class Group:
         return not self.fields and all(g.is_empty() for g in self.groups)
 
 
+def dotted(parts: tuple[str, ...]) -> str:
+    """A field's path as the form and auto-launch URLs write it: keys joined by ``.``, a dot
+    inside a key escaped as Helm's ``--set`` does (``resources.limits.nvidia\\.com/gpu``)."""
+    return ".".join(part.replace(".", "\\.") for part in parts)
+
+
+def split_dotted(path: str) -> tuple[str, ...]:
+    """The keys of a :func:`dotted` path."""
+    return tuple(part.replace("\\.", ".") for part in re.split(r"(?<!\\)\.", path))
+
+
 def _is_always_hidden(node: dict[str, Any]) -> bool:
     x_onyxia = node.get("x-onyxia")
     return node.get("hidden") is True or (
@@ -111,7 +125,7 @@ def _hide_when(node: dict[str, Any], parent: tuple[str, ...]) -> dict[str, Any] 
         return None
     parts = [p for p in str(hidden["path"]).replace(".", "/").split("/") if p]
     absolute = (*parent, *parts) if hidden.get("isPathRelative") else tuple(parts)
-    return {"path": ".".join(absolute), "value": hidden.get("value")}
+    return {"path": dotted(absolute), "value": hidden.get("value")}
 
 
 def _get(values: Any, path: tuple[str, ...]) -> Any:
@@ -134,7 +148,7 @@ def _widget(node: dict[str, Any], name: str) -> str:
         return "json"
     if render == "password" or (kind == "string" and is_secret_field(node, name)):
         return "password"
-    if isinstance(node.get("enum"), list) or isinstance(node.get("listEnum"), list):
+    if _options(node):  # an empty listEnum (nothing to choose from) is a text box
         return "select"
     if render == "slider" and "sliderMax" in node:
         return "slider"
@@ -145,14 +159,26 @@ def _widget(node: dict[str, Any], name: str) -> str:
     return "text"
 
 
+def _options(node: dict[str, Any]) -> list[Any]:
+    for key in ("enum", "listEnum"):
+        if isinstance(node.get(key), list) and node[key]:
+            return list(node[key])
+    return []
+
+
 def _field(
-    path: tuple[str, ...], node: dict[str, Any], current: Any, default: Any, readonly: bool
+    path: tuple[str, ...],
+    node: dict[str, Any],
+    current: Any,
+    default: Any,
+    readonly: bool,
+    required: bool = False,
 ) -> Field:
     name = path[-1]
     widget = _widget(node, name)
     options: list[Any] = []
     if widget == "select":
-        options = list(node.get("enum") or node.get("listEnum") or [])
+        options = _options(node)
         if current not in options and current not in (None, ""):
             options.insert(0, current)
     slider: dict[str, Any] = {}
@@ -163,8 +189,10 @@ def _field(
             "step": node.get("sliderStep", 1),
             "unit": node.get("sliderUnit", ""),
         }
+        if node.get("sliderRangeId") and node.get("sliderExtremity") in ("down", "up"):
+            slider |= {"range": str(node["sliderRangeId"]), "extremity": node["sliderExtremity"]}
     return Field(
-        path=".".join(path),
+        path=dotted(path),
         name=name,
         widget=widget,
         kind=_main_type(node) or "string",
@@ -176,6 +204,7 @@ def _field(
         options=options,
         slider=slider,
         pattern=node.get("pattern") if isinstance(node.get("pattern"), str) else None,
+        required=required,
         hide_when=_hide_when(node, path[:-1]),
         suggest=(node.get("x-datalab") or {}).get("suggest") if widget == "text" else None,
     )
@@ -209,9 +238,21 @@ def build_form(
             sections.append(_group((name,), node, defaults, current, False))
         else:
             general.fields.append(
-                _field((name,), node, _get(current, (name,)), _get(defaults, (name,)), False)
+                _field(
+                    (name,),
+                    node,
+                    _get(current, (name,)),
+                    _get(defaults, (name,)),
+                    False,
+                    name in _required(schema),
+                )
             )
     return [s for s in sections if not s.is_empty()]
+
+
+def _required(node: dict[str, Any]) -> set[str]:
+    required = node.get("required")
+    return {str(n) for n in required} if isinstance(required, list) else set()
 
 
 def _group(
@@ -223,7 +264,7 @@ def _group(
 ) -> Group:
     readonly = readonly or _is_readonly(node)
     group = Group(
-        path=".".join(path),
+        path=dotted(path),
         title=str(node.get("title") or path[-1]),
         description=str(node.get("description") or ""),
         hide_when=_hide_when(node, path[:-1]),
@@ -238,7 +279,14 @@ def _group(
                 group.groups.append(child)
         else:
             group.fields.append(
-                _field(sub_path, sub, _get(current, sub_path), _get(defaults, sub_path), readonly)
+                _field(
+                    sub_path,
+                    sub,
+                    _get(current, sub_path),
+                    _get(defaults, sub_path),
+                    readonly,
+                    name in _required(node),
+                )
             )
     return group
 
@@ -252,7 +300,7 @@ def parse_prefill(query: list[tuple[str, str]], schema: dict[str, Any]) -> dict[
     """
     overrides: dict[str, Any] = {}
     for key, raw in query:
-        path = tuple(key.split("."))
+        path = split_dotted(key)
         node = _node_at(schema, path)
         if node is None or isinstance(node.get("properties"), dict):
             continue

@@ -13,9 +13,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import helm_python
 import pytest
 import yaml
 
+from datalab.catalog import CatalogConfig, CatalogRegistry
 from datalab.context import (
     ContextProject,
     ContextUser,
@@ -161,3 +163,39 @@ def onyxia_charts_at(target: Path, revision: str = "HEAD", path: str = "charts")
 def onyxia_charts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The directory of the real Onyxia charts (helm-charts-interactive-services' charts/)."""
     return onyxia_charts_at(tmp_path_factory.mktemp("onyxia"))
+
+
+#: where helm-charts-interactive-services is published (its charts' dependencies name it)
+ONYXIA_PUBLISHED = "https://inseefrlab.github.io/helm-charts-interactive-services"
+
+
+def onyxia_registry(charts: Path, work: Path) -> CatalogRegistry:
+    """The real Onyxia catalog, loaded as an administrator on a closed network would: with a
+    local Helm repository standing for the published one, holding the library-chart versions
+    some charts still pin, packaged from the clone's own history."""
+    mirror = work / "mirror"
+    mirror.mkdir(parents=True)
+    current = yaml.safe_load((charts / "library-chart" / "Chart.yaml").read_text())["version"]
+    needed = set()
+    for chart_yaml in charts.glob("*/Chart.yaml"):
+        for dependency in yaml.safe_load(chart_yaml.read_text()).get("dependencies") or []:
+            if dependency["name"] == "library-chart":
+                needed.add(str(dependency["version"]))
+    for version in sorted(needed - {current}):
+        log = onyxia_git(
+            "log", "--format=%H", f"-Sversion: {version}", "--", "charts/library-chart/Chart.yaml"
+        )
+        for commit in log.decode().split():
+            library = onyxia_charts_at(work / f"lib-{commit[:12]}", commit) / "library-chart"
+            if yaml.safe_load((library / "Chart.yaml").read_text())["version"] == version:
+                helm_python.package(library, destination=mirror)
+                break
+        else:
+            pytest.skip(f"library-chart {version} is not in this clone's history")
+    helm_python.repo_index_generate(mirror)
+    config = CatalogConfig(
+        id="ide", location=str(charts), repositories={ONYXIA_PUBLISHED: mirror.as_uri()}
+    )
+    registry = CatalogRegistry([config], work / "cache")
+    registry.refresh_sync()
+    return registry

@@ -13,54 +13,16 @@ import helm_python
 import httpx
 import pytest
 import yaml
-from tests.datalab.catalog.conftest import onyxia_charts_at, onyxia_git
+from tests.datalab.catalog.conftest import onyxia_registry
 
 from datalab.catalog import CatalogConfig, CatalogRegistry, SchemaRegistry
 from datalab.catalog.sources import load_catalog
 from datalab.launch import resolve_values
 
-PUBLISHED = "https://inseefrlab.github.io/helm-charts-interactive-services"
-
-
-def _library_versions_needed(charts: Path) -> set[str]:
-    needed = set()
-    for chart_yaml in charts.glob("*/Chart.yaml"):
-        for dependency in yaml.safe_load(chart_yaml.read_text()).get("dependencies") or []:
-            if dependency["name"] == "library-chart":
-                needed.add(str(dependency["version"]))
-    return needed
-
 
 @pytest.fixture(scope="module")
-def mirror(onyxia_charts: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A local Helm repository standing for the published one, on a closed network: the
-    library-chart versions some charts still pin, packaged from the catalog's own history."""
-    repo = tmp_path_factory.mktemp("mirror")
-    current = yaml.safe_load((onyxia_charts / "library-chart" / "Chart.yaml").read_text())
-    for version in sorted(_library_versions_needed(onyxia_charts) - {current["version"]}):
-        log = onyxia_git(
-            "log", "--format=%H", f"-Sversion: {version}", "--", "charts/library-chart/Chart.yaml"
-        )
-        for commit in log.decode().split():
-            old = onyxia_charts_at(repo.parent / f"lib-{version}-{commit[:8]}", commit)
-            library = old / "library-chart"
-            if yaml.safe_load((library / "Chart.yaml").read_text())["version"] == version:
-                helm_python.package(library, destination=repo)
-                break
-        else:
-            pytest.skip(f"library-chart {version} is not in this clone's history")
-    helm_python.repo_index_generate(repo)
-    return repo
-
-
-@pytest.fixture(scope="module")
-def registry(onyxia_charts: Path, mirror: Path, tmp_path_factory: pytest.TempPathFactory):
-    config = CatalogConfig(
-        id="ide", location=str(onyxia_charts), repositories={PUBLISHED: mirror.as_uri()}
-    )
-    registry = CatalogRegistry([config], tmp_path_factory.mktemp("cache"))
-    registry.refresh_sync()
-    return registry
+def registry(onyxia_charts: Path, tmp_path_factory: pytest.TempPathFactory) -> CatalogRegistry:
+    return onyxia_registry(onyxia_charts, tmp_path_factory.mktemp("onyxia-registry"))
 
 
 def test_every_chart_loads_and_the_library_is_hidden(

@@ -300,3 +300,49 @@ def test_every_shipped_fragment_is_a_schema_its_defaults_satisfy(name: str) -> N
     defaults = schema_defaults(fragment)  # a sentinel when the fragment has none
     if isinstance(defaults, dict | list | str | int | float | bool):
         assert [e.message for e in validator(fragment).iter_errors(defaults)] == []
+
+
+def test_array_defaults_are_mapped_item_by_item() -> None:
+    """Onyxia's per-item mapping: an array of objects from the context takes the items' shape,
+    each property from its overwriteDefaultWith (default {{<name>}}) over the element."""
+    schema = {
+        "type": "object",
+        "properties": {
+            "profiles": {
+                "type": "array",
+                "x-onyxia": {"overwriteDefaultWith": "s3_array"},
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "name": {
+                            "type": "string",
+                            "x-onyxia": {"overwriteDefaultWith": "{{profileName}}"},
+                        },
+                        "url": {"type": "string"},
+                        "region": {"type": "string", "default": "us-east-1"},
+                        "owner": {
+                            "type": "string",
+                            "x-onyxia": {"overwriteDefaultWith": "user.idep"},
+                        },
+                    },
+                },
+            },
+            "tags": {"type": "array", "x-onyxia": {"overwriteDefaultWith": "tags"}},
+        },
+    }
+    context = {
+        **CONTEXT,
+        "s3_array": [
+            {"profileName": "a", "url": "http://x", "extra": 1},
+            {"profileName": "b", "url": "http://y", "region": "eu"},
+        ],
+        "tags": ["t1", {"k": "v"}],
+    }
+    defaults = schema_defaults(inject_context(schema, context))
+    assert defaults["profiles"] == [
+        {"name": "a", "url": "http://x", "region": "us-east-1", "owner": "alice"},
+        {"name": "b", "url": "http://y", "region": "eu", "owner": "alice"},
+    ]
+    assert defaults["tags"] == ["t1", {"k": "v"}]  # no object items schema: as it is
+    mixed = {**context, "s3_array": [{"profileName": "a"}, "not an object"]}
+    assert schema_defaults(inject_context(schema, mixed))["profiles"] == mixed["s3_array"]

@@ -72,6 +72,16 @@ def test_launch_from_the_catalog_with_the_command_bar(page: Any, memory_server: 
     assert "cpu: 1500m" in page.locator("#cmd-values").text_content()
     # the slider follows the text field
     assert page.locator("#f-resources-limits-cpu-range").input_value() == "1500"
+    # a request and its limit are one range: moving one past the other takes it along
+    request = page.locator("#f-resources-requests-cpu")
+    requested = request.input_value()
+    request.fill("2000m")
+    expect(limit).to_have_value("2000m")
+    limit.fill("1000m")
+    expect(request).to_have_value("1000m")
+    request.fill(requested)
+    limit.fill("1500m")
+    expect(request).to_have_value(requested)
 
     # the API's validation, shown next to the field and on the section's tab
     limit.fill("lots")

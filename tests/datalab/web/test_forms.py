@@ -132,3 +132,42 @@ def test_prefill_parses_by_type_and_ignores_unknown_parameters() -> None:
         "tags": ["a", "b"],
         "service": {"cpu": "1500m", "mode": "true", "git": {"enabled": False}},
     }
+
+
+def test_required_pattern_empty_list_enum_linked_sliders_and_dotted_keys() -> None:
+    slider = {"type": "string", "render": "slider", "sliderMax": 8000, "sliderRangeId": "cpu"}
+    schema = {
+        "type": "object",
+        "properties": {
+            "app": {
+                "type": "object",
+                "required": ["url"],
+                "properties": {
+                    "url": {"type": "string", "pattern": "^https://"},
+                    "model": {"type": "string", "listEnum": [], "render": "list"},
+                    "request": {**slider, "sliderExtremity": "down"},
+                    "limit": {**slider, "sliderExtremity": "up"},
+                    "plain": {**slider, "sliderRangeId": None},
+                    "nvidia.com/gpu": {"type": "string"},
+                },
+            }
+        },
+    }
+    values = {"app": {"url": "https://x", "model": "", "request": "1", "limit": "2"}}
+    by_path = fields(build_form(schema, values))
+    assert by_path["app.url"].required and by_path["app.url"].pattern == "^https://"
+    assert not by_path["app.model"].required
+    assert by_path["app.model"].widget == "text"  # nothing to choose from: type it
+    assert by_path["app.request"].slider["range"] == by_path["app.limit"].slider["range"] == "cpu"
+    assert (
+        by_path["app.request"].slider["extremity"],
+        by_path["app.limit"].slider["extremity"],
+    ) == (
+        "down",
+        "up",
+    )
+    assert "range" not in by_path["app.plain"].slider
+    assert "app.nvidia\\.com/gpu" in by_path  # a dot in a key is escaped, as in --set
+    assert parse_prefill([("app.nvidia\\.com/gpu", "2")], schema) == {
+        "app": {"nvidia.com/gpu": "2"}
+    }

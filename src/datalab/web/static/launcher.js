@@ -46,7 +46,8 @@ document.addEventListener("DOMContentLoaded", () => {
   const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
 
   function setPath(target, path, value) {
-    const parts = path.split(".");
+    // keys joined by ".", a dot inside a key escaped as "\." (forms.dotted)
+    const parts = path.split(/(?<!\\)\./).map((part) => part.replace(/\\\./g, "."));
     let node = target;
     parts.slice(0, -1).forEach((part) => { node = node[part] = node[part] || {}; });
     node[parts[parts.length - 1]] = value;
@@ -107,10 +108,40 @@ document.addEventListener("DOMContentLoaded", () => {
     if (value !== null) range.value = value;
   }
 
+  // A request and its limit (same sliderRangeId in one section, extremities down and up) stay
+  // in order, as Onyxia's range slider keeps them: moving one past the other takes it along.
+  function partner(field) {
+    const range = field.querySelector("input[type=range]");
+    if (!range || !range.dataset.rangeId) return null;
+    const section = field.dataset.path.split(".")[0];
+    return fields.find((other) => {
+      const otherRange = other.querySelector("input[type=range]");
+      return other !== field && otherRange && otherRange.dataset.rangeId === range.dataset.rangeId &&
+        otherRange.dataset.extremity !== range.dataset.extremity &&
+        other.dataset.path.split(".")[0] === section;
+    }) || null;
+  }
+
+  function keepInOrder(field) {
+    const other = partner(field);
+    if (!other || control(other).disabled || control(other).readOnly) return;
+    const range = field.querySelector("input[type=range]");
+    const unit = range.dataset.unit || "";
+    const mine = inUnit(control(field).value, unit);
+    const theirs = inUnit(control(other).value, unit);
+    if (mine === null || theirs === null) return;
+    const down = range.dataset.extremity === "down";
+    if (down ? mine > theirs : mine < theirs) {
+      control(other).value = control(field).value;
+      syncRange(other);
+      control(other).dispatchEvent(new Event("input", { bubbles: true }));
+    }
+  }
+
   fields.filter((f) => f.dataset.widget === "slider").forEach((field) => {
     const range = field.querySelector("input[type=range]");
     syncRange(field);
-    control(field).addEventListener("input", () => syncRange(field));
+    control(field).addEventListener("input", () => { syncRange(field); keepInOrder(field); });
     range.addEventListener("input", () => {
       control(field).value = `${range.value}${range.dataset.unit || ""}`;
       control(field).dispatchEvent(new Event("input", { bubbles: true }));

@@ -1,0 +1,149 @@
+"""The launcher form of every chart of the real Onyxia catalog (helm-charts-interactive-services;
+skipped without a clone): its sections render, every hide condition the page's script reads is
+JSON, and the form as the browser reads it back resolves to the same values."""
+
+from __future__ import annotations
+
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.datalab.catalog.conftest import alice_context, onyxia_charts_at, onyxia_registry
+
+from datalab.catalog import CatalogRegistry
+from datalab.launch import resolve_values
+from datalab.web.context import templates
+from datalab.web.forms import Group, build_form, split_dotted
+from datalab.web.i18n import translate
+
+SECTION = templates.from_string(
+    '{% from "_field.html" import group_block with context %}{{ group_block(section, 0) }}'
+)
+
+
+def _t(key: str, /, **params: Any) -> str:
+    return translate("en", key, **params)
+
+
+class _FormReader(HTMLParser):
+    """Reads the rendered fields as launcher.js does (readField): what the browser would send."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fields: list[dict[str, Any]] = []
+        self.hide_values: list[str] = []
+        self._select: dict[str, Any] | None = None
+        self._textarea: dict[str, Any] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if "data-hide-value" in a:
+            self.hide_values.append(a["data-hide-value"] or "")
+        if "data-field" in a:
+            self.fields.append({"path": a["data-path"], "widget": a["data-widget"], **a})
+            return
+        if not self.fields or tag not in ("input", "select", "textarea", "option"):
+            return
+        field = self.fields[-1]
+        if tag == "input" and a.get("type") != "range" and "control" not in field:
+            field["control"] = a
+            field["value"] = "checked" in a if a.get("type") == "checkbox" else a.get("value", "")
+        elif tag == "select":
+            field["control"], field["value"] = a, None
+            self._select = field
+        elif tag == "option" and self._select is not None:
+            if "selected" in a or self._select["value"] is None:
+                self._select["value"] = a.get("value")
+        elif tag == "textarea":
+            field["control"], field["value"] = a, ""
+            self._textarea = field
+
+    def handle_data(self, data: str) -> None:
+        if self._textarea is not None:
+            self._textarea["value"] += data
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "select":
+            self._select = None
+        elif tag == "textarea":
+            self._textarea = None
+
+
+def _read(field: dict[str, Any]) -> Any:
+    raw, widget = field["value"], field["widget"]
+    if widget == "checkbox":
+        return raw
+    numeric = widget in ("number", "integer") or (
+        widget == "slider" and field["data-type"] in ("number", "integer")
+    )
+    if numeric:
+        return None if raw.strip() == "" else json.loads(raw)
+    if widget == "list":
+        return [line.strip() for line in raw.split("\n") if line.strip()]
+    if widget == "json":
+        return json.loads(raw.removeprefix("\n") or "null")
+    return raw
+
+
+def _set(target: dict[str, Any], path: str, value: Any) -> None:
+    *parents, last = split_dotted(path)  # as launcher.js's setPath
+    for part in parents:
+        target = target.setdefault(part, {})
+    target[last] = value
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> CatalogRegistry:
+    charts = onyxia_charts_at(tmp_path_factory.mktemp("onyxia"))
+    return onyxia_registry(charts, tmp_path_factory.mktemp("onyxia-registry"))
+
+
+def test_every_launcher_form_renders_and_round_trips(registry: CatalogRegistry) -> None:
+    context = alice_context()
+    [catalog] = registry.catalogs()
+    assert len(catalog.chart_names()) >= 20
+    for name in catalog.chart_names():
+        chart = registry.get_chart("ide", name)
+        resolved = resolve_values(chart, context)
+        sections: list[Group] = build_form(resolved.schema, resolved.values)
+        reader = _FormReader()
+        for section in sections:
+            reader.feed(SECTION.render(section=section, t=_t))
+        for hide_value in reader.hide_values:  # what launcher.js JSON.parses
+            json.loads(hide_value)
+        assert reader.fields, name
+        sent: dict[str, Any] = {}
+        for field in reader.fields:
+            control = field.get("control", {})
+            if field["widget"] == "password" or "readonly" in control or "disabled" in control:
+                continue  # the browser sends neither (a password only when typed in)
+            _set(sent, field["path"], _read(field))
+        again = resolve_values(chart, context, overrides=sent)
+        assert again.values == resolved.values, name
+
+
+def test_string_hide_conditions_reach_the_script_as_json(tmp_path: Path) -> None:
+    """A group hidden while another field has a string value: the attribute was double-quoted
+    JSON, which ended at the value's first quote."""
+    schema = {
+        "type": "object",
+        "properties": {
+            "storage": {
+                "type": "object",
+                "properties": {
+                    "kind": {"type": "string", "enum": ["s3", "none"], "default": "s3"},
+                    "s3": {
+                        "type": "object",
+                        "hidden": {"value": "none", "path": "storage/kind"},
+                        "properties": {"bucket": {"type": "string", "default": "b"}},
+                    },
+                },
+            }
+        },
+    }
+    sections = build_form(schema, {"storage": {"kind": "s3", "s3": {"bucket": "b"}}})
+    reader = _FormReader()
+    reader.feed(SECTION.render(section=sections[0], t=_t))
+    assert [json.loads(v) for v in reader.hide_values] == ["none"]
