@@ -19,7 +19,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from datalab.catalog.schema import schema_defaults
 from datalab.masking import is_secret_field
+
+_NO_DEFAULT = schema_defaults({})  # what schema_defaults gives a schema without one
 
 
 @dataclass
@@ -43,6 +46,10 @@ class Field:
     hide_when: dict[str, Any] | None = None  # {"path": dotted, "value": json} for the browser
     # "secrets": the input suggests the caller's secret paths (schema: x-datalab.suggest)
     suggest: str | None = None
+    # widget "objects" (an array of objects): the fields of one item (their path is the
+    # item's key; widget "hidden" keeps a value the form does not show), and a new item
+    item_fields: list[Field] = field(default_factory=list)
+    new_item: dict[str, Any] = field(default_factory=dict)
 
     @property
     def dom_id(self) -> str:
@@ -143,7 +150,9 @@ def _widget(node: dict[str, Any], name: str) -> str:
         return "checkbox"
     if kind in ("array",):
         items = node.get("items") if isinstance(node.get("items"), dict) else {}
-        return "list" if _main_type(items) in ("string", "number", "integer", None) else "json"
+        if _main_type(items) in ("string", "number", "integer", None):
+            return "list"
+        return "objects" if _item_properties(items) else "json"
     if kind == "object":
         return "json"
     if render == "password" or (kind == "string" and is_secret_field(node, name)):
@@ -157,6 +166,38 @@ def _widget(node: dict[str, Any], name: str) -> str:
     if kind in ("number", "integer"):
         return kind
     return "text"
+
+
+_SCALARS = ("string", "number", "integer", "boolean")
+
+
+def _item_properties(items: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The properties of an array's object items when the form can show each item as a group
+    (every shown property a scalar), else {} (the array stays a JSON box)."""
+    properties = items.get("properties")
+    if _main_type(items) != "object" or not isinstance(properties, dict) or not properties:
+        return {}
+    for sub in properties.values():
+        if not isinstance(sub, dict):
+            return {}
+        if not _is_always_hidden(sub) and _main_type(sub) not in _SCALARS:
+            return {}
+    return properties
+
+
+def _item_fields(node: dict[str, Any]) -> list[Field]:
+    items = node["items"]
+    required = _required(items)
+    found = []
+    for name, sub in _item_properties(items).items():
+        default = schema_defaults(sub)
+        item_field = _field((name,), sub, None, None if default is _NO_DEFAULT else default, False)
+        item_field.path = name
+        item_field.required = name in required
+        if _is_always_hidden(sub):
+            item_field.widget = "hidden"
+        found.append(item_field)
+    return found
 
 
 def _options(node: dict[str, Any]) -> list[Any]:
@@ -191,7 +232,10 @@ def _field(
         }
         if node.get("sliderRangeId") and node.get("sliderExtremity") in ("down", "up"):
             slider |= {"range": str(node["sliderRangeId"]), "extremity": node["sliderExtremity"]}
+    item_fields = _item_fields(node) if widget == "objects" else []
     return Field(
+        item_fields=item_fields,
+        new_item={f.name: f.default for f in item_fields if f.default is not None},
         path=dotted(path),
         name=name,
         widget=widget,

@@ -100,6 +100,17 @@ def test_launch_from_the_catalog_with_the_command_bar(page: Any, memory_server: 
     assert not page.locator("#f-git-name").is_visible()
     page.locator("#f-git-enabled").check()
 
+    # an array of objects is a group of inputs per item: add, fill, remove
+    page.get_by_role("tab").first.click()
+    env = page.locator("[data-path=extraEnvVars]")
+    env.get_by_role("button", name="Add an item").click()
+    env.locator(".item [data-key=name]").fill("GREETING")
+    env.locator(".item [data-key=value]").fill("hello, world")
+    expect(bar).to_contain_text("extraEnvVars")
+    assert "GREETING" in page.locator("#cmd-values").text_content()
+    env.get_by_role("button", name="Remove").click()
+    expect(bar).not_to_contain_text("extraEnvVars")
+
     page.get_by_role("button", name="Copy auto-launch link").click()
     link = page.locator("#autolaunch-url").input_value()
     assert "resources.limits.cpu=1500m" in link and "autolaunch=true" in link

@@ -36,17 +36,26 @@ class _FormReader(HTMLParser):
         self.hide_values: list[str] = []
         self._select: dict[str, Any] | None = None
         self._textarea: dict[str, Any] | None = None
+        self._template = 0  # inside a <template> (a new item): not in the form
+        self._item_select: dict[str, Any] | None = None
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = dict(attrs)
+        if tag == "template":
+            self._template += 1
+        if self._template:
+            return
         if "data-hide-value" in a:
             self.hide_values.append(a["data-hide-value"] or "")
         if "data-field" in a:
             self.fields.append({"path": a["data-path"], "widget": a["data-widget"], **a})
             return
-        if not self.fields or tag not in ("input", "select", "textarea", "option"):
+        if not self.fields or tag not in ("input", "select", "textarea", "option", "fieldset"):
             return
         field = self.fields[-1]
+        if field["widget"] == "objects":
+            self._item_tag(field, tag, a)
+            return
         if tag == "input" and a.get("type") != "range" and "control" not in field:
             field["control"] = a
             field["value"] = "checked" in a if a.get("type") == "checkbox" else a.get("value", "")
@@ -60,20 +69,47 @@ class _FormReader(HTMLParser):
             field["control"], field["value"] = a, ""
             self._textarea = field
 
+    def _item_tag(self, field: dict[str, Any], tag: str, a: dict[str, Any]) -> None:
+        """An array of objects, as launcher.js's readItems reads it."""
+        field.setdefault("value", [])
+        if tag == "input" and "objects-control" in (a.get("class") or ""):
+            field["control"] = a
+        elif tag == "fieldset" and a.get("class") == "item":
+            field["value"].append({})
+        elif tag == "input" and "data-key" in a:
+            kind, raw = a["data-kind"], a.get("value", "")
+            if kind == "json":
+                value: Any = json.loads(raw or "null")
+            elif a.get("type") == "checkbox":
+                value = "checked" in a
+            elif kind in ("number", "integer"):
+                value = None if raw.strip() == "" else json.loads(raw)
+            else:
+                value = raw
+            field["value"][-1][a["data-key"]] = value
+        elif tag == "select" and "data-key" in a:
+            self._item_select = {"key": a["data-key"], "item": field["value"][-1]}
+        elif tag == "option" and self._item_select is not None:
+            item, key = self._item_select["item"], self._item_select["key"]
+            if "selected" in a or key not in item:
+                item[key] = a.get("value")
+
     def handle_data(self, data: str) -> None:
         if self._textarea is not None:
             self._textarea["value"] += data
 
     def handle_endtag(self, tag: str) -> None:
+        if tag == "template":
+            self._template -= 1
         if tag == "select":
-            self._select = None
+            self._select = self._item_select = None
         elif tag == "textarea":
             self._textarea = None
 
 
 def _read(field: dict[str, Any]) -> Any:
     raw, widget = field["value"], field["widget"]
-    if widget == "checkbox":
+    if widget in ("checkbox", "objects"):
         return raw
     numeric = widget in ("number", "integer") or (
         widget == "slider" and field["data-type"] in ("number", "integer")
@@ -147,3 +183,55 @@ def test_string_hide_conditions_reach_the_script_as_json(tmp_path: Path) -> None
     reader = _FormReader()
     reader.feed(SECTION.render(section=sections[0], t=_t))
     assert [json.loads(v) for v in reader.hide_values] == ["none"]
+
+
+def test_arrays_of_objects_are_repeatable_groups() -> None:
+    """Each item of an array of objects is a group of inputs (hidden item properties kept),
+    which the browser reads back as the same list; the template of a new item is not read."""
+    schema = {
+        "type": "object",
+        "properties": {
+            "env": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name"],
+                    "properties": {
+                        "name": {"type": "string", "pattern": "^[A-Z_]+$", "default": "VAR"},
+                        "value": {"type": "string", "default": ""},
+                        "port": {"type": "integer", "default": 80},
+                        "secret": {"type": "boolean", "default": False},
+                        "mode": {"type": "string", "enum": ["a", "b"], "default": "a"},
+                        "models": {"type": "array", "x-onyxia": {"hidden": True}},
+                    },
+                },
+            },
+            "matrix": {"type": "array", "items": {"type": "object", "properties": {"m": {}}}},
+        },
+    }
+    values = {
+        "env": [
+            {"name": "A", "value": "x'\"<y>", "port": 8080, "secret": True, "mode": "b",
+             "models": ["m1", "m2"]},
+            {"name": "B", "value": "", "port": 1, "secret": False, "mode": "a", "models": []},
+        ],
+        "matrix": [{"m": [1]}],
+    }  # fmt: skip
+    [section] = build_form(schema, values)
+    env = next(f for f in section.fields if f.path == "env")
+    assert env.widget == "objects"
+    assert [(f.name, f.widget, f.required) for f in env.item_fields] == [
+        ("name", "text", True),
+        ("value", "text", False),
+        ("port", "integer", False),
+        ("secret", "checkbox", False),
+        ("mode", "select", False),
+        ("models", "hidden", False),
+    ]
+    assert env.new_item == {"name": "VAR", "value": "", "port": 80, "secret": False, "mode": "a"}
+    assert next(f for f in section.fields if f.path == "matrix").widget == "json"
+    reader = _FormReader()
+    reader.feed(SECTION.render(section=section, t=_t))
+    read = {field["path"]: _read(field) for field in reader.fields}
+    assert read["env"] == values["env"]
+    assert read["matrix"] == values["matrix"]

@@ -12,9 +12,57 @@ document.addEventListener("DOMContentLoaded", () => {
 
   // -- reading and writing fields -----------------------------------------------------------
 
+  // -- arrays of objects: one group of inputs per item ---------------------------------------
+
+  function readItemInput(input) {
+    const kind = input.dataset.kind;
+    if (kind === "json") return JSON.parse(input.value || "null");
+    if (input.type === "checkbox") return input.checked;
+    if (kind === "number" || kind === "integer") {
+      return input.value.trim() === "" ? null : (Number.isNaN(Number(input.value)) ? input.value : Number(input.value));
+    }
+    return input.value;
+  }
+
+  function readItems(field) {
+    return Array.from(field.querySelectorAll(".items > .item")).map((item) => {
+      const value = {};
+      item.querySelectorAll("[data-key]").forEach((input) => { value[input.dataset.key] = readItemInput(input); });
+      return value;
+    });
+  }
+
+  function addItem(field, value) {
+    const item = field.querySelector("template").content.firstElementChild.cloneNode(true);
+    item.querySelectorAll("[data-key]").forEach((input) => {
+      const v = value ? value[input.dataset.key] : undefined;
+      if (v === undefined) return;
+      if (input.dataset.kind === "json") input.value = JSON.stringify(v);
+      else if (input.type === "checkbox") input.checked = Boolean(v);
+      else input.value = v === null ? "" : String(v);
+    });
+    field.querySelector(".items").append(item);
+    return item;
+  }
+
+  form.addEventListener("click", (event) => {
+    const field = event.target.closest("[data-widget=objects]");
+    if (!field) return;
+    if (event.target.closest(".add-item")) {
+      addItem(field, null).querySelector("input:not([type=hidden]), select")?.focus();
+    } else if (event.target.closest(".remove-item")) {
+      event.target.closest(".item").remove();
+      field.querySelector(".add-item").focus();
+    } else {
+      return;
+    }
+    schedulePreview();
+  });
+
   function readField(field) {
     const input = control(field);
     const widget = field.dataset.widget;
+    if (widget === "objects") return readItems(field);
     if (widget === "checkbox") return input.checked;
     const raw = input.value;
     const numeric = widget === "number" || widget === "integer" ||
@@ -35,7 +83,10 @@ document.addEventListener("DOMContentLoaded", () => {
   function writeField(field, value) {
     const input = control(field);
     const widget = field.dataset.widget;
-    if (widget === "checkbox") input.checked = Boolean(value);
+    if (widget === "objects") {
+      field.querySelector(".items").replaceChildren();
+      (value || []).forEach((item) => addItem(field, item));
+    } else if (widget === "checkbox") input.checked = Boolean(value);
     else if (widget === "password") input.value = "";
     else if (widget === "list") input.value = (value || []).join("\n");
     else if (widget === "json") input.value = JSON.stringify(value, null, 2);
