@@ -209,12 +209,13 @@ def _get(data: Any, path: Sequence[str]) -> Any:
 
 
 def _delete(data: dict[str, Any], path: Sequence[str]) -> None:
+    node: Any = data
     for part in path[:-1]:
-        data = data.get(part)  # type: ignore[assignment]
-        if not isinstance(data, dict):
+        node = node.get(part)
+        if not isinstance(node, dict):
             return
-    if isinstance(data, dict):
-        data.pop(path[-1], None)
+    if isinstance(node, dict):
+        node.pop(path[-1], None)
 
 
 def _coerce_strings(

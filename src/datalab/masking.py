@@ -36,7 +36,8 @@ def _mask(values: dict[str, Any], schema: dict[str, Any]) -> None:
     properties = schema.get("properties") if isinstance(schema, dict) else None
     properties = properties if isinstance(properties, dict) else {}
     for name, value in values.items():
-        node = properties.get(name) if isinstance(properties.get(name), dict) else {}
+        node = properties.get(name)
+        node = node if isinstance(node, dict) else {}
         if isinstance(value, dict):
             _mask(value, node)
         elif value not in (None, "") and is_secret_field(node, name):

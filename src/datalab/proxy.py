@@ -33,6 +33,7 @@ import httpx
 from starlette.types import Message, Receive, Scope, Send
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.typing import Origin
 
 from datalab.backends.base import Endpoint
 
@@ -228,7 +229,9 @@ class ServiceProxy:
         endpoint = route.endpoint
         headers = self._forward_headers(scope, route)
         host = next((v.decode("latin-1") for n, v in scope["headers"] if n == b"host"), None)
-        origin = next((v.decode("latin-1") for n, v in scope["headers"] if n == b"origin"), None)
+        origin = next(
+            (Origin(v.decode("latin-1")) for n, v in scope["headers"] if n == b"origin"), None
+        )
         user_agent = next(
             (v.decode("latin-1") for n, v in scope["headers"] if n == b"user-agent"), None
         )
@@ -237,11 +240,13 @@ class ServiceProxy:
             for n, v in headers
             if n.decode("latin-1") not in WS_HANDSHAKE
         ]
+        # a service listening on a Unix socket: connect's keyword arguments for it
+        unix: dict[str, Any] = {"unix": True, "path": endpoint.socket} if endpoint.socket else {}
         try:
             upstream = await connect(
                 endpoint.url.replace("http://", "ws://", 1) + path,
                 additional_headers=extra,
-                origin=origin,  # type: ignore[arg-type]
+                origin=origin,
                 user_agent_header=user_agent,
                 subprotocols=scope.get("subprotocols") or None,
                 compression=None,  # loopback: compressing costs CPU for nothing
@@ -251,7 +256,7 @@ class ServiceProxy:
                 close_timeout=2,  # a service that does not answer a close frame: drop it
                 create_connection=_preserving_host(host),
                 proxy=None,
-                **({"unix": True, "path": endpoint.socket} if endpoint.socket else {}),
+                **unix,
             )
         except InvalidStatus as exc:
             await deny(scope, receive, send, exc.response.status_code, "refused by the service")
@@ -324,6 +329,8 @@ def _preserving_host(host: str | None) -> type[ClientConnection]:
                     request.headers["Host"] = host
                     return request
 
+                # replaces the method on this connection's protocol only (websockets has no
+                # hook for the Host header of the handshake)
                 self.protocol.connect = connect_with_host  # type: ignore[method-assign]
             await super().handshake(*args, **kwargs)
 

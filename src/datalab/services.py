@@ -15,6 +15,7 @@ knows it, and the status watcher never records an answer older than an operation
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import copy
 import dataclasses
@@ -422,8 +423,8 @@ class ServiceManager:
                 status = await self.backend.install(spec)
             except BaseException as exc:
                 with self.db.session() as session:
-                    if (row := session.get(Service, service_id)) is not None:
-                        session.delete(row)
+                    if (added := session.get(Service, service_id)) is not None:
+                        session.delete(added)
                 if isinstance(exc, BackendUnreachable):
                     raise ExecutionUnavailable(f"cannot start {service_id!r}: {exc}") from None
                 if isinstance(exc, BackendConflict):
@@ -462,7 +463,9 @@ class ServiceManager:
         service at each start) exist and are the caller's: a clear error now rather than a
         service that fails to start."""
         vault = values.get("vault")
-        chosen = vault.get("secret") if isinstance(vault, dict) else None
+        if not isinstance(vault, dict):
+            return
+        chosen = vault.get("secret")
         if not isinstance(chosen, str) or not chosen.strip():
             return
         paths = chosen_secret_paths(chosen)
@@ -579,7 +582,7 @@ class ServiceManager:
                 for row in session.execute(query)
             ]
 
-    async def list_all(self, owner: str | None = None) -> list[dict[str, Any]]:
+    async def list_all(self, owner: str | None = None) -> builtins.list[dict[str, Any]]:
         """Every service of every project (of one owner), for administrators."""
         query = (
             select(
@@ -643,7 +646,7 @@ class ServiceManager:
             return {}
         return chart.schema or {}
 
-    async def events(self, principal: Principal, service_id: str) -> list[dict[str, Any]]:
+    async def events(self, principal: Principal, service_id: str) -> builtins.list[dict[str, Any]]:
         with self.db.session() as session:
             check_service(principal, session.get(Service, service_id), Action.VIEW)
         try:
@@ -803,8 +806,8 @@ class ServiceManager:
                 project_id = row.project_id
             await self.backend.uninstall(service_id)
             with self.db.session() as session:
-                if (row := session.get(Service, service_id)) is not None:
-                    session.delete(row)
+                if (stored := session.get(Service, service_id)) is not None:
+                    session.delete(stored)
         return {
             "deleted": service_id,
             "commands": _for_action(principal, "delete", service_id, project_id),
@@ -844,7 +847,7 @@ class ServiceManager:
                 log.info("suspended %d service(s) of disabled account %s", len(running), name)
             await self.sync_projects(self._projects_of(user_id))
 
-    def _projects_of(self, user_id: int) -> list[str]:
+    def _projects_of(self, user_id: int) -> builtins.list[str]:
         with self.db.session() as session:
             return list(
                 session.scalars(select(Membership.project_id).where(Membership.user_id == user_id))

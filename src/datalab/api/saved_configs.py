@@ -37,9 +37,11 @@ class NewSavedConfig(Model):
 
 def _without_secrets(values: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
     kept: dict[str, Any] = {}
-    properties = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+    properties = schema.get("properties")
+    properties = properties if isinstance(properties, dict) else {}
     for key, value in values.items():
-        node = properties.get(key) if isinstance(properties.get(key), dict) else {}
+        node = properties.get(key)
+        node = node if isinstance(node, dict) else {}
         if isinstance(value, dict):
             inner = _without_secrets(value, node)
             if inner or not value:

@@ -17,6 +17,7 @@ that runs nothing). Each builds itself from the settings (:meth:`Backend.from_se
 from __future__ import annotations
 
 import abc
+import builtins
 import enum
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -223,7 +224,7 @@ class Backend(abc.ABC):
         answers otherwise, or raises :class:`~datalab.errors.ConfigError` naming the setting."""
         return url
 
-    async def sync_project(self, project_id: str, members: list[str]) -> None:  # noqa: B027
+    async def sync_project(self, project_id: str, members: builtins.list[str]) -> None:  # noqa: B027
         """The project's members changed (or the platform started): the backend gives those
         members, and only them, what it gives project members (Kubernetes: access to the
         project's namespace)."""

@@ -35,7 +35,7 @@ def validate_local_recipe(recipe: Any, chart_name: str) -> dict[str, Any]:
     if errors:
         details = "; ".join(f"{_path(e.absolute_path) or '(root)'}: {_short(e)}" for e in errors)
         raise ChartInvalid(f"chart {chart_name!r}: invalid local.yaml: {details}")
-    return recipe  # type: ignore[no-any-return]  # validated to be an object
+    return recipe  # validated to be an object
 
 
 def _path(parts: Any) -> str:

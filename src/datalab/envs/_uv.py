@@ -21,7 +21,7 @@ _UNSET = ("VIRTUAL_ENV", "CONDA_PREFIX", "UV_PROJECT_ENVIRONMENT", "PYTHONHOME",
 def find_uv() -> str:
     """The uv binary shipped with the ``uv`` package (a platform dependency), else PATH's."""
     try:
-        from uv import find_uv_bin  # type: ignore[import-untyped]
+        from uv import find_uv_bin
 
         return str(find_uv_bin())
     except (ImportError, FileNotFoundError):

@@ -141,7 +141,7 @@ def services_sql(principal: Principal, action: Action) -> ColumnElement[bool]:
     ``services`` table: the rows for which :func:`check_service` passes."""
     if principal.is_admin and action in ADMIN_ACTIONS:
         return true()
-    others = Service.shared.is_(True)
+    others: ColumnElement[bool] = Service.shared.is_(True)
     if action in CHANGES and principal.project_role != "admin":
         others = false()
     return and_(

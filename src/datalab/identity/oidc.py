@@ -16,13 +16,13 @@ import re
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlencode
 
 import httpx
 from joserfc import jwt
 from joserfc.errors import JoseError
-from joserfc.jwk import KeySet
+from joserfc.jwk import KeySet, KeySetSerialization
 from joserfc.jwt import JWTClaimsRegistry
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -105,7 +105,9 @@ class OidcClient:
             issuer = (self.settings.issuer_url or "").rstrip("/")
             document = await self._get_json(f"{issuer}/.well-known/openid-configuration")
             keys = await self._get_json(document["jwks_uri"])
-            self._discovery, self._keys = document, KeySet.import_key_set(keys)  # type: ignore[arg-type]
+            # the provider's JWKS document, checked by import_key_set
+            jwks = cast(KeySetSerialization, keys)
+            self._discovery, self._keys = document, KeySet.import_key_set(jwks)
             self._discovered_at = time.monotonic()
         return self._discovery
 

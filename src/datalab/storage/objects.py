@@ -504,7 +504,7 @@ _PUBLIC = "DatalabPublic"
 
 def _folders_between(prefix: str, keys: Iterable[str]) -> set[str]:
     """The folders from ``prefix`` (excluded) down to each key's parent, and folder keys."""
-    folders = set()
+    folders: set[str] = set()
     for key in keys:
         parts = key[len(prefix) :].split("/")[:-1]
         folders.update(prefix + "/".join(parts[:depth]) + "/" for depth in range(1, len(parts) + 1))

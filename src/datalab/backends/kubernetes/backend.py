@@ -14,6 +14,7 @@ project's namespace (``user-alice``, ``project-team``). See ``docs/kubernetes.md
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import ipaddress
 from collections.abc import AsyncIterator, Callable
@@ -354,14 +355,15 @@ class KubernetesBackend(Backend):
             resources=Resources.from_values(record.spec.values).to_status(),
         )
 
-    def _urls(self, record: _Release) -> list[str]:
+    def _urls(self, record: _Release) -> builtins.list[str]:
         if self.settings.access == "proxy":
             return [self.service_url(record.spec.id)]
         return _ingress_urls(record.manifest)
 
 
 def _with_suspend(values: dict[str, Any], suspended: bool) -> dict[str, Any]:
-    global_values = values.get("global") if isinstance(values.get("global"), dict) else {}
+    global_values = values.get("global")
+    global_values = global_values if isinstance(global_values, dict) else {}
     return {**values, "global": {**global_values, SUSPEND_KEY: suspended}}
 
 

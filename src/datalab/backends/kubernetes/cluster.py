@@ -11,12 +11,15 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from datalab.errors import BackendConflict, BackendError, BackendUnreachable
+
+if TYPE_CHECKING:
+    from aiohttp import ClientResponse
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +192,8 @@ class Cluster:
 
     @property
     def server(self) -> str:
-        return self.api.configuration.host if self.api is not None else "(not connected)"
+        host = self.api.configuration.host if self.api is not None else None
+        return host or "(not connected)"
 
     def _api(self) -> client.ApiClient:
         if self.api is None:
@@ -312,8 +316,13 @@ class Cluster:
                     for line in str(text).splitlines():
                         yield line
                     continue
-                answer = await core.read_namespaced_pod_log(
-                    name, namespace, tail_lines=tail, follow=True, _preload_content=False
+                # without preloading, the client answers the HTTP response itself (its stubs
+                # say str whatever _preload_content is)
+                answer = cast(
+                    "ClientResponse",
+                    await core.read_namespaced_pod_log(
+                        name, namespace, tail_lines=tail, follow=True, _preload_content=False
+                    ),
                 )
                 async for raw in answer.content:
                     yield raw.decode(errors="replace").rstrip("\n")
@@ -346,6 +355,6 @@ def _reason(exc: ApiException) -> str:
     import json
 
     try:
-        return str(json.loads(exc.body).get("message") or exc.reason)
+        return str(json.loads(exc.body or b"").get("message") or exc.reason)
     except (TypeError, ValueError, AttributeError):
         return f"{exc.status} {exc.reason}"

@@ -65,7 +65,7 @@ def _container_statuses(pod: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 def _condition(pod: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
     for condition in (pod.get("status") or {}).get("conditions") or []:
         if condition.get("type") == kind:
-            return condition  # type: ignore[no-any-return]
+            return condition
     return None
 
 

@@ -20,18 +20,19 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from typing import Any, NoReturn
 
 VAULT_ENV_VARIABLE = "DATALAB_VAULT_ENV"
 VAULT_TIMEOUT_S = 15
 EXIT_CONFIG = 78  # EX_CONFIG
 
 
-def fail(message: str, code: int = EXIT_CONFIG) -> None:
+def fail(message: str, code: int = EXIT_CONFIG) -> NoReturn:
     print(f"datalab: {message}", file=sys.stderr, flush=True)
     os._exit(code)
 
 
-def read_secret(address: str, token: str, mount: str, path: str) -> dict:
+def read_secret(address: str, token: str, mount: str, path: str) -> dict[str, Any]:
     url = f"{address.rstrip('/')}/v1/{urllib.parse.quote(mount)}/data/{urllib.parse.quote(path)}"
     request = urllib.request.Request(url, headers={"X-Vault-Token": token})  # noqa: S310
     what = f"cannot read the secret {path!r} from {address}"

@@ -16,10 +16,11 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil  # type: ignore[import-untyped]
+import psutil
 
 from datalab.backends.local.limits import Confinement
 
@@ -140,7 +141,7 @@ def describe_exit(returncode: int | None) -> str:
     return f"the process exited with code {returncode}"
 
 
-def tree(ref: ProcessRef, extra_pids: set[int] = frozenset()) -> list[psutil.Process]:  # type: ignore[assignment]
+def tree(ref: ProcessRef, extra_pids: AbstractSet[int] = frozenset()) -> list[psutil.Process]:
     """The service's processes: its session (process group leader and everything in it), every
     descendant (even those that started their own session, like Jupyter kernels) and the pids
     its cgroup reports (which catches orphans re-parented away)."""
@@ -169,7 +170,7 @@ def tree(ref: ProcessRef, extra_pids: set[int] = frozenset()) -> list[psutil.Pro
 async def terminate(
     ref: ProcessRef,
     grace_s: float,
-    extra_pids: set[int] = frozenset(),  # type: ignore[assignment]
+    extra_pids: AbstractSet[int] = frozenset(),
 ) -> None:
     """SIGTERM every process of the service, SIGKILL what is left after ``grace_s``."""
     processes = tree(ref, extra_pids)

@@ -42,7 +42,9 @@ def login_form(page: PageDep, next: str | None = None) -> Response:
     return _login_form(page, 200, next, None, "")
 
 
-def _login_form(page: Page, status: int, next: str, error: str | None, username: str) -> Response:
+def _login_form(
+    page: Page, status: int, next: str | None, error: str | None, username: str
+) -> Response:
     return page.render(
         "login.html",
         status=status,
