@@ -88,12 +88,13 @@ $(ACTIONLINT):
 	GOFLAGS="-trimpath -modcacherw" GOTOOLCHAIN=local CGO_ENABLED=0 \
 		nice -n 10 go install -ldflags="-s -w" github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION)
 
-## lint: ruff, the layer rule of docs/architecture.md (import-linter's contracts), the
-## Dockerfiles (hadolint) and the GitHub workflows (actionlint)
+## lint: ruff, the layer rule of docs/architecture.md (import-linter's contracts), mypy on the
+## platform (src/datalab), the Dockerfiles (hadolint) and the GitHub workflows (actionlint)
 lint: setup $(ACTIONLINT)
 	$(UV) run --frozen ruff check src tests bench deploy
 	$(UV) run --frozen ruff format --check src tests bench deploy
 	$(UV) run --frozen lint-imports --no-cache
+	$(UV) run --frozen mypy src/datalab
 	$(UV) run --frozen hadolint --config .hadolint.yaml Dockerfile.*
 	$(ACTIONLINT) -shellcheck= -pyflakes= .github/workflows/*.yml
 

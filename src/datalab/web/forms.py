@@ -149,7 +149,8 @@ def _widget(node: dict[str, Any], name: str) -> str:
     if kind == "boolean":
         return "checkbox"
     if kind in ("array",):
-        items = node.get("items") if isinstance(node.get("items"), dict) else {}
+        items = node.get("items")
+        items = items if isinstance(items, dict) else {}
         if _main_type(items) in ("string", "number", "integer", None):
             return "list"
         return "objects" if _item_properties(items) else "json"
