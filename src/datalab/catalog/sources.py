@@ -218,9 +218,9 @@ def _assemble(
             broken.append(
                 BrokenChart(
                     chart.name,
-                    f"duplicate version {chart.version} (also in {same[0].path})",
+                    f"duplicate version {chart.version} (also in {same[0].source or same[0].path})",
                     chart.version,
-                    chart.path,
+                    chart.source or chart.path,
                 )
             )
             continue

@@ -280,3 +280,23 @@ def test_a_broken_library_breaks_the_charts_using_it(tmp_path: Path) -> None:
     [broken] = catalog.broken
     assert broken.name == "app" and "lib" in broken.reason
     shutil.rmtree(tmp_path / "cache")
+
+
+def test_a_declared_http_repository_is_read_as_named(
+    tmp_path: Path, http_root: tuple[str, Path]
+) -> None:
+    """No mapping: the repository the chart names is read over HTTP (its index once per load)
+    and the archive is cached."""
+    url, served = http_root
+    (served / "repo").mkdir()
+    helm_python.package(_library(tmp_path / "src", "1.4.0"), destination=served / "repo")
+    helm_python.repo_index_generate(served / "repo")
+    root = tmp_path / "charts"
+    _app(root, repository=f"{url}/repo")
+    _app(root, repository=f"{url}/repo", directory="app-copy")
+    config = CatalogConfig(id="lab", location=str(root))
+    catalog = _load(config, tmp_path / "cache")
+    assert [b.reason for b in catalog.broken] == [f"duplicate version 1.0.0 (also in {root}/app)"]
+    assert "from: library" in _rendered(catalog.latest("app").path)
+    (served / "repo" / "lib-1.4.0.tgz").unlink()  # the cached archive is enough from now on
+    assert _load(config, tmp_path / "cache").latest("app").path == catalog.latest("app").path
