@@ -4,15 +4,20 @@ JSON, and the form as the browser reads it back resolves to the same values."""
 
 from __future__ import annotations
 
+import html
 import json
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from tests.datalab.catalog.conftest import alice_context, onyxia_charts_at, onyxia_registry
+from tests.datalab.conftest import ADMIN_PASSWORD, Env
 
 from datalab.catalog import CatalogRegistry
+from datalab.config import Settings, load_settings
 from datalab.launch import resolve_values
 from datalab.web.context import templates
 from datalab.web.forms import Group, build_form, split_dotted
@@ -235,3 +240,47 @@ def test_arrays_of_objects_are_repeatable_groups() -> None:
     read = {field["path"]: _read(field) for field in reader.fields}
     assert read["env"] == values["env"]
     assert read["matrix"] == values["matrix"]
+
+
+@pytest.fixture
+def settings(
+    registry: CatalogRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Settings:
+    """The platform (memory backend) with the real Onyxia catalog, as the registry loads it."""
+    monkeypatch.setenv("DATALAB_ADMIN_PASSWORD", ADMIN_PASSWORD)
+    monkeypatch.delenv("DATALAB_CONFIG", raising=False)
+    return load_settings(
+        None,
+        data_dir=tmp_path / "data",
+        backend={"name": "memory"},
+        storage={"mode": "disabled"},
+        secrets={"mode": "disabled"},
+        catalogs=[registry.configs[0].model_dump()],
+    )
+
+
+@pytest.mark.anyio
+async def test_every_launcher_page_of_the_catalog_renders(
+    env: Env, registry: CatalogRegistry
+) -> None:
+    http = httpx.AsyncClient(transport=env.http._transport, base_url="http://testserver")
+    login = await http.get("/login")
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', login.text)
+    assert csrf
+    signed_in = await http.post(
+        "/login",
+        data={"username": "admin", "password": ADMIN_PASSWORD, "csrf_token": csrf[1]},
+    )
+    assert signed_in.status_code == 303
+    listing = (await http.get("/catalog")).text
+    [catalog] = registry.catalogs()
+    assert "library-chart" not in listing
+    for name in catalog.chart_names():
+        assert f"/launcher/ide/{name}" in listing, name
+        page = await http.get(f"/launcher/ide/{name}")
+        assert page.status_code == 200, (name, page.text[:500])
+        assert f"Launch {name}" in page.text
+        for hide_value in re.findall(r"data-hide-value='([^']*)'", page.text):
+            json.loads(html.unescape(hide_value))
+    library = await http.get("/launcher/ide/library-chart")
+    assert library.status_code == 404 and "library chart" in library.text
