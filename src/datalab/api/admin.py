@@ -13,7 +13,9 @@ from datalab.http.schemas import (
     Member,
     NewProject,
     NewUser,
+    Orphans,
     PasswordReset,
+    PasswordResetDone,
     ProjectOut,
     UserCreated,
     UserOut,
@@ -69,20 +71,20 @@ async def enable_user(name: str, _: AdminDep, platform: PlatformDep) -> UserOut:
 @router.post("/users/{name}/reset-password", summary="Reset a user's password (admin)")
 def reset_password(
     name: str, body: PasswordReset, _: AdminDep, session: SessionDep
-) -> dict[str, str | None]:
+) -> PasswordResetDone:
     password = accounts.reset_password(session, name, body.password)
-    return {"user": name, "password": None if body.password else password}
+    return PasswordResetDone(user=name, password=None if body.password else password)
 
 
 @router.get(
     "/admin/orphans",
     summary="Services the backend runs that the platform has no record of (admin)",
 )
-async def list_orphans(_: AdminDep, platform: PlatformDep) -> dict[str, Any]:
+async def list_orphans(_: AdminDep, platform: PlatformDep) -> Orphans:
     """E.g. a Helm release labelled as datalab's whose record was lost (a restored database):
     never deleted by the platform; an administrator inspects it (``helm status -n NAMESPACE
     NAME``) and removes it."""
-    return {"backend": platform.backend.name, "orphans": await platform.services.orphans()}
+    return Orphans(backend=platform.backend.name, orphans=await platform.services.orphans())
 
 
 @router.get("/admin/services", summary="Every service of every project, or of one owner (admin)")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
 
 from datalab import audit
 from datalab.api.responses import AUTHENTICATED, content
@@ -15,6 +16,27 @@ from datalab.http.deps import AdminDep, PlatformDep, SessionDep
 router = APIRouter(prefix="/api/audit", tags=["audit"], responses=AUTHENTICATED)
 
 Outcome = Literal["success", "denied", "failed"]
+
+
+class AuditEntryOut(BaseModel):
+    id: int
+    at: str = Field(description="When (ISO 8601, UTC).")
+    user: str | None = Field(description="Who (None: not signed in).")
+    project: str | None = Field(description="The caller's current project.")
+    action: str = Field(description="What, e.g. services.launch.")
+    target: str = Field(description="On what, e.g. a service id (may be empty).")
+    outcome: str = Field(description="success, denied or failed.")
+    status: int = Field(description="The HTTP status of the answer.")
+    method: str
+    path: str
+    client_ip: str | None
+
+
+class AuditPage(BaseModel):
+    entries: list[AuditEntryOut] = Field(description="Newest first.")
+    next_before_id: int | None = Field(
+        description="before_id for the next page; None on the last page."
+    )
 
 
 def _filters(
@@ -40,13 +62,13 @@ def entries(
     until: datetime | None = None,
     before_id: Annotated[int | None, Query(description="Page: entries older than this id")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> dict[str, Any]:
+) -> AuditPage:
     filters = _filters(user, project, action, outcome, since, until)
     rows = audit.query(session, filters, before_id=before_id, limit=limit)
-    return {
-        "entries": [audit.entry_json(e) for e in rows],
-        "next_before_id": rows[-1].id if len(rows) == limit else None,
-    }
+    return AuditPage(
+        entries=[AuditEntryOut.model_validate(audit.entry_json(e)) for e in rows],
+        next_before_id=rows[-1].id if len(rows) == limit else None,
+    )
 
 
 @router.get(

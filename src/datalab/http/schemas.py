@@ -117,6 +117,20 @@ class PasswordReset(Model):
     password: str | None = Field(None, max_length=1024)
 
 
+class PasswordResetDone(BaseModel):
+    user: str
+    password: str | None = Field(
+        description="The new password when the platform chose it (shown once); None when given."
+    )
+
+
+class Orphans(BaseModel):
+    backend: str = Field(description="The execution backend (backend.name).")
+    orphans: list[str] = Field(
+        description="Ids of what it runs that the platform has no record of."
+    )
+
+
 class PasswordChange(Model):
     current: str = Field(max_length=1024)
     new: str = Field(max_length=1024)
