@@ -50,8 +50,9 @@ class CatalogConfig(BaseModel):
         default_factory=dict,
         description="Where charts' dependencies come from when neither the chart (charts/) "
         "nor this catalog holds them: repository URLs as charts name them -> the Helm "
-        "repository to read instead (https://, or file:// to a directory holding index.yaml), "
-        "e.g. a mirror on a closed network. Unmapped http(s) repositories are read as named.",
+        "repository to read instead (https://, or a path or file:// URL of a directory holding "
+        "index.yaml or vendored NAME-VERSION.tgz archives), e.g. a mirror on a closed network. "
+        "Unmapped http(s) repositories are read as named.",
     )
     refresh_interval_s: float | None = Field(
         None, gt=0, description="Reload the catalog in the background every N seconds."

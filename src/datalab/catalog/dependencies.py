@@ -8,8 +8,8 @@ Each dependency is taken from the first of:
 3. the catalog itself: one of its charts with that name and a matching version (Onyxia's
    ``library-chart`` sits beside the charts that use it);
 4. the Helm repository that the catalog's ``repositories`` setting maps the dependency's
-   repository to (a mirror, or a local copy on a closed network), else the dependency's own
-   ``http(s)://`` repository.
+   repository to (a mirror, a local copy on a closed network, or a directory of vendored
+   ``NAME-VERSION.tgz`` archives), else the dependency's own ``http(s)://`` repository.
 
 A chart whose dependencies are all vendored is used as it is. Otherwise a copy of it, with the
 missing ones unpacked in its ``charts/``, is built in the cache (a catalog's directory is never
@@ -175,7 +175,10 @@ class DependencyResolver:
             versions = ", ".join(sorted(entries, key=version_key, reverse=True)) or "none"
             raise CatalogError(f"{shown} has no matching version (versions: {versions})")
         key = hashlib.sha256(base.encode()).hexdigest()[:16]
-        return unpack_entry(match[1], self.cache_dir / "dependencies" / key, self.http)
+        path = unpack_entry(match[1], self.cache_dir / "dependencies" / key, self.http)
+        if _chart_version(path, dependency) != match[0]:
+            raise CatalogError(f"{match[1].url} does not hold {dependency.name} {match[0]}")
+        return path
 
     # ---------------------------------------------------------------- building
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import shutil
 import tarfile
 import tempfile
@@ -53,8 +54,29 @@ def repository_base(location: str) -> str:
 
 
 def read_index(base: str, http: httpx.Client) -> dict[str, list[IndexEntry]]:
-    """The entries of the repository at ``base`` (see :func:`repository_base`)."""
+    """The entries of the repository at ``base`` (see :func:`repository_base`). A local
+    directory of archives without an ``index.yaml`` (charts vendored by hand, as
+    ``NAME-VERSION.tgz``) is read as the repository ``helm repo index`` would make of it."""
+    parsed = urlparse(base)
+    directory = Path(parsed.path)
+    if parsed.scheme == "file" and directory.is_dir() and not (directory / "index.yaml").exists():
+        return archive_entries(directory)
     return parse_index(read_url(base + "index.yaml", http, MAX_INDEX_BYTES), base)
+
+
+_ARCHIVE_NAME = re.compile(r"^(?P<name>.+?)-(?P<version>v?[0-9]+(\.[0-9]+){0,2}([-+].*)?)\.tgz$")
+
+
+def archive_entries(directory: Path) -> dict[str, list[IndexEntry]]:
+    """``NAME-VERSION.tgz`` files of a directory as repository entries (no digest: the archive
+    is checked by unpacking it, whose Chart.yaml must name that chart)."""
+    entries: dict[str, list[IndexEntry]] = {}
+    for archive in sorted(directory.glob("*.tgz")):
+        match = _ARCHIVE_NAME.match(archive.name)
+        if match:
+            entry = IndexEntry(match["name"], match["version"], archive.resolve().as_uri(), None)
+            entries.setdefault(entry.name, []).append(entry)
+    return entries
 
 
 def unpack_entry(entry: IndexEntry, cache_dir: Path, http: httpx.Client) -> Path:

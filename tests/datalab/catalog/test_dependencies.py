@@ -300,3 +300,23 @@ def test_a_declared_http_repository_is_read_as_named(
     assert "from: library" in _rendered(catalog.latest("app").path)
     (served / "repo" / "lib-1.4.0.tgz").unlink()  # the cached archive is enough from now on
     assert _load(config, tmp_path / "cache").latest("app").path == catalog.latest("app").path
+
+
+def test_a_directory_of_vendored_archives_serves_dependencies(tmp_path: Path) -> None:
+    """An administrator drops the archives charts need in a directory (no index.yaml) and
+    maps the charts' repository to it."""
+    vendored = tmp_path / "vendored"
+    vendored.mkdir()
+    helm_python.package(_library(tmp_path / "src", "1.5.0"), destination=vendored)
+    (vendored / "notes.txt").write_text("not an archive")
+    _app(tmp_path / "charts")
+    config = CatalogConfig(
+        id="lab", location=str(tmp_path / "charts"), repositories={UNREACHABLE: str(vendored)}
+    )
+    chart = _load(config, tmp_path / "cache").latest("app")
+    assert "from: library" in _rendered(chart.path)
+
+    # an archive whose name lies about its content is refused
+    (vendored / "lib-1.5.0.tgz").rename(vendored / "lib-1.9.0.tgz")
+    [broken] = _load(config, tmp_path / "cache2").broken
+    assert "lib-1.9.0.tgz does not hold lib 1.9.0" in broken.reason
