@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request, Response
 
 from datalab.api.responses import SIGN_IN
 from datalab.http.deps import PlatformDep, SessionDep, check_credentials, end_web_session, sign_in
-from datalab.http.schemas import Credentials, TokenCreated, TokenRequest
+from datalab.http.schemas import Credentials, SignedIn, TokenCreated, TokenRequest
 from datalab.http.views import token_out
 from datalab.identity import accounts
 
@@ -16,9 +16,9 @@ router = APIRouter(prefix="/api/auth", tags=["auth"], responses=SIGN_IN)
 @router.post("/login", summary="Sign in (web session cookie)")
 def login(
     body: Credentials, request: Request, platform: PlatformDep, session: SessionDep
-) -> dict[str, str]:
+) -> SignedIn:
     user, csrf = sign_in(platform, session, request, body)
-    return {"user": user.name, "csrf_token": csrf}
+    return SignedIn(user=user.name, csrf_token=csrf)
 
 
 @router.post("/logout", summary="Sign out (the session ends on the server too)", status_code=204)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Response
-from pydantic import Field
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from datalab.api.responses import AUTHENTICATED
@@ -35,6 +35,22 @@ class NewSavedConfig(Model):
     values: dict[str, Any] = Field(default_factory=dict, description="Overrides, as JSON.")
 
 
+class SavedConfigOut(BaseModel):
+    id: int
+    name: str
+    project: str
+    catalog: str
+    chart: str
+    version: str | None = Field(description="None: the latest at launch.")
+    values: dict[str, Any] = Field(description="The overrides saved (secret fields dropped).")
+    launcher_url: str = Field(description="The web launcher pre-filled with them.")
+    updated_at: str = Field(description="When it was last saved (ISO 8601).")
+
+
+def _saved_config_out(config: SavedConfig) -> SavedConfigOut:
+    return SavedConfigOut.model_validate(config_out(config))
+
+
 def _without_secrets(values: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
     kept: dict[str, Any] = {}
     properties = schema.get("properties")
@@ -52,12 +68,12 @@ def _without_secrets(values: dict[str, Any], schema: dict[str, Any]) -> dict[str
 
 
 @router.get("", summary="My saved launch configurations in the project")
-def list_saved(caller: PrincipalDep, session: SessionDep) -> list[dict[str, Any]]:
-    return [config_out(c) for c in list_configs(session, caller)]
+def list_saved(caller: PrincipalDep, session: SessionDep) -> list[SavedConfigOut]:
+    return [_saved_config_out(c) for c in list_configs(session, caller)]
 
 
 @router.post("", summary="Save a launch configuration (replaces one of the same name)")
-async def save(body: NewSavedConfig, caller: PrincipalDep, platform: PlatformDep) -> dict[str, Any]:
+async def save(body: NewSavedConfig, caller: PrincipalDep, platform: PlatformDep) -> SavedConfigOut:
     # the same validation as a launch: unknown chart, bad or read-only values are refused
     chart, resolved = await platform.services.resolve(
         caller, body.catalog, body.chart, body.version, overrides=body.values
@@ -74,7 +90,7 @@ async def save(body: NewSavedConfig, caller: PrincipalDep, platform: PlatformDep
         config.catalog_id, config.chart_name = body.catalog, chart.name
         config.chart_version, config.values = body.version, values
         session.flush()
-        return config_out(config)
+        return _saved_config_out(config)
 
 
 @router.delete("/{config_id}", summary="Delete a saved configuration", status_code=204)

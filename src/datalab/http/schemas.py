@@ -34,6 +34,13 @@ class Credentials(Model):
     password: str = Field(min_length=1, max_length=1024)
 
 
+class SignedIn(BaseModel):
+    user: str = Field(description="The signed-in user's name.")
+    csrf_token: str = Field(
+        description="Send it as X-CSRF-Token with every state-changing request of this session."
+    )
+
+
 class TokenRequest(Credentials):
     token_name: str = Field("cli", min_length=1, max_length=100)
     ttl_days: int | None = Field(None, ge=1, le=3650)
