@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from autocode.annotate.cli import annotate_app
 from autocode.monitor.cli import logs_app, monitor_app
 from autocode.serve.cli import app as serve_app
 
@@ -27,6 +28,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(serve_app, name="serve")
 app.add_typer(logs_app, name="logs")
 app.add_typer(monitor_app, name="monitor")
+app.add_typer(annotate_app, name="annotate")
 console = Console(stderr=True)
 
 NomenclaturesOption = Annotated[
@@ -276,12 +278,32 @@ def evaluate(
             "('combined_distinct': a text already seen is dropped)."
         ),
     ] = False,
+    weight_column: Annotated[
+        str,
+        typer.Option(
+            help="Sampling weight column: an input that has it (an annotation campaign's gold) "
+            "is evaluated as a sample of the traffic, each share with its design-based interval."
+        ),
+    ] = "weight",
+    stratum_column: Annotated[
+        str, typer.Option(help="Stratum column of a weighted input (absent: one stratum).")
+    ] = "stratum",
+    inclusion_column: Annotated[
+        str,
+        typer.Option(
+            help="Inclusion probability column of a weighted input (rows at 1 have no sampling "
+            "variance; absent: every row sampled)."
+        ),
+    ] = "inclusion_probability",
 ) -> None:
     """Evaluate a model on labelled files, or cross-validate a training config (--cv K).
 
     Every share comes with its 95 % interval (Wilson; bootstrap for the coverage at a target
-    accuracy); `auto_accuracy` is the achieved accuracy of the model's own automatic decision."""
+    accuracy); `auto_accuracy` is the achieved accuracy of the model's own automatic decision.
+    An input with a weight column is a sample: shares are weighted estimates for the traffic
+    it was drawn from, intervals design-based (see docs/autocode.md, "Annotation campaigns")."""
     from autocode import data as datamod
+    from autocode.evaluate import evaluate_predictions
     from autocode.model import load_coder
     from autocode.train import cross_validate, evaluate_coder
 
@@ -305,13 +327,25 @@ def evaluate(
             raise UserError("--seeds goes with --cv")
         coder = load_coder(model)
         sets = {}
+        designs = {}
         for uri in input:
-            labelled = datamod.load_labelled(
-                uri, coder.nomenclature, text_column, code_column, coder.categorical
+            table = datamod.read_table(uri)
+            labelled = datamod.label_table(
+                table, coder.nomenclature, text_column, code_column, coder.categorical
             )
             if len(labelled.invalid):
                 console.print(f"[yellow]{uri}: {labelled.report()}[/yellow]")
             sets[Path(uri).stem] = labelled.rows
+            if weight_column in table:
+                kept = table.drop(index=labelled.invalid.index)
+                designs[Path(uri).stem] = _design(
+                    kept, uri, weight_column, stratum_column, inclusion_column
+                )
+        if combined and designs:
+            raise UserError(
+                f"--combined cannot pool weighted samples ({', '.join(designs)}) with other "
+                "rows: evaluate weighted inputs separately"
+            )
         if combined:
             import pandas as pd
 
@@ -319,7 +353,13 @@ def evaluate(
             sets["combined"] = everything
             sets["combined_distinct"] = everything.drop_duplicates(datamod.TEXT)
         for name, rows in sets.items():
-            evaluation = evaluate_coder(coder, rows)
+            if name in designs:
+                predictions = coder.predict(rows, k=max(5, coder.k))
+                evaluation = evaluate_predictions(
+                    predictions, rows[datamod.CODE].tolist(), coder.nomenclature, designs[name]
+                )
+            else:
+                evaluation = evaluate_coder(coder, rows)
             results[name] = evaluation.metrics
             if figures:
                 write_figures_for(evaluation, figures / name, name)
@@ -328,6 +368,22 @@ def evaluate(
         return
     for name, metrics in results.items():
         console.print(_evaluation_table(metrics, name))
+
+
+def _design(table, uri: str, weight: str, stratum: str, inclusion: str):
+    """The sample design of a weighted input's valid rows."""
+    from autocode.evaluate import SampleDesign
+
+    if table.empty:
+        raise UserError(f"{uri}: no valid row to evaluate")
+    try:
+        return SampleDesign.of(
+            table[weight].astype(float),
+            table[stratum].astype(str) if stratum in table else None,
+            table[inclusion].astype(float) if inclusion in table else None,
+        )
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{uri}: {exc} (columns {weight!r}, {inclusion!r})") from None
 
 
 def _seeds(text: str) -> list[int]:

@@ -8,6 +8,11 @@ automatic decision (``auto``), the expected calibration error of the top-1 proba
 per-code accuracy. Every proportion comes with a 95 % interval (`INTERVAL`): Wilson's for a
 share of rows, a bootstrap over rows for the coverage at a target accuracy (a threshold chosen
 on the rows themselves). Keys: ``<metric>_low`` and ``<metric>_high``.
+
+Rows drawn by a known design (an annotation campaign's gold rows, each with a weight, a stratum
+and an inclusion probability) are evaluated with a `SampleDesign`: Hájek estimates of the
+population's shares with linearised variances (no library at hand has survey variances: scipy
+and numpy have none, statsmodels is not in the environment and has none either).
 """
 
 from __future__ import annotations
@@ -43,6 +48,89 @@ def wilson_interval(successes: float, n: float, z: float = _Z) -> tuple[float, f
     )
 
 
+@dataclass(frozen=True)
+class SampleDesign:
+    """How the evaluated rows were drawn from a larger population (an annotation campaign's gold
+    rows): each row's weight (the population rows it stands for: frequency / inclusion
+    probability), its stratum, and whether it was taken with certainty (inclusion probability 1:
+    no sampling variance). Estimates are then Hájek ratios Σ w·y / Σ w·x and their variance the
+    linearised (Taylor) one of a stratified design, with the usual with-replacement
+    approximation within strata (conservative when sampling fractions are small; no joint
+    inclusion probabilities needed): v = Σ_h n_h / (n_h - 1) Σ_i∈h (z_i - z̄_h)², z_i = w_i
+    (y_i - R x_i) / Σ w x. A stratum with one sampled row is centred on the mean of all rows
+    (R survey's ``lonely.psu = "adjust"``). Intervals: Wilson's at the effective sample size
+    R (1 - R) / v (at most the rows in the domain; all of them when v = 0), as Korn and
+    Graubard do with Clopper-Pearson."""
+
+    weights: np.ndarray
+    strata: np.ndarray
+    certain: np.ndarray
+
+    @classmethod
+    def of(
+        cls,
+        weights: Sequence[float],
+        strata: Sequence[object] | None = None,
+        inclusion: Sequence[float] | None = None,
+    ) -> SampleDesign:
+        w = np.asarray(weights, dtype=np.float64)
+        if not np.isfinite(w).all() or (w <= 0).any():
+            raise ValueError("sampling weights must be positive numbers (a row has none or ≤ 0)")
+        labels = np.asarray(["all"] * len(w) if strata is None else strata, dtype=object)
+        if inclusion is None:
+            certain = np.zeros(len(w), dtype=bool)
+        else:
+            pi = np.asarray(inclusion, dtype=np.float64)
+            if not np.isfinite(pi).all() or (pi <= 0).any() or (pi > 1 + 1e-9).any():
+                raise ValueError("inclusion probabilities must be in (0, 1]")
+            certain = pi >= 1 - 1e-12
+        if not len(labels) == len(w) == len(certain):
+            raise ValueError("weights, strata and inclusion probabilities differ in length")
+        return cls(w, labels.astype(str), certain)
+
+    def subset(self, rows: np.ndarray) -> SampleDesign:
+        return SampleDesign(self.weights[rows], self.strata[rows], self.certain[rows])
+
+
+def ratio_estimate(y: np.ndarray, x: np.ndarray, design: SampleDesign) -> tuple[float, float]:
+    """The Hájek ratio Σ w·y / Σ w·x and its linearised variance (see `SampleDesign`)."""
+    y = np.asarray(y, dtype=np.float64)
+    x = np.asarray(x, dtype=np.float64)
+    w = design.weights
+    denominator = float((w * x).sum())
+    if denominator <= 0:
+        return float("nan"), float("nan")
+    ratio = float((w * y).sum()) / denominator
+    z = w * (y - ratio * x) / denominator
+    sampled = ~design.certain
+    z, strata = z[sampled], design.strata[sampled]
+    if len(z) == 0:
+        return ratio, 0.0
+    _, stratum = np.unique(strata, return_inverse=True)
+    n_h = np.bincount(stratum).astype(np.float64)
+    mean_h = np.bincount(stratum, weights=z) / n_h
+    lonely = n_h[stratum] == 1
+    centre = np.where(lonely, z.mean(), mean_h[stratum])
+    factor = np.where(lonely, 1.0, n_h[stratum] / np.maximum(n_h[stratum] - 1, 1))
+    return ratio, float((factor * (z - centre) ** 2).sum())
+
+
+def _with_design_interval(
+    metrics: dict[str, float], name: str, hits: np.ndarray, design: SampleDesign, domain=None
+) -> None:
+    """``name`` = the weighted share of true ``hits`` (within ``domain`` rows), its interval."""
+    x = np.ones(len(hits)) if domain is None else np.asarray(domain, dtype=np.float64)
+    y = np.asarray(hits, dtype=np.float64) * x
+    ratio, variance = ratio_estimate(y, x, design)
+    metrics[name] = ratio
+    rows = float((x > 0).sum())
+    if np.isnan(ratio) or rows == 0:
+        metrics[f"{name}_low"], metrics[f"{name}_high"] = float("nan"), float("nan")
+        return
+    effective = rows if variance <= 0 else min(rows, ratio * (1 - ratio) / variance)
+    metrics[f"{name}_low"], metrics[f"{name}_high"] = wilson_interval(ratio * effective, effective)
+
+
 @dataclass
 class Evaluation:
     metrics: dict[str, float]
@@ -59,32 +147,52 @@ class Evaluation:
         return "  ".join(f"{k}={self.metrics[k]:.3f}" for k in keys if k in self.metrics)
 
 
-def _with_interval(metrics: dict[str, float], name: str, hits: np.ndarray) -> None:
-    """``name`` = the share of true ``hits``, and its Wilson interval."""
+def _with_interval(
+    metrics: dict[str, float], name: str, hits: np.ndarray, design: SampleDesign | None = None
+) -> None:
+    """``name`` = the share of true ``hits``, and its Wilson interval (with a ``design``: the
+    weighted share and its design-based interval)."""
+    if design is not None:
+        _with_design_interval(metrics, name, hits, design)
+        return
     n = len(hits)
     metrics[name] = float(hits.mean()) if n else float("nan")
     metrics[f"{name}_low"], metrics[f"{name}_high"] = wilson_interval(float(hits.sum()), n)
 
 
 def evaluate_predictions(
-    predictions: pd.DataFrame, truth: Sequence[str], nomenclature: Nomenclature
+    predictions: pd.DataFrame,
+    truth: Sequence[str],
+    nomenclature: Nomenclature,
+    design: SampleDesign | None = None,
 ) -> Evaluation:
-    """Metrics of ``predictions`` (the output of `Coder.predict`) against ``truth`` codes."""
+    """Metrics of ``predictions`` (the output of `Coder.predict`) against ``truth`` codes.
+
+    With a ``design`` (rows drawn with known inclusion probabilities, e.g. an annotation
+    campaign's): every share is the weighted estimate for the population the rows were drawn
+    from, with its design-based interval (`SampleDesign`); ``population`` is Σ weights, the
+    curve and the coverages are weighted, and the coverages' intervals come from a bootstrap
+    within strata. Per-code accuracy stays a count of the rows."""
     truth = [nomenclature.normalize(c) for c in truth]
     n = len(truth)
     if n == 0:
         raise ValueError("no rows to evaluate")
+    if design is not None and len(design.weights) != n:
+        raise ValueError(f"{len(design.weights)} sampling weights for {n} rows")
+    weights = None if design is None else design.weights
     truth_arr = np.asarray(truth)
     correct = predictions["code_1"].to_numpy() == truth_arr
     metrics: dict[str, float] = {"n": float(n)}
-    _with_interval(metrics, "accuracy", correct)
+    if design is not None:
+        metrics["population"] = float(design.weights.sum())
+    _with_interval(metrics, "accuracy", correct, design)
     ranked = [c for c in predictions.columns if c.startswith("code_")]
     for j in (3, 5):
         if j <= len(ranked):
             hits = np.zeros(n, dtype=bool)
             for rank in range(1, j + 1):
                 hits |= predictions[f"code_{rank}"].to_numpy() == truth_arr
-            _with_interval(metrics, f"top{j}_accuracy", hits)
+            _with_interval(metrics, f"top{j}_accuracy", hits, design)
     per_level = {}
     true_levels = {}
     top5 = [predictions[f"code_{r}"].tolist() for r in range(1, min(5, len(ranked)) + 1)]
@@ -92,27 +200,34 @@ def evaluate_predictions(
         truth_at = np.asarray([nomenclature.ancestor_at(c, level) for c in truth])
         true_levels[f"truth_{level}"] = truth_at
         hits = predictions[level].to_numpy() == truth_at
-        per_level[level] = float(hits.mean())
-        _with_interval(metrics, f"accuracy_{level}", hits)
+        _with_interval(metrics, f"accuracy_{level}", hits, design)
+        per_level[level] = metrics[f"accuracy_{level}"]
         if len(top5) == 5:  # the true code's ancestor among those of the 5 best codes
             ancestors = _ancestors_at(nomenclature, top5, level)
             hits5 = (ancestors == truth_at[:, None]).any(axis=1)
-            _with_interval(metrics, f"top5_accuracy_{level}", hits5)
+            _with_interval(metrics, f"top5_accuracy_{level}", hits5, design)
     ic = predictions["ic"].to_numpy(dtype=np.float64)
-    curve = automatic_coding_curve(ic, correct)
+    curve = automatic_coding_curve(ic, correct, design)
     for target in TARGET_ACCURACIES:
         name = f"coverage_at_{int(target * 100)}"
-        coverage, threshold = largest_coverage(ic, correct, target)
+        coverage, threshold = largest_coverage(ic, correct, target, weights=weights)
         metrics[name] = coverage
         metrics[f"threshold_at_{int(target * 100)}"] = threshold
-        metrics[f"{name}_low"], metrics[f"{name}_high"] = bootstrap_coverage(ic, correct, target)
+        metrics[f"{name}_low"], metrics[f"{name}_high"] = bootstrap_coverage(
+            ic, correct, target, design=design
+        )
     if "auto" in predictions:  # the model's own decision (its threshold)
         auto = predictions["auto"].to_numpy(dtype=bool)
-        _with_interval(metrics, "auto_rate", auto)
+        _with_interval(metrics, "auto_rate", auto, design)
         metrics["auto_rows"] = float(auto.sum())
-        _with_interval(metrics, "auto_accuracy", correct[auto])
-    metrics["ece"] = expected_calibration_error(predictions["proba_1"].to_numpy(), correct)
-    metrics["mean_ic"] = float(ic.mean())
+        if design is None:
+            _with_interval(metrics, "auto_accuracy", correct[auto])
+        else:
+            _with_design_interval(metrics, "auto_accuracy", correct, design, domain=auto)
+    metrics["ece"] = expected_calibration_error(
+        predictions["proba_1"].to_numpy(), correct, weights=weights
+    )
+    metrics["mean_ic"] = float(np.average(ic, weights=weights))
     per_code = (
         pd.DataFrame({"code": truth_arr, "correct": correct})
         .groupby("code")["correct"]
@@ -136,13 +251,24 @@ def _ancestors_at(nomenclature: Nomenclature, ranked: list[list[str]], level: st
     return out
 
 
-def automatic_coding_curve(ic: np.ndarray, correct: np.ndarray) -> pd.DataFrame:
+def automatic_coding_curve(
+    ic: np.ndarray, correct: np.ndarray, design: SampleDesign | None = None
+) -> pd.DataFrame:
     """For each threshold of `CURVE_THRESHOLDS`: rows coded automatically (IC ≥ threshold), their
-    share, and their accuracy with its Wilson interval (nan when none)."""
+    share, and their accuracy with its Wilson interval (nan when none); with a ``design``, the
+    weighted share and accuracy with its design-based interval."""
     rows = []
     for threshold in CURVE_THRESHOLDS:
         covered = ic >= threshold
         count = int(covered.sum())
+        if design is not None:
+            share = float(design.weights[covered].sum() / design.weights.sum())
+            found: dict[str, float] = {}
+            _with_design_interval(found, "a", correct, design, domain=covered)
+            rows.append(
+                (float(threshold), count, share, *(found[k] for k in ("a", "a_low", "a_high")))
+            )
+            continue
         right = float(correct[covered].sum())
         accuracy = right / count if count else float("nan")
         low, high = wilson_interval(right, count)
@@ -152,7 +278,12 @@ def automatic_coding_curve(ic: np.ndarray, correct: np.ndarray) -> pd.DataFrame:
 
 
 def largest_coverage(
-    ic: np.ndarray, correct: np.ndarray, target: float, guard: int = 0, bound: bool = False
+    ic: np.ndarray,
+    correct: np.ndarray,
+    target: float,
+    guard: int = 0,
+    bound: bool = False,
+    weights: np.ndarray | None = None,
 ) -> tuple[float, float]:
     """The largest share of rows coded automatically (IC ≥ t) whose accuracy is ≥ ``target``,
     and that threshold t (ties at t are all covered or all not). (0, 1) if none reaches it.
@@ -164,12 +295,24 @@ def largest_coverage(
     the choice does: measured on dev1000 in docs/autocode.md, "Automatic coding").
     ``bound``: stricter, require the lower end of the accuracy's Wilson interval (`INTERVAL`)
     to reach ``target`` (``guard`` is then unused): the covered rows are right at least that often
-    with 97.5 % confidence."""
+    with 97.5 % confidence.
+    ``weights``: rows stand for that many (a sample's weights): shares of the weighted total
+    (with ``guard`` and ``bound`` counted in rows as they are)."""
     ic = np.asarray(ic, dtype=np.float64)
     if len(ic) == 0:
         return 0.0, 1.0
     order = np.argsort(-ic, kind="stable")
     sorted_ic = ic[order]
+    if weights is not None:
+        w = np.asarray(weights, dtype=np.float64)[order]
+        covered_w = np.cumsum(w)
+        right_w = np.cumsum(w * np.asarray(correct, dtype=np.float64)[order])
+        cut = np.r_[sorted_ic[1:] != sorted_ic[:-1], True]
+        ok = cut & (right_w >= target * covered_w - 1e-9 * covered_w[-1])
+        if not ok.any():
+            return 0.0, 1.0
+        last = np.flatnonzero(ok)[-1]
+        return float(covered_w[last] / covered_w[-1]), float(sorted_ic[last])
     covered = np.arange(1, len(ic) + 1)
     right = np.cumsum(np.asarray(correct, dtype=np.int64)[order])
     # a cut is possible only after the last row of a group of equal ICs
@@ -190,31 +333,55 @@ def largest_coverage(
 
 
 def bootstrap_coverage(
-    ic: np.ndarray, correct: np.ndarray, target: float, samples: int = BOOTSTRAP_SAMPLES
+    ic: np.ndarray,
+    correct: np.ndarray,
+    target: float,
+    samples: int = BOOTSTRAP_SAMPLES,
+    design: SampleDesign | None = None,
 ) -> tuple[float, float]:
     """The percentile bootstrap interval (``INTERVAL``) of `largest_coverage` over rows drawn
-    with replacement (seeded: the same rows give the same interval)."""
+    with replacement (seeded: the same rows give the same interval). With a ``design``: rows
+    redrawn within each stratum (as many as it has; rows taken with certainty always kept), the
+    coverage weighted."""
     n = len(ic)
     if n == 0:
         return float("nan"), float("nan")
     rng = np.random.default_rng(0)
     values = np.empty(samples)
+    if design is not None:
+        kept = np.flatnonzero(design.certain)
+        groups = [
+            np.flatnonzero(~design.certain & (design.strata == s))
+            for s in np.unique(design.strata[~design.certain])
+        ]
     for b in range(samples):
-        rows = rng.integers(0, n, n)
-        values[b] = largest_coverage(ic[rows], correct[rows], target)[0]
+        if design is None:
+            rows = rng.integers(0, n, n)
+            values[b] = largest_coverage(ic[rows], correct[rows], target)[0]
+            continue
+        rows = np.concatenate([kept, *(rng.choice(g, len(g)) for g in groups)])
+        values[b] = largest_coverage(ic[rows], correct[rows], target, weights=design.weights[rows])[
+            0
+        ]
     tail = (1 - INTERVAL) / 2 * 100
     low, high = np.percentile(values, [tail, 100 - tail])
     return float(low), float(high)
 
 
-def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 10):
+def expected_calibration_error(
+    confidence: np.ndarray, correct: np.ndarray, bins: int = 10, weights: np.ndarray | None = None
+):
+    w = np.ones(len(confidence)) if weights is None else np.asarray(weights, dtype=np.float64)
     edges = np.linspace(0.0, 1.0, bins + 1)
     which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
     error = 0.0
     for b in range(bins):
         mask = which == b
         if mask.any():
-            error += mask.mean() * abs(correct[mask].mean() - confidence[mask].mean())
+            gap = np.average(correct[mask], weights=w[mask]) - np.average(
+                confidence[mask], weights=w[mask]
+            )
+            error += w[mask].sum() / w.sum() * abs(gap)
     return float(error)
 
 
