@@ -50,6 +50,9 @@ class Field:
     # item's key; widget "hidden" keeps a value the form does not show), and a new item
     item_fields: list[Field] = field(default_factory=list)
     new_item: dict[str, Any] = field(default_factory=dict)
+    # an item field whose choices are another key of its item (Onyxia's per-item
+    # overwriteListEnumWith, e.g. "{{models}}"): that key
+    options_from: str | None = None
 
     @property
     def dom_id(self) -> str:
@@ -197,8 +200,19 @@ def _item_fields(node: dict[str, Any]) -> list[Field]:
         item_field.required = name in required
         if _is_always_hidden(sub):
             item_field.widget = "hidden"
+        item_field.options_from = _item_options_key(sub, set(items["properties"]) - {name})
         found.append(item_field)
     return found
+
+
+def _item_options_key(node: dict[str, Any], siblings: set[str]) -> str | None:
+    """The item key an item field's ``overwriteListEnumWith`` names (``{{models}}``)."""
+    x_onyxia = node.get("x-onyxia")
+    expression = x_onyxia.get("overwriteListEnumWith") if isinstance(x_onyxia, dict) else None
+    if not isinstance(expression, str):
+        return None
+    key = expression.strip().removeprefix("{{").removesuffix("}}").strip()
+    return key if key in siblings else None
 
 
 def _options(node: dict[str, Any]) -> list[Any]:

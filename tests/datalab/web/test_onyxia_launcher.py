@@ -284,3 +284,43 @@ async def test_every_launcher_page_of_the_catalog_renders(
             json.loads(html.unescape(hide_value))
     library = await http.get("/launcher/ide/library-chart")
     assert library.status_code == 404 and "library chart" in library.text
+
+
+def test_an_item_chooses_among_its_own_list() -> None:
+    """Onyxia's per-item overwriteListEnumWith (jupyter's ai.providers[].selectedModel from the
+    provider's models): a select of that item's list, a text box when it has none."""
+    schema = {
+        "type": "object",
+        "properties": {
+            "providers": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "name": {"type": "string", "default": ""},
+                        "selectedModel": {
+                            "type": "string",
+                            "listEnum": [],
+                            "default": "",
+                            "x-onyxia": {"overwriteListEnumWith": "{{models}}"},
+                        },
+                        "models": {"type": "array", "x-onyxia": {"hidden": True}},
+                    },
+                },
+            }
+        },
+    }
+    values = {
+        "providers": [
+            {"name": "p1", "selectedModel": "m2", "models": ["m1", "m2"]},
+            {"name": "p2", "selectedModel": "free text", "models": []},
+        ]
+    }
+    [section] = build_form(schema, values)
+    page = SECTION.render(section=section, t=_t)
+    first, second = page.split('<fieldset class="item">')[1:3]
+    assert '<option value="m1"' in first and "selected>m2</option>" in first
+    assert "<select" not in second and 'value="free text"' in second
+    reader = _FormReader()
+    reader.feed(page)
+    assert _read(reader.fields[0]) == values["providers"]
