@@ -4,7 +4,7 @@ build`` would before Helm renders the chart.
 Each dependency is taken from the first of:
 
 1. the chart's own ``charts/`` directory (vendored: an unpacked chart, or ``NAME-VERSION.tgz``);
-2. a ``file://`` repository: a chart directory relative to the chart;
+2. a ``file://`` repository: a chart directory relative to the chart, inside its catalog;
 3. the catalog itself: one of its charts with that name and a matching version (Onyxia's
    ``library-chart`` sits beside the charts that use it);
 4. the Helm repository that the catalog's ``repositories`` setting maps the dependency's
@@ -94,7 +94,9 @@ class DependencyResolver:
 
     ``catalog``: finds a dependency among the catalog's own charts. ``repositories``: the
     catalog's map of repository URLs (as charts name them) to the Helm repositories to use.
-    ``cache_dir``: the catalog's cache (built charts, downloaded dependencies).
+    ``cache_dir``: the catalog's cache (built charts, downloaded dependencies). ``root``: where
+    ``file://`` dependencies may be (the catalog's directory, or the unpacked archive): a chart
+    cannot pull in other directories of the machine.
     """
 
     def __init__(
@@ -103,8 +105,10 @@ class DependencyResolver:
         repositories: Mapping[str, str],
         cache_dir: Path,
         http: httpx.Client,
+        root: Path,
     ) -> None:
         self.catalog = catalog
+        self.root = root.resolve()
         self.repositories = {k.rstrip("/"): v for k, v in repositories.items()}
         self.cache_dir = cache_dir
         self.http = http
@@ -126,6 +130,11 @@ class DependencyResolver:
         repository = dependency.repository
         if repository.startswith("file://"):
             path = (chart_dir / repository.removeprefix("file://")).resolve()
+            if not path.is_relative_to(self.root):
+                raise ChartInvalid(
+                    f"chart {chart!r}: dependency {dependency} at {repository} is outside its "
+                    f"catalog ({self.root}): vendor it in the chart's charts/ instead"
+                )
             if _chart_version(path, dependency) is None:
                 raise ChartInvalid(
                     f"chart {chart!r}: dependency {dependency} is not at {repository} "

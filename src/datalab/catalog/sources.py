@@ -170,7 +170,9 @@ def _load_directory(config: CatalogConfig, cache_dir: Path, http: httpx.Client) 
         match = newest_matching(dependency, own.get(dependency.name, {}))
         return match[1] if match else None
 
-    resolver = DependencyResolver(in_catalog, config.repositories, cache_dir / config.id, http)
+    resolver = DependencyResolver(
+        in_catalog, config.repositories, cache_dir / config.id, http, root=root
+    )
     rendered: dict[Path, tuple[Path, str]] = {}  # chart directory -> (directory Helm reads, digest)
     for directory in directories:
         meta = metadata[directory]
@@ -298,7 +300,9 @@ def fetch_chart_version(
         return unpack_entry(match[1], cache_dir / config.id, http) if match else None
 
     metadata = read_chart_metadata(chart_dir) or {}
-    resolver = DependencyResolver(in_catalog, config.repositories, cache_dir / config.id, http)
+    resolver = DependencyResolver(
+        in_catalog, config.repositories, cache_dir / config.id, http, root=chart_dir.parent
+    )
     path = resolver.complete(chart_dir, metadata, directory_digest(chart_dir))
     chart = load_chart_dir(path, config.id)
     if chart.name != entry.name or chart.version != entry.version:

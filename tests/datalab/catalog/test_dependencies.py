@@ -191,14 +191,20 @@ def test_a_vendored_dependency_of_the_wrong_version_is_replaced(tmp_path: Path) 
 
 def test_a_file_repository_relative_to_the_chart(tmp_path: Path) -> None:
     root = tmp_path / "charts"
-    _library(tmp_path / "shared", "1.2.0")
-    _app(root, repository="file://../../shared/lib")
+    _library(root / "vendor", "1.2.0")  # not a chart of the catalog: a directory of them
+    _app(root, repository="file://../vendor/lib")
     chart = _load(CatalogConfig(id="lab", location=str(root)), tmp_path / "cache").latest("app")
     assert "from: library" in _rendered(chart.path)
 
-    _app(root, constraint="9.9.9", repository="file://../../shared/lib")
+    _app(root, constraint="9.9.9", repository="file://../vendor/lib")
     [broken] = _load(CatalogConfig(id="lab", location=str(root)), tmp_path / "cache").broken
-    assert "dependency lib 9.9.9 is not at file://../../shared/lib" in broken.reason
+    assert "dependency lib 9.9.9 is not at file://../vendor/lib" in broken.reason
+
+    # a chart cannot pull in another directory of the machine
+    _library(tmp_path / "elsewhere", "1.2.0")
+    _app(root, repository="file://../../elsewhere/lib")
+    [broken] = _load(CatalogConfig(id="lab", location=str(root)), tmp_path / "cache").broken
+    assert "at file://../../elsewhere/lib is outside its catalog" in broken.reason
 
 
 def test_a_configured_helm_repository_serves_dependencies(tmp_path: Path) -> None:
