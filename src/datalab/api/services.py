@@ -9,11 +9,12 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, StreamingResponse
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from datalab import commands
 from datalab.api.responses import WITH_STORES
 from datalab.catalog.merge import merge_layers
+from datalab.config import Quota
 from datalab.errors import InvalidInput, Unauthenticated
 from datalab.http.deps import PlatformDep, PrincipalDep
 from datalab.http.schemas import Model
@@ -46,6 +47,38 @@ class LaunchBody(Model):
         description="With dry_run: replace passwords, tokens and keys by ******** in the "
         "values and values YAML of the answer (for screens, e.g. the web launcher).",
     )
+
+
+Commands = dict[str, str]  # the equivalent commands: {"datalab": ..., "kubernetes": ...}
+
+
+class EventOut(BaseModel):
+    time: str = Field(description="When (ISO 8601).")
+    type: str = Field(description="Normal or Warning, as in Kubernetes events.")
+    reason: str = Field(description="A short CamelCase word: Building, Started, Ready...")
+    message: str
+
+
+class EventsOut(BaseModel):
+    events: list[EventOut] = Field(description="Oldest first.")
+    commands: Commands
+
+
+class Deleted(BaseModel):
+    deleted: str = Field(description="The id of the service deleted.")
+    commands: Commands
+
+
+class UsageOut(BaseModel):
+    services: int = Field(description="Services running or starting.")
+    cpu: float = Field(description="Sum of their CPU limits, in cores.")
+    memory_mb: int = Field(description="Sum of their memory limits, in MiB.")
+
+
+class QuotaOut(BaseModel):
+    project: str
+    usage: UsageOut
+    limits: Quota
 
 
 class ServicePatch(Model):
@@ -159,11 +192,12 @@ def open_service(
 
 
 @router.get("/services/{service_id}/events", summary="State transitions with timestamps")
-async def events(service_id: str, caller: PrincipalDep, platform: PlatformDep) -> dict[str, Any]:
-    return {
-        "events": await platform.services.events(caller, service_id),
-        "commands": commands.for_action("events", service_id, caller.project_id),
-    }
+async def events(service_id: str, caller: PrincipalDep, platform: PlatformDep) -> EventsOut:
+    found = await platform.services.events(caller, service_id)
+    return EventsOut(
+        events=[EventOut.model_validate(event) for event in found],
+        commands=commands.for_action("events", service_id, caller.project_id),
+    )
 
 
 @router.get(
@@ -209,10 +243,10 @@ async def update(
 
 
 @router.delete("/services/{service_id}", summary="Stop and delete, with its data")
-async def delete(service_id: str, caller: PrincipalDep, platform: PlatformDep) -> dict[str, Any]:
-    return await platform.services.delete(caller, service_id)
+async def delete(service_id: str, caller: PrincipalDep, platform: PlatformDep) -> Deleted:
+    return Deleted.model_validate(await platform.services.delete(caller, service_id))
 
 
 @router.get("/quota", summary="Resources used and allowed in the project")
-def quota(caller: PrincipalDep, platform: PlatformDep) -> dict[str, Any]:
-    return platform.services.quota(caller)
+def quota(caller: PrincipalDep, platform: PlatformDep) -> QuotaOut:
+    return QuotaOut.model_validate(platform.services.quota(caller))
