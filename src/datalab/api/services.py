@@ -64,7 +64,7 @@ class EventsOut(BaseModel):
     commands: Commands
 
 
-class Deleted(BaseModel):
+class ServiceDeleted(BaseModel):
     deleted: str = Field(description="The id of the service deleted.")
     commands: Commands
 
@@ -243,8 +243,8 @@ async def update(
 
 
 @router.delete("/services/{service_id}", summary="Stop and delete, with its data")
-async def delete(service_id: str, caller: PrincipalDep, platform: PlatformDep) -> Deleted:
-    return Deleted.model_validate(await platform.services.delete(caller, service_id))
+async def delete(service_id: str, caller: PrincipalDep, platform: PlatformDep) -> ServiceDeleted:
+    return ServiceDeleted.model_validate(await platform.services.delete(caller, service_id))
 
 
 @router.get("/quota", summary="Resources used and allowed in the project")
