@@ -22,19 +22,62 @@ from datalab.storage.snippets import snippets
 router = APIRouter(prefix="/api/storage", tags=["storage"], responses=WITH_STORES)
 
 
+class S3Access(BaseModel):
+    endpoint_url: str = Field(description="The S3 endpoint.")
+    region: str
+    bucket: str = Field(description="The project's bucket.")
+    prefix: str = Field(description="Its keys' prefix: empty unless storage.bucket_mode is prefix.")
+    credential_process: dict[str, Any] = Field(
+        description="An AWS credential_process answer: Version, AccessKeyId, SecretAccessKey, "
+        "and SessionToken and Expiration for temporary credentials."
+    )
+
+
+class ContainerCredentials(BaseModel):
+    """The AWS container credentials provider's format."""
+
+    AccessKeyId: str
+    SecretAccessKey: str
+    Token: str = Field(description="The session token (empty for static credentials).")
+    Expiration: str = Field(description="ISO 8601 (empty for static credentials).")
+
+
+class Buckets(BaseModel):
+    buckets: list[str] = Field(description="The caller's personal project's and the project's.")
+    project: str = Field(description="The caller's current project.")
+
+
+class PublicPrefixes(BaseModel):
+    bucket: str
+    public_prefixes: list[str]
+
+
+class PublicPrefix(BaseModel):
+    bucket: str
+    prefix: str
+    public: bool
+
+
+class Snippets(BaseModel):
+    bucket: str
+    key: str
+    expiration: str | None = Field(description="When the credentials in them expire (ISO 8601).")
+    snippets: dict[str, str] = Field(description="Code, by tool.")
+
+
 @router.get("/credentials", summary="S3 session credentials for the caller in their project")
-async def credentials(caller: PrincipalDep, platform: PlatformDep) -> dict[str, Any]:
+async def credentials(caller: PrincipalDep, platform: PlatformDep) -> S3Access:
     issued = await broker(platform).s3_credentials(caller.name, caller.project_id)
     assert platform.storage is not None
     bucket, prefix = platform.storage.locate(caller.project_id)
-    return {
-        "endpoint_url": platform.storage.endpoint_url,
-        "region": platform.storage.region,
-        "bucket": bucket,
-        "prefix": prefix,  # "" unless storage.bucket_mode is prefix
+    return S3Access(
+        endpoint_url=platform.storage.endpoint_url,
+        region=platform.storage.region,
+        bucket=bucket,
+        prefix=prefix,  # "" unless storage.bucket_mode is prefix
         # the shape of an AWS credential_process answer: `datalab s3 credentials --process`
-        "credential_process": issued.to_json(),
-    }
+        credential_process=issued.to_json(),
+    )
 
 
 @router.get(
@@ -44,18 +87,18 @@ async def credentials(caller: PrincipalDep, platform: PlatformDep) -> dict[str, 
 async def refresh(
     platform: PlatformDep,
     authorization: Annotated[str | None, Header(description="Bearer <refresh token>")] = None,
-) -> dict[str, Any]:
+) -> ContainerCredentials:
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthenticated("send the service's refresh token as 'Authorization: Bearer ...'")
     issued = await broker(platform).refresh(token.strip())
     body = issued.to_json()
-    return {
-        "AccessKeyId": body["AccessKeyId"],
-        "SecretAccessKey": body["SecretAccessKey"],
-        "Token": body.get("SessionToken", ""),
-        "Expiration": body.get("Expiration", ""),
-    }
+    return ContainerCredentials(
+        AccessKeyId=body["AccessKeyId"],
+        SecretAccessKey=body["SecretAccessKey"],
+        Token=body.get("SessionToken", ""),
+        Expiration=body.get("Expiration", ""),
+    )
 
 
 def objects(platform: PlatformDep) -> ObjectStore:
@@ -66,8 +109,8 @@ ObjectsDep = Annotated[ObjectStore, Depends(objects)]
 
 
 @router.get("/buckets", summary="The buckets the caller can use: theirs and the project's")
-def buckets(caller: PrincipalDep, store: ObjectsDep) -> dict[str, Any]:
-    return {"buckets": store.buckets(caller), "project": caller.project_id}
+def buckets(caller: PrincipalDep, store: ObjectsDep) -> Buckets:
+    return Buckets(buckets=store.buckets(caller), project=caller.project_id)
 
 
 @router.get("/buckets/{bucket}/objects", summary="List objects and folders under a prefix")
@@ -152,15 +195,18 @@ class PublicRequest(BaseModel):
 
 
 @router.get("/buckets/{bucket}/public", summary="Prefixes readable by anyone")
-async def public_prefixes(caller: PrincipalDep, store: ObjectsDep, bucket: str) -> dict[str, Any]:
-    return {"bucket": bucket, "public_prefixes": await store.public_prefixes(caller, bucket)}
+async def public_prefixes(caller: PrincipalDep, store: ObjectsDep, bucket: str) -> PublicPrefixes:
+    found = await store.public_prefixes(caller, bucket)
+    return PublicPrefixes(bucket=bucket, public_prefixes=found)
 
 
 @router.put("/buckets/{bucket}/public", summary="Make a prefix public or private (bucket policy)")
 async def set_public(
     caller: PrincipalDep, store: ObjectsDep, bucket: str, body: PublicRequest
-) -> dict[str, Any]:
-    return await store.set_public(caller, bucket, body.prefix, body.public)
+) -> PublicPrefix:
+    return PublicPrefix.model_validate(
+        await store.set_public(caller, bucket, body.prefix, body.public)
+    )
 
 
 @router.get(
@@ -181,17 +227,17 @@ async def preview(
 @router.get("/snippets", summary="Code reaching a bucket or object with the caller's credentials")
 async def code_snippets(
     caller: PrincipalDep, store: ObjectsDep, bucket: str, key: str = ""
-) -> dict[str, Any]:
+) -> Snippets:
     store.check(caller, bucket)
     check_key(key, allow_empty=True)
     await store.client(caller)
     credentials = store.session_credentials(caller)
     storage = store.storage
-    return {
-        "bucket": bucket,
-        "key": key,
-        "expiration": credentials.expiration.isoformat() if credentials.expiration else None,
-        "snippets": snippets(
+    return Snippets(
+        bucket=bucket,
+        key=key,
+        expiration=credentials.expiration.isoformat() if credentials.expiration else None,
+        snippets=snippets(
             storage.endpoint_url, storage.region, credentials, *storage.locate(bucket, key)
         ),
-    }
+    )
