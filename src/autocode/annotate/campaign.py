@@ -19,7 +19,7 @@ import hashlib
 import json
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from dataclasses import dataclass
 from datetime import UTC
 
@@ -89,7 +89,9 @@ def window_units(
     return units, int(total), int(blank)
 
 
-def annotated_keys(gold: pd.DataFrame, text_column: str | None = None, name: str = "gold") -> set:
+def annotated_keys(
+    gold: pd.DataFrame, text_column: str | None = None, name: str = "gold"
+) -> set[str]:
     """The keys of the descriptions of a gold table (``text_column``, default ``text`` or else
     ``text_description``)."""
     column = text_column or next((c for c in ("text", "text_description") if c in gold), None)
@@ -107,7 +109,7 @@ def sample_campaign(
     size: int,
     seed: int = 0,
     *,
-    annotated: set[str] = frozenset(),
+    annotated: Set[str] = frozenset(),
     bands: Sequence[float] = DEFAULT_BANDS,
     uncertainty_share: float = 0.5,
     model_versions: Sequence[str] = (),

@@ -107,6 +107,19 @@ def test_annotated_descriptions_are_not_drawn_again(logged) -> None:
     assert second["weight"].sum() == pytest.approx(len(texts))  # still the whole traffic
 
 
+def test_only_the_model_versions_asked(tmp_path) -> None:
+    """``--model-version``: the population is the traffic those versions coded."""
+    old = [record(DAY + timedelta(minutes=i), text=f"ancien {i}", version="3") for i in range(9)]
+    new = [record(DAY + timedelta(minutes=i), text=f"nouveau {i}", version="4") for i in range(6)]
+    root = compact_log(tmp_path, old + new)
+    window = Window.parse("2026-11-02..2026-11-03")
+    tasks = sample_campaign(Dataset(str(root)), window, 6, model_versions=["4"]).tasks
+    assert sorted(tasks["text"]) == sorted(r["input"]["text"] for r in new)
+    assert (tasks["inclusion_probability"] == 1).all() and tasks["weight"].sum() == 6
+    with pytest.raises(DesignError, match="has only 6 distinct descriptions"):
+        sample_campaign(Dataset(str(root)), window, 7, model_versions=["4"])
+
+
 def test_same_seed_same_campaign(logged) -> None:
     root, _ = logged
     dataset, window = Dataset(str(root)), Window.parse(WINDOW)

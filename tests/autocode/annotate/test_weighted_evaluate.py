@@ -54,6 +54,17 @@ def test_rows_taken_with_certainty_add_no_variance() -> None:
     assert 0 < mixed < sampled
 
 
+def test_a_stratum_with_one_sampled_row_is_centred_on_the_overall_mean() -> None:
+    """R survey's ``lonely.psu = "adjust"``: the lone row's z deviates from the mean of all."""
+    y = np.array([1.0, 0.0, 1.0, 1.0])
+    design = SampleDesign.of([2.0, 2.0, 2.0, 6.0], ["a", "a", "a", "b"])
+    ratio, variance = ratio_estimate(y, np.ones(4), design)
+    assert ratio == pytest.approx(10 / 12)
+    z = design.weights * (y - ratio) / 12
+    pair = 3 / 2 * ((z[:3] - z[:3].mean()) ** 2).sum()
+    assert variance == pytest.approx(pair + (z[3] - z.mean()) ** 2)
+
+
 @pytest.mark.parametrize(
     ("weights", "inclusion", "message"),
     [
