@@ -7,8 +7,8 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 
 # Debian packages the tests need: Chromium for the browser tests (Playwright drives it; no
-# browser is ever downloaded).
-APT_PACKAGES := chromium
+# browser is ever downloaded), PostgreSQL's server (the production database; tests/postgres.py).
+APT_PACKAGES := chromium postgresql
 
 .PHONY: setup system-packages kube-testenv run test test-fast lint format bench clean
 
@@ -69,6 +69,12 @@ run: setup
 ## test: lint, then the whole test suite (unit, API, real servers)
 test: setup system-packages kube-testenv lint
 	$(UV) run --frozen pytest
+	$(UV) run --frozen pytest -m "not slow" --database postgresql $(POSTGRES_TESTS)
+
+# The platform's API tests again with PostgreSQL as its database (the whole suite runs on SQLite)
+POSTGRES_TESTS := tests/datalab/test_api_services.py tests/datalab/test_api_identity.py \
+	tests/datalab/test_audit.py tests/datalab/test_bad_requests.py tests/datalab/identity \
+	tests/datalab/test_project_password.py tests/datalab/web/test_saved_configs.py
 
 ## test-fast: lint, then the tests that start no real server (seconds, not minutes)
 test-fast: setup lint

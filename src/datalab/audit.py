@@ -175,8 +175,9 @@ def query(
     """Entries newest first; ``before_id`` pages backwards."""
     statement = filters.apply(select(AuditEntry)).order_by(AuditEntry.id.desc())
     if before_id is not None:
-        # bounded to the ids rows can have (same answer): a larger integer overflows the driver
-        statement = statement.where(AuditEntry.id < max(0, min(before_id, MAX_ROW_ID + 1)))
+        # bounded to the ids rows can have (same answer): a larger integer overflows the
+        # driver, and PostgreSQL's 32-bit ids the column (so not MAX_ROW_ID + 1 either)
+        statement = statement.where(AuditEntry.id <= max(0, min(before_id - 1, MAX_ROW_ID)))
     return list(session.scalars(statement.limit(limit)))
 
 

@@ -26,7 +26,7 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
 @pytest.fixture
-def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_url: str | None) -> Settings:
     monkeypatch.setenv("DATALAB_ADMIN_PASSWORD", ADMIN_PASSWORD)
     monkeypatch.delenv("DATALAB_CONFIG", raising=False)
     # embedded SeaweedFS / OpenBao are opt-in per test (tests/datalab/storage, secrets)
@@ -36,6 +36,7 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
         backend={"name": "memory"},
         storage={"mode": "disabled"},
         secrets={"mode": "disabled"},
+        database_url=database_url,
     )
 
 

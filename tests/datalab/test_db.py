@@ -13,6 +13,7 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect
 from sqlalchemy.engine import Engine
+from tests.postgres import PostgresServer
 
 from datalab.db import MIGRATIONS_DIR, SCHEMA_REVISION, Base, Database, schema_revision
 
@@ -114,3 +115,30 @@ def test_datalab_up_migrates_in_a_child_process(tmp_path: Path) -> None:
     done = run_python(script)
     assert done.returncode != 0
     assert "error: the database could not be migrated" in done.stderr
+
+
+def test_on_postgresql_the_migrations_build_what_the_models_describe(
+    postgres_server: PostgresServer,
+) -> None:
+    """PostgreSQL, the production database (Debian's server, tests/postgres.py): the migrations
+    (run by `datalab up` in its child process) build the models' schema there too, with the
+    audit log's append-only trigger. `make test` also runs the API tests on it (--database)."""
+    url = postgres_server.new_database()
+    run_without_alembic(
+        "from datalab.cli.server import _migrate_in_a_child_process; "
+        f"_migrate_in_a_child_process({url!r})"
+    )
+    migrated_engine = create_engine(url)
+    assert schema_revision(migrated_engine) == SCHEMA_REVISION
+    migrated = _schema(migrated_engine)
+    assert migrated.pop("alembic_version")
+    from_models = create_engine(postgres_server.new_database())
+    Base.metadata.create_all(from_models)
+    assert _schema(from_models) == migrated
+    with migrated_engine.connect() as connection:
+        triggers = connection.exec_driver_sql(
+            "SELECT tgname FROM pg_trigger WHERE tgrelid = 'audit_log'::regclass"
+        ).scalars()
+        assert "audit_log_append_only" in set(triggers)
+    for engine in (migrated_engine, from_models):
+        engine.dispose()
