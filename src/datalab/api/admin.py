@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Response
 
 from datalab.api.responses import AUTHENTICATED
 from datalab.errors import InvalidInput
 from datalab.http.deps import AdminDep, PlatformDep, PrincipalDep, SessionDep, UserDep
 from datalab.http.schemas import (
+    AllServices,
     Member,
     NewProject,
     NewUser,
@@ -90,10 +89,10 @@ async def list_orphans(_: AdminDep, platform: PlatformDep) -> Orphans:
 @router.get("/admin/services", summary="Every service of every project, or of one owner (admin)")
 async def list_all_services(
     _: AdminDep, platform: PlatformDep, owner: str | None = None
-) -> dict[str, Any]:
+) -> AllServices:
     """Administrators suspend or delete any of them with the usual endpoints
     (``POST /api/services/{id}/suspend``, ``DELETE /api/services/{id}``), from any project."""
-    return {"services": await platform.services.list_all(owner)}
+    return AllServices.model_validate({"services": await platform.services.list_all(owner)})
 
 
 @router.get("/projects", summary="Projects: mine, or all with ?all=true (admin)")

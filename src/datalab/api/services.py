@@ -17,7 +17,7 @@ from datalab.catalog.merge import merge_layers
 from datalab.config import Quota
 from datalab.errors import InvalidInput, Unauthenticated
 from datalab.http.deps import PlatformDep, PrincipalDep
-from datalab.http.schemas import Model
+from datalab.http.schemas import Model, ServiceListed
 from datalab.launch import load_values_file, parse_set_args
 from datalab.services import LaunchRequest
 
@@ -79,6 +79,12 @@ class QuotaOut(BaseModel):
     project: str
     usage: UsageOut
     limits: Quota
+
+
+class ServiceList(BaseModel):
+    project: str = Field(description="The caller's current project.")
+    services: list[ServiceListed] = Field(description="Oldest first.")
+    commands: Commands
 
 
 class ServicePatch(Model):
@@ -151,12 +157,13 @@ async def launch_preview(
 
 
 @router.get("/services", summary="Services of the project visible to me")
-async def list_services(caller: PrincipalDep, platform: PlatformDep) -> dict[str, Any]:
-    return {
-        "project": caller.project_id,
-        "services": await platform.services.list(caller),
-        "commands": commands.for_listing(caller.project_id),
-    }
+async def list_services(caller: PrincipalDep, platform: PlatformDep) -> ServiceList:
+    found = await platform.services.list(caller)
+    return ServiceList(
+        project=caller.project_id,
+        services=[ServiceListed.model_validate(service) for service in found],
+        commands=commands.for_listing(caller.project_id),
+    )
 
 
 @router.get("/services/{service_id}", summary="A service: status, URLs, values")
