@@ -4,6 +4,7 @@ running them does what they say (a real platform on a loopback port, the in-memo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shlex
 from collections.abc import AsyncIterator
@@ -18,7 +19,7 @@ from typer.testing import CliRunner
 
 from datalab import commands
 from datalab.cli import app
-from datalab.config import load_settings
+from datalab.config import Settings, load_settings
 from datalab.identity import accounts
 from datalab.launch import equivalent_commands
 from datalab.platform import Platform
@@ -116,7 +117,6 @@ class Served:
 
 @pytest.fixture
 async def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Served]:
-    monkeypatch.setenv("DATALAB_ADMIN_PASSWORD", ADMIN_PASSWORD)
     monkeypatch.delenv("DATALAB_CONFIG", raising=False)
     settings = load_settings(
         None,
@@ -126,8 +126,19 @@ async def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterat
         secrets={"mode": "disabled"},
         server={"port": free_port()},
     )
-    platform = Platform.create(settings)
-    platform.ensure_admin()
+    async with serve(settings, tmp_path) as served:
+        yield served
+
+
+@contextlib.asynccontextmanager
+async def serve(settings: Settings, tmp_path: Path) -> AsyncIterator[Served]:
+    """A platform started with ``settings`` (its admin's password: ADMIN_PASSWORD), on its
+    loopback port until the block ends."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DATALAB_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        patch.delenv("DATALAB_CONFIG", raising=False)
+        platform = Platform.create(settings)
+        platform.ensure_admin()
     await platform.start()
     try:
         async with serving(platform) as url:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import re
 import shlex
 from collections.abc import AsyncIterator
@@ -32,9 +31,7 @@ from datalab.platform import Platform
 from datalab.processes import free_port
 from datalab.storage.service import s3_client
 
-from ..conftest import ADMIN_PASSWORD
-from ..storage.conftest import serving
-from ..test_cli_commands import Served
+from ..test_cli_commands import Served, serve
 from .test_kubernetes_backend import make_backend
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -72,21 +69,6 @@ def cluster_settings(
         secrets={"mode": stores},
         **overrides,
     )
-
-
-@contextlib.asynccontextmanager
-async def serve(settings: Any, tmp_path: Path) -> AsyncIterator[Served]:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DATALAB_ADMIN_PASSWORD", ADMIN_PASSWORD)
-        patch.delenv("DATALAB_CONFIG", raising=False)
-        platform = Platform.create(settings)
-        platform.ensure_admin()
-    await platform.start()
-    try:
-        async with serving(platform) as url:
-            yield Served(platform, url, tmp_path)
-    finally:
-        await platform.stop()
 
 
 @pytest.fixture(scope="module")
