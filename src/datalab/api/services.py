@@ -4,7 +4,7 @@ delete. Every answer carries the equivalent command lines."""
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
@@ -81,6 +81,67 @@ class QuotaOut(BaseModel):
     limits: Quota
 
 
+class _ServiceRecord(BaseModel):
+    """A service as the platform records it."""
+
+    id: str
+    name: str = Field(description="Its friendly name.")
+    catalog: str
+    chart: str
+    version: str = Field(description="The chart's version.")
+    project: str
+    owner: str
+    shared: bool = Field(description="The project's members may use it.")
+    created_at: str = Field(description="ISO 8601.")
+    resources: dict[str, Any] = Field(
+        description="cpu (cores) and memory_mb: its limits, counted against quotas."
+    )
+    phase: str = Field(description="building, starting, running, suspended, failed...")
+    reason: str | None = Field(description="Why it failed, or what it waits for.")
+    urls: list[str] = Field(description="Where users reach it.")
+
+
+class ServiceOut(_ServiceRecord):
+    """A service after a change: its record, what the backend says of it, the equivalent
+    commands of the change (not after a rename or share)."""
+
+    # what the backend says of it, when it knows it (absent otherwise)
+    started_at: str | None = Field(None, description="When it started (ISO 8601).")
+    ready_at: str | None = Field(None, description="When it became ready (ISO 8601).")
+    password: str | None = Field(None, description="Its own password or token (from the chart).")
+    notes: str = Field("", description="Post-install notes (Markdown), from the chart.")
+    commands: Commands | None = None
+
+
+class ServiceDetail(_ServiceRecord):
+    """A service with its values (secrets masked for those who may not see them)."""
+
+    values: dict[str, Any] = Field(description="The values it runs with.")
+    overrides: dict[str, Any] = Field(description="What its launch changed of the defaults.")
+    # what the backend says of it, when it knows it (absent otherwise)
+    started_at: str | None = Field(None, description="When it started (ISO 8601).")
+    ready_at: str | None = Field(None, description="When it became ready (ISO 8601).")
+    password: str | None = Field(None, description="Its own password or token (from the chart).")
+    notes: str = Field("", description="Post-install notes (Markdown), from the chart.")
+    commands: dict[str, Commands] = Field(description="The equivalent commands, by action.")
+
+
+class PreviewedService(BaseModel):
+    id: str
+    chart: str
+    version: str
+
+
+class LaunchPreview(BaseModel):
+    """A dry-run launch: what would run, nothing started."""
+
+    dry_run: Literal[True]
+    service: PreviewedService
+    values: dict[str, Any] = Field(description="The resolved values.")
+    resources: dict[str, Any] = Field(description="cpu (cores) and memory_mb it would count.")
+    commands: Commands
+
+
 class ServiceList(BaseModel):
     project: str = Field(description="The caller's current project.")
     services: list[ServiceListed] = Field(description="Oldest first.")
@@ -105,8 +166,14 @@ def overrides_of(body: LaunchBody) -> dict[str, Any]:
     return merge_layers(*layers)
 
 
-@router.post("/services", summary="Launch a service (or resolve only, with dry_run)")
-async def launch(body: LaunchBody, caller: PrincipalDep, platform: PlatformDep) -> dict[str, Any]:
+@router.post(
+    "/services",
+    summary="Launch a service (or resolve only, with dry_run)",
+    response_model_exclude_unset=True,
+)
+async def launch(
+    body: LaunchBody, caller: PrincipalDep, platform: PlatformDep
+) -> ServiceOut | LaunchPreview:
     request = LaunchRequest(
         catalog_id=body.catalog,
         chart=body.chart,
@@ -118,7 +185,10 @@ async def launch(body: LaunchBody, caller: PrincipalDep, platform: PlatformDep) 
         dry_run=body.dry_run,
         mask_secrets=body.mask_secrets,
     )
-    return await platform.services.launch(caller, request)
+    result = await platform.services.launch(caller, request)
+    if request.dry_run:
+        return LaunchPreview.model_validate(result)
+    return ServiceOut.model_validate(result)
 
 
 @router.get(
@@ -135,7 +205,7 @@ async def launch_preview(
     values: Annotated[
         str, Query(max_length=100_000, description="Overrides as a JSON object.")
     ] = "{}",
-) -> dict[str, Any]:
+) -> LaunchPreview:
     """What the web launcher's command bar shows as the form changes. A GET, so that previews
     are not recorded as actions in the audit log; the answer is a ``dry_run`` launch's."""
     try:
@@ -153,7 +223,10 @@ async def launch_preview(
         dry_run=True,
         mask_secrets=True,
     )
-    return await launch(body, caller, platform)
+    preview = await launch(body, caller, platform)
+    if not isinstance(preview, LaunchPreview):  # a dry run answers a preview
+        raise TypeError(f"a dry-run launch answered {type(preview).__name__}")
+    return preview
 
 
 @router.get("/services", summary="Services of the project visible to me")
@@ -166,11 +239,15 @@ async def list_services(caller: PrincipalDep, platform: PlatformDep) -> ServiceL
     )
 
 
-@router.get("/services/{service_id}", summary="A service: status, URLs, values")
+@router.get(
+    "/services/{service_id}",
+    summary="A service: status, URLs, values",
+    response_model_exclude_unset=True,
+)
 async def get_service(
     service_id: str, caller: PrincipalDep, platform: PlatformDep
-) -> dict[str, Any]:
-    return await platform.services.get(caller, service_id)
+) -> ServiceDetail:
+    return ServiceDetail.model_validate(await platform.services.get(caller, service_id))
 
 
 @router.get(
@@ -228,25 +305,38 @@ async def logs(
     return StreamingResponse(body(), media_type="text/plain; charset=utf-8")
 
 
-@router.post("/services/{service_id}/suspend", summary="Stop, keeping data and values")
-async def suspend(service_id: str, caller: PrincipalDep, platform: PlatformDep) -> dict[str, Any]:
-    return await platform.services.suspend(caller, service_id)
+@router.post(
+    "/services/{service_id}/suspend",
+    summary="Stop, keeping data and values",
+    response_model_exclude_unset=True,
+)
+async def suspend(service_id: str, caller: PrincipalDep, platform: PlatformDep) -> ServiceOut:
+    return ServiceOut.model_validate(await platform.services.suspend(caller, service_id))
 
 
-@router.post("/services/{service_id}/resume", summary="Start again with the same values")
-async def resume(service_id: str, caller: PrincipalDep, platform: PlatformDep) -> dict[str, Any]:
-    return await platform.services.resume(caller, service_id)
+@router.post(
+    "/services/{service_id}/resume",
+    summary="Start again with the same values",
+    response_model_exclude_unset=True,
+)
+async def resume(service_id: str, caller: PrincipalDep, platform: PlatformDep) -> ServiceOut:
+    return ServiceOut.model_validate(await platform.services.resume(caller, service_id))
 
 
-@router.patch("/services/{service_id}", summary="Rename or share (metadata only)")
+@router.patch(
+    "/services/{service_id}",
+    summary="Rename or share (metadata only)",
+    response_model_exclude_unset=True,
+)
 async def update(
     service_id: str, body: ServicePatch, caller: PrincipalDep, platform: PlatformDep
-) -> dict[str, Any]:
+) -> ServiceOut:
     if body.name is None and body.shared is None:
         raise InvalidInput("nothing to change: send 'name' and/or 'shared'")
-    return await platform.services.update(
+    updated = await platform.services.update(
         caller, service_id, friendly_name=body.name, shared=body.shared
     )
+    return ServiceOut.model_validate(updated)
 
 
 @router.delete("/services/{service_id}", summary="Stop and delete, with its data")
