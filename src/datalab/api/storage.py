@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from datalab.api.responses import WITH_STORES
 from datalab.errors import PayloadTooLarge, Unauthenticated
@@ -56,6 +56,52 @@ class PublicPrefix(BaseModel):
     bucket: str
     prefix: str
     public: bool
+
+
+class ObjectListed(BaseModel):
+    key: str
+    size: int = Field(description="In bytes.")
+    last_modified: str = Field(description="ISO 8601.")
+    etag: str
+
+
+class ObjectListing(BaseModel):
+    bucket: str
+    prefix: str
+    folders: list[str] = Field(description="Folders under the prefix (with the delimiter).")
+    objects: list[ObjectListed]
+    next_token: str | None = Field(description="token for the next page; None on the last.")
+    truncated: bool = Field(description="More objects follow (next_token).")
+
+
+class Uploaded(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    bucket: str
+    key: str
+    size: int = Field(description="Bytes written.")
+    parts: int = Field(description="Multipart upload parts (1 for a small object).")
+
+
+class FolderMade(BaseModel):
+    """An upload to a key ending with /: an empty folder."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    bucket: str
+    key: str = Field(description="The folder (ending with /).")
+
+
+class ObjectsDeleted(BaseModel):
+    bucket: str
+    deleted: list[str] = Field(description="The keys deleted.")
+
+
+class ShareLink(BaseModel):
+    bucket: str
+    key: str
+    url: str = Field(description="A presigned download link (s3v4).")
+    expires_s: int = Field(description="Its lifetime in seconds.")
 
 
 class Snippets(BaseModel):
@@ -122,8 +168,9 @@ async def list_objects(
     delimiter: str = "/",
     max_keys: Annotated[int, Query(ge=1, le=1000)] = 1000,
     token: Annotated[str | None, Query(description="next_token of the previous page")] = None,
-) -> dict[str, Any]:
-    return await store.list(caller, bucket, prefix, delimiter, max_keys, token)
+) -> ObjectListing:
+    found = await store.list(caller, bucket, prefix, delimiter, max_keys, token)
+    return ObjectListing.model_validate(found)
 
 
 @router.put("/buckets/{bucket}/objects/{key:path}", summary="Upload (streamed; multipart)")
@@ -134,9 +181,9 @@ async def upload(
     bucket: str,
     key: str,
     request: Request,
-) -> dict[str, Any]:
+) -> Uploaded | FolderMade:
     if key.endswith("/"):
-        return await store.make_folder(caller, bucket, key)
+        return FolderMade.model_validate(await store.make_folder(caller, bucket, key))
     limit = platform.settings.storage.max_upload_bytes
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > limit:
@@ -144,7 +191,7 @@ async def upload(
             f"{bucket}/{key} is larger than the {limit} bytes this platform accepts "
             "(storage.max_upload_bytes)"
         )
-    return await store.upload(
+    written = await store.upload(
         caller,
         bucket,
         key,
@@ -152,6 +199,7 @@ async def upload(
         content_type=request.headers.get("content-type"),
         max_bytes=limit,
     )
+    return Uploaded.model_validate(written)
 
 
 @router.get("/buckets/{bucket}/objects/{key:path}", summary="Download (streamed)")
@@ -173,8 +221,10 @@ async def download(
 )
 async def delete(
     caller: PrincipalDep, store: ObjectsDep, bucket: str, key: str, recursive: bool = False
-) -> dict[str, Any]:
-    return await store.delete(caller, bucket, key, recursive=recursive)
+) -> ObjectsDeleted:
+    return ObjectsDeleted.model_validate(
+        await store.delete(caller, bucket, key, recursive=recursive)
+    )
 
 
 class ShareRequest(BaseModel):
@@ -185,8 +235,8 @@ class ShareRequest(BaseModel):
 @router.post("/buckets/{bucket}/share", summary="A presigned download link (s3v4)")
 async def share(
     caller: PrincipalDep, store: ObjectsDep, bucket: str, body: ShareRequest
-) -> dict[str, Any]:
-    return await store.share(caller, bucket, body.key, body.expires_s)
+) -> ShareLink:
+    return ShareLink.model_validate(await store.share(caller, bucket, body.key, body.expires_s))
 
 
 class PublicRequest(BaseModel):
