@@ -104,6 +104,28 @@ class ShareLink(BaseModel):
     expires_s: int = Field(description="Its lifetime in seconds.")
 
 
+class PreviewColumn(BaseModel):
+    name: str
+    type: str = Field(description="Its Arrow type.")
+
+
+class Preview(BaseModel):
+    """An object's first rows. Fields that do not apply to its format are absent."""
+
+    bucket: str
+    key: str
+    format: str = Field(description="parquet, csv or json.")
+    columns: list[PreviewColumn] = Field(
+        alias="schema", description="Its columns (empty for JSON records of different shapes)."
+    )
+    rows: list[Any] = Field(description="The first rows, as JSON.")
+    total_rows: int | None = Field(None, description="Parquet: rows in the file.")
+    delimiter: str | None = Field(None, description="CSV: the delimiter found.")
+    truncated: bool | None = Field(
+        None, description="CSV and JSON: only the object's beginning was read."
+    )
+
+
 class Snippets(BaseModel):
     bucket: str
     key: str
@@ -262,6 +284,7 @@ async def set_public(
 @router.get(
     "/buckets/{bucket}/preview/{key:path}",
     summary="Schema and first rows of a Parquet, CSV or JSON object",
+    response_model_exclude_unset=True,
 )
 async def preview(
     caller: PrincipalDep,
@@ -270,8 +293,8 @@ async def preview(
     key: str,
     rows: Annotated[int, Query(ge=1, le=MAX_PREVIEW_ROWS)] = 20,
     format: Annotated[str | None, Query(description="parquet, csv or json")] = None,
-) -> dict[str, Any]:
-    return await store.preview(caller, bucket, key, rows, format)
+) -> Preview:
+    return Preview.model_validate(await store.preview(caller, bucket, key, rows, format))
 
 
 @router.get("/snippets", summary="Code reaching a bucket or object with the caller's credentials")
