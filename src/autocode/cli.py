@@ -14,6 +14,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from autocode.annotate.cli import annotate_app
+from autocode.errors import UserError, reported
 from autocode.monitor.cli import logs_app, monitor_app
 from autocode.serve.cli import app as serve_app
 
@@ -44,22 +45,9 @@ ConfigOption = Annotated[
 ]
 
 
-class UserError(Exception):
-    """An error the user can fix: printed as one line, exit code 2."""
-
-
 def main() -> None:
-    from autocode.data import DataError
-    from autocode.model import ModelLoadError
-    from autocode.nomenclature import NomenclatureError
-    from autocode.train import ConfigError
-
-    user_errors = (UserError, ConfigError, DataError, NomenclatureError, ModelLoadError)
-    try:
+    with reported():  # each module's errors derive from UserError
         app()
-    except (*user_errors, FileNotFoundError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise SystemExit(2) from None
 
 
 @contextmanager

@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from autocode.errors import UserError
 from autocode.nomenclature import Nomenclature, Note
 
 TEXT = "text"
@@ -21,7 +22,7 @@ CODE = "code"
 SOURCE = "source"
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A data file or column that cannot be used; the message says what to fix."""
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from autocode.errors import UserError
+
 NAF_LEVELS = ("section", "division", "group", "class", "subclass")
 
 #: Code patterns of the NAF / NACE levels (dotted canonical form), used by the list loaders.
@@ -32,7 +34,7 @@ NAF_CODE_PATTERNS = {
 _NOT_ALNUM = re.compile(r"[^0-9A-Z]")
 
 
-class NomenclatureError(ValueError):
+class NomenclatureError(UserError, ValueError):
     """A nomenclature file or code that cannot be used; the message says what to fix."""
 
 

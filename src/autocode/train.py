@@ -20,6 +20,7 @@ import yaml
 
 from autocode import data as datamod
 from autocode import embedding
+from autocode.errors import UserError
 from autocode.evaluate import (
     TARGET_ACCURACIES,
     Evaluation,
@@ -54,7 +55,7 @@ NOMENCLATURES: dict[str, tuple[Callable[..., Nomenclature], Callable[..., dict] 
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A training config that cannot be used; the message names the key to fix."""
 
 

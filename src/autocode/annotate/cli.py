@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
 from typing import Annotated
 
 import typer
@@ -21,18 +20,11 @@ annotate_app = typer.Typer(
 console = Console(stderr=True)
 
 
-@contextlib.contextmanager
-def user_errors() -> Iterator[None]:
-    from autocode.annotate.design import DesignError
-    from autocode.data import DataError
-    from autocode.monitor.query import MonitorError
-    from autocode.monitor.storage import StoreError
+def user_errors() -> contextlib.AbstractContextManager[None]:
+    """Errors the user can fix (DesignError, DataError, MonitorError...) as one line."""
+    from autocode.errors import reported
 
-    try:
-        yield
-    except (DesignError, DataError, MonitorError, StoreError, FileNotFoundError) as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise SystemExit(2) from None
+    return reported()
 
 
 def _bands(text: str) -> list[float]:

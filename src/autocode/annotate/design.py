@@ -31,11 +31,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from autocode.errors import UserError
+
 DEFAULT_BANDS = (0.05, 0.1, 0.2, 0.35, 0.5, 0.75)
 MIN_PER_STRATUM = 2  # the smallest sample of a stratum whose variance can be estimated
 
 
-class DesignError(ValueError):
+class DesignError(UserError, ValueError):
     """A campaign that cannot be drawn as asked; the message says what to change."""
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from autocode.errors import UserError
 from autocode.model.coder import Coder
 
 
@@ -79,5 +80,5 @@ def load_coder(uri: str) -> Coder:
     return python_model.coder
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(UserError, ValueError):
     """A model URI or directory that does not lead to an autocode model."""

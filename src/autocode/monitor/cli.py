@@ -62,17 +62,11 @@ VersionsOption = Annotated[
 ]
 
 
-@contextlib.contextmanager
-def user_errors() -> Iterator[None]:
-    from autocode.monitor.query import MonitorError
-    from autocode.monitor.storage import StoreError
-    from autocode.nomenclature import NomenclatureError
+def user_errors() -> contextlib.AbstractContextManager[None]:
+    """Errors the user can fix, and bad values (ValueError), as one line and exit code 2."""
+    from autocode.errors import reported
 
-    try:
-        yield
-    except (MonitorError, StoreError, NomenclatureError, ValueError, FileNotFoundError) as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise SystemExit(2) from None
+    return reported(ValueError)
 
 
 def load_nomenclature(folder: Path | None, required: bool = False):

@@ -33,6 +33,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from autocode.errors import UserError
 from autocode.monitor import etl, rollups, schema
 from autocode.monitor.storage import LocalStore, Store, open_store
 
@@ -78,7 +79,7 @@ _SORTED: weakref.WeakKeyDictionary[duckdb.DuckDBPyConnection, dict[str, list[Sor
 )
 
 
-class MonitorError(ValueError):
+class MonitorError(UserError, ValueError):
     """A query the user can fix (bad window, unknown level); the message says what to change."""
 
 

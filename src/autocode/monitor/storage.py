@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from autocode.data import s3_client as data_s3_client
+from autocode.errors import UserError
 
 
-class StoreError(Exception):
+class StoreError(UserError):
     """A location that cannot be used (bad URI, missing bucket, access refused)."""
 
 

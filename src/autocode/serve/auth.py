@@ -36,6 +36,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from autocode.errors import UserError
+
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "acapi_"
@@ -43,7 +45,7 @@ REALM = "autocode"
 CHALLENGE = f'Basic realm="{REALM}", charset="UTF-8", Bearer realm="{REALM}"'
 
 
-class AuthFileError(Exception):
+class AuthFileError(UserError):
     """A keys or users file that cannot be used; the message says what to fix."""
 
 

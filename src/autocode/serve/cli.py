@@ -14,6 +14,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from autocode.errors import UserError, reported
+
 app = typer.Typer(
     help="The autocode prediction API. Without a command: run the server.",
     add_completion=False,
@@ -29,10 +31,6 @@ app.add_typer(users_app, name="users")
 err = Console(stderr=True)
 
 
-class UserError(Exception):
-    """Printed as one line; exit code 2."""
-
-
 def main() -> None:
     app()
 
@@ -43,13 +41,8 @@ def _friendly(function: Callable[..., None]) -> Callable[..., None]:
 
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> None:
-        from autocode.serve.auth import AuthFileError
-
-        try:
+        with reported():  # AuthFileError and the others derive from UserError
             function(*args, **kwargs)
-        except (UserError, AuthFileError) as exc:
-            err.print(f"[red]error:[/red] {exc}", highlight=False)
-            raise typer.Exit(2) from None
 
     return wrapper
 

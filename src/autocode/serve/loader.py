@@ -34,12 +34,13 @@ from typing import Any
 
 import yaml
 
+from autocode.errors import UserError
 from autocode.serve.predictor import Predictor
 
 log = logging.getLogger(__name__)
 
 
-class ModelSourceError(ValueError):
+class ModelSourceError(UserError, ValueError):
     """The ``model`` setting cannot be understood."""
 
 
