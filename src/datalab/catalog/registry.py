@@ -13,7 +13,7 @@ import contextlib
 import difflib
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
@@ -211,6 +211,6 @@ class CatalogRegistry:
             await self.refresh(catalog_id)
 
 
-def _suggest(name: str, known: object) -> str:
-    matches = difflib.get_close_matches(name, list(known), n=1)  # type: ignore[call-overload]
+def _suggest(name: str, known: Iterable[str]) -> str:
+    matches = difflib.get_close_matches(name, list(known), n=1)
     return f" (did you mean {matches[0]!r}?)" if matches else ""

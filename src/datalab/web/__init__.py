@@ -22,5 +22,6 @@ def mount_web(app: FastAPI) -> None:
     for module in (auth, catalog, services, files, secrets, account, admin):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    # starlette types handlers as taking any Exception, not the class they are registered for
     app.add_exception_handler(LoginRequired, redirect_to_login)  # type: ignore[arg-type]
     app.add_middleware(SecurityHeaders)
