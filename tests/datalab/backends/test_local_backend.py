@@ -10,6 +10,7 @@ import asyncio
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -23,6 +24,8 @@ import pytest
 from datalab.backends.base import BackendError, Phase, ServiceNotFound
 from datalab.backends.local import LocalBackend
 from datalab.envs import EnvManager
+
+from .conftest import Services
 
 pytestmark = pytest.mark.anyio
 
@@ -489,3 +492,24 @@ def test_launcher_is_stdlib_only() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
+
+
+async def test_a_root_it_makes_under_the_platforms_umask_lets_services_in(
+    data_dir: Path, shared_envs: EnvManager
+) -> None:
+    """The platform runs with umask 077 (datalab.files): the folders the backend makes on the
+    way to its services' directories must still let the services' accounts pass through."""
+    previous = os.umask(0o077)
+    try:
+        backend = LocalBackend(data_dir / "made" / "here", "http://x", env_manager=shared_envs)
+        await backend.start()
+    finally:
+        os.umask(previous)
+    try:
+        if backend.isolate_users:
+            for made in (data_dir / "made", data_dir / "made" / "here"):
+                assert stat.S_IMODE(made.stat().st_mode) == 0o711
+        services = Services(backend)
+        await services.run(services.spec(serve_recipe(services)))
+    finally:
+        await backend.shutdown()

@@ -121,9 +121,13 @@ class LocalBackend(Backend):
             self._maintenance = asyncio.get_running_loop().create_task(self._maintain())
         if self.limiter is not None:
             return
+        made = [d for d in (self.services_dir, *self.services_dir.parents) if not d.exists()]
         self.services_dir.mkdir(parents=True, exist_ok=True)
         if self.isolate_users:
-            os.chmod(self.services_dir, 0o711)  # noqa: S103 - accounts may enter their own service dir only
+            # accounts may enter their own service dir only: the folders made on the way to it
+            # (under the platform's umask 077) let them pass through, not list
+            for directory in made:
+                os.chmod(directory, 0o711)  # noqa: S103
         self.limiter = detect_limiter()
         if self.isolate_users:
             log.info("local backend: each user's services run under a datalab-<user> account")
