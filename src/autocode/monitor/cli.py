@@ -159,14 +159,25 @@ def compact_command(
             "work and yields the CPU to the API beside it."
         ),
     ] = 10,
+    threads: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Threads it decodes and writes with (Arrow's CPU pool): 1 leaves the other "
+            "cores to the API beside it (docs/monitoring.md).",
+        ),
+    ] = 1,
     json_output: JsonOption = False,
 ) -> None:
     """JSON-lines segments → Parquet partitioned by date. Idempotent; a killed run converges."""
+    import pyarrow as pa
+
     from autocode.monitor.etl import CompactOptions, compact
     from autocode.monitor.storage import open_store
 
     if nice > 0 and hasattr(os, "nice"):
         os.nice(min(nice, 19))
+    pa.set_cpu_count(threads)
     with user_errors():
         target = output or source.rstrip("/") + "-parquet"
         options = CompactOptions(

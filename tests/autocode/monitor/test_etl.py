@@ -233,3 +233,15 @@ def test_compacts_in_s3(seaweedfs, monkeypatch, tmp_path: Path, day0) -> None:
     )
     assert all(Path(p).is_relative_to(tmp_path / "cache") for p in dataset.files())
     assert dataset.prune_cache() == 0
+
+
+def test_compact_refuses_zero_threads(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from autocode.cli import app
+
+    result = CliRunner().invoke(
+        app, ["logs", "compact", "--source", str(tmp_path), "--threads", "0", "--nice", "0"]
+    )
+    assert result.exit_code == 2
+    assert "--threads" in result.output
