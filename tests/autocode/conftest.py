@@ -116,6 +116,21 @@ def monkeypatch_session() -> Iterator[pytest.MonkeyPatch]:
     patch.undo()
 
 
+def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """Run the real entry point (errors included) and return (exit code, stdout, stderr)."""
+    from autocode import cli
+
+    monkeypatch.setattr(sys, "argv", ["autocode", *args])
+    monkeypatch.setenv("COLUMNS", "200")
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 0
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
 # -- real servers ---------------------------------------------------------------------------------
 def free_port() -> int:
     with socket.socket() as sock:

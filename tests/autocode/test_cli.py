@@ -1,5 +1,4 @@
 import json
-import sys
 from pathlib import Path
 
 import click
@@ -10,20 +9,9 @@ import yaml
 
 from autocode import cli
 
+from .conftest import run
+
 FIXTURES = Path(__file__).parent / "fixtures"
-
-
-def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """Run the real entry point (errors included) and return (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["autocode", *args])
-    monkeypatch.setenv("COLUMNS", "200")
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture

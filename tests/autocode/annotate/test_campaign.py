@@ -5,7 +5,6 @@ in one line."""
 
 from __future__ import annotations
 
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,11 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from autocode import cli
 from autocode.annotate.campaign import sample_campaign, text_key
 from autocode.annotate.design import DesignError
 from autocode.monitor.query import Dataset, Window
 
+from ..conftest import run
 from ..monitor.conftest import record
 from .conftest import compact_log
 
@@ -138,19 +137,6 @@ def test_bad_campaigns_are_named(logged) -> None:
     units = 80  # at most: the descriptions of the window
     with pytest.raises(DesignError, match=r"has only \d+ distinct descriptions not yet annotated"):
         sample_campaign(dataset, Window.parse(WINDOW), units + 1)
-
-
-def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """The real entry point (errors included): (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["autocode", *args])
-    monkeypatch.setenv("COLUMNS", "200")
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_cli_writes_the_task_file(logged, tmp_path, monkeypatch, capsys) -> None:

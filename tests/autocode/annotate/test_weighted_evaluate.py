@@ -6,13 +6,11 @@ with a trained model (unweighted files unchanged)."""
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from autocode import cli
 from autocode.evaluate import (
     SampleDesign,
     evaluate_predictions,
@@ -20,6 +18,7 @@ from autocode.evaluate import (
     wilson_interval,
 )
 
+from ..conftest import run
 from ..test_cli import FIXTURES
 
 
@@ -146,18 +145,6 @@ def test_without_a_design_nothing_changes(small_nomenclature) -> None:
     assert (metrics["accuracy_low"], metrics["accuracy_high"]) == wilson_interval(correct.sum(), 80)
     auto = predictions["auto"].to_numpy()
     assert metrics["auto_accuracy"] == correct[auto].mean()
-
-
-def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["autocode", *args])
-    monkeypatch.setenv("COLUMNS", "200")
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_cli_evaluates_weighted_gold(small_model, tmp_path, monkeypatch, capsys) -> None:
