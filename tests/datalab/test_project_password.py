@@ -10,12 +10,13 @@ from typing import Any
 
 import pytest
 
-from datalab.config import Settings, load_settings
+from datalab.catalog.config import CatalogConfig
+from datalab.config import Settings
 from datalab.db import Project
 from datalab.identity import accounts
 
 from .catalog.conftest import write_chart
-from .conftest import ADMIN_PASSWORD, Env
+from .conftest import Env
 
 pytestmark = pytest.mark.anyio
 
@@ -25,10 +26,8 @@ def _field(expression: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+def settings(settings: Settings, tmp_path: Path) -> Settings:
     """The platform with one catalog: a database chart that reads the project password."""
-    monkeypatch.setenv("DATALAB_ADMIN_PASSWORD", ADMIN_PASSWORD)
-    monkeypatch.delenv("DATALAB_CONFIG", raising=False)
     charts = tmp_path / "charts"
     write_chart(
         charts,
@@ -47,14 +46,8 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
             },
         },
     )
-    return load_settings(
-        None,
-        data_dir=tmp_path / "data",
-        backend={"name": "memory"},
-        storage={"mode": "disabled"},
-        secrets={"mode": "disabled"},
-        catalogs=[{"id": "db", "location": str(charts)}],
-    )
+    catalog = CatalogConfig(id="db", location=str(charts))
+    return settings.model_copy(update={"catalogs": [catalog]})
 
 
 async def _auth(api: Any, project: str | None = None) -> dict[str, str]:

@@ -17,7 +17,7 @@ from tests.datalab.catalog.conftest import alice_context, onyxia_charts_at, onyx
 from tests.datalab.conftest import ADMIN_PASSWORD, Env
 
 from datalab.catalog import CatalogRegistry
-from datalab.config import Settings, load_settings
+from datalab.config import Settings
 from datalab.launch import resolve_values
 from datalab.web.context import templates
 from datalab.web.forms import Group, build_form, split_dotted
@@ -243,20 +243,9 @@ def test_arrays_of_objects_are_repeatable_groups() -> None:
 
 
 @pytest.fixture
-def settings(
-    registry: CatalogRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Settings:
+def settings(settings: Settings, registry: CatalogRegistry) -> Settings:
     """The platform (memory backend) with the real Onyxia catalog, as the registry loads it."""
-    monkeypatch.setenv("DATALAB_ADMIN_PASSWORD", ADMIN_PASSWORD)
-    monkeypatch.delenv("DATALAB_CONFIG", raising=False)
-    return load_settings(
-        None,
-        data_dir=tmp_path / "data",
-        backend={"name": "memory"},
-        storage={"mode": "disabled"},
-        secrets={"mode": "disabled"},
-        catalogs=[registry.configs[0].model_dump()],
-    )
+    return settings.model_copy(update={"catalogs": [registry.configs[0]]})
 
 
 @pytest.mark.anyio
