@@ -48,7 +48,7 @@ def _path(parts: Any) -> str:
 def _short(error: jsonschema.ValidationError) -> str:
     path = list(error.absolute_path)
     if error.validator == "not" and path and path[-1] == "readiness":
-        return "give only one of 'http' or 'tcp'"
+        return "give only one of 'http', 'tcp' or 'unix'"
     if error.validator == "additionalProperties":
         return error.message.replace("Additional properties are not allowed", "unknown key(s)")
     return error.message

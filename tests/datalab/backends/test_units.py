@@ -9,6 +9,7 @@ import pytest
 
 from datalab.backends.base import BackendError, Phase, ServiceNotFound, ServiceSpec
 from datalab.backends.local.accounts import account_name
+from datalab.backends.local.backend import _missing_binaries
 from datalab.backends.local.logs import rotate_if_needed, tail_lines
 from datalab.backends.local.recipe import render_recipe, resolve_command
 from datalab.backends.memory import MemoryBackend
@@ -71,6 +72,7 @@ CONTEXT = {
         "id": "svc",
         "port": 1234,
         "socket": "/d/services/svc/run/http.sock",
+        "socket_dir": "/d/services/svc/run",
         "base_url": "/",
         "url": "http://svc.h/",
     },
@@ -110,6 +112,29 @@ def test_render_recipe() -> None:
     with pytest.raises(BackendError, match=r"readiness\.tcp needs 'listen: tcp'"):
         render_recipe({"command": ["x"], "listen": "unix", "readiness": {"tcp": True}}, CONTEXT)
     assert render_recipe({"command": ["x"]}, CONTEXT).readiness_tcp == 1234
+
+    # a server that names its own socket in service.socket_dir (PostgreSQL, Redis)
+    own = {"unix": "{{ service.socket_dir }}/.s.PGSQL.5432"}
+    named = render_recipe({"command": ["x"], "listen": "unix", "readiness": own}, CONTEXT)
+    assert named.readiness_unix == "/d/services/svc/run/.s.PGSQL.5432"
+    assert named.readiness_http is None and named.readiness_tcp is None
+    with pytest.raises(BackendError, match=r"readiness\.unix needs 'listen: unix'"):
+        render_recipe({"command": ["x"], "readiness": own}, CONTEXT)
+    with pytest.raises(BackendError, match="absolute path"):
+        render_recipe({"command": ["x"], "listen": "unix", "readiness": {"unix": "s"}}, CONTEXT)
+
+
+def test_required_binaries_on_path_or_at_a_pattern(tmp_path: Path) -> None:
+    server = tmp_path / "lib" / "15" / "bin" / "postgres"
+    server.parent.mkdir(parents=True)
+    server.write_text("#!/bin/sh\n")
+    recipe = {"environment": {"requires_binaries": ["sh", f"{tmp_path}/lib/*/bin/postgres"]}}
+    missing = _missing_binaries(recipe, "pg") or ""
+    assert missing.startswith(f"chart 'pg' needs {tmp_path}/lib/*/bin/postgres, not found")
+    server.chmod(0o755)
+    assert _missing_binaries(recipe, "pg") is None
+    recipe["environment"]["requires_binaries"].append("no-such-program-here")
+    assert "needs no-such-program-here" in (_missing_binaries(recipe, "pg") or "")
 
 
 @pytest.mark.parametrize(

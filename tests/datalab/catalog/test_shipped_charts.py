@@ -211,6 +211,7 @@ def _service(tmp_path: Path, name: str) -> dict[str, Any]:
         "owner": "alice",
         "project": NAMESPACE,
         "socket": f"/var/lib/datalab/services/{name}-a1b2/run/http.sock",
+        "socket_dir": f"/var/lib/datalab/services/{name}-a1b2/run",
         "port": 0,
         "host": "127.0.0.1",
         "base_url": "/",

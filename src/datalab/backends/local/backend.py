@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import glob
 import json
 import logging
 import os
@@ -395,6 +396,7 @@ class LocalBackend(Backend):
                 "owner": svc.spec.owner,
                 "project": svc.spec.project,
                 "socket": str(self._socket(svc)),
+                "socket_dir": str(self._socket(svc).parent),
                 "port": svc.port or 0,
                 "host": "127.0.0.1",
                 "base_url": "/",  # each service has its own origin
@@ -586,6 +588,8 @@ class LocalBackend(Backend):
         self._transition(svc, Phase.STARTING, "Started", f"process {ref.pid} started on {where}")
         if rendered.readiness_http:
             probe = rendered.readiness_http
+        elif rendered.readiness_unix:
+            probe = f"socket {rendered.readiness_unix}"
         else:
             probe = where if unix else f"port {rendered.readiness_tcp or svc.port}"
         svc.reason = f"waiting until ready ({probe})"
@@ -608,7 +612,7 @@ class LocalBackend(Backend):
                 if rendered.readiness_http is not None:
                     ready = await probe_http(client, base + rendered.readiness_http)
                 elif socket is not None:
-                    ready = await probe_unix(socket)
+                    ready = await probe_unix(rendered.readiness_unix or socket)
                 else:
                     assert port is not None
                     ready = await probe_tcp(rendered.readiness_tcp or port)
@@ -713,10 +717,21 @@ class LocalBackend(Backend):
 
 def _missing_binaries(recipe: dict[str, Any], chart_name: str) -> str | None:
     environment = recipe.get("environment") or {}
-    missing = [b for b in environment.get("requires_binaries") or [] if not shutil.which(b)]
+    missing = [b for b in environment.get("requires_binaries") or [] if not _installed(b)]
     if missing:
-        return f"chart {chart_name!r} needs {', '.join(missing)} on this machine's PATH"
+        return (
+            f"chart {chart_name!r} needs {', '.join(missing)}, not found on this machine "
+            "(programs are looked up on PATH; an administrator installs them)"
+        )
     return None
+
+
+def _installed(binary: str) -> bool:
+    """A program on PATH, or an absolute path (glob patterns allowed: Debian installs
+    PostgreSQL's server in /usr/lib/postgresql/<major>/bin) naming an executable file."""
+    if not binary.startswith("/"):
+        return shutil.which(binary) is not None
+    return any(os.path.isfile(p) and os.access(p, os.X_OK) for p in glob.glob(binary))
 
 
 def _localhost_origin(public_url: str) -> Callable[[str], str]:

@@ -41,6 +41,7 @@ class RenderedRecipe:
     listen: str  # "unix" (on service.socket) or "tcp" (on service.port)
     readiness_http: str | None  # path requested where the service listens
     readiness_tcp: int | None  # port to connect to (listen: tcp)
+    readiness_unix: str | None  # a socket of the service's own to connect to (listen: unix)
     readiness_timeout_s: float
     url: str | None
     password: str | None
@@ -66,7 +67,7 @@ def render_recipe(recipe: dict[str, Any], context: dict[str, Any]) -> RenderedRe
     env = {name: value for name, value in rendered_env.items() if value != ""}
     listen = recipe.get("listen", "tcp")
     readiness = recipe.get("readiness") or {}
-    http = tcp = None
+    http = tcp = unix = None
     if "http" in readiness:
         http = _render(readiness["http"], context, "readiness.http")
         if not http.startswith("/"):
@@ -74,7 +75,15 @@ def render_recipe(recipe: dict[str, Any], context: dict[str, Any]) -> RenderedRe
     elif listen == "unix":
         if readiness.get("tcp") not in (None, False):
             raise BackendError("local.yaml: readiness.tcp needs 'listen: tcp'")
-        # no probe given: the socket accepting connections is the best sign of life we have
+        if "unix" in readiness:  # a server that names its own socket (PostgreSQL, Redis)
+            unix = _render(readiness["unix"], context, "readiness.unix")
+            if not unix.startswith("/"):
+                raise BackendError(
+                    f"local.yaml: readiness.unix must render to an absolute path, got {unix!r}"
+                )
+        # else no probe given: the socket accepting connections is the best sign of life we have
+    elif "unix" in readiness:
+        raise BackendError("local.yaml: readiness.unix needs 'listen: unix'")
     elif readiness.get("tcp") not in (None, False):
         tcp = _tcp_port(readiness["tcp"], context)
     else:  # no probe given: the port accepting connections is the best sign of life we have
@@ -90,6 +99,7 @@ def render_recipe(recipe: dict[str, Any], context: dict[str, Any]) -> RenderedRe
         listen=listen,
         readiness_http=http,
         readiness_tcp=tcp,
+        readiness_unix=unix,
         readiness_timeout_s=timeout,
         url=optional["url"],
         password=optional["password"] or None,

@@ -1,0 +1,159 @@
+"""The shipped catalog's services, launched through the API on the real local backend (per-user
+accounts when the tests run as root) with the real embedded object storage, and used the way
+their users use them: a query, a key, a file read from the user's S3, a page.
+
+One platform for the module (SeaweedFS and the environments are shared by its tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+import uvicorn
+
+from datalab.app import create_app
+from datalab.config import load_settings
+from datalab.db import Project
+from datalab.identity import accounts
+from datalab.platform import Platform
+from datalab.processes import free_port
+
+from .conftest import ADMIN_PASSWORD, Api, wait_for_phase
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@dataclass
+class Seeds:
+    platform: Platform
+    url: str  # where the platform listens (loopback)
+    http: httpx.AsyncClient
+    alice: Api
+
+    def project_password(self, project: str = "user-alice") -> str:
+        with self.platform.db.session() as session:
+            password = session.get(Project, project).service_password  # type: ignore[union-attr]
+        assert password
+        return str(password)
+
+    async def launch(
+        self, chart: str, name: str, timeout: float = 600, **body: Any
+    ) -> dict[str, Any]:
+        """Launch a chart of the shipped catalog; its details once running (values included)."""
+        await self.alice.call(
+            "POST",
+            "/api/services",
+            json={"catalog": "datalab", "chart": chart, "name": name, **body},
+        )
+        await wait_for_phase(self.alice, name, "running", timeout=timeout)
+        details: dict[str, Any] = await self.alice.call("GET", f"/api/services/{name}")
+        return details
+
+    def workdir(self, name: str) -> Path:
+        return self.platform.settings.data_dir / "services" / name / "work"
+
+
+@pytest.fixture(scope="module")
+async def seeds() -> AsyncIterator[Seeds]:
+    # not under pytest's tmp dir (mode 700): service accounts pass through the data directory
+    root = Path(tempfile.mkdtemp(prefix="dl-seeds-"))
+    os.chmod(root, 0o711)
+    port = free_port()
+    settings = load_settings(
+        None,
+        data_dir=root / "data",
+        server={"port": port},
+        backend={"name": "local"},
+        storage={"mode": "embedded"},
+        secrets={"mode": "disabled"},
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DATALAB_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        platform = Platform.create(settings)
+        platform.ensure_admin()
+    app = create_app(platform, manage_lifecycle=False)
+    await platform.start()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.05)
+    url = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient(base_url=url, timeout=60, trust_env=False) as http:
+        with platform.db.session() as session:
+            user, _ = accounts.create_user(
+                session, settings.region, "alice", password="alice-password-123"
+            )
+            _, token = accounts.create_token(session, user, "tests", ttl_days=1)
+        try:
+            yield Seeds(platform, url, http, Api(http, "alice", token))
+        finally:
+            server.should_exit = True
+            await task
+            await platform.stop()
+            shutil.rmtree(root, ignore_errors=True)
+
+
+async def _connect_postgres(values: dict[str, Any], socket_dir: Path) -> psycopg.AsyncConnection:
+    pg = values["postgresql"]
+    for _ in range(50):  # the socket exists a moment before the server accepts sessions
+        try:
+            return await psycopg.AsyncConnection.connect(
+                host=str(socket_dir),
+                user=pg["username"],
+                password=pg["password"],
+                dbname=pg["database"],
+                autocommit=True,
+            )
+        except psycopg.OperationalError as exc:
+            if "starting up" not in str(exc):
+                raise
+            await asyncio.sleep(0.1)
+    raise AssertionError("PostgreSQL still starting up")
+
+
+async def test_postgresql_with_the_project_password(seeds: Seeds) -> None:
+    service = await seeds.launch("postgresql", "db", timeout=120)
+    values = service["values"]
+    # the injected credentials: the user's name, the project's password
+    assert values["postgresql"]["username"] == "alice"
+    assert values["postgresql"]["password"] == seeds.project_password()
+    assert service["password"] == values["postgresql"]["password"]
+    socket_dir = seeds.workdir("db").parent / "run"
+    assert f"host={socket_dir}" in service["notes"]
+    async with await _connect_postgres(values, socket_dir) as connection:
+        await connection.execute("CREATE TABLE t (x int)")
+        await connection.execute("INSERT INTO t VALUES (6), (7)")
+        cursor = await connection.execute("SELECT current_user, current_database(), sum(x) FROM t")
+        assert await cursor.fetchone() == ("alice", "defaultdb", 13)
+        cursor = await connection.execute("SHOW listen_addresses")
+        assert await cursor.fetchone() == ("",)  # no TCP port: the socket only
+    # a wrong password is refused
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        await psycopg.AsyncConnection.connect(
+            host=str(socket_dir), user="alice", password="wrong-password", dbname="defaultdb"
+        )
+    assert (seeds.workdir("db") / "pgdata" / "PG_VERSION").exists()
+    # the data outlives a suspension
+    await seeds.alice.call("POST", "/api/services/db/suspend")
+    await seeds.alice.call("POST", "/api/services/db/resume")
+    await wait_for_phase(seeds.alice, "db", "running", timeout=120)
+    async with await _connect_postgres(values, socket_dir) as connection:
+        cursor = await connection.execute("SELECT count(*) FROM t")
+        assert await cursor.fetchone() == (2,)
+    await seeds.alice.call("DELETE", "/api/services/db")
