@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from datalab.catalog.helm_check import check_templates as helm_check_templates
+from datalab.catalog.icons import local_icon
 from datalab.catalog.recipe import validate_local_recipe
 from datalab.catalog.schema import validator_class_for
 from datalab.errors import ChartInvalid
@@ -46,6 +47,9 @@ class Chart:
     # dependencies (catalog.dependencies); None: ``path`` is that directory
     source: Path | None = None
     schemas: SchemaRegistry | None = field(default=None, compare=False, repr=False)
+    # the icon file the platform serves (catalog.icons): the chart's own, or a downloaded copy
+    # of its remote ``icon:``; None: the page shows the chart's initials
+    icon_path: Path | None = field(default=None, compare=False)
 
     @property
     def description(self) -> str:
@@ -87,6 +91,7 @@ class Chart:
             "versions": list(self.versions or (self.version,)),
             "description": self.description,
             "icon": self.icon,
+            "has_icon": self.icon_path is not None,
             "keywords": self.keywords,
             "home": self.home,
             "sources": self.sources,
@@ -169,6 +174,7 @@ def load_chart_dir(
         notes=_read_text(path / "templates" / "NOTES.txt"),
         local_recipe=recipe,
         versions=(version,),
+        icon_path=local_icon(path, str(metadata["icon"]) if metadata.get("icon") else None),
     )
 
 

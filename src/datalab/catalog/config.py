@@ -54,6 +54,12 @@ class CatalogConfig(BaseModel):
         "index.yaml or vendored NAME-VERSION.tgz archives), e.g. a mirror on a closed network. "
         "Unmapped http(s) repositories are read as named.",
     )
+    fetch_icons: bool = Field(
+        False,
+        description="Download charts' http(s) icons at load time into the cache directory, so "
+        "that the platform serves them (browsers never fetch them from outside). Off: charts "
+        "without an icon file of their own show their initials.",
+    )
     refresh_interval_s: float | None = Field(
         None, gt=0, description="Reload the catalog in the background every N seconds."
     )

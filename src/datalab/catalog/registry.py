@@ -22,6 +22,7 @@ import httpx
 
 from datalab.catalog.chart import Chart
 from datalab.catalog.config import CatalogConfig
+from datalab.catalog.icons import IconCache, is_remote
 from datalab.catalog.schema import SchemaRegistry
 from datalab.catalog.sources import HTTP_TIMEOUT_S, Catalog, fetch_chart_version, load_catalog
 from datalab.errors import CatalogError, ChartInvalid, ChartNotFound
@@ -58,6 +59,7 @@ class CatalogRegistry:
         self._refresh_locks: dict[str, asyncio.Lock] = {}
         self._on_demand: dict[tuple[str, str, str], Chart] = {}  # older helm versions fetched
         self._tasks: list[asyncio.Task[None]] = []
+        self.icons = IconCache(self.cache_dir)
 
     # ---------------------------------------------------------------- reading
 
@@ -125,7 +127,12 @@ class CatalogRegistry:
                         fetched = fetch_chart_version(
                             catalog.config, entry, self.cache_dir, http, catalog.index
                         )
-                    cached = replace(fetched, versions=versions[0].versions, schemas=self.schemas)
+                    cached = replace(
+                        fetched,
+                        versions=versions[0].versions,
+                        schemas=self.schemas,
+                        icon_path=fetched.icon_path or versions[0].icon_path,
+                    )
                     self._on_demand[key] = cached
         return cached
 
@@ -167,8 +174,12 @@ class CatalogRegistry:
                 old = self._catalogs[config.id]
                 self._swap(config.id, replace(old, error=message))
             return message
+        unreachable: set[str] = set()  # icon hosts that failed during this refresh
         charts = {
-            name: tuple(replace(c, schemas=self.schemas) for c in versions)
+            name: tuple(
+                replace(c, schemas=self.schemas, icon_path=self._icon(config, c, http, unreachable))
+                for c in versions
+            )
             for name, versions in loaded.charts.items()
         }
         with self._swap_lock:
@@ -177,6 +188,15 @@ class CatalogRegistry:
         for broken in loaded.broken:
             log.warning("catalog %s: chart %s is broken: %s", config.id, broken.name, broken.reason)
         return None
+
+    def _icon(
+        self, config: CatalogConfig, chart: Chart, http: httpx.Client, unreachable: set[str]
+    ) -> Path | None:
+        """The icon file the platform serves for ``chart`` (see :mod:`datalab.catalog.icons`):
+        its own, else its remote icon downloaded when the catalog has ``fetch_icons``."""
+        if chart.icon_path is not None or not config.fetch_icons or not is_remote(chart.icon):
+            return chart.icon_path
+        return self.icons.fetch(str(chart.icon), http, unreachable)
 
     def _swap(self, catalog_id: str, catalog: Catalog) -> None:
         self._catalogs = MappingProxyType({**self._catalogs, catalog_id: catalog})

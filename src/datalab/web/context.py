@@ -3,7 +3,9 @@ token, the branding, and a template renderer (autoescaped)."""
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,6 +36,23 @@ templates = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
+
+TINTS = 8  # placeholder colours: .tint-0 ... .tint-7 in style.css
+
+
+def chart_initials(name: str) -> str:
+    """A chart's placeholder icon: the initials of its name's first two words
+    (``jupyter-python`` -> ``JP``, ``mlflow`` -> ``M``)."""
+    words = [w for w in re.split(r"[-_.\s]+", name) if w]
+    return "".join(w[0] for w in words[:2]).upper() or "?"
+
+
+def chart_tint(name: str) -> int:
+    """A stable colour for a chart's placeholder (the same name, the same colour)."""
+    return int(hashlib.sha256(name.encode()).hexdigest(), 16) % TINTS
+
+
+templates.globals.update(chart_initials=chart_initials, chart_tint=chart_tint)
 
 
 class LoginRequired(Exception):

@@ -3,8 +3,8 @@ own origins, never come here: :mod:`datalab.gateway`).
 
 The Content-Security-Policy allows scripts and styles from this site only (no inline script, no
 inline style, no eval): pages keep their JavaScript in ``/static`` and branding colours come from
-the generated ``/ui/theme.css``. Images may also come from https URLs (chart icons of remote
-catalogs; in an air-gapped network they fail and the card shows the chart's initial instead).
+the generated ``/ui/theme.css``. Images may also come from https URLs (a ``branding.logo_url``
+on an intranet); chart icons are always served by the platform (:mod:`datalab.catalog.icons`).
 """
 
 from __future__ import annotations

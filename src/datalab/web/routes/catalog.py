@@ -7,10 +7,11 @@ import copy
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import Response
+from fastapi.responses import FileResponse, Response
 
+from datalab.catalog.icons import media_type
 from datalab.catalog.merge import coalesce
-from datalab.errors import DatalabError, ValuesError
+from datalab.errors import DatalabError, NotFound, ValuesError
 from datalab.identity.access import Principal
 from datalab.web.context import Page, PageDep
 from datalab.web.forms import build_form, fields, parse_prefill
@@ -18,6 +19,12 @@ from datalab.web.forms import build_form, fields, parse_prefill
 router = APIRouter(include_in_schema=False)
 
 MAX_SECRET_SUGGESTIONS = 200
+
+#: chart icons are images, never documents: an SVG opened on its own runs nothing
+ICON_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; sandbox",
+    "Cache-Control": "private, max-age=300",
+}
 
 #: query parameters of the launcher that are not values
 LAUNCHER_PARAMS = {"version", "name", "friendly_name", "shared", "autolaunch"}
@@ -51,6 +58,22 @@ def catalog_page(
         charts=charts,
         q=q,
         with_secret=with_secret.strip(),
+    )
+
+
+@router.get("/ui/chart-icons/{catalog_id}/{chart_name}/{version}")
+def chart_icon(page: PageDep, catalog_id: str, chart_name: str, version: str) -> Response:
+    """A chart's icon file (its own, or its remote icon downloaded at catalog load): see
+    :mod:`datalab.catalog.icons`. 404 when it has none (the page shows its initials)."""
+    page.require()
+    try:
+        chart = page.platform.catalogs.get_chart(catalog_id, chart_name, version)
+        if chart.icon_path is None:
+            raise NotFound(f"chart {chart_name!r} has no icon")
+    except DatalabError as exc:
+        return Response(page.message(exc), status_code=exc.status, media_type="text/plain")
+    return FileResponse(
+        chart.icon_path, media_type=media_type(chart.icon_path), headers=ICON_HEADERS
     )
 
 

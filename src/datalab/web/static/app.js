@@ -83,7 +83,7 @@ const Datalab = (() => {
 
   function iconFallback(img) {
     const span = document.createElement("span");
-    span.className = "chart-icon initial";
+    span.className = `chart-icon initial tint-${img.dataset.tint || 0}`;
     span.setAttribute("aria-hidden", "true");
     span.textContent = img.dataset.fallback || "?";
     img.replaceWith(span);

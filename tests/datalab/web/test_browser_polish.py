@@ -1,0 +1,79 @@
+"""The UI polish of issue 20 in Chromium: no request leaves loopback on the catalog, dark mode,
+the copy-URL button, service cards that do not stretch their neighbours."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import pytest
+import yaml
+
+from datalab.catalog import SHIPPED_CATALOG_DIR, load_catalog_file
+
+from .conftest import LiveServer, screenshot, serve, signed_in_page
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[LiveServer]:
+    """The shipped catalog and one whose chart names an icon on the internet, on the memory
+    backend."""
+    with tempfile.TemporaryDirectory(prefix="datalab-polish-") as root:
+        chart = Path(root) / "charts" / "remote-icon"
+        (chart / "templates").mkdir(parents=True)
+        (chart / "Chart.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v2",
+                    "name": "remote-icon",
+                    "version": "1.0.0",
+                    "description": "A chart whose icon is on the internet",
+                    "icon": "https://icons.example.org/remote-icon.png",
+                }
+            )
+        )
+        (chart / "templates" / "cm.yaml").write_text("kind: ConfigMap\n")
+        catalogs = [
+            *(c.model_dump() for c in load_catalog_file(SHIPPED_CATALOG_DIR / "catalog.yaml")),
+            {"id": "outside", "location": str(chart.parent)},
+        ]
+        yield from serve({"backend": {"name": "memory"}, "catalogs": catalogs})
+
+
+def off_loopback(requests: list[str]) -> list[str]:
+    return [
+        url
+        for url in requests
+        if urlparse(url).scheme not in ("data", "blob")
+        and urlparse(url).hostname not in ("127.0.0.1", "localhost")
+    ]
+
+
+def test_catalog_requests_stay_on_loopback(browser: Any, server: LiveServer) -> None:
+    with signed_in_page(browser, server, "iris", "iris-password-1") as page:
+        requests: list[str] = []
+        page.on("request", lambda request: requests.append(request.url))
+        for tab in ("datalab", "outside"):
+            page.goto(f"/catalog?tab={tab}")
+            page.wait_for_load_state("networkidle")
+            page.locator(".chart-card").first.wait_for()
+            # every card has its icon: an image served by the platform, or initials
+            for card in page.locator(".chart-card").all():
+                icon = card.locator(".chart-icon")
+                assert icon.count() == 1
+                if icon.evaluate("e => e.tagName") == "IMG":
+                    assert icon.evaluate("e => e.complete && e.naturalWidth > 0")
+            screenshot(page, f"polish-catalog-{tab}")
+        page.goto("/launcher/datalab/jupyter-python")
+        page.wait_for_load_state("networkidle")
+        assert page.locator(".launcher-head img.chart-icon").evaluate("e => e.naturalWidth > 0")
+        assert any("/ui/chart-icons/datalab/jupyter-python/" in url for url in requests)
+        assert page.locator(".chart-icon.initial").count() == 0
+        page.goto("/catalog?tab=outside")
+        assert page.locator(".chart-icon.initial").first.text_content() == "RI"
+        assert off_loopback(requests) == []

@@ -1,0 +1,93 @@
+"""The UI polish of issue 20, in-process: chart icons served by the platform (no external image
+URL in the pages), launcher tab names, dark mode, chart translations."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from datalab.catalog import CatalogConfig
+
+from ..conftest import ADMIN_PASSWORD, Env
+from .test_pages import sign_in
+
+pytestmark = pytest.mark.anyio
+
+SVG = '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 1 1"/>\n'
+
+
+def write_chart(root: Path, name: str, *, icon: str | None = None, **files: str) -> Path:
+    chart = root / name
+    (chart / "templates").mkdir(parents=True)
+    meta = {"apiVersion": "v2", "name": name, "version": "1.0.0", "description": f"{name} chart"}
+    (chart / "Chart.yaml").write_text(yaml.safe_dump(meta | ({"icon": icon} if icon else {})))
+    (chart / "templates" / "cm.yaml").write_text("kind: ConfigMap\n")
+    for file, text in files.items():  # a__b.svg: b.svg in folder a
+        path = chart / file.replace("__", "/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return chart
+
+
+async def with_catalog(env: Env, tmp_path: Path, config: CatalogConfig) -> httpx.AsyncClient:
+    """The platform with ``config`` after the shipped catalog, and a signed-in admin client."""
+    env.platform.catalogs = type(env.platform.catalogs)(
+        [*env.platform.settings.catalogs, config], cache_dir=tmp_path / "cache"
+    )
+    env.platform.services.catalogs = env.platform.catalogs
+    await env.platform.catalogs.refresh()
+    http = httpx.AsyncClient(transport=env.http._transport, base_url="http://testserver")
+    await sign_in(http, "admin", ADMIN_PASSWORD)
+    return http
+
+
+def external_urls(html: str) -> list[str]:
+    """Every URL the browser would load by itself (images, scripts, styles, icons) that is
+    not on the platform's origin."""
+    found = re.findall(
+        r"<(?:img|script|link|source|iframe)\b[^>]*?\s(?:src|href)=\"([^\"]*)\"", html
+    )
+    return [url for url in found if not url.startswith("/") or url.startswith("//")]
+
+
+async def test_catalog_pages_have_no_external_image(env: Env, tmp_path: Path) -> None:
+    charts = tmp_path / "charts"
+    write_chart(charts, "own", **{"icon.svg": SVG})
+    write_chart(charts, "relative", icon="assets/logo.svg", **{"assets__logo.svg": SVG})
+    write_chart(charts, "remote-icon", icon="https://icons.example.org/remote.png")
+    write_chart(charts, "escape", icon="../own/icon.svg")
+    http = await with_catalog(env, tmp_path, CatalogConfig(id="extra", location=str(charts)))
+
+    for page in (
+        "/catalog",
+        "/catalog?tab=extra",
+        "/launcher/extra/own",
+        "/launcher/extra/remote-icon",
+    ):
+        html = (await http.get(page)).text
+        assert external_urls(html) == [], page
+    listing = (await http.get("/catalog?tab=extra")).text
+    assert 'src="/ui/chart-icons/extra/own/1.0.0"' in listing
+    assert 'src="/ui/chart-icons/extra/relative/1.0.0"' in listing
+    # no icon of its own and downloads off: the initials, on a colour of the chart's name
+    assert re.search(r'class="chart-icon initial tint-\d" aria-hidden="true">RI<', listing)
+    assert re.search(r'class="chart-icon initial tint-\d" aria-hidden="true">E<', listing)
+    shipped = (await http.get("/catalog")).text
+    assert 'src="/ui/chart-icons/datalab/jupyter-python/' in shipped
+
+    icon = await http.get("/ui/chart-icons/extra/own/1.0.0")
+    assert icon.status_code == 200 and icon.text == SVG
+    assert icon.headers["content-type"].startswith("image/svg+xml")
+    # an SVG opened on its own is a sandboxed document that runs nothing
+    assert "sandbox" in icon.headers["content-security-policy"]
+    assert "script-src" not in icon.headers["content-security-policy"]
+    missing = await http.get("/ui/chart-icons/extra/remote-icon/1.0.0")
+    assert missing.status_code == 404 and "no icon" in missing.text
+    unknown = await http.get("/ui/chart-icons/extra/nope/1.0.0")
+    assert unknown.status_code == 404
+    anonymous = httpx.AsyncClient(transport=env.http._transport, base_url="http://testserver")
+    assert (await anonymous.get("/ui/chart-icons/extra/own/1.0.0")).status_code == 303
