@@ -7,8 +7,9 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 
 # Debian packages the tests need: Chromium for the browser tests (Playwright drives it; no
-# browser is ever downloaded), PostgreSQL's server (the production database; tests/postgres.py).
-APT_PACKAGES := chromium postgresql
+# browser is ever downloaded), PostgreSQL's server (the production database; tests/postgres.py,
+# and the postgresql chart's local recipe), Redis (the redis chart's).
+APT_PACKAGES := chromium postgresql redis-server
 
 .PHONY: setup system-packages kube-testenv run test test-fast lint format bench clean
 

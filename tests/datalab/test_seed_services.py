@@ -157,3 +157,41 @@ async def test_postgresql_with_the_project_password(seeds: Seeds) -> None:
         cursor = await connection.execute("SELECT count(*) FROM t")
         assert await cursor.fetchone() == (2,)
     await seeds.alice.call("DELETE", "/api/services/db")
+
+
+async def _redis(socket: Path, *commands: list[str]) -> list[bytes]:
+    """Send commands over Redis's protocol (RESP) on its Unix socket; the raw answers."""
+    reader, writer = await asyncio.open_unix_connection(str(socket))
+    answers = []
+    try:
+        for command in commands:
+            parts = [f"*{len(command)}\r\n".encode()]
+            for word in command:
+                parts.append(f"${len(word.encode())}\r\n{word}\r\n".encode())
+            writer.write(b"".join(parts))
+            await writer.drain()
+            line = await reader.readline()
+            if line.startswith(b"$") and line != b"$-1\r\n":  # a bulk string follows
+                line += await reader.readexactly(int(line[1:]) + 2)
+            answers.append(line)
+    finally:
+        writer.close()
+    return answers
+
+
+async def test_redis_with_the_project_password(seeds: Seeds) -> None:
+    service = await seeds.launch("redis", "cache", timeout=120)
+    password = service["values"]["redis"]["password"]
+    assert password == seeds.project_password() == service["password"]
+    socket = seeds.workdir("cache").parent / "run" / "redis.sock"
+    assert f"-s {socket}" in service["notes"]
+    denied, wrong = await _redis(socket, ["GET", "k"], ["AUTH", "wrong-password"])
+    assert denied.startswith(b"-NOAUTH") and wrong.startswith(b"-WRONGPASS")
+    answers = await _redis(socket, ["AUTH", password], ["SET", "k", "hello"], ["GET", "k"])
+    assert answers == [b"+OK\r\n", b"+OK\r\n", b"$5\r\nhello\r\n"]
+    # the append-only file keeps it across a suspension
+    await seeds.alice.call("POST", "/api/services/cache/suspend")
+    await seeds.alice.call("POST", "/api/services/cache/resume")
+    await wait_for_phase(seeds.alice, "cache", "running", timeout=60)
+    assert (await _redis(socket, ["AUTH", password], ["GET", "k"]))[1] == b"$5\r\nhello\r\n"
+    await seeds.alice.call("DELETE", "/api/services/cache")

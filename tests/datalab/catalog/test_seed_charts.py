@@ -49,7 +49,25 @@ def test_postgresql(registry: CatalogRegistry, context: dict[str, Any], tmp_path
     assert f"host={socket_dir}" in recipe["notes"]
 
 
-@pytest.mark.parametrize("name", ["postgresql"])
+def test_redis(registry: CatalogRegistry, context: dict[str, Any], tmp_path: Path) -> None:
+    chart = registry.get_chart("datalab", "redis")
+    values = resolve_values(chart, context).values
+    assert values["redis"]["password"] == "project-secret-pw"
+    manifests = render(chart, values, "redis-a1b2")
+    assert manifests["Secret"]["stringData"]["REDIS_PASSWORD"] == "project-secret-pw"
+    [container] = manifests["StatefulSet"]["spec"]["template"]["spec"]["containers"]
+    assert container["image"].startswith("docker.io/library/redis:")
+    assert "project-secret-pw" not in " ".join(container["args"])  # from the Secret
+    assert 'requirepass "$REDIS_PASSWORD"' in container["args"][0]
+    assert manifests["Service"]["spec"]["ports"][0]["port"] == 6379
+
+    recipe = _local(chart, values, tmp_path, "redis")
+    assert recipe["readiness"]["unix"] == "/var/lib/datalab/services/redis-a1b2/run/redis.sock"
+    assert recipe["env"]["REDIS_PASSWORD"] == "project-secret-pw"
+    assert not any("project-secret-pw" in arg for arg in recipe["command"])
+
+
+@pytest.mark.parametrize("name", ["postgresql", "redis"])
 def test_seed_charts_render_with_their_defaults(registry: CatalogRegistry, name: str) -> None:
     chart = registry.get_chart("datalab", name)
     assert chart.readme and chart.notes and chart.icon and chart.keywords
