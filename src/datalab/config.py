@@ -777,15 +777,19 @@ class Settings(BaseSettings):
         port = f":{parts.port}" if parts.port else ""
         return f"{parts.scheme}://{service_id}.{self.region.domain.strip('.')}{port}/"
 
+    def masked_database_url(self) -> str:
+        """The database's URL with its password replaced (for messages and logs)."""
+        return mask_url_password(self.db_url)
+
     def masked(self) -> dict[str, Any]:
         """The effective configuration as JSON, secrets replaced by ``********``."""
         data = self.model_dump(mode="json")
         if self.database_url:
-            data["database_url"] = _mask_url_password(self.database_url)
+            data["database_url"] = mask_url_password(self.database_url)
         return data
 
 
-def _mask_url_password(url: str) -> str:
+def mask_url_password(url: str) -> str:
     from sqlalchemy.engine import make_url
 
     try:

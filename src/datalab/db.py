@@ -275,11 +275,11 @@ def make_engine(url: str) -> Engine:
 
 def schema_revision(engine: Engine) -> str | None:
     """The database's Alembic revision; None for a new database."""
-    try:
-        with engine.connect() as connection:
+    with engine.connect() as connection:  # a database that cannot be reached: its error
+        try:
             revision = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
-    except DBAPIError:  # no such table yet
-        return None
+        except DBAPIError:  # no such table yet
+            return None
     return str(revision) if revision is not None else None
 
 

@@ -105,7 +105,7 @@ def test_probes_service_and_hosts() -> None:
     # the projects' namespaces the platform made: their pods renew credentials at its Service
     managed = {"namespaceSelector": {"matchLabels": {"app.kubernetes.io/managed-by": "datalab"}}}
     assert managed in rule["from"]
-    test_job = one(objects, "Job")
+    test_job = one(objects, "Job", "datalab-test-health")
     assert test_job["metadata"]["annotations"]["helm.sh/hook"] == "test"
     assert (
         test_job["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] == "test"
@@ -276,3 +276,32 @@ def test_the_data_directory_is_a_folder_in_the_volume(tmp_path: Path) -> None:
     settings = settings_in_pod(config, platform_container(objects), _secret, tmp_path)
     mounts = {m["name"]: m["mountPath"] for m in platform_container(objects)["volumeMounts"]}
     assert settings.data_dir.parent == Path(mounts["data"])
+
+
+def test_an_external_database_is_migrated_by_a_hook_job_before_installs_and_upgrades() -> None:
+    objects = render(production_values())
+    job = one(objects, "Job", "datalab-migrate")
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    pod = job["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["command"] == ["datalab", "migrate"]
+    assert container["image"] == platform_container(objects)["image"]
+    # before an install nothing of the release exists: no ConfigMap, no ServiceAccount of ours
+    assert "serviceAccountName" not in pod and pod["automountServiceAccountToken"] is False
+    assert not any("configMap" in volume for volume in pod["volumes"])
+    url = next(e for e in container["env"] if e["name"] == "DATALAB_DATABASE_URL")
+    assert url["valueFrom"]["secretKeyRef"] == {"name": "datalab-database", "key": "url"}
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {},  # SQLite: in the platform's volume, migrated by the platform at its start
+        {"migrations": {"job": False}},
+    ],
+)
+def test_no_migration_job_for_sqlite_or_when_disabled(values: dict[str, Any]) -> None:
+    base = {} if not values else production_values()
+    objects = render(merged(base, values) if base else None)
+    assert [o for o in objects if o["metadata"]["name"].endswith("-migrate")] == []

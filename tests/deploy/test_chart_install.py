@@ -78,6 +78,10 @@ def test_the_release_is_deployed_and_the_platform_runs(
     kube_cluster: KubeCluster, installed: dict[str, Any]
 ) -> None:
     assert installed["release"]["status"] == "deployed", installed["release"]
+    # the database was migrated by the pre-install Job, which succeeded (then was deleted)
+    hooks = installed["helm"].get_all(RELEASE)["hooks"]
+    [migrate] = [h for h in hooks if h["name"] == f"{RELEASE}-migrate"]
+    assert migrate["last_run"]["phase"] == "Succeeded", migrate
     with kube_cluster.client() as api:
         deployment = api.get(f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{RELEASE}").json()
         assert deployment["status"].get("availableReplicas") == 1, deployment["status"]

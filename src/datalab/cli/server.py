@@ -14,7 +14,7 @@ import typer
 import yaml
 
 from datalab.cli.common import console, print_json
-from datalab.config import Settings, load_settings
+from datalab.config import Settings, load_settings, mask_url_password
 from datalab.forwarded import proxy_header_options
 from datalab.memory import return_large_buffers_to_the_system
 
@@ -36,23 +36,40 @@ ADMIN_PASSWORD_VARIABLE = "DATALAB_ADMIN_PASSWORD"  # noqa: S105 (a variable nam
 _MIGRATE = "import sys; from datalab.db import Database; Database(sys.stdin.read()).migrate()"
 
 
-def _migrate_in_a_child_process(database_url: str) -> None:
-    """Bring the schema up to date in a short-lived child process, so that Alembic (~14 MB)
-    never stays in the server: the platform then finds the schema current. The URL goes
-    through stdin (it may hold a password; argv is visible to every local user)."""
-    from datalab.db import SCHEMA_REVISION, Database, schema_revision
+def _current_revision(database_url: str) -> str | None:
+    """The database's schema revision (None: empty); exits with one line when it cannot be
+    reached (the driver's reason, never the password)."""
+    from sqlalchemy.exc import DBAPIError
+
+    from datalab.db import Database, schema_revision
 
     database = Database(database_url)
     try:
-        if schema_revision(database.engine) == SCHEMA_REVISION:
-            return
+        return schema_revision(database.engine)
+    except DBAPIError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else repr(exc)
+        where = mask_url_password(database_url)
+        raise SystemExit(f"error: cannot reach the database {where}: {reason}") from None
     finally:
         database.dispose()
+
+
+def _migrate_in_a_child_process(database_url: str) -> str | None:
+    """Bring the schema up to date in a short-lived child process, so that Alembic (~14 MB)
+    never stays in the server: the platform then finds the schema current. The URL goes
+    through stdin (it may hold a password; argv is visible to every local user). Returns the
+    revision the database had."""
+    from datalab.db import SCHEMA_REVISION
+
+    before = _current_revision(database_url)
+    if before == SCHEMA_REVISION:
+        return before
     done = subprocess.run(
         [sys.executable, "-c", _MIGRATE], input=database_url, text=True, capture_output=True
     )
     if done.returncode != 0:
         raise SystemExit(f"error: the database could not be migrated:\n{done.stderr[-2000:]}")
+    return before
 
 
 def up(
@@ -104,6 +121,25 @@ def up(
     uvicorn.run(create_app(platform), **uvicorn_options(settings))
 
 
+def migrate(config: ConfigOption = None) -> None:
+    """Bring the database's schema to this release's, then exit (``datalab up`` does it too
+    before serving; the platform's Helm chart runs this as a Job before installs and upgrades)."""
+    from datalab.db import SCHEMA_REVISION
+
+    settings = load_settings(config)
+    if settings.database_url is None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    before = _migrate_in_a_child_process(settings.db_url)
+    where = settings.masked_database_url()
+    if before == SCHEMA_REVISION:
+        console.print(f"{where}: the schema is current ({SCHEMA_REVISION})", highlight=False)
+    else:
+        console.print(
+            f"{where}: schema migrated from {before or 'an empty database'} to {SCHEMA_REVISION}",
+            highlight=False,
+        )
+
+
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
     """How ``datalab up`` runs uvicorn (tests serve the app with the same options)."""
     return {
@@ -143,4 +179,5 @@ def config_schema() -> None:
 
 def register(app: typer.Typer) -> None:
     app.command("up")(up)
+    app.command("migrate")(migrate)
     app.add_typer(config_app, name="config")
