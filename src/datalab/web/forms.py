@@ -96,6 +96,18 @@ class Group:
         return not self.fields and all(g.is_empty() for g in self.groups)
 
 
+def humanise(key: str) -> str:
+    """A schema key as a heading, for sections and groups without a ``title``:
+    ``extraEnvVars`` -> "Extra env vars", ``openshiftSCC`` -> "Openshift SCC",
+    ``user_preferences`` -> "User preferences", ``s3`` -> "S3"."""
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", " ", key)
+    words = [w for w in re.split(r"[^A-Za-z0-9]+", spaced) if w]
+    if not words:
+        return key
+    text = " ".join(w if w.isupper() and len(w) > 1 else w.lower() for w in words)  # acronyms
+    return text[0].upper() + text[1:]
+
+
 def dotted(parts: tuple[str, ...]) -> str:
     """A field's path as the form and auto-launch URLs write it: keys joined by ``.``, a dot
     inside a key escaped as Helm's ``--set`` does (``resources.limits.nvidia\\.com/gpu``)."""
@@ -324,7 +336,7 @@ def _group(
     readonly = readonly or _is_readonly(node)
     group = Group(
         path=dotted(path),
-        title=str(node.get("title") or path[-1]),
+        title=str(node.get("title") or humanise(path[-1])),
         description=str(node.get("description") or ""),
         hide_when=_hide_when(node, path[:-1]),
     )

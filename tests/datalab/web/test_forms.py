@@ -75,7 +75,7 @@ def fields(groups: list[Group]) -> dict[str, Field]:
 
 def test_widgets_follow_the_schema() -> None:
     sections = build_form(SCHEMA, VALUES)
-    assert [s.title for s in sections] == ["", "service"]
+    assert [s.title for s in sections] == ["", "Service"]  # no title: the key, humanised
     by_path = fields(sections)
     widgets = {path: f.widget for path, f in by_path.items()}
     assert widgets == {

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from datalab.catalog import CatalogConfig
+from datalab.web.forms import humanise
 
 from ..conftest import ADMIN_PASSWORD, Env
 from .test_pages import sign_in
@@ -91,3 +92,53 @@ async def test_catalog_pages_have_no_external_image(env: Env, tmp_path: Path) ->
     assert unknown.status_code == 404
     anonymous = httpx.AsyncClient(transport=env.http._transport, base_url="http://testserver")
     assert (await anonymous.get("/ui/chart-icons/extra/own/1.0.0")).status_code == 303
+
+
+def test_keys_are_humanised_for_headings() -> None:
+    assert humanise("extraEnvVars") == "Extra env vars"
+    assert humanise("openshiftSCC") == "Openshift SCC"
+    assert humanise("user_preferences") == "User preferences"
+    assert humanise("kubernetes-role") == "Kubernetes role"
+    assert humanise("s3") == "S3" and humanise("AWS_S3_ENDPOINT") == "AWS S3 ENDPOINT"
+    assert humanise("service") == "Service" and humanise("_") == "_"
+
+
+TABS_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "replicas": {"type": "integer", "default": 1},
+        "resources": {
+            "type": "object",
+            "title": "Resources (CPU/RAM)",
+            "properties": {"cpu": {"type": "string", "default": "1"}},
+        },
+        "extraEnvVars": {
+            "type": "object",
+            "properties": {
+                "enabled": {"type": "boolean", "default": False},
+                "nodeSelector": {
+                    "type": "object",
+                    "properties": {"zone": {"type": "string", "default": ""}},
+                },
+            },
+        },
+    },
+}
+
+
+def tab_names(html: str) -> list[str]:
+    return re.findall(r'<button type="button" role="tab"[^>]*>([^<]*)</button>', html)
+
+
+async def test_launcher_tabs_are_named_by_the_schema_titles(env: Env, tmp_path: Path) -> None:
+    import json
+
+    charts = tmp_path / "charts"
+    write_chart(charts, "tabs", **{"values.schema.json": json.dumps(TABS_SCHEMA)})
+    http = await with_catalog(env, tmp_path, CatalogConfig(id="extra", location=str(charts)))
+    html = (await http.get("/launcher/extra/tabs")).text
+    assert tab_names(html) == ["General", "Resources (CPU/RAM)", "Extra env vars"]
+    assert "<legend>Node selector</legend>" in html
+    # the shipped charts: no tab shows a raw key
+    shipped = tab_names((await http.get("/launcher/datalab/jupyter-python")).text)
+    assert shipped and all(name[0].isupper() for name in shipped), shipped
