@@ -34,3 +34,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- printf "s3://%s%s" .Values.s3.workingDirectoryPath .Values.predictionLog.s3Prefix -}}
 {{- end -}}
 {{- end -}}
+
+{{- /* The Secret holding the server's variables: yours (security.existingSecret) or the chart's */}}
+{{- define "autocode-api.credentialsSecret" -}}
+{{- default (include "autocode-api.fullname" .) .Values.security.existingSecret -}}
+{{- end -}}
