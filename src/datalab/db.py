@@ -27,6 +27,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    false,
     text,
 )
 from sqlalchemy.engine import Engine
@@ -43,7 +44,7 @@ from sqlalchemy.orm import (
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 #: the newest migration (a test checks it is Alembic's head): a database already there is
 #: recognised without loading Alembic, which would stay resident (~14 MB) for nothing
-SCHEMA_REVISION = "0009"
+SCHEMA_REVISION = "0010"
 #: the largest row id (Integer columns are 32-bit on PostgreSQL): a larger id in a request can
 #: name no row, and would overflow the database driver
 MAX_ROW_ID = 2**31 - 1
@@ -89,6 +90,10 @@ class User(Base):
     # personal access token injected as git.token into services (never shown back)
     git_token: Mapped[str | None] = mapped_column(String(1024))
     lang: Mapped[str] = mapped_column(String(8), default="en")
+    # the web UI's colours: light | dark | system (follows the browser); services get
+    # user.darkMode (dark, or system while the browser last reported a dark scheme)
+    theme: Mapped[str] = mapped_column(String(8), default="system", server_default="system")
+    system_dark: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     tokens: Mapped[list[ApiToken]] = relationship(back_populates="user", cascade="all")

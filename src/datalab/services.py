@@ -307,7 +307,12 @@ class ServiceManager:
         user = session.get(User, principal.user_id)
         assert user is not None
         context = build_context(
-            ContextUser(idep=user.name, email=user.email or "", lang=user.lang),
+            ContextUser(
+                idep=user.name,
+                email=user.email or "",
+                lang=user.lang,
+                dark_mode=user.theme == "dark" or (user.theme == "system" and user.system_dark),
+            ),
             ContextProject(
                 id=principal.project_id,
                 password=accounts.project_password(session, principal.project_id),

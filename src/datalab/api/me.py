@@ -34,6 +34,8 @@ def me(caller: PrincipalDep, user: UserDep, session: SessionDep, request: Reques
         git_email=user.git_email,
         git_token_set=bool(user.git_token),
         lang=user.lang,
+        theme=user.theme,
+        system_dark=user.system_dark,
         project=caller.project_id,
         project_role=caller.project_role,
         projects=projects_of(session, user),
@@ -41,7 +43,7 @@ def me(caller: PrincipalDep, user: UserDep, session: SessionDep, request: Reques
     )
 
 
-@router.patch("", summary="Change my profile: email, git identity and token, language")
+@router.patch("", summary="Change my profile: email, git identity and token, language, theme")
 def update_profile(
     body: ProfileUpdate,
     caller: PrincipalDep,
@@ -52,6 +54,10 @@ def update_profile(
     changes = body.model_dump(exclude_unset=True)
     if changes.get("lang"):
         user.lang = changes["lang"]
+    if changes.get("theme"):
+        user.theme = changes["theme"]
+    if changes.get("system_dark") is not None:
+        user.system_dark = changes["system_dark"]
     for key in ("email", "git_name", "git_email"):
         if key not in changes:
             continue

@@ -88,6 +88,15 @@ class MeOut(UserOut):
         False, description="A git personal access token is saved (it is never shown back)."
     )
     lang: str = Field("en", description="Interface language: en or fr.")
+    theme: str = Field(
+        "system",
+        description="Web UI colours: light, dark, or system (follows the browser). Services get "
+        "user.darkMode: true for dark, and for system while the browser last reported a dark "
+        "colour scheme (system_dark).",
+    )
+    system_dark: bool = Field(
+        False, description="The colour scheme the browser last reported is dark."
+    )
     project: str
     project_role: str
     projects: list[ProjectOut]
@@ -107,6 +116,10 @@ class ProfileUpdate(Model):
         'git.token (GIT_PERSONAL_ACCESS_TOKEN); write-only, "" removes it.',
     )
     lang: Literal["en", "fr"] | None = None
+    theme: Literal["light", "dark", "system"] | None = None
+    system_dark: bool | None = Field(
+        None, description="Set by the web UI: the browser's prefers-color-scheme is dark."
+    )
 
 
 class NewUser(Model):

@@ -77,3 +77,45 @@ def test_catalog_requests_stay_on_loopback(browser: Any, server: LiveServer) -> 
         page.goto("/catalog?tab=outside")
         assert page.locator(".chart-icon.initial").first.text_content() == "RI"
         assert off_loopback(requests) == []
+
+
+LIGHT_BG, DARK_BG = "rgb(246, 247, 249)", "rgb(17, 20, 24)"
+
+
+def background(page: Any) -> str:
+    return str(page.evaluate("getComputedStyle(document.documentElement).backgroundColor"))
+
+
+def test_dark_mode_follows_the_system_and_the_account(browser: Any, server: LiveServer) -> None:
+    with signed_in_page(browser, server, "dora", "dora-password-1") as page:
+        page.emulate_media(color_scheme="dark")
+        page.goto("/account")
+        assert page.locator("html").get_attribute("data-theme") == "system"
+        assert background(page) == DARK_BG
+        # the browser's scheme reaches the account: services get user.darkMode = true
+        api_token = server.token("dora", "dora-password-1")
+        page.wait_for_function("document.documentElement.dataset.systemDark === 'true'")
+        page.wait_for_timeout(200)
+        assert server.api("GET", "/api/me", token=api_token)["system_dark"] is True
+        screenshot(page, "polish-account-dark")
+        page.emulate_media(color_scheme="light")
+        assert background(page) == LIGHT_BG  # follows the system live
+
+        page.get_by_label("Dark", exact=True).check()
+        page.get_by_role("status").get_by_text("Saved.").wait_for()
+        assert background(page) == DARK_BG
+        page.reload()
+        assert page.locator("html").get_attribute("data-theme") == "dark"
+        assert background(page) == DARK_BG
+        page.goto("/catalog")  # every page, not only the account's
+        assert background(page) == DARK_BG
+        screenshot(page, "polish-catalog-dark")
+        assert server.api("GET", "/api/me", token=api_token)["theme"] == "dark"
+
+        page.goto("/account")
+        page.emulate_media(color_scheme="dark")
+        page.get_by_label("Light", exact=True).check()
+        page.get_by_role("status").get_by_text("Saved.").wait_for()
+        assert background(page) == LIGHT_BG  # light wins over a dark system
+        page.reload()
+        assert background(page) == LIGHT_BG

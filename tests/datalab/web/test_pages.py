@@ -288,7 +288,7 @@ async def test_language_switch_persists_for_the_user(env: Env, web: httpx.AsyncC
     )
     assert switched.status_code == 303 and switched.headers["location"] == "/catalog"
     page = (await web.get("/catalog")).text
-    assert '<html lang="fr">' in page and "Catalogue" in page and "Mes services" in page
+    assert '<html lang="fr" ' in page and "Catalogue" in page and "Mes services" in page
     assert (await env.admin.call("GET", "/api/me"))["lang"] == "fr"
     bad = await web.post("/ui/lang", data={"lang": "de", "csrf_token": csrf_of(home.text)})
     assert bad.status_code == 422

@@ -142,3 +142,61 @@ async def test_launcher_tabs_are_named_by_the_schema_titles(env: Env, tmp_path: 
     # the shipped charts: no tab shows a raw key
     shipped = tab_names((await http.get("/launcher/datalab/jupyter-python")).text)
     assert shipped and all(name[0].isupper() for name in shipped), shipped
+
+
+DARK_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "userPreferences": {
+            "type": "object",
+            "properties": {
+                "darkMode": {
+                    "type": "boolean",
+                    "default": False,
+                    "x-onyxia": {"overwriteDefaultWith": "user.darkMode"},
+                },
+                "language": {
+                    "type": "string",
+                    "default": "en",
+                    "x-onyxia": {"overwriteDefaultWith": "user.lang"},
+                },
+            },
+        }
+    },
+}
+
+
+async def test_theme_is_kept_per_user_and_injected_as_user_dark_mode(
+    env: Env, tmp_path: Path
+) -> None:
+    import json
+
+    charts = tmp_path / "charts"
+    write_chart(charts, "prefs", **{"values.schema.json": json.dumps(DARK_SCHEMA)})
+    http = await with_catalog(env, tmp_path, CatalogConfig(id="extra", location=str(charts)))
+
+    async def dark_mode() -> bool:
+        preview = await env.admin.call(
+            "GET", "/api/launch-preview", params={"catalog": "extra", "chart": "prefs"}
+        )
+        return bool(preview["values"]["userPreferences"]["darkMode"])
+
+    me = await env.admin.call("GET", "/api/me")
+    assert (me["theme"], me["system_dark"]) == ("system", False)
+    assert 'data-theme="system" data-system-dark="false"' in (await http.get("/account")).text
+    assert await dark_mode() is False
+    # "system" follows what the browser last reported
+    await env.admin.call("PATCH", "/api/me", json={"system_dark": True})
+    assert await dark_mode() is True
+    await env.admin.call("PATCH", "/api/me", json={"theme": "light"})
+    assert await dark_mode() is False
+    await env.admin.call("PATCH", "/api/me", json={"theme": "dark", "system_dark": False})
+    assert await dark_mode() is True
+    account = (await http.get("/account")).text
+    assert '<html lang="en" data-theme="dark"' in account
+    assert re.search(r'id="theme-dark" name="theme" value="dark"\s+checked', account)
+    bad = await env.http.patch("/api/me", json={"theme": "pink"}, headers=env.admin.headers())
+    assert bad.status_code == 422
+    # another user keeps their own
+    other = await env.user("olga")
+    assert (await other.call("GET", "/api/me"))["theme"] == "system"

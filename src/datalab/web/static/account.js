@@ -28,6 +28,23 @@ document.addEventListener("DOMContentLoaded", () => {
     }
   });
 
+  // the theme applies at once, and is saved to the account (services get user.darkMode)
+  document.querySelectorAll("#theme-form input[name=theme]").forEach((radio) => {
+    radio.addEventListener("change", async () => {
+      if (!radio.checked) return;
+      const before = document.documentElement.dataset.theme;
+      document.documentElement.dataset.theme = radio.value;
+      try {
+        await Datalab.api("PATCH", "/api/me", { theme: radio.value });
+        showError("theme-error", null);
+        Datalab.toast(text.saved);
+      } catch (error) {
+        document.documentElement.dataset.theme = before;
+        showError("theme-error", error);
+      }
+    });
+  });
+
   document.getElementById("password-form").addEventListener("submit", async (event) => {
     event.preventDefault();
     const f = event.target.elements;

@@ -89,8 +89,27 @@ const Datalab = (() => {
     img.replaceWith(span);
   }
 
+  // With the "system" theme, services get user.darkMode from the colour scheme the browser
+  // reports: tell the account when it differs from what the platform knows (rarely).
+  function reportColourScheme() {
+    const root = document.documentElement;
+    if (root.dataset.systemDark === undefined || !window.matchMedia) return;
+    const query = window.matchMedia("(prefers-color-scheme: dark)");
+    const report = async () => {
+      const dark = query.matches ? "true" : "false";
+      if (root.dataset.systemDark === dark) return;
+      root.dataset.systemDark = dark;
+      try {
+        await api("PATCH", "/api/me", { system_dark: dark === "true" });
+      } catch (_) { /* the next page tries again */ }
+    };
+    report();
+    query.addEventListener("change", report);
+  }
+
   document.documentElement.classList.add("js");
   document.addEventListener("DOMContentLoaded", () => {
+    reportColourScheme();
     document.querySelectorAll("select[data-autosubmit]").forEach((select) => {
       select.addEventListener("change", () => select.form.submit());
     });
