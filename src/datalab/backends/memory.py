@@ -7,7 +7,7 @@ exercised without starting processes. Never use it to serve real users.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -32,7 +32,10 @@ class MemoryBackend(Backend):
 
     name = "memory"
 
-    def __init__(self) -> None:
+    def __init__(self, service_url: Callable[[str], str] | None = None) -> None:
+        # where users would open a service (Settings.service_url): shown, as the real
+        # backends do, while it "runs"; nothing answers there
+        self.service_url = service_url
         self._records: dict[str, _Record] = {}
         self.project_members: dict[str, list[str]] = {}  # what sync_project was last told
 
@@ -41,7 +44,7 @@ class MemoryBackend(Backend):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MemoryBackend:
-        return cls()
+        return cls(service_url=settings.service_url)
 
     def _get(self, service_id: str) -> _Record:
         try:
@@ -62,6 +65,7 @@ class MemoryBackend(Backend):
             started_at=record.started_at if running else None,
             ready_at=record.started_at if running else None,
             resources=Resources.from_values(record.spec.values).to_status(),
+            urls=[self.service_url(record.spec.id)] if running and self.service_url else [],
         )
 
     async def install(self, spec: ServiceSpec) -> ServiceStatus:

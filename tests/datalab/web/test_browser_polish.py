@@ -119,3 +119,31 @@ def test_dark_mode_follows_the_system_and_the_account(browser: Any, server: Live
         assert background(page) == LIGHT_BG  # light wins over a dark system
         page.reload()
         assert background(page) == LIGHT_BG
+
+
+def test_copy_a_services_url(browser: Any, server: LiveServer) -> None:
+    permissions = ["clipboard-read", "clipboard-write"]
+    with signed_in_page(
+        browser, server, "cleo", "cleo-password-1", permissions=permissions
+    ) as page:
+        token = server.token("cleo", "cleo-password-1")
+        body = {"catalog": "datalab", "chart": "jupyter-python", "name": "nb-cleo"}
+        server.api("POST", "/api/services", token=token, json=body)
+        url = server.platform.settings.service_url("nb-cleo")
+        assert url.startswith("http://nb-cleo.")
+
+        page.goto("/services")
+        card = page.locator("#svc-nb-cleo")
+        button = card.get_by_role("button", name="Copy the URL of jupyter-python")
+        button.click()
+        page.get_by_role("status").get_by_text("URL copied.").wait_for()
+        assert page.evaluate("navigator.clipboard.readText()") == url
+        assert card.get_by_role("link", name="Open").get_attribute("href") == url
+        screenshot(page, "polish-services-copy-url")
+
+        page.evaluate("navigator.clipboard.writeText('')")
+        page.goto("/")  # the home page's latest services
+        page.get_by_role("button", name="Copy the URL of jupyter-python").click()
+        page.get_by_role("status").get_by_text("URL copied.").wait_for()
+        assert page.evaluate("navigator.clipboard.readText()") == url
+        server.api("DELETE", "/api/services/nb-cleo", token=token)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated
 from urllib.parse import urlsplit
 
@@ -155,10 +156,18 @@ async def home(page: PageDep) -> Response:
     services = await page.platform.services.list(principal)
     with page.platform.db.session() as session:
         saved = [config_out(c) for c in list_configs(session, principal)]
+    # the latest five, newest first; the running ones with their URLs (open, copy)
+    recent = []
+    for service in services[-5:][::-1]:
+        if service["phase"] == "running":
+            with contextlib.suppress(DatalabError):
+                service = await page.platform.services.get(principal, service["id"])
+        recent.append(service)
     return page.render(
         "home.html",
         saved=saved,
         quota=page.platform.services.quota(principal),
         services=services,
+        recent=recent,
         active=[s for s in services if s["phase"] in ("building", "starting", "running")],
     )

@@ -110,6 +110,13 @@ const Datalab = (() => {
   document.documentElement.classList.add("js");
   document.addEventListener("DOMContentLoaded", () => {
     reportColourScheme();
+    // copy buttons that fragments (re)insert: a service's URL on its card and the home page
+    document.addEventListener("click", async (event) => {
+      const button = event.target.closest("[data-copy-text]");
+      if (!button) return;
+      await copy(new URL(button.dataset.copyText, window.location.href).href);
+      toast(button.dataset.copied || messages(button).copied || "✓");
+    });
     document.querySelectorAll("select[data-autosubmit]").forEach((select) => {
       select.addEventListener("change", () => select.form.submit());
     });
