@@ -307,3 +307,115 @@ def mlflow_env(monkeypatch, seaweedfs, mlflow_server) -> str:
             monkeypatch.setenv(key, value)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     return mlflow_server
+
+
+# -- Label Studio ---------------------------------------------------------------------------------
+LABEL_STUDIO_PASSWORD = "annotator-password-1"
+
+
+def _label_studio_cache() -> Path:
+    """The environment `make label-studio-env` builds (tools/label-studio; installed and
+    migrated once, minutes, then instant): its directory."""
+    built = subprocess.run(
+        ["make", "-s", "--no-print-directory", "label-studio-env"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if built.returncode != 0:
+        pytest.fail(
+            f"`make label-studio-env` failed:\n{built.stdout[-2000:]}{built.stderr[-2000:]}"
+        )
+    cache = Path(built.stdout.strip().splitlines()[-1])
+    if not (cache / "template" / "label_studio.sqlite3").is_file():
+        pytest.fail(f"`make label-studio-env` left no migrated template database in {cache}")
+    return cache
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory) -> Iterator[dict[str, str]]:
+    """A real Label Studio (the label-studio package the catalog's recipe runs), started by the
+    tests on loopback with SQLite in the session's folder: ``url``, and two annotators' e-mails
+    and API tokens (``api_key``/``username``: the first; ``api_key_2``/``username_2``)."""
+    cache = _label_studio_cache()
+    venv = cache / "venv" / "bin"
+    root = tmp_path_factory.mktemp("label-studio")
+    data = root / "data"
+    data.mkdir()
+    shutil.copy(cache / "template" / "label_studio.sqlite3", data / "label_studio.sqlite3")
+    (data / ".env").write_text("SECRET_KEY=autocode-tests-label-studio-secret-key\n")
+    env = {
+        "PATH": f"{venv}:/usr/bin:/bin",
+        "HOME": str(root),
+        "DJANGO_DB": "sqlite",
+        "DJANGO_SETTINGS_MODULE": "label_studio.core.settings.label_studio",
+        "LABEL_STUDIO_BASE_DATA_DIR": str(data),
+        "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+        "SENTRY_DSN": "",
+        "FRONTEND_SENTRY_DSN": "",
+        "COLLECT_ANALYTICS": "false",
+        "LATEST_VERSION_CHECK": "false",
+    }
+    users = {
+        "username": "expert-a@localhost",
+        "api_key": "expert-a-token-0001",
+        "username_2": "expert-b@localhost",
+        "api_key_2": "expert-b-token-0002",
+    }
+    log = root / "label-studio.log"
+    for name, token in (("username", "api_key"), ("username_2", "api_key_2")):
+        account = {
+            "LABEL_STUDIO_USERNAME": users[name],
+            "LABEL_STUDIO_PASSWORD": LABEL_STUDIO_PASSWORD,
+            "LABEL_STUDIO_USER_TOKEN": users[token],
+        }
+        with log.open("a") as out:
+            subprocess.run(
+                [str(venv / "label-studio"), "init", "--quiet", "--no-browser"],
+                env={**env, **account},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                check=True,
+                timeout=600,
+            )
+    package = subprocess.run(
+        [
+            str(venv / "python"),
+            "-c",
+            "import os, label_studio; print(os.path.dirname(label_studio.__file__))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    port = free_port()
+    command = [
+        str(venv / "gunicorn"),
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--pythonpath",
+        package,
+        "--workers",
+        "1",
+        "--threads",
+        "4",
+        "--timeout",
+        "120",
+        "--no-control-socket",
+        "label_studio.core.wsgi:application",
+    ]
+    with log.open("a") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(
+            lambda: httpx.get(f"{url}/health", timeout=2).status_code == 200,
+            "Label Studio",
+            process,
+            log,
+            timeout=180,
+        )
+        yield {"url": url, "password": LABEL_STUDIO_PASSWORD, "log": str(log), **users}
+    finally:
+        stop(process)

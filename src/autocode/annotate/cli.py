@@ -123,3 +123,230 @@ def sample_command(
         f"annotated kept with weight; {summary['blank_texts']} blank texts of "
         f"{summary['predictions']} predictions left out)"
     )
+
+
+# -- Label Studio ------------------------------------------------------------------------------
+UrlOption = Annotated[
+    str | None,
+    typer.Option("--url", help="Label Studio's URL (default: $LABEL_STUDIO_URL)."),
+]
+ApiKeyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--api-key",
+        help="Label Studio API token (default: $LABEL_STUDIO_API_KEY; the service's notes "
+        "show it). Behind datalab's platform, $DATALAB_TOKEN is sent too.",
+    ),
+]
+ProjectOption = Annotated[
+    str, typer.Option("--project", "-p", help="Label Studio project: its title (or its id).")
+]
+NomenclatureOption = Annotated[
+    str, typer.Option("--nomenclature", help="naf2008 or naf2025: the codes annotators choose.")
+]
+NomenclaturesFolderOption = Annotated[
+    str | None,
+    typer.Option(
+        "--nomenclatures",
+        help="Folder of the nomenclature files (default: $AUTOCODE_NOMENCLATURES, then "
+        "../shared/data/nomenclatures beside the repository).",
+    ),
+]
+
+
+@contextlib.contextmanager
+def label_studio_errors():  # type: ignore[no-untyped-def]
+    """User errors as one line and exit code 2; Label Studio down as one line and exit 1."""
+    from autocode.annotate.labelstudio import LabelStudioUnavailable
+
+    with user_errors():
+        try:
+            yield
+        except LabelStudioUnavailable as exc:
+            console.print(f"[red]error:[/red] {exc}", highlight=False)
+            raise SystemExit(1) from None
+
+
+def _nomenclature(name: str, folder: str | None):  # type: ignore[no-untyped-def]
+    from autocode.nomenclature import NomenclatureError
+    from autocode.train import NOMENCLATURES
+
+    if name not in NOMENCLATURES:
+        raise NomenclatureError(f"--nomenclature {name!r}: one of {', '.join(NOMENCLATURES)}")
+    return NOMENCLATURES[name][0](folder)
+
+
+@annotate_app.command("create")
+def create_command(
+    project: ProjectOption,
+    tasks: Annotated[
+        str | None,
+        typer.Option(
+            "--tasks",
+            "-t",
+            help="Task file of `autocode annotate sample` (CSV/Parquet, local or s3://). "
+            "Without it, the campaign is drawn here with --data/--window/--size.",
+        ),
+    ] = None,
+    data: Annotated[
+        str | None,
+        typer.Option("--data", "-d", help="Compacted prediction logs (as `annotate sample`)."),
+    ] = None,
+    window: Annotated[
+        str | None, typer.Option("--window", "-w", help="As `annotate sample`.")
+    ] = None,
+    size: Annotated[int | None, typer.Option("--size", "-n", help="As `annotate sample`.")] = None,
+    output: Annotated[
+        str | None,
+        typer.Option("--output", "-o", help="Keep the drawn task file here (with --data)."),
+    ] = None,
+    gold: Annotated[list[str] | None, typer.Option("--gold", help="As `annotate sample`.")] = None,
+    seed: Annotated[int, typer.Option(help="As `annotate sample`.")] = 0,
+    uncertainty_share: Annotated[float, typer.Option(help="As `annotate sample`.")] = 0.5,
+    bands: Annotated[
+        str, typer.Option(help="As `annotate sample`.")
+    ] = "0.05,0.1,0.2,0.35,0.5,0.75",
+    model_version: VersionsOption = None,
+    double_share: Annotated[
+        float,
+        typer.Option(
+            help="Share of the tasks two annotators code (Label Studio's overlap), for Cohen's "
+            "kappa at export (0: each task once)."
+        ),
+    ] = 0.0,
+    nomenclature: NomenclatureOption = "naf2008",
+    nomenclatures: NomenclaturesFolderOption = None,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Create (or update) a Label Studio project for a campaign: the nomenclature as a
+    searchable taxonomy, the description and its inputs shown, the model's top-5 as
+    pre-annotations, "unsure" and skip; descriptions already in the project are not added
+    again."""
+    from autocode import data as datamod
+    from autocode.annotate.labelstudio import LabelStudio, LabelStudioError, create_campaign
+
+    with label_studio_errors():
+        naf = _nomenclature(nomenclature, nomenclatures)
+        if tasks is not None:
+            table = datamod.read_table(tasks)
+        else:
+            if data is None or window is None or size is None:
+                raise LabelStudioError("give --tasks FILE, or --data, --window and --size")
+            from autocode.annotate.campaign import annotated_keys, sample_campaign
+            from autocode.monitor.query import Dataset, Window
+
+            done: set[str] = set()
+            for uri in gold or []:
+                done |= annotated_keys(datamod.read_table(uri), None, uri)
+            table = sample_campaign(
+                Dataset(data),
+                Window.parse(window),
+                size,
+                seed,
+                annotated=done,
+                bands=_bands(bands),
+                uncertainty_share=uncertainty_share,
+                model_versions=model_version or (),
+            ).tasks
+            if output:
+                datamod.write_table(table, output)
+        if table.empty:
+            raise LabelStudioError(f"the task file {tasks} has no rows")
+        with LabelStudio.from_env(url, api_key) as client:
+            result = create_campaign(client, table, naf, project, double_share=double_share)
+    if json_output:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        verb = "created" if result.created else "updated"
+        console.print(
+            f"project {result.title!r} (#{result.project_id}) {verb}: {result.added} task(s) "
+            f"added, {result.already_there} already there, {result.total} in all; "
+            f"{result.url}",
+            highlight=False,
+        )
+
+
+@annotate_app.command("progress")
+def progress_command(
+    project: ProjectOption,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """A campaign's progress: tasks done (annotated or skipped) out of its tasks."""
+    from autocode.annotate.labelstudio import LabelStudio, campaign_progress
+
+    with label_studio_errors(), LabelStudio.from_env(url, api_key) as client:
+        progress = campaign_progress(client, project)
+    if json_output:
+        print(json.dumps(progress.to_dict(), indent=2))
+    else:
+        console.print(
+            f"{progress.done}/{progress.total} task(s) done ({progress.annotations} "
+            f"annotation(s), {progress.skipped} skipped)",
+            highlight=False,
+        )
+
+
+@annotate_app.command("export")
+def export_command(
+    project: ProjectOption,
+    output: Annotated[
+        str,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Gold folder (local or s3://bucket/prefix): each export is a new "
+            "gold-<time>.parquet, listed in its manifest.json (never overwritten).",
+        ),
+    ],
+    nomenclature: NomenclatureOption = "naf2008",
+    nomenclatures: NomenclaturesFolderOption = None,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Export a campaign's annotations as a new version of the gold standard: text, inputs,
+    code, annotator, time, skipped/unsure flags and the sampling design's weight, stratum and
+    inclusion probability; codes not in the nomenclature are refused; Cohen's kappa where
+    tasks were annotated twice."""
+    from autocode.annotate.labelstudio import (
+        LabelStudio,
+        LabelStudioError,
+        export_campaign,
+        write_gold,
+    )
+
+    with label_studio_errors():
+        naf = _nomenclature(nomenclature, nomenclatures)
+        with LabelStudio.from_env(url, api_key) as client:
+            export = export_campaign(client, project, naf)
+        if export.gold.empty:
+            raise LabelStudioError(
+                f"project {project!r} has no annotation yet ({export.pending} task(s) pending): "
+                "nothing to export"
+            )
+        written = write_gold(export, output, project=project)
+    summary = {"file": written, **export.summary()}
+    if json_output:
+        print(json.dumps(summary, indent=2))
+        return
+    console.print(
+        f"{written}: {summary['rows']} task(s), {summary['coded']} coded, {summary['skipped']} "
+        f"skipped, {summary['unsure']} unsure; {summary['pending']} pending",
+        highlight=False,
+    )
+    agreement = export.agreement
+    if agreement.get("double_annotated", 0) >= 2:
+        levels = ", ".join(
+            f"{level} {values['kappa']}" for level, values in agreement["levels"].items()
+        )
+        console.print(
+            f"Cohen's kappa on {agreement['double_annotated']} task(s) annotated twice: "
+            f"{agreement['kappa']} (agreement {agreement['agreement']}); by level: {levels}",
+            highlight=False,
+        )
+    else:
+        console.print("no task annotated twice: no inter-annotator agreement", highlight=False)
