@@ -147,3 +147,41 @@ def test_copy_a_services_url(browser: Any, server: LiveServer) -> None:
         page.get_by_role("status").get_by_text("URL copied.").wait_for()
         assert page.evaluate("navigator.clipboard.readText()") == url
         server.api("DELETE", "/api/services/nb-cleo", token=token)
+
+
+def box(locator: Any) -> dict[str, float]:
+    """The element's box in page coordinates (clicks scroll the page)."""
+    found: dict[str, float] = locator.evaluate(
+        "e => { const r = e.getBoundingClientRect();"
+        " return {x: r.x + scrollX, y: r.y + scrollY, width: r.width, height: r.height}; }"
+    )
+    return {k: round(v) for k, v in found.items()}
+
+
+def test_opening_a_service_card_does_not_stretch_its_neighbours(
+    browser: Any, server: LiveServer
+) -> None:
+    with signed_in_page(browser, server, "nina", "nina-password-1") as page:
+        token = server.token("nina", "nina-password-1")
+        for name in ("left", "right"):
+            body = {"catalog": "datalab", "chart": "mlflow", "name": name}
+            server.api("POST", "/api/services", token=token, json=body)
+        page.set_viewport_size({"width": 1280, "height": 900})  # two cards a row
+        page.goto("/services")
+        left, right = page.locator("#svc-left"), page.locator("#svc-right")
+        for card in (left, right):
+            card.get_by_text("Running").wait_for()
+            card.locator(".copy-url").wait_for()
+        page.wait_for_timeout(300)  # the status fragments settled
+        before_left, before_right = box(left), box(right)
+        assert before_left["y"] == before_right["y"]  # one row
+
+        left.get_by_text("Equivalent commands").click()
+        left.get_by_text("Events", exact=True).click()
+        left.locator(".events table").wait_for()
+        after_left, after_right = box(left), box(right)
+        assert after_left["height"] > before_left["height"] + 100  # it grew
+        assert after_right == before_right  # its neighbour did not
+        screenshot(page, "polish-services-expanded")
+        for name in ("left", "right"):
+            server.api("DELETE", f"/api/services/{name}", token=token)
