@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from importlib.metadata import entry_points
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -22,6 +23,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    IPvAnyAddress,
     SecretStr,
     ValidationError,
     field_validator,
@@ -602,6 +604,12 @@ class StorageSettings(_Section):
     port: int | None = Field(
         None, ge=1, le=65535, description="Embedded S3 port (default: a free port, kept)."
     )
+    listen_address: IPvAnyAddress = Field(
+        IPv4Address("127.0.0.1"),
+        description="Address the embedded S3 listens on (its other components stay on loopback): "
+        "loopback on one machine; 0.0.0.0 in the platform's pod on Kubernetes, where users' pods "
+        "reach it through the platform's Service (deploy/helm/datalab, storage.mode embedded).",
+    )
     credentials_ttl_s: int = Field(
         3600,
         ge=900,
@@ -630,6 +638,11 @@ class SecretsSettings(_Section):
     mount: str = Field("onyxia-kv", description="KV v2 mount holding user and project secrets.")
     port: int | None = Field(
         None, ge=1, le=65535, description="Embedded OpenBao port (default: a free port, kept)."
+    )
+    listen_address: IPvAnyAddress = Field(
+        IPv4Address("127.0.0.1"),
+        description="Address the embedded OpenBao's API listens on (raft's own port stays on "
+        "loopback): loopback on one machine; 0.0.0.0 in the platform's pod on Kubernetes.",
     )
     token_ttl_s: int = Field(
         3600, ge=5, description="Lifetime of per-user Vault tokens (renewable up to 24 h)."

@@ -319,3 +319,14 @@ class SupervisedProcess:
                 os.killpg(process.pid, signal.SIGKILL)
             await process.wait()
         log.info("%s stopped", self.name)
+
+
+def local_address(listen_address: str) -> str:
+    """How this machine reaches a server of its own listening on ``listen_address``: loopback
+    for a wildcard (0.0.0.0, ::), else that address (IPv6 in brackets, for URLs)."""
+    import ipaddress
+
+    address = ipaddress.ip_address(listen_address)
+    if address.is_unspecified:
+        return "127.0.0.1" if address.version == 4 else "[::1]"
+    return f"[{address}]" if address.version == 6 else str(address)

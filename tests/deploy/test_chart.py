@@ -178,7 +178,7 @@ def test_a_new_configuration_restarts_the_platform() -> None:
 
 BAD_VALUES = [
     # (what, values merged into the production example, what Helm's message must say)
-    ("embedded S3", {"storage": {"mode": "embedded"}}, "at '/storage/mode'"),
+    ("unknown storage mode", {"storage": {"mode": "seaweedfs"}}, "at '/storage/mode'"),
     ("S3 without credentials", {"storage": {"existingSecret": ""}}, "at '/storage/existingSecret'"),
     ("Vault without address", {"vault": {"address": ""}}, "at '/vault/address'"),
     ("OIDC without issuer", {"oidc": {"issuerUrl": "keycloak"}}, "at '/oidc/issuerUrl'"),
@@ -245,12 +245,51 @@ def test_the_schemas_choices_are_the_platforms(
     assert set(schema["enum"]) == _choices(model, field)
 
 
-def test_the_schemas_modes_are_the_platforms_but_embedded() -> None:
+def test_the_schemas_modes_are_the_platforms() -> None:
     schema = json.loads((CHART / "values.schema.json").read_text())["properties"]
     for key, model in (("storage", StorageSettings), ("vault", SecretsSettings)):
-        assert set(schema[key]["properties"]["mode"]["enum"]) == _choices(model, "mode") - {
-            "embedded"
-        }
+        assert set(schema[key]["properties"]["mode"]["enum"]) == _choices(model, "mode")
+
+
+EMBEDDED = {"storage": {"mode": "embedded"}, "vault": {"mode": "embedded"}}
+
+
+def test_embedded_storage_and_vault_are_served_to_users_pods_at_the_service(
+    tmp_path: Path,
+) -> None:
+    """A small installation: SeaweedFS and OpenBao in the platform's pod, their data in its
+    volume, their APIs at its Service, which users' pods (projects' namespaces) may reach."""
+    objects = render(EMBEDDED)
+    for obj in objects:
+        kubernetes_validate.validate(obj, KUBERNETES, strict=True)
+    service_ports = {p["name"]: p["port"] for p in one(objects, "Service")["spec"]["ports"]}
+    assert service_ports == {"http": 80, "s3": 8333, "vault": 8200}
+    container = platform_container(objects)
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {
+        "http": 8000, "s3": 8333, "vault": 8200}  # fmt: skip
+    [platform_rule, embedded_rule] = one(objects, "NetworkPolicy")["spec"]["ingress"]
+    assert [p["port"] for p in platform_rule["ports"]] == ["http"]
+    assert [p["port"] for p in embedded_rule["ports"]] == ["s3", "vault"]
+    # users' services only: not the ingress controller (nothing public), not the test
+    assert embedded_rule["from"] == [
+        {"namespaceSelector": {"matchLabels": {"app.kubernetes.io/managed-by": "datalab"}}}
+    ]
+    config = one(objects, "ConfigMap")["data"]["datalab.yaml"]
+    settings = settings_in_pod(config, container, _secret, tmp_path)
+    assert (settings.storage.mode, settings.secrets.mode) == ("embedded", "embedded")
+    assert str(settings.storage.listen_address) == str(settings.secrets.listen_address)
+    assert str(settings.storage.listen_address) == "0.0.0.0"  # noqa: S104 (the pod's network)
+    assert (settings.storage.port, settings.secrets.port) == (8333, 8200)
+    urls = settings.backend.kubernetes.service_urls
+    assert (urls.s3, urls.vault) == (
+        "http://datalab.datalab.svc:8333",
+        "http://datalab.datalab.svc:8200",
+    )
+
+
+def test_embedded_storage_needs_the_volume() -> None:
+    with pytest.raises(helm_python.HelmError, match="persistence.enabled"):
+        render(merged(EMBEDDED, {"persistence": {"enabled": False}}))
 
 
 def test_where_pods_reach_the_platform() -> None:

@@ -13,8 +13,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+import boto3
 import helm_python
 import httpx
 import pytest
@@ -50,17 +53,18 @@ def release(kube_cluster: KubeCluster) -> Iterator[dict[str, Any]]:
         helm.uninstall(RELEASE, ignore_not_found=True)
 
 
-@pytest.fixture(scope="module")
-def platform(
-    kube_cluster: KubeCluster, release: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+@contextmanager
+def running_platform(
+    kube_cluster: KubeCluster, config: dict[str, Any], root: Path
 ) -> Iterator[str]:
-    root = tmp_path_factory.mktemp("chart-platform")
+    """``datalab up`` with ``config`` as the pod would run it: what differs from the pod is the
+    data directory, the listen address and the ServiceAccount's kubeconfig (in-cluster there)."""
     port = free_port()
     account = kube_cluster.user_kubeconfig(
         f"system:serviceaccount:{NAMESPACE}:{FULLNAME}",
         ("system:serviceaccounts", f"system:serviceaccounts:{NAMESPACE}"),
     )
-    config = dict(release)
+    config = dict(config)
     config["data_dir"] = str(root / "data")
     config["server"] = {**config["server"], "host": "127.0.0.1", "port": port}
     backend = config["backend"]
@@ -99,6 +103,24 @@ def platform(
     assert "Traceback" not in log_path.read_text(), log_path.read_text()[-3000:]
 
 
+@pytest.fixture(scope="module")
+def platform(
+    kube_cluster: KubeCluster, release: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    with running_platform(kube_cluster, release, tmp_path_factory.mktemp("chart-platform")) as url:
+        yield url
+
+
+def _token(platform: str) -> dict[str, str]:
+    answer = httpx.post(
+        f"{platform}/api/auth/token",
+        json={"username": "admin", "password": ADMIN_PASSWORD},
+        timeout=10,
+    )
+    assert answer.status_code == 201, answer.text
+    return {"Authorization": f"Bearer {answer.json()['token']}"}
+
+
 def test_the_platform_comes_up_with_the_kubernetes_backend(
     release: dict[str, Any], platform: str
 ) -> None:
@@ -111,13 +133,7 @@ def test_the_platform_comes_up_with_the_kubernetes_backend(
 def test_its_helm_calls_work_with_the_charts_account(platform: str) -> None:
     """Orphans are every datalab release Helm lists in every namespace: the platform's Helm,
     as the chart's ServiceAccount, may list them."""
-    answer = httpx.post(
-        f"{platform}/api/auth/token",
-        json={"username": "admin", "password": ADMIN_PASSWORD},
-        timeout=10,
-    )
-    assert answer.status_code == 201, answer.text
-    headers = {"Authorization": f"Bearer {answer.json()['token']}"}
+    headers = _token(platform)
     orphans = httpx.get(f"{platform}/api/admin/orphans", headers=headers, timeout=60)
     assert orphans.status_code == 200, orphans.text
     assert orphans.json()["backend"] == "kubernetes"
@@ -141,3 +157,39 @@ def test_the_charts_helm_test_passes_against_it_and_fails_without_it(platform: s
     assert passed.returncode == 0, passed.stdout + passed.stderr
     assert "'backend': 'kubernetes'" in passed.stdout
     assert run(f"http://127.0.0.1:{free_port()}/api/health").returncode != 0
+
+
+def test_embedded_s3_and_vault_serve_users_pods_from_the_platforms_pod(
+    kube_cluster: KubeCluster, release: dict[str, Any], tmp_path: Path
+) -> None:
+    """A small installation (storage.mode and vault.mode embedded): the platform runs SeaweedFS
+    and OpenBao in its pod, listening on the pod's network (0.0.0.0) for users' pods, which
+    reach them at the release's Service. Here the pod's other addresses are this machine's
+    (127.0.0.2 stands for the pod's IP) and the ports are free ones."""
+    values = {"storage": {"mode": "embedded"}, "vault": {"mode": "embedded"}}
+    rendered = one(render(values, name=RELEASE, namespace=NAMESPACE), "ConfigMap")
+    config = yaml.safe_load(rendered["data"]["datalab.yaml"])
+    assert config["storage"]["listen_address"] == config["secrets"]["listen_address"] == "0.0.0.0"
+    s3_port, vault_port = free_port(), free_port()
+    config["storage"]["port"], config["secrets"]["port"] = s3_port, vault_port
+    urls = config["backend"]["kubernetes"]["service_urls"]
+    assert urls["s3"] == f"http://{FULLNAME}.{NAMESPACE}.svc:8333"
+    with running_platform(kube_cluster, config, tmp_path) as platform:
+        headers = _token(platform)
+        access = httpx.get(f"{platform}/api/storage/credentials", headers=headers, timeout=60)
+        assert access.status_code == 200, access.text
+        issued = access.json()["credential_process"]
+        # what a user's pod does with its injected credentials, at the pod's address
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=f"http://127.0.0.2:{s3_port}",
+            aws_access_key_id=issued["AccessKeyId"],
+            aws_secret_access_key=issued["SecretAccessKey"],
+            aws_session_token=issued["SessionToken"],
+            region_name="us-east-1",
+        )
+        bucket = access.json()["bucket"]
+        s3.put_object(Bucket=bucket, Key="from-a-pod.txt", Body=b"hello")
+        assert s3.get_object(Bucket=bucket, Key="from-a-pod.txt")["Body"].read() == b"hello"
+        health = httpx.get(f"http://127.0.0.2:{vault_port}/v1/sys/health", timeout=10)
+        assert health.status_code == 200 and health.json()["sealed"] is False

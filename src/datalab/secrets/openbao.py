@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 
 from datalab.files import private_dir, write_private
-from datalab.processes import SupervisedProcess, find_program, free_port
+from datalab.processes import SupervisedProcess, find_program, free_port, local_address
 from datalab.secrets.vault import VaultClient
 
 #: first start: raft bootstrap and key generation (seconds on a busy machine)
@@ -33,7 +33,10 @@ def bao_binary() -> str:
 
 
 class EmbeddedOpenBao:
-    def __init__(self, data_dir: Path, *, port: int | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, *, port: int | None = None, listen_address: str = "127.0.0.1"
+    ) -> None:
+        self.listen_address = listen_address
         self.root = data_dir / "openbao"
         self.init_file = data_dir / "keys" / "openbao-init.json"
         self.log_path = data_dir / "logs" / "openbao" / "bao.log"
@@ -44,7 +47,8 @@ class EmbeddedOpenBao:
 
     @property
     def address(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        """Where the platform reaches OpenBao (users' pods on Kubernetes: its Service)."""
+        return f"http://{local_address(self.listen_address)}:{self.port}"
 
     def _port(self, requested: int | None) -> int:
         path = self.root / "port"
@@ -66,7 +70,7 @@ class EmbeddedOpenBao:
         write_private(
             config,
             f'storage "raft" {{\n  path = {json.dumps(str(storage))}\n  node_id = "datalab"\n}}\n'
-            f'listener "tcp" {{\n  address = "127.0.0.1:{self.port}"\n'
+            f'listener "tcp" {{\n  address = "{_host_port(self.listen_address, self.port)}"\n'
             f'  cluster_address = "127.0.0.1:{self.cluster_port}"\n  tls_disable = true\n}}\n'
             f'api_addr = "{self.address}"\n'
             f'cluster_addr = "http://127.0.0.1:{self.cluster_port}"\n'
@@ -126,3 +130,7 @@ class EmbeddedOpenBao:
     async def stop(self) -> None:
         if self.process is not None:
             await self.process.stop()
+
+
+def _host_port(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"

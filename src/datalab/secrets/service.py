@@ -81,7 +81,11 @@ class SecretsService:
         self.mount = self.settings.mount
         self.embedded: EmbeddedOpenBao | None = None
         if self.settings.mode == "embedded":
-            self.embedded = EmbeddedOpenBao(settings.data_dir, port=self.settings.port)
+            self.embedded = EmbeddedOpenBao(
+                settings.data_dir,
+                port=self.settings.port,
+                listen_address=str(self.settings.listen_address),
+            )
             self.address = self.embedded.address
         else:
             if not self.settings.address or self.settings.token is None:

@@ -34,7 +34,13 @@ import httpx
 
 from datalab.errors import EmbeddedServerError
 from datalab.files import private_dir, write_private
-from datalab.processes import SupervisedProcess, find_program, free_port, port_is_free
+from datalab.processes import (
+    SupervisedProcess,
+    find_program,
+    free_port,
+    local_address,
+    port_is_free,
+)
 from datalab.storage.seaweedfs_security import (
     TlsFiles,
     ensure_jwt_keys,
@@ -163,8 +169,11 @@ def iam_config(
 
 
 class EmbeddedSeaweedFS:
-    def __init__(self, data_dir: Path, *, port: int | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, *, port: int | None = None, listen_address: str = "127.0.0.1"
+    ) -> None:
         # object bytes (volumes), metadata, configuration: nothing in it is for services
+        self.listen_address = listen_address
         self.root = private_dir(data_dir / "seaweedfs")
         self.keys_dir = private_dir(data_dir / "keys")
         self.log_dir = data_dir / "logs" / "seaweedfs"
@@ -176,7 +185,8 @@ class EmbeddedSeaweedFS:
 
     @property
     def endpoint_url(self) -> str:
-        return f"http://127.0.0.1:{self.ports['s3']}"
+        """Where the platform reaches S3 (users' pods on Kubernetes: the platform's Service)."""
+        return f"http://{local_address(self.listen_address)}:{self.ports['s3']}"
 
     def _admin_credentials(self) -> AdminCredentials:
         data = _read_or_create_json(
@@ -278,6 +288,7 @@ class EmbeddedSeaweedFS:
             f"-filer.port.grpc={p['filer_grpc']}",
             "-s3",
             f"-s3.port={p['s3']}",
+            f"-s3.ip.bind={self.listen_address}",  # the internal components stay on loopback
             f"-s3.port.grpc={p['s3_grpc']}",
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",

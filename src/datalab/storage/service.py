@@ -99,7 +99,11 @@ class StorageService:
         self.federation = federation if self.settings.web_identity == "oidc" else None
         self.embedded: EmbeddedSeaweedFS | None = None
         if self.settings.mode == "embedded":
-            self.embedded = EmbeddedSeaweedFS(settings.data_dir, port=self.settings.port)
+            self.embedded = EmbeddedSeaweedFS(
+                settings.data_dir,
+                port=self.settings.port,
+                listen_address=str(self.settings.listen_address),
+            )
             self.endpoint_url = self.embedded.endpoint_url
             self._admin_key = self.embedded.admin.access_key_id
             self._admin_secret = self.embedded.admin.secret_access_key

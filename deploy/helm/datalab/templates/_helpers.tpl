@@ -59,10 +59,21 @@ directory is a folder in the volume, not its root: the platform makes it and set
 {{- $server := dict "host" "0.0.0.0" "port" 8000 "public_url" $v.publicUrl "trusted_proxies" $v.trustedProxies -}}
 {{- $kubernetes := dict "access" $v.kubernetes.access "platform_namespace" .Release.Namespace "ingress_namespace" $v.kubernetes.ingressNamespace "rbac_user_prefix" $v.kubernetes.rbacUserPrefix -}}
 {{- $urls := dict "platform" (default (include "datalab.serviceUrl" .) $v.kubernetes.serviceUrls.platform) -}}
+{{- $service := printf "http://%s.%s.svc" (include "datalab.fullname" .) .Release.Namespace -}}
+{{- if eq $v.storage.mode "embedded" }}{{ $_ := set $urls "s3" (printf "%s:%d" $service (int $v.storage.port)) }}{{ end -}}
+{{- if eq $v.vault.mode "embedded" }}{{ $_ := set $urls "vault" (printf "%s:%d" $service (int $v.vault.port)) }}{{ end -}}
 {{- with $v.kubernetes.serviceUrls.s3 }}{{ $_ := set $urls "s3" . }}{{ end -}}
 {{- with $v.kubernetes.serviceUrls.vault }}{{ $_ := set $urls "vault" . }}{{ end -}}
 {{- $_ := set $kubernetes "service_urls" $urls -}}
 {{- $storage := dict "mode" $v.storage.mode -}}
+{{- if eq $v.storage.mode "embedded" -}}
+{{- $_ := set $storage "listen_address" "0.0.0.0" -}}
+{{- $_ := set $storage "port" (int $v.storage.port) -}}
+{{- $_ := set $storage "region" $v.storage.region -}}
+{{- $_ := set $storage "bucket_mode" $v.storage.bucketMode -}}
+{{- $_ := set $storage "shared_bucket" $v.storage.sharedBucket -}}
+{{- with $v.storage.publicUrl }}{{ $_ := set $storage "public_url" . }}{{ end -}}
+{{- end -}}
 {{- if eq $v.storage.mode "external" -}}
 {{- $_ := set $storage "endpoint_url" $v.storage.endpointUrl -}}
 {{- $_ := set $storage "region" $v.storage.region -}}
@@ -73,6 +84,11 @@ directory is a folder in the volume, not its root: the platform makes it and set
 {{- with $v.storage.stsRoleArn }}{{ $_ := set $storage "sts_role_arn" . }}{{ end -}}
 {{- end -}}
 {{- $secrets := dict "mode" $v.vault.mode -}}
+{{- if eq $v.vault.mode "embedded" -}}
+{{- $_ := set $secrets "listen_address" "0.0.0.0" -}}
+{{- $_ := set $secrets "port" (int $v.vault.port) -}}
+{{- $_ := set $secrets "mount" $v.vault.mount -}}
+{{- end -}}
 {{- if eq $v.vault.mode "external" -}}
 {{- $_ := set $secrets "address" $v.vault.address -}}
 {{- $_ := set $secrets "mount" $v.vault.mount -}}
@@ -137,4 +153,15 @@ directory is a folder in the volume, not its root: the platform makes it and set
       name: {{ index . 1 | quote }}
       key: {{ index . 2 | quote }}
 {{- end }}
+{{- end -}}
+
+{{/* The ports of the embedded S3 and OpenBao the Service and the pod expose: name, port. */}}
+{{- define "datalab.embeddedPorts" -}}
+{{- $ports := list -}}
+{{- if eq .Values.storage.mode "embedded" }}{{ $ports = append $ports (list "s3" (int .Values.storage.port)) }}{{ end -}}
+{{- if eq .Values.vault.mode "embedded" }}{{ $ports = append $ports (list "vault" (int .Values.vault.port)) }}{{ end -}}
+{{- if and $ports (not .Values.persistence.enabled) -}}
+{{- fail "storage.mode/vault.mode embedded keep their data in the platform's volume: set persistence.enabled" -}}
+{{- end -}}
+{{- toJson $ports -}}
 {{- end -}}
