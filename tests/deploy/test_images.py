@@ -1,5 +1,5 @@
 """The Dockerfiles: hadolint (as `make lint` runs it) finds nothing, and each image is what
-docs/deployment.md promises: multi-stage, the dependencies of uv.lock without the dev group,
+docs/deploy.md promises: multi-stage, the dependencies of uv.lock without the dev group,
 an unprivileged user, a declared health check. No Docker engine here: the images are built by
 the images workflow, not by the tests."""
 
