@@ -56,6 +56,24 @@ class Chart:
         return str(self.metadata.get("description") or "")
 
     @property
+    def descriptions(self) -> dict[str, str]:
+        """The description in other languages, from ``Chart.yaml`` annotations
+        ``datalab/description.<lang>`` (``datalab/description.fr: Le JupyterLab...``)."""
+        annotations = self.metadata.get("annotations")
+        if not isinstance(annotations, dict):
+            return {}
+        prefix = "datalab/description."
+        return {
+            str(key)[len(prefix) :]: str(text)
+            for key, text in annotations.items()
+            if str(key).startswith(prefix) and len(str(key)) > len(prefix) and text
+        }
+
+    def description_in(self, lang: str) -> str:
+        """The description in ``lang`` when the chart translates it, else its own."""
+        return self.descriptions.get(lang) or self.description
+
+    @property
     def icon(self) -> str | None:
         icon = self.metadata.get("icon")
         return str(icon) if icon else None
@@ -90,6 +108,7 @@ class Chart:
             "version": self.version,
             "versions": list(self.versions or (self.version,)),
             "description": self.description,
+            "descriptions": self.descriptions,
             "icon": self.icon,
             "has_icon": self.icon_path is not None,
             "keywords": self.keywords,

@@ -25,8 +25,15 @@ class CatalogConfig(BaseModel):
         max_length=63,
         description="Short id used in URLs and commands (RFC 1123 label), e.g. 'datalab'.",
     )
-    name: str = Field("", description="Display name (default: the id).")
-    description: str = Field("", description="One or two sentences shown above the charts.")
+    name: str | dict[str, str] = Field(
+        "",
+        description="Display name (default: the id); or, as Onyxia's catalogs, one per "
+        'language: {"en": "Interactive services", "fr": "Services interactifs"}.',
+    )
+    description: str | dict[str, str] = Field(
+        "",
+        description="One or two sentences shown above the charts; a string or one per language.",
+    )
     location: str = Field(
         description="A directory of charts (path or file:// URL), or a Helm repository URL "
         "(https://, or file:// to a directory holding index.yaml)."
@@ -76,7 +83,13 @@ class CatalogConfig(BaseModel):
 
     @property
     def display_name(self) -> str:
-        return self.name or self.id
+        return localized(self.name) or self.id
+
+    def name_in(self, lang: str) -> str:
+        return localized(self.name, lang) or self.id
+
+    def description_in(self, lang: str) -> str:
+        return localized(self.description, lang)
 
     def is_remote(self) -> bool:
         return urlparse(self.location).scheme in ("http", "https")
@@ -101,6 +114,14 @@ class CatalogConfig(BaseModel):
         if self.include and not any(fnmatch.fnmatchcase(chart_name, p) for p in self.include):
             return False
         return not any(fnmatch.fnmatchcase(chart_name, p) for p in self.exclude)
+
+
+def localized(text: str | dict[str, str], lang: str = "en") -> str:
+    """Onyxia's ``LocalizedString``: a string, or one per language code, read in ``lang``, else
+    in English, else in the first language given."""
+    if isinstance(text, str):
+        return text
+    return text.get(lang) or text.get("en") or next(iter(text.values()), "")
 
 
 def load_catalog_file(path: Path) -> list[CatalogConfig]:

@@ -83,7 +83,7 @@ class Catalog:
 
     @property
     def description(self) -> str:
-        return self.config.description
+        return self.config.description_in("en")
 
     @property
     def highlighted(self) -> list[str]:
@@ -122,6 +122,13 @@ class Catalog:
             "id": self.id,
             "name": self.name,
             "description": self.description,
+            # the texts in other languages, when the configuration gives them
+            "translations": {
+                "name": self.config.name if isinstance(self.config.name, dict) else {},
+                "description": (
+                    self.config.description if isinstance(self.config.description, dict) else {}
+                ),
+            },
             "location": without_password(self.config.location),
             "type": self.config.resolved_type(),
             "highlighted": self.highlighted,

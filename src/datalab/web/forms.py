@@ -96,6 +96,32 @@ class Group:
         return not self.fields and all(g.is_empty() for g in self.groups)
 
 
+#: schema keywords holding values, not schemas: never searched for translations
+_VALUE_KEYWORDS = {"default", "enum", "listEnum", "const", "examples"}
+
+
+def localize_schema(schema: Any, lang: str) -> Any:
+    """A copy of ``schema`` whose ``title`` and ``description`` are in ``lang`` where the
+    chart translates them: ``"x-datalab": {"title": {"fr": "Ressources"}, "description":
+    {"fr": "..."}}`` beside the node's own (English) texts, which stay where no translation
+    exists. JSON Schema and Onyxia ignore ``x-datalab``, so such a chart works everywhere."""
+    if isinstance(schema, list):
+        return [localize_schema(item, lang) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    localized = {
+        key: value if key in _VALUE_KEYWORDS else localize_schema(value, lang)
+        for key, value in schema.items()
+    }
+    extension = schema.get("x-datalab")
+    if isinstance(extension, dict):
+        for text in ("title", "description"):
+            translations = extension.get(text)
+            if isinstance(translations, dict) and isinstance(translations.get(lang), str):
+                localized[text] = translations[lang]
+    return localized
+
+
 def humanise(key: str) -> str:
     """A schema key as a heading, for sections and groups without a ``title``:
     ``extraEnvVars`` -> "Extra env vars", ``openshiftSCC`` -> "Openshift SCC",

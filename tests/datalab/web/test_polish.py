@@ -200,3 +200,79 @@ async def test_theme_is_kept_per_user_and_injected_as_user_dark_mode(
     # another user keeps their own
     other = await env.user("olga")
     assert (await other.call("GET", "/api/me"))["theme"] == "system"
+
+
+def test_localize_schema_and_localized_strings() -> None:
+    from datalab.catalog.config import localized
+    from datalab.web.forms import localize_schema
+
+    schema = {
+        "type": "object",
+        "title": "Resources",
+        "x-datalab": {"title": {"fr": "Ressources"}},
+        "properties": {
+            "cpu": {
+                "type": "string",
+                "description": "CPU limit",
+                "x-datalab": {"description": {"fr": "Limite CPU", "de": "CPU-Grenze"}},
+                # a value is never rewritten, even one shaped like a translation
+                "default": {"x-datalab": {"title": {"fr": "non"}}, "title": "kept"},
+            },
+            "mem": {"type": "string", "title": "Memory"},
+        },
+    }
+    french = localize_schema(schema, "fr")
+    assert french["title"] == "Ressources"
+    assert french["properties"]["cpu"]["description"] == "Limite CPU"
+    assert french["properties"]["cpu"]["default"]["title"] == "kept"
+    assert french["properties"]["mem"]["title"] == "Memory"  # no translation: its own
+    assert localize_schema(schema, "en") == schema and schema["title"] == "Resources"
+    assert localized({"en": "Services", "fr": "Les services"}, "fr") == "Les services"
+    assert localized({"en": "Services", "fr": "Les services"}, "de") == "Services"
+    assert (
+        localized({"fr": "Seulement"}, "en") == "Seulement" and localized("Plain", "fr") == "Plain"
+    )
+
+
+async def test_chart_texts_in_the_pages_language(env: Env, tmp_path: Path) -> None:
+    import json
+
+    charts = tmp_path / "charts"
+    chart = write_chart(charts, "traduit", **{"values.schema.json": json.dumps(TABS_SCHEMA)})
+    meta = yaml.safe_load((chart / "Chart.yaml").read_text())
+    meta["annotations"] = {"datalab/description.fr": "Un chart <b>traduit</b>"}
+    (chart / "Chart.yaml").write_text(yaml.safe_dump(meta))
+    schema = json.loads(json.dumps(TABS_SCHEMA))
+    schema["properties"]["resources"]["x-datalab"] = {"title": {"fr": "Ressources (CPU/RAM)"}}
+    (chart / "values.schema.json").write_text(json.dumps(schema))
+    config = CatalogConfig(
+        id="extra",
+        name={"en": "Extra services", "fr": "Services en plus"},
+        description={"en": "More charts", "fr": "D'autres charts"},
+        location=str(charts),
+    )
+    http = await with_catalog(env, tmp_path, config)
+
+    english = (await http.get("/catalog?tab=extra")).text
+    assert "Extra services" in english and "More charts" in english
+    assert "traduit chart" in english and "Un chart" not in english
+    launcher = (await http.get("/launcher/extra/traduit")).text
+    assert tab_names(launcher) == ["General", "Resources (CPU/RAM)", "Extra env vars"]
+
+    await env.admin.call("PATCH", "/api/me", json={"lang": "fr"})
+    french = (await http.get("/catalog?tab=extra")).text
+    assert "Services en plus" in french and "D&#39;autres charts" in french
+    assert "Un chart &lt;b&gt;traduit&lt;/b&gt;" in french  # translated, and escaped
+    assert (await http.get("/catalog?tab=extra&q=traduit")).text.count("chart-card") >= 1
+    launcher = (await http.get("/launcher/extra/traduit")).text
+    assert tab_names(launcher)[1] == "Ressources (CPU/RAM)"
+    assert "Un chart &lt;b&gt;traduit&lt;/b&gt;" in launcher
+    # the shipped charts: their description and the registry's fragments are translated
+    shipped = (await http.get("/catalog")).text
+    assert "JupyterLab avec les outils Python de la donnée" in shipped
+    tabs = tab_names((await http.get("/launcher/datalab/jupyter-python")).text)
+    assert "Ressources" in tabs and "Persistance" in tabs, tabs
+    assert (
+        "Mémoire maximale du service" in (await http.get("/launcher/datalab/jupyter-python")).text
+    )
+    await env.admin.call("PATCH", "/api/me", json={"lang": "en"})

@@ -14,7 +14,7 @@ from datalab.catalog.merge import coalesce
 from datalab.errors import DatalabError, NotFound, ValuesError
 from datalab.identity.access import Principal
 from datalab.web.context import Page, PageDep
-from datalab.web.forms import build_form, fields, parse_prefill
+from datalab.web.forms import build_form, fields, localize_schema, parse_prefill
 
 router = APIRouter(include_in_schema=False)
 
@@ -30,9 +30,38 @@ ICON_HEADERS = {
 LAUNCHER_PARAMS = {"version", "name", "friendly_name", "shared", "autolaunch"}
 
 
+def _search_text(chart: dict[str, Any]) -> str:
+    """What the search matches: name, description (also its translation), keywords."""
+    texts = [chart["name"], chart["description"], chart.get("original_description", "")]
+    return " ".join([*texts, *chart["keywords"]]).lower()
+
+
 def _matches(chart: dict[str, Any], query: str) -> bool:
-    text = " ".join([chart["name"], chart["description"], *chart["keywords"]]).lower()
+    text = _search_text(chart)
     return all(word in text for word in query.lower().split())
+
+
+def _in_language(catalog: dict[str, Any], lang: str) -> dict[str, Any]:
+    """A catalog's listing with its texts and its charts' descriptions in ``lang`` where they
+    are translated (catalogs: Onyxia's LocalizedString; charts: ``datalab/description.<lang>``
+    annotations)."""
+    translations = catalog.get("translations") or {}
+    charts = [
+        {
+            **chart,
+            "description": (chart.get("descriptions") or {}).get(lang) or chart["description"],
+            "original_description": chart["description"],
+        }
+        for chart in catalog["charts"]
+    ]
+    for chart in charts:
+        chart["search_text"] = _search_text(chart)
+    return {
+        **catalog,
+        "name": (translations.get("name") or {}).get(lang) or catalog["name"],
+        "description": (translations.get("description") or {}).get(lang) or catalog["description"],
+        "charts": charts,
+    }
 
 
 @router.get("/catalog")
@@ -41,7 +70,7 @@ def catalog_page(
 ) -> Response:
     """``with_secret``: a secret path the launch links pre-fill as ``vault.secret``."""
     page.require()
-    catalogs = [c.to_json() for c in page.platform.catalogs.catalogs()]
+    catalogs = [_in_language(c.to_json(), page.lang) for c in page.platform.catalogs.catalogs()]
     current = next((c for c in catalogs if c["id"] == tab), catalogs[0] if catalogs else None)
     charts = []
     if current is not None:
@@ -110,7 +139,7 @@ async def launcher_page(
     personal = principal.project_id == next(
         (p.id for p in page.projects if p.personal), principal.project_id
     )
-    sections = build_form(defaults.schema, defaults.values, current)
+    sections = build_form(localize_schema(defaults.schema, page.lang), defaults.values, current)
     secret_paths: list[str] = []
     if any(f.suggest == "secrets" for f in fields(sections)):
         secret_paths = await _secret_paths(page, principal)
