@@ -31,7 +31,8 @@ from ..conftest import REPO, free_port, run
 from ..monitor.conftest import record
 from .conftest import compact_log
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+# The tests marked slow use the real server: its first use starts it (about a minute, longer
+# when `make label-studio-env` has to build it first).
 
 DAY = datetime(2026, 11, 2, tzinfo=UTC)
 WINDOW = "2026-11-02..2026-11-04"
@@ -154,6 +155,8 @@ def test_label_config_holds_the_whole_hierarchy_as_a_taxonomy(naf2008) -> None:
 
 
 # -- create, progress, export ------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_campaign_created_updated_annotated_and_exported(
     label_studio, experts_clients, logs, experts, naf2008, tmp_path, monkeypatch, capsys, seaweedfs
 ) -> None:
@@ -292,6 +295,8 @@ def test_campaign_created_updated_annotated_and_exported(
 
 
 # -- bad input -----------------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_unknown_codes_are_refused_by_name(
     label_studio, experts_clients, logs, naf2008, tmp_path, monkeypatch, capsys
 ) -> None:
@@ -326,6 +331,8 @@ def test_unknown_codes_are_refused_by_name(
     assert not (tmp_path / "g").exists()  # nothing written
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_empty_inputs_give_one_line(label_studio, logs, tmp_path, monkeypatch, capsys) -> None:
     ls_env(monkeypatch, label_studio)
     empty = tmp_path / "empty.csv"
@@ -362,6 +369,8 @@ def test_empty_inputs_give_one_line(label_studio, logs, tmp_path, monkeypatch, c
     assert code == 2 and "no Label Studio project titled 'no such project'" in err
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_label_studio_down_or_refusing(label_studio, logs, tmp_path, monkeypatch, capsys) -> None:
     draw(logs, 4, 5, tmp_path / "t.parquet")
     monkeypatch.setenv("LABEL_STUDIO_URL", f"http://127.0.0.1:{free_port()}")  # nothing there
@@ -385,6 +394,8 @@ def test_label_studio_down_or_refusing(label_studio, logs, tmp_path, monkeypatch
 
 
 # -- what the annotators see -----------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_task_page_screenshot(
     label_studio, experts_clients, logs, naf2008, tmp_path, monkeypatch, capsys
 ) -> None:
