@@ -292,7 +292,8 @@ def mlflow_server(tmp_path_factory, seaweedfs) -> Iterator[str]:
             "MLflow server",
             process,
             log,
-            timeout=120,
+            # measured 130 s to its first answer on the shared 2-core machine at load 8
+            timeout=240,
         )
         yield uri
     finally:
