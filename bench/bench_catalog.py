@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from datalab.catalog import SHIPPED_CATALOG_DIR, CatalogConfig, CatalogRegistry
-from datalab.context import (
+from datalab.onyxia_context import (
     ContextProject,
     ContextUser,
     GitContext,
@@ -22,7 +22,7 @@ from datalab.context import (
     VaultContext,
     build_context,
 )
-from datalab.launch import resolve_values
+from datalab.values import resolve_values
 
 CHARTS = 200
 RESOLVE_RUNS = 1000

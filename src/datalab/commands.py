@@ -1,6 +1,6 @@
 """Equivalent command lines for service actions (Onyxia's "command bar" principle): the
 ``datalab`` CLI line, and what the same action is on Kubernetes with helm/kubectl, so users learn
-the underlying tools. Launch commands come from :func:`datalab.launch.equivalent_commands`."""
+the underlying tools. Launch commands come from :func:`datalab.values.equivalent_commands`."""
 
 from __future__ import annotations
 

@@ -32,8 +32,8 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from datalab.catalog import SHIPPED_CATALOG_DIR, CatalogConfig, load_catalog_file
-from datalab.context import KubernetesContext, RegionContext
 from datalab.errors import ConfigError
+from datalab.onyxia_context import KubernetesContext, RegionContext
 
 #: the path under the platform's URL where programs reach services with a token (the
 #: gateway serves it; a service's internal URL is under it)

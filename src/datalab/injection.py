@@ -27,12 +27,12 @@ from dataclasses import dataclass
 
 from datalab.backends.base import PlatformEndpoint
 from datalab.config import Settings
-from datalab.context import S3Context, VaultContext
 from datalab.db import Database, Service
 from datalab.errors import InvalidToken, Unauthenticated
 from datalab.identity import accounts
 from datalab.identity.access import principal_for, service_credential_stands
 from datalab.identity.issuer import AUDIENCE_CREDENTIALS, AUDIENCE_SERVICE, TokenIssuer
+from datalab.onyxia_context import S3Context, VaultContext
 from datalab.secrets.service import SecretsService
 from datalab.secrets.store import SecretStore
 from datalab.storage.objects import ObjectStore

@@ -8,6 +8,7 @@ import logging
 import os
 from dataclasses import dataclass
 
+from datalab.allocator import release_free_heap
 from datalab.backends import backend_class
 from datalab.backends.base import Backend
 from datalab.catalog import CatalogRegistry
@@ -20,7 +21,6 @@ from datalab.identity.issuer import JwksServer, TokenIssuer
 from datalab.identity.oidc import CALLBACK_PATH, OidcClient
 from datalab.identity.ratelimit import LoginThrottle
 from datalab.injection import CredentialBroker
-from datalab.memory import release_free_heap
 from datalab.secrets.service import SecretsService
 from datalab.services import ServiceManager
 from datalab.storage.service import StorageService

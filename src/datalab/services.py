@@ -33,13 +33,6 @@ from datalab import commands
 from datalab.backends.base import Backend, Phase, ServiceSpec, ServiceStatus
 from datalab.catalog import CatalogRegistry, Chart
 from datalab.config import Settings
-from datalab.context import (
-    ContextProject,
-    ContextUser,
-    GitContext,
-    build_context,
-    chosen_secret_paths,
-)
 from datalab.db import Database, Membership, Project, Service, User
 from datalab.errors import (
     BackendConflict,
@@ -66,9 +59,16 @@ from datalab.identity.access import (
     services_sql,
 )
 from datalab.identity.names import check_label
-from datalab.launch import ResolvedValues, equivalent_commands, resolve_values
 from datalab.masking import mask_secret_values
+from datalab.onyxia_context import (
+    ContextProject,
+    ContextUser,
+    GitContext,
+    build_context,
+    chosen_secret_paths,
+)
 from datalab.resources import MIB, LimitRule, with_limits
+from datalab.values import ResolvedValues, equivalent_commands, resolve_values
 
 if TYPE_CHECKING:
     from datalab.injection import CredentialBroker, Injection

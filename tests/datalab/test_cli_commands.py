@@ -21,9 +21,9 @@ from datalab import commands
 from datalab.cli import app
 from datalab.config import Settings, load_settings
 from datalab.identity import accounts
-from datalab.launch import equivalent_commands
 from datalab.platform import Platform
 from datalab.processes import free_port
+from datalab.values import equivalent_commands
 
 from .conftest import ADMIN_PASSWORD
 from .storage.conftest import serving

@@ -15,9 +15,9 @@ import yaml
 
 from datalab.catalog import CatalogConfig, CatalogRegistry
 from datalab.config import Settings, load_settings
-from datalab.context import ContextProject, ContextUser, build_context
 from datalab.errors import ConfigError
-from datalab.launch import resolve_values
+from datalab.onyxia_context import ContextProject, ContextUser, build_context
+from datalab.values import resolve_values
 
 from .catalog.conftest import onyxia_charts_at
 

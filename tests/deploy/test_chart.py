@@ -278,7 +278,7 @@ def test_embedded_storage_and_vault_are_served_to_users_pods_at_the_service(
     settings = settings_in_pod(config, container, _secret, tmp_path)
     assert (settings.storage.mode, settings.secrets.mode) == ("embedded", "embedded")
     assert str(settings.storage.listen_address) == str(settings.secrets.listen_address)
-    assert str(settings.storage.listen_address) == "0.0.0.0"  # noqa: S104 (the pod's network)
+    assert str(settings.storage.listen_address) == "0.0.0.0"
     assert (settings.storage.port, settings.secrets.port) == (8333, 8200)
     urls = settings.backend.kubernetes.service_urls
     assert (urls.s3, urls.vault) == (
@@ -288,7 +288,7 @@ def test_embedded_storage_and_vault_are_served_to_users_pods_at_the_service(
 
 
 def test_embedded_storage_needs_the_volume() -> None:
-    with pytest.raises(helm_python.HelmError, match="persistence.enabled"):
+    with pytest.raises(helm_python.HelmError, match=r"persistence\.enabled"):
         render(merged(EMBEDDED, {"persistence": {"enabled": False}}))
 
 

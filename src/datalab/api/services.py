@@ -18,8 +18,8 @@ from datalab.config import Quota
 from datalab.errors import InvalidInput, Unauthenticated
 from datalab.http.deps import PlatformDep, PrincipalDep
 from datalab.http.schemas import Model, ServiceListed
-from datalab.launch import load_values_file, parse_set_args
 from datalab.services import LaunchRequest
+from datalab.values import load_values_file, parse_set_args
 
 router = APIRouter(prefix="/api", tags=["services"], responses=WITH_STORES)
 

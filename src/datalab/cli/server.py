@@ -13,10 +13,10 @@ from typing import Annotated, Any
 import typer
 import yaml
 
+from datalab.allocator import return_large_buffers_to_the_system
 from datalab.cli.common import console, print_json
 from datalab.config import Settings, load_settings, mask_url_password
 from datalab.forwarded import proxy_header_options
-from datalab.memory import return_large_buffers_to_the_system
 
 ConfigOption = Annotated[
     Path | None,

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from datalab.catalog import CatalogConfig, CatalogRegistry
-from datalab.context import (
+from datalab.onyxia_context import (
     ContextProject,
     ContextUser,
     GitContext,

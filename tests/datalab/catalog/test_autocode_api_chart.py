@@ -15,14 +15,14 @@ import pytest
 import yaml
 
 from datalab.catalog import SHIPPED_CATALOG_DIR, CatalogRegistry, Chart, load_catalog_file
-from datalab.context import (
+from datalab.onyxia_context import (
     ContextProject,
     ContextUser,
     RegionContext,
     S3Context,
     build_context,
 )
-from datalab.launch import resolve_values
+from datalab.values import resolve_values
 
 NAMESPACE = "user-alice"
 
@@ -158,7 +158,7 @@ def test_renders_with_a_resolved_user_context(chart: Chart, tmp_path: Path) -> N
 
 
 def test_values_are_validated(chart: Chart) -> None:
-    from datalab.launch import ValuesError
+    from datalab.values import ValuesError
 
     for overrides in (
         {"api": {"threshold": 1.5}},

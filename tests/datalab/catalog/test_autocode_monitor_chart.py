@@ -16,8 +16,14 @@ import yaml
 
 from autocode.monitor.alerts import AlertConfig
 from datalab.catalog import SHIPPED_CATALOG_DIR, CatalogRegistry, Chart, load_catalog_file
-from datalab.context import ContextProject, ContextUser, RegionContext, S3Context, build_context
-from datalab.launch import resolve_values
+from datalab.onyxia_context import (
+    ContextProject,
+    ContextUser,
+    RegionContext,
+    S3Context,
+    build_context,
+)
+from datalab.values import resolve_values
 
 NAMESPACE = "user-alice"
 

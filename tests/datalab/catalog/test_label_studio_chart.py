@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from datalab.catalog import SHIPPED_CATALOG_DIR, CatalogRegistry, Chart, load_catalog_file
-from datalab.launch import resolve_values
+from datalab.values import resolve_values
 
 NAMESPACE = "user-alice"
 

@@ -17,7 +17,7 @@ from tests.datalab.catalog.conftest import onyxia_registry
 
 from datalab.catalog import CatalogConfig, CatalogRegistry, SchemaRegistry
 from datalab.catalog.sources import load_catalog
-from datalab.launch import resolve_values
+from datalab.values import resolve_values
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from datalab.catalog import CatalogConfig, CatalogRegistry, Chart, SchemaRegistry
-from datalab.launch import resolve_values
+from datalab.values import resolve_values
 
 FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "onyxia" / "jupyter-python"
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from datalab.catalog import CatalogRegistry
-from datalab.launch import resolve_values
+from datalab.values import resolve_values
 
 from .test_shipped_charts import _service, registry, render, render_recipe
 

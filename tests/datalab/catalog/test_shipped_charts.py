@@ -20,7 +20,7 @@ from datalab.catalog import (
     Chart,
     load_catalog_file,
 )
-from datalab.launch import resolve_values
+from datalab.values import resolve_values
 
 from .conftest import REFRESH_URL
 

@@ -18,7 +18,7 @@ from tests.datalab.conftest import ADMIN_PASSWORD, Env
 
 from datalab.catalog import CatalogRegistry
 from datalab.config import Settings
-from datalab.launch import resolve_values
+from datalab.values import resolve_values
 from datalab.web.context import templates
 from datalab.web.forms import Group, build_form, split_dotted
 from datalab.web.i18n import translate

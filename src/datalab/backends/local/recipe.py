@@ -14,8 +14,8 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from datalab.context import chosen_secret_paths
 from datalab.errors import BackendError
+from datalab.onyxia_context import chosen_secret_paths
 
 DEFAULT_READINESS_TIMEOUT_S = 180.0
 

@@ -7,7 +7,7 @@ import base64
 import json
 import random
 
-from datalab.context import (
+from datalab.onyxia_context import (
     ContextProject,
     ContextUser,
     GitContext,

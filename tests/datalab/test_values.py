@@ -21,14 +21,14 @@ from datalab.catalog import (
     ValuesError,
     load_chart_dir,
 )
-from datalab.context import (
+from datalab.onyxia_context import (
     ContextProject,
     ContextUser,
     RegionContext,
     S3Context,
     build_context,
 )
-from datalab.launch import (
+from datalab.values import (
     MASK,
     equivalent_commands,
     load_values_file,
@@ -175,7 +175,7 @@ def test_saved_config_unknown_keys_are_dropped_and_readonly_refreshed(jupyter: C
 
 
 def _k8s(**kwargs: Any) -> Any:
-    from datalab.context import KubernetesContext
+    from datalab.onyxia_context import KubernetesContext
 
     return KubernetesContext(**kwargs)
 
