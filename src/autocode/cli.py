@@ -15,6 +15,7 @@ from rich.table import Table
 
 from autocode.annotate.cli import annotate_app
 from autocode.errors import UserError, reported
+from autocode.loop import cli as loop_cli
 from autocode.monitor.cli import logs_app, monitor_app
 from autocode.serve.cli import app as serve_app
 
@@ -30,6 +31,9 @@ app.add_typer(serve_app, name="serve")
 app.add_typer(logs_app, name="logs")
 app.add_typer(monitor_app, name="monitor")
 app.add_typer(annotate_app, name="annotate")
+app.add_typer(loop_cli.loop_app, name="loop")
+app.command("retrain")(loop_cli.retrain_command)
+app.command("compare")(loop_cli.compare_command)
 console = Console(stderr=True)
 
 NomenclaturesOption = Annotated[
@@ -479,10 +483,42 @@ def promote(
     tracking_uri: Annotated[
         str | None, typer.Option(help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI).")
     ] = None,
+    gold: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--gold",
+            help="Instead of --if-better: compare @challenger with @champion on these gold "
+            "files' rows neither was trained on and promote when --rule says so (`autocode "
+            "compare`; exit 1 when the champion is kept).",
+        ),
+    ] = None,
+    rule: loop_cli.RuleOption = "not-worse",
+    alpha: loop_cli.AlphaOption = 0.05,
+    min_rows: loop_cli.MinRowsOption = 30,
+    target_accuracy: loop_cli.TargetOption = 0.9,
+    json_output: Annotated[bool, typer.Option("--json", help="With --gold: JSON.")] = False,
+    fail_on_keep: loop_cli.FailOnKeepOption = True,
 ) -> None:
-    """Move an alias (champion) to a version (the challenger by default)."""
+    """Move an alias (champion) to a version (the challenger by default); with --gold, only
+    when the challenger is not worse on gold rows (docs/loop.md)."""
     from autocode.registry import PromotionRefused, promote_alias
 
+    if gold:
+        if version or if_better or source != "challenger" or alias != "champion":
+            raise UserError("--gold compares @challenger with @champion: no --version, "
+                            "--if-better, --source or --alias with it")  # fmt: skip
+        loop_cli.promote_on_gold(
+            name,
+            gold,
+            rule,
+            alpha,
+            min_rows,
+            target_accuracy,
+            tracking_uri,
+            json_output,
+            fail_on_keep,
+        )
+        return
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
         raise UserError("set --tracking-uri or MLFLOW_TRACKING_URI")
