@@ -9,9 +9,10 @@ export UV_PYTHON := $(PYTHON)
 # Debian packages the tests need: Chromium for the browser tests (Playwright drives it; no
 # browser is ever downloaded), PostgreSQL's server (the production database; tests/postgres.py,
 # and the postgresql chart's local recipe), Redis (the redis chart's), R with IRkernel and the
-# packages of the jupyter-r chart's S3 helpers.
+# packages of the jupyter-r chart's S3 helpers, Java for jupyter-pyspark and Maven for its jars.
 APT_PACKAGES := chromium postgresql redis-server \
-	r-base r-cran-irkernel r-cran-curl r-cran-openssl r-cran-jsonlite r-cran-xml2
+	r-base r-cran-irkernel r-cran-curl r-cran-openssl r-cran-jsonlite r-cran-xml2 \
+	default-jre-headless maven
 
 .PHONY: setup system-packages kube-testenv gitops-tools run test test-fast lint format bench clean
 

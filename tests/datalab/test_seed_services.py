@@ -2,7 +2,10 @@
 accounts when the tests run as root) with the real embedded object storage, and used the way
 their users use them: a query, a key, a file read from the user's S3, a page.
 
-One platform for the module (SeaweedFS and the environments are shared by its tests)."""
+One platform for the module (SeaweedFS is shared by its tests). The services' environments
+(R's JupyterLab, PySpark, code-server: minutes to build cold) are kept across sessions in the
+repository's ignored ``.cache/seed-envs`` (``DATALAB_TEST_ENVS`` to put them elsewhere): a warm
+run only starts the services."""
 
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ import websockets
 from datalab.app import create_app
 from datalab.config import load_settings
 from datalab.db import Project
+from datalab.envs import EnvManager
 from datalab.identity import accounts
 from datalab.platform import Platform
 from datalab.processes import free_port
@@ -33,6 +37,10 @@ from datalab.processes import free_port
 from .conftest import ADMIN_PASSWORD, Api, wait_for_phase
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+ENVS = Path(
+    os.environ.get("DATALAB_TEST_ENVS") or Path(__file__).parents[2] / ".cache" / "seed-envs"
+)
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +116,13 @@ async def seeds() -> AsyncIterator[Seeds]:
         patch.setenv("DATALAB_ADMIN_PASSWORD", ADMIN_PASSWORD)
         platform = Platform.create(settings)
         platform.ensure_admin()
+    # the services' accounts run the environments: every folder on the way lets them through
+    ENVS.mkdir(parents=True, exist_ok=True)
+    for folder in (ENVS, ENVS.parent):
+        os.chmod(folder, 0o755)
+    platform.backend.envs = EnvManager(  # type: ignore[attr-defined]
+        ENVS, shared=os.geteuid() == 0, build_timeout_s=1800
+    )
     app = create_app(platform, manage_lifecycle=False)
     await platform.start()
     server = uvicorn.Server(
@@ -253,6 +268,7 @@ async def test_redis_with_the_project_password(seeds: Seeds) -> None:
 CSV = b"city,population\nLyon,522\nNantes,320\nLille,236\n"
 
 
+@pytest.mark.timeout(900)  # a cold build of its environment
 async def test_r_reads_the_users_s3_through_the_kernel(seeds: Seeds) -> None:
     await seeds.upload("data/cities.csv", CSV)
     service = await seeds.launch("jupyter-r", "r-lab", timeout=400)
@@ -274,3 +290,29 @@ async def test_r_reads_the_users_s3_through_the_kernel(seeds: Seeds) -> None:
     )
     assert download.content == b"written by R"
     await seeds.alice.call("DELETE", "/api/services/r-lab")
+
+
+@pytest.mark.timeout(900)  # a cold build of its environment (pyspark: 320 MB)
+async def test_pyspark_reads_the_users_s3_through_s3a(seeds: Seeds) -> None:
+    await seeds.upload("data/spark/cities.csv", CSV)
+    service = await seeds.launch("jupyter-pyspark", "spark", timeout=600)
+    assert service["values"]["s3"]["credentialsUrl"]  # renewable credentials, in the JVM too
+    code = """
+import os
+from pyspark.sql import SparkSession, functions as F
+spark = SparkSession.builder.getOrCreate()
+path = "s3a://" + os.environ["S3_WORKING_DIRECTORY"] + "data/spark/cities.csv"
+df = spark.read.option("header", True).option("inferSchema", True).csv(path)
+print("rows", df.count(), "total", df.agg(F.sum("population")).first()[0])
+df.where(df.population > 300).write.mode("overwrite").parquet(
+    "s3a://" + os.environ["S3_WORKING_DIRECTORY"] + "data/spark/big.parquet")
+print("spark", spark.version)
+"""
+    output = await seeds.run_code(service, code, kernel="python3")
+    assert "rows 3 total 1078" in output and "spark 3.5." in output
+    listing = await seeds.alice.call(
+        "GET", "/api/storage/buckets/user-alice/objects", params={"prefix": "data/spark/"}
+    )
+    assert "data/spark/big.parquet/" in listing["folders"]
+    await seeds.alice.call("DELETE", "/api/services/spark")
+

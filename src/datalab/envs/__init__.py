@@ -4,4 +4,11 @@ environment, shared by every service that uses it."""
 from datalab.envs.manager import Env, EnvInfo, EnvManager, EnvSpec, ProgressCallback
 from datalab.errors import EnvBuildError
 
-__all__ = ["Env", "EnvBuildError", "EnvInfo", "EnvManager", "EnvSpec", "ProgressCallback"]
+__all__ = [
+    "Env",
+    "EnvBuildError",
+    "EnvInfo",
+    "EnvManager",
+    "EnvSpec",
+    "ProgressCallback",
+]

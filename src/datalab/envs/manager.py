@@ -33,6 +33,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from datalab.envs._extras import (
+    fetch_jars,
+    maven_cache_dir,
+    npm_install,
+    parse_coordinate,
+)
 from datalab.envs._python import Interpreter, find_interpreter
 from datalab.envs._uv import find_uv, run_uv, uv_environ
 from datalab.errors import BackendError, EnvBuildError
@@ -49,10 +55,14 @@ _ERROR_TAIL_LINES = 30
 
 @dataclass(frozen=True)
 class EnvSpec:
-    """A recipe's ``environment``: requirement strings and an optional Python version."""
+    """A recipe's ``environment``: requirement strings, an optional Python version, and what
+    is installed beside the packages: Maven jars (``group:artifact:version``, into
+    ``<env>/jars/``) and npm packages (into ``<env>/node/``, programs in ``bin/``)."""
 
     packages: tuple[str, ...] = ()
     python: str | None = None
+    jars: tuple[str, ...] = ()
+    npm: tuple[str, ...] = ()
 
     @classmethod
     def from_recipe(cls, environment: dict[str, Any] | None) -> EnvSpec:
@@ -65,11 +75,29 @@ class EnvSpec:
             raise BackendError(
                 f"environment.python: expected a version like '3.11', got {python!r}"
             )
-        return cls(tuple(p.strip() for p in packages if p.strip()), str(python) if python else None)
+        extras = {}
+        for name in ("jars", "npm"):
+            items = environment.get(name) or []
+            if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+                raise BackendError(f"environment.{name}: expected a list of strings")
+            extras[name] = tuple(i.strip() for i in items if i.strip())
+        for coordinate in extras["jars"]:
+            parse_coordinate(coordinate)
+        return cls(
+            tuple(p.strip() for p in packages if p.strip()),
+            str(python) if python else None,
+            **extras,
+        )
 
     def digest(self) -> str:
-        text = json.dumps({"packages": list(self.packages), "python": self.python})
-        return hashlib.sha256(text.encode()).hexdigest()[:24]
+        described: dict[str, Any] = {"packages": list(self.packages), "python": self.python}
+        described.update(self._extras())
+        return hashlib.sha256(json.dumps(described).encode()).hexdigest()[:24]
+
+    def _extras(self) -> dict[str, list[str]]:
+        """jars and npm when there are some (environments without them keep their keys)."""
+        extras = (("jars", self.jars), ("npm", self.npm))
+        return {name: list(items) for name, items in extras if items}
 
 
 @dataclass(frozen=True)
@@ -113,10 +141,18 @@ class EnvManager:
         shared: bool = False,
         uv: str | None = None,
         uv_env: dict[str, str] | None = None,
+        maven_repository: str | None = None,
+        maven_cache: Path | None = None,
     ) -> None:
         """``shared``: the environments are used by other (unprivileged) accounts, so they must
-        link to an interpreter those accounts can run and be readable by them."""
+        link to an interpreter those accounts can run and be readable by them.
+        ``maven_repository``: where ``environment.jars`` are downloaded from (a mirror on a
+        closed network; None: Maven fetches them, as the machine's Maven is configured);
+        ``maven_cache``: where jars downloaded from it are kept (default
+        ``$XDG_CACHE_HOME/datalab/maven``)."""
         self.root = Path(root)
+        self.maven_repository = maven_repository
+        self.maven_cache = maven_cache or maven_cache_dir()
         self.build_timeout_s = build_timeout_s
         self.shared = shared
         self._uv = uv or find_uv()
@@ -198,7 +234,7 @@ class EnvManager:
         except LookupError as exc:
             raise EnvBuildError(f"environment.python: {exc}") from None
         locked = await self._lock(spec, interpreter, collect("resolving", 10))
-        key = _env_key(interpreter, locked)
+        key = _env_key(interpreter, locked, spec)
         if (env := self._load(key)) is not None:  # another recipe already locked to this set
             self._remember(spec, key)
             return env
@@ -225,12 +261,14 @@ class EnvManager:
                     lines,
                     "installing the packages",
                 )  # fmt: skip
+            await self._install_extras(spec, tmp, progress, collect)
             meta = {
                 "key": key,
                 "packages": list(spec.packages),
                 "python": interpreter.path,
                 "python_version": interpreter.version,
                 "locked": locked,
+                **spec._extras(),
                 "created_at": datetime.now(UTC).isoformat(),
                 "size_bytes": _tree_size(tmp),
             }
@@ -248,6 +286,33 @@ class EnvManager:
         env = self._load(key, built=True)
         assert env is not None
         return env
+
+    async def _install_extras(
+        self,
+        spec: EnvSpec,
+        env: Path,
+        progress: ProgressCallback | None,
+        collect: Callable[[str, float], Callable[[str], None]],
+    ) -> None:
+        if spec.jars:
+            await _report(progress, "installing", 90, f"fetching {len(spec.jars)} jar(s)")
+            await fetch_jars(
+                spec.jars,
+                env / "jars",
+                repository=self.maven_repository,
+                cache=self.maven_cache,
+                on_line=collect("installing", 90),
+                environ=self._env,
+            )
+        if spec.npm:
+            await _report(progress, "installing", 92, f"installing {len(spec.npm)} npm package(s)")
+            await npm_install(
+                spec.npm,
+                env,
+                environ=self._env,
+                on_line=collect("installing", 92),
+                umask=0o022 if self.shared else -1,
+            )
 
     async def _lock(
         self, spec: EnvSpec, interpreter: Interpreter, on_line: Callable[[str], None]
@@ -382,8 +447,10 @@ class EnvManager:
         return removed
 
 
-def _env_key(interpreter: Interpreter, locked: list[str]) -> str:
+def _env_key(interpreter: Interpreter, locked: list[str], spec: EnvSpec) -> str:
     text = f"python={interpreter.path}@{interpreter.version}\n" + "\n".join(sorted(locked))
+    for name, items in spec._extras().items():  # jars and npm packages are part of it too
+        text += "".join(f"\n{name}:{item}" for item in items)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

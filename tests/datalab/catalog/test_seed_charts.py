@@ -11,9 +11,8 @@ from typing import Any
 import pytest
 
 from datalab.catalog import CatalogRegistry
-from datalab.values import resolve_values
 
-from .test_shipped_charts import _service, registry, render, render_recipe
+from .test_shipped_charts import _service, registry, render, render_recipe, resolve_values
 
 __all__ = ["registry"]  # the module's fixture, shared
 
@@ -95,9 +94,51 @@ def test_jupyter_r(registry: CatalogRegistry, context: dict[str, Any], tmp_path:
     assert chart.local_recipe["environment"]["requires_binaries"] == ["R"]
 
 
-@pytest.mark.parametrize("name", ["postgresql", "redis", "jupyter-r"])
+def test_jupyter_pyspark(
+    registry: CatalogRegistry, context_with_refresh: dict[str, Any], tmp_path: Path
+) -> None:
+    chart = registry.get_chart("datalab", "jupyter-pyspark")
+    values = resolve_values(chart, context_with_refresh).values
+    manifests = render(chart, values, "jupyter-pyspark-a1b2")
+    # Kubernetes: spark-defaults.conf from a ConfigMap, S3A with the renewable credentials
+    conf = manifests["ConfigMap"]["data"]["spark-defaults.conf"]
+    assert "spark.jars.packages org.apache.hadoop:hadoop-aws:3.3.4" in conf
+    assert "spark.hadoop.fs.s3a.endpoint http://127.0.0.1:8333" in conf
+    assert "provider com.amazonaws.auth.EC2ContainerCredentialsProviderWrapper" in conf
+    [container] = manifests["StatefulSet"]["spec"]["template"]["spec"]["containers"]
+    assert container["image"].startswith("quay.io/jupyter/pyspark-notebook:")
+    assert {"name": "SPARK_CONF_DIR", "value": "/etc/datalab/spark"} in container["env"]
+
+    # locally: the S3A jars fetched with the environment, the same configuration at each start
+    environment = chart.local_recipe["environment"]
+    assert "org.apache.hadoop:hadoop-aws:3.3.4" in environment["jars"]
+    assert any(p.startswith("pyspark>=3.5") for p in environment["packages"])
+    assert environment["requires_binaries"] == ["java"]
+    recipe = _local(chart, values, tmp_path, "jupyter-pyspark")
+    assert recipe["env"]["SPARK_JARS"] == "/venv/jars"
+    assert recipe["env"]["AWS_CONTAINER_CREDENTIALS_FULL_URI"]
+    assert "EC2ContainerCredentialsProviderWrapper" in recipe["command"][2]
+
+
+@pytest.mark.parametrize("name", ["postgresql", "redis", "jupyter-r", "jupyter-pyspark"])
 def test_seed_charts_render_with_their_defaults(registry: CatalogRegistry, name: str) -> None:
     chart = registry.get_chart("datalab", name)
     assert chart.readme and chart.notes and chart.icon and chart.keywords
     manifests = render(chart, None, f"{name}-default")
     assert {"StatefulSet", "Service", "Secret"} <= set(manifests)
+
+
+@pytest.mark.parametrize("name", ["postgresql", "redis", "jupyter-r", "jupyter-pyspark"])
+def test_local_recipes_render_with_the_charts_defaults(
+    registry: CatalogRegistry, name: str, tmp_path: Path
+) -> None:
+    """As the backend's tests and `make bench` launch them: values.yaml, S3/Vault/git off."""
+    chart = registry.get_chart("datalab", name)
+    values = {**chart.values}
+    for section in ("s3", "vault", "git"):
+        if isinstance(values.get(section), dict):
+            values[section] = {**values[section], "enabled": False}
+    recipe = _local(chart, values, tmp_path, name)
+    assert recipe["command"] and not any(
+        k.startswith("AWS_ACCESS") and v for k, v in recipe["env"].items()
+    )

@@ -75,6 +75,7 @@ class LocalBackend(Backend):
         service_url: Callable[[str], str] | None = None,
         env_manager: EnvManager | None = None,
         on_build_progress: Callable[[str, str, float, str], Any] | None = None,
+        maven_repository: str | None = None,
     ) -> None:
         """
         ``public_url``: the platform's URL; services reach each other at
@@ -85,6 +86,8 @@ class LocalBackend(Backend):
         ``env_manager`` lets several backends (tests) share one environment cache.
         ``on_build_progress(service_id, phase, percent, message)`` follows environment builds
         (for a progress bar); ``status().reason`` shows the same as text.
+        ``maven_repository``: where recipes' ``environment.jars`` are downloaded from (None:
+        Maven fetches them).
         """
         self.data_dir = Path(data_dir)
         self.public_url = public_url.rstrip("/")
@@ -106,7 +109,10 @@ class LocalBackend(Backend):
                 "accounts, which must be able to run the environments' interpreters"
             )
         self.envs = env_manager or EnvManager(
-            self.data_dir / "envs", build_timeout_s=env_build_timeout_s, shared=self.isolate_users
+            self.data_dir / "envs",
+            build_timeout_s=env_build_timeout_s,
+            shared=self.isolate_users,
+            maven_repository=maven_repository,
         )
         self.limiter: Limiter | None = None
         self._services: dict[str, ServiceRecord] = {}
@@ -188,6 +194,7 @@ class LocalBackend(Backend):
             stop_services_on_shutdown=settings.backend.stop_services_on_shutdown,
             env_build_timeout_s=settings.backend.env_build_timeout_s,
             readiness_timeout_s=settings.backend.readiness_timeout_s,
+            maven_repository=settings.backend.maven_repository,
         )
 
     def unavailable(self, chart_dir: Path, chart_name: str) -> str | None:
