@@ -73,6 +73,7 @@ kube-testenv: $(KUBE_TESTENV_BIN)/.built
 LABEL_STUDIO_CACHE := $(CURDIR)/.cache/label-studio/$(shell sha256sum tools/label-studio/requirements.txt | cut -c1-12)
 
 $(LABEL_STUDIO_CACHE)/.built: tools/label-studio/requirements.txt
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv==$(UV_VERSION)"
 	@rm -rf $(LABEL_STUDIO_CACHE) && mkdir -p $(LABEL_STUDIO_CACHE)
 	@echo "installing Label Studio into $(LABEL_STUDIO_CACHE)"
 	$(UV) venv --quiet $(LABEL_STUDIO_CACHE)/venv
@@ -86,9 +87,10 @@ $(LABEL_STUDIO_CACHE)/.built: tools/label-studio/requirements.txt
 	@test -s $(LABEL_STUDIO_CACHE)/template/label_studio.sqlite3
 	@touch $@
 
-## label-studio-env: Label Studio for the annotation tests, if missing (prints its directory)
+## label-studio-env: Label Studio for the annotation tests, if missing (prints its directory;
+## the tests' fixture runs it, so it never touches .venv)
 .PHONY: label-studio-env
-label-studio-env: setup $(LABEL_STUDIO_CACHE)/.built
+label-studio-env: $(LABEL_STUDIO_CACHE)/.built
 	@echo $(LABEL_STUDIO_CACHE)
 
 test: label-studio-env
