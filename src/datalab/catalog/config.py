@@ -67,6 +67,13 @@ class CatalogConfig(BaseModel):
         "that the platform serves them (browsers never fetch them from outside). Off: charts "
         "without an icon file of their own show their initials.",
     )
+    local_recipes: str | None = Field(
+        None,
+        description="Local recipes for this catalog's charts, to run them on the local backend: "
+        "a directory holding <chart name>/local.yaml (relative to the catalog file), or the name "
+        "of an overlay shipped with datalab (onyxia: InseeFrLab's interactive services). An "
+        "overlay's recipe takes the place of the chart's own local.yaml.",
+    )
     refresh_interval_s: float | None = Field(
         None, gt=0, description="Reload the catalog in the background every N seconds."
     )
@@ -141,6 +148,9 @@ def load_catalog_file(path: Path) -> list[CatalogConfig]:
             location = entry["location"]
             if not urlparse(location).scheme and not Path(location).is_absolute():
                 entry = {**entry, "location": str((path.parent / location).resolve())}
+            recipes = entry.get("local_recipes")
+            if isinstance(recipes, str) and recipes.startswith("./"):
+                entry = {**entry, "local_recipes": str((path.parent / recipes).resolve())}
         try:
             configs.append(CatalogConfig.model_validate(entry))
         except ValidationError as exc:

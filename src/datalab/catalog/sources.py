@@ -32,6 +32,7 @@ from datalab.catalog.dependencies import (
     newest_matching,
     read_chart_metadata,
 )
+from datalab.catalog.overlays import with_overlay
 from datalab.catalog.repository import (
     IndexEntry,
     read_index,
@@ -188,6 +189,7 @@ def _load_directory(config: CatalogConfig, cache_dir: Path, http: httpx.Client) 
         digest = directory_digest(directory)
         try:
             path = resolver.complete(directory, meta, digest)
+            path = with_overlay(config, str(meta.get("name", directory.name)), path, cache_dir)
         except ChartInvalid as exc:
             if config.accepts(directory.name):
                 broken.append(BrokenChart(directory.name, exc.message, path=directory))
@@ -311,6 +313,7 @@ def fetch_chart_version(
         in_catalog, config.repositories, cache_dir / config.id, http, root=chart_dir.parent
     )
     path = resolver.complete(chart_dir, metadata, directory_digest(chart_dir))
+    path = with_overlay(config, entry.name, path, cache_dir)
     chart = load_chart_dir(path, config.id)
     if chart.name != entry.name or chart.version != entry.version:
         raise ChartInvalid(

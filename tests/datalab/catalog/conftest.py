@@ -172,7 +172,7 @@ def onyxia_charts(tmp_path_factory: pytest.TempPathFactory) -> Path:
 ONYXIA_PUBLISHED = "https://inseefrlab.github.io/helm-charts-interactive-services"
 
 
-def onyxia_registry(charts: Path, work: Path) -> CatalogRegistry:
+def onyxia_registry(charts: Path, work: Path, local_recipes: str | None = None) -> CatalogRegistry:
     """The real Onyxia catalog, loaded as an administrator on a closed network would: with a
     local Helm repository standing for the published one, holding the library-chart versions
     some charts still pin, packaged from the clone's own history."""
@@ -197,7 +197,10 @@ def onyxia_registry(charts: Path, work: Path) -> CatalogRegistry:
             pytest.skip(f"library-chart {version} is not in this clone's history")
     helm_python.repo_index_generate(mirror)
     config = CatalogConfig(
-        id="ide", location=str(charts), repositories={ONYXIA_PUBLISHED: mirror.as_uri()}
+        id="ide",
+        location=str(charts),
+        repositories={ONYXIA_PUBLISHED: mirror.as_uri()},
+        local_recipes=local_recipes,
     )
     registry = CatalogRegistry([config], work / "cache")
     registry.refresh_sync()

@@ -148,7 +148,9 @@ def test_vscode(registry: CatalogRegistry, context: dict[str, Any], tmp_path: Pa
     assert recipe["readiness"]["http"] == "/healthz"
 
 
-@pytest.mark.parametrize("name", ["postgresql", "redis", "jupyter-r", "jupyter-pyspark", "vscode"])
+@pytest.mark.parametrize(
+    "name", ["postgresql", "redis", "jupyter-r", "jupyter-pyspark", "vscode", "rstudio"]
+)
 def test_seed_charts_render_with_their_defaults(registry: CatalogRegistry, name: str) -> None:
     chart = registry.get_chart("datalab", name)
     assert chart.readme and chart.notes and chart.icon and chart.keywords
@@ -171,3 +173,16 @@ def test_local_recipes_render_with_the_charts_defaults(
         k.startswith("AWS_ACCESS") and v for k, v in recipe["env"].items()
     )
 
+
+def test_rstudio_runs_on_kubernetes_only(
+    registry: CatalogRegistry, context: dict[str, Any]
+) -> None:
+    chart = registry.get_chart("datalab", "rstudio")
+    assert chart.local_recipe is None  # listed, "needs the Kubernetes backend" locally
+    values = resolve_values(chart, context).values
+    manifests = render(chart, values, "rstudio-a1b2")
+    assert manifests["Secret"]["stringData"]["PASSWORD"] == values["security"]["password"]
+    [container] = manifests["StatefulSet"]["spec"]["template"]["spec"]["containers"]
+    assert container["image"].startswith("docker.io/rocker/rstudio:")
+    assert "exec /init" in container["args"][0]
+    assert manifests["Service"]["spec"]["ports"][0]["port"] == 8787
