@@ -97,14 +97,17 @@ label-studio-env: $(LABEL_STUDIO_CACHE)/.built
 
 test: label-studio-env
 
-# GitOps (deploy/gitops): kustomize builds its overlays and Argo CD's CRDs validate its objects on
-# the test control plane; both come from their Go modules (the Go module proxy), once, into ignored
-# caches. tests/deploy/gitops.py reads these two versions.
+# GitOps (deploy/gitops) and Argo Workflows (autocode loop argo): kustomize builds the overlays;
+# Argo CD's and Argo Workflows' own CRDs (full schemas) validate their objects on the test control
+# plane. All come from their Go modules (the Go module proxy), once, into ignored caches;
+# tests/deploy/test_gitops.py and tests/autocode/loop/test_argo.py read these versions.
 KUSTOMIZE_VERSION := v5.8.1
 KUSTOMIZE_CACHE := $(CURDIR)/.cache/kustomize
 KUSTOMIZE := $(KUSTOMIZE_CACHE)/$(KUSTOMIZE_VERSION)/bin/kustomize
 ARGOCD_VERSION := v3.5.8
 ARGOCD_CRDS := $(CURDIR)/.cache/argo-cd/$(ARGOCD_VERSION)/crds
+ARGO_WORKFLOWS_VERSION := v3.7.6
+ARGO_WORKFLOWS_CRDS := $(CURDIR)/.cache/argo-workflows/$(ARGO_WORKFLOWS_VERSION)/crds
 
 $(KUSTOMIZE):
 	@command -v go >/dev/null || { echo "kustomize: Go is needed (go version)"; exit 1; }
@@ -122,8 +125,20 @@ $(ARGOCD_CRDS)/.done:
 	cp $$dir/manifests/crds/application-crd.yaml $$dir/manifests/crds/appproject-crd.yaml $(dir $@)
 	@touch $@
 
-## gitops-tools: kustomize and Argo CD's CRDs for the GitOps tests, if missing
-gitops-tools: $(KUSTOMIZE) $(ARGOCD_CRDS)/.done
+$(ARGO_WORKFLOWS_CRDS)/.done:
+	@command -v go >/dev/null || { echo "argo-workflows CRDs: Go is needed (go version)"; exit 1; }
+	@mkdir -p $(dir $@)
+	@dir=$$(GOPATH=$(KUSTOMIZE_CACHE)/gopath GOFLAGS=-modcacherw GOTOOLCHAIN=local \
+		go mod download -json github.com/argoproj/argo-workflows/v3@$(ARGO_WORKFLOWS_VERSION) \
+		| $(PYTHON) -c 'import json, sys; print(json.load(sys.stdin)["Dir"])') && \
+	cp $$dir/manifests/base/crds/full/argoproj.io_workflows.yaml \
+		$$dir/manifests/base/crds/full/argoproj.io_workflowtemplates.yaml \
+		$$dir/manifests/base/crds/full/argoproj.io_cronworkflows.yaml \
+		$$dir/manifests/base/crds/full/argoproj.io_clusterworkflowtemplates.yaml $(dir $@)
+	@touch $@
+
+## gitops-tools: kustomize, Argo CD's and Argo Workflows' CRDs for the GitOps and Argo tests
+gitops-tools: $(KUSTOMIZE) $(ARGOCD_CRDS)/.done $(ARGO_WORKFLOWS_CRDS)/.done
 
 ## run: start the platform on embedded defaults (Ctrl-C stops it)
 run: setup
