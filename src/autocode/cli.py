@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
@@ -299,7 +300,7 @@ def evaluate(
     from autocode.model import load_coder
     from autocode.train import cross_validate, evaluate_coder
 
-    results: dict[str, dict[str, float]] = {}
+    results: dict[str, Mapping[str, float | str]] = {}  # the cv rows_folded is a word
     if cv:
         train_config = _config(config, nomenclatures)
         seed_list = _seeds(seeds) if seeds else None
@@ -388,7 +389,7 @@ def _seeds(text: str) -> list[int]:
     return seeds
 
 
-def _evaluation_table(metrics: dict[str, float | str], title: str) -> Table:
+def _evaluation_table(metrics: Mapping[str, float | str], title: str) -> Table:
     """Metrics with their 95 % interval in a third column (``<m>_low``, ``<m>_high``)."""
     table = Table(title=title)
     table.add_column("metric")

@@ -89,7 +89,8 @@ class DiskCache:
         LOG.warning("embedding cache %s off for this process: %s", self.path, exc)
 
     def get(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
-        db, found = self._connect(), {}
+        db = self._connect()
+        found: dict[str, np.ndarray] = {}
         if db is None:
             return found
         try:

@@ -17,9 +17,10 @@ class UserError(Exception):
 def reported(*also: type[Exception]) -> Iterator[None]:
     """User errors (a missing file, and the types in ``also``) become ``error: <message>`` on
     stderr and exit code 2."""
+    caught: tuple[type[Exception], ...] = (UserError, FileNotFoundError, *also)
     try:
         yield
-    except (UserError, FileNotFoundError, *also) as exc:
+    except caught as exc:
         from rich.console import Console
 
         Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from autocode.nomenclature import Nomenclature
@@ -71,9 +72,9 @@ class SampleDesign:
     @classmethod
     def of(
         cls,
-        weights: Sequence[float],
+        weights: npt.ArrayLike,
         strata: Sequence[object] | None = None,
-        inclusion: Sequence[float] | None = None,
+        inclusion: npt.ArrayLike | None = None,
     ) -> SampleDesign:
         w = np.asarray(weights, dtype=np.float64)
         if not np.isfinite(w).all() or (w <= 0).any():
@@ -413,7 +414,7 @@ def write_figures(evaluation: Evaluation, directory: str | Path, title: str = ""
 
     fig, ax = plt.subplots(figsize=(6, 4))
     frame = evaluation.predictions
-    bins = np.linspace(0, 1, 21)
+    bins = np.linspace(0, 1, 21).tolist()
     ax.hist(frame.loc[frame["correct"], "ic"], bins=bins, alpha=0.7, label="correct")
     ax.hist(frame.loc[~frame["correct"], "ic"], bins=bins, alpha=0.7, label="wrong")
     ax.set_xlabel("IC (p1 - p2)")

@@ -274,15 +274,18 @@ class Preprocessor:
     """Normalises texts; ``__call__`` takes a sequence of texts and returns a list of strings."""
 
     def __init__(self, config: PreprocessConfig | None = None):
-        self.config = config or PreprocessConfig()
+        self._start(config or PreprocessConfig())
+
+    def _start(self, config: PreprocessConfig) -> None:
+        self.config = config
         self._word_cache: dict[str, str] = {}
-        self._stemmer = None
+        self._stemmer: Stemmer.Stemmer | None = None  # made on first use
 
     def __getstate__(self) -> dict:
         return {"config": self.config.to_dict()}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(PreprocessConfig.from_dict(state["config"]))
+        self._start(PreprocessConfig.from_dict(state["config"]))
 
     def _table(self) -> dict[int, str | None] | None:
         key = (self.config.lowercase_and_strip_accents, self.config.remove_punctuation)

@@ -62,11 +62,13 @@ def window_units(
     filters = Filters(window, tuple(model_versions))
     where, params = filters.where()
     con = dataset.connect(window, use_rollups=False)
-    total, blank = con.execute(
+    row = con.execute(
         f"SELECT count(*), count(*) FILTER (WHERE text IS NULL OR trim(text) = '') "
         f"FROM predictions WHERE {where}",
         params,
     ).fetchone()
+    assert row is not None  # an aggregate without GROUP BY has one row
+    total, blank = row
     latest = con.execute(
         f"""SELECT text, categorical, codes, probabilities, ic, auto, model_version,
                    id AS prediction_id, ts,

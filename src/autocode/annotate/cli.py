@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import contextlib
 import json
-from typing import Annotated
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from autocode.monitor.cli import DataOption, VersionsOption
+
+if TYPE_CHECKING:
+    from autocode.nomenclature import Nomenclature
 
 annotate_app = typer.Typer(
     help="Annotation campaigns: samples of the logged traffic for experts to code.",
@@ -155,7 +159,7 @@ NomenclaturesFolderOption = Annotated[
 
 
 @contextlib.contextmanager
-def label_studio_errors():  # type: ignore[no-untyped-def]
+def label_studio_errors() -> Iterator[None]:
     """User errors as one line and exit code 2; Label Studio down as one line and exit 1."""
     from autocode.annotate.labelstudio import LabelStudioUnavailable
 
@@ -167,7 +171,7 @@ def label_studio_errors():  # type: ignore[no-untyped-def]
             raise SystemExit(1) from None
 
 
-def _nomenclature(name: str, folder: str | None):  # type: ignore[no-untyped-def]
+def _nomenclature(name: str, folder: str | None) -> Nomenclature:
     from autocode.nomenclature import NomenclatureError
     from autocode.train import NOMENCLATURES
 

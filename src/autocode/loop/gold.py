@@ -144,7 +144,9 @@ def read_gold(
     code_column: str = "code",
 ) -> Gold:
     """All usable gold rows of ``uris`` (see the module's doc)."""
-    parts, files, invalid_parts = [], [], []
+    parts: list[pd.DataFrame] = []
+    invalid_parts: list[pd.DataFrame] = []
+    files: list[dict[str, Any]] = []  # as Gold.files
     left_out: dict[str, int] = {}
     for uri in gold_files(uris):
         table = datamod.read_table(uri)

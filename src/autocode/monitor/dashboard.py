@@ -34,7 +34,7 @@ import threading
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 import pandas as pd
@@ -42,6 +42,9 @@ from dash import Dash, Input, Output, dash_table, dcc, html
 
 from autocode.monitor import alerts, query, report
 from autocode.monitor.levels import check_level
+
+if TYPE_CHECKING:
+    import flask
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +129,8 @@ def table_component(title: str, frame: pd.DataFrame, ident: str) -> html.Div:
     return html.Div(
         [
             html.H3(title),
-            dash_table.DataTable(
+            # dash_table's __all__ is computed, so its typing exports no DataTable
+            dash_table.DataTable(  # type: ignore[attr-defined]
                 id=ident,
                 data=records,
                 columns=[{"name": c, "id": c} for c in frame.columns],
@@ -194,7 +198,7 @@ def create_app(monitor: Monitor) -> Dash:
         title="autocode monitoring",
         suppress_callback_exceptions=True,
         serve_locally=True,
-        update_title=None,
+        update_title="",  # the tab's title stays while callbacks run
     )
     app.index_string = app.index_string.replace("{%css%}", "{%css%}<style>" + STYLE + "</style>")
 
@@ -217,8 +221,8 @@ def create_app(monitor: Monitor) -> Dash:
                                 html.Label("Current window"),
                                 dcc.DatePickerRange(
                                     id="current",
-                                    start_date=first,
-                                    end_date=last,
+                                    start_date=first.isoformat(),
+                                    end_date=last.isoformat(),
                                     display_format="YYYY-MM-DD",
                                 ),
                             ]
@@ -228,8 +232,8 @@ def create_app(monitor: Monitor) -> Dash:
                                 html.Label("Reference window (drift)"),
                                 dcc.DatePickerRange(
                                     id="reference",
-                                    start_date=ref_first,
-                                    end_date=ref_last,
+                                    start_date=ref_first.isoformat(),
+                                    end_date=ref_last.isoformat(),
                                     display_format="YYYY-MM-DD",
                                 ),
                             ]
@@ -292,7 +296,17 @@ def create_app(monitor: Monitor) -> Dash:
         Input("threshold", "value"),
         Input("by", "value"),
     )
-    def render(pathname, search, cur_start, cur_end, ref_start, ref_end, level, threshold, by):  # type: ignore[no-untyped-def]
+    def render(
+        pathname: str | None,
+        search: str | None,
+        cur_start: str,
+        cur_end: str,
+        ref_start: str,
+        ref_end: str,
+        level: str,
+        threshold: float | None,
+        by: str,
+    ) -> html.Div:
         name = (pathname or "/").strip("/") or "volume"
         if name not in report.PAGES:
             return html.Div(
@@ -332,7 +346,7 @@ def create_app(monitor: Monitor) -> Dash:
     if password:
 
         @server.before_request
-        def require_basic():  # type: ignore[no-untyped-def]
+        def require_basic() -> flask.Response | None:
             import hmac
 
             from flask import Response, request
@@ -348,11 +362,11 @@ def create_app(monitor: Monitor) -> Dash:
             return Response("authentication required", 401, challenge)
 
     @server.route("/healthz")
-    def healthz():  # type: ignore[no-untyped-def]
+    def healthz() -> dict[str, str]:
         return {"status": "ok", "data": monitor.dataset.store.uri}
 
     @server.route("/metrics")
-    def metrics():  # type: ignore[no-untyped-def]
+    def metrics() -> flask.Response:
         from flask import Response
 
         return Response(monitor.prometheus(), mimetype="text/plain; version=0.0.4")

@@ -171,7 +171,8 @@ def _compact_day(
     replaced = {name.removesuffix(".jsonl") for name in changed}
     pending = sorted((s for n, s in current.items() if n not in consumed), key=lambda s: s.key)
     while pending:
-        batch, size = [], 0
+        batch: list[Entry] = []
+        size = 0
         while pending and (not batch or size + pending[0].size <= options.max_batch_bytes):
             segment = pending.pop(0)
             batch.append(segment)

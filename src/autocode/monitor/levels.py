@@ -42,7 +42,7 @@ def ancestors_by_pattern(code: str) -> dict[str, str]:
 
 # the levels of each code already looked up, per nomenclature (a dashboard asks for the same
 # codes at every page): id -> (the nomenclature, weakly; code -> its row)
-_LOOKED_UP: dict[int, tuple[weakref.ref, dict[str, dict[str, str]]]] = {}
+_LOOKED_UP: dict[int, tuple[weakref.ref[Nomenclature], dict[str, dict[str, str]]]] = {}
 
 
 def _ancestors(code: str, nomenclature: Nomenclature | None) -> dict[str, str]:

@@ -114,10 +114,10 @@ class Window:
                 raise MonitorError(f"window {text!r}: write last:7d or last:24h")
             end = datetime.now(UTC)
             return cls(end - timedelta(**{"days" if unit == "d" else "hours": value}), end)
-        start, sep, end = text.partition("..")
+        start_text, sep, end_text = text.partition("..")
         if not sep:
             raise MonitorError(f"window {text!r}: write START..END (e.g. 2026-11-01..2026-11-08)")
-        return cls(_instant(start), _instant(end))
+        return cls(_instant(start_text), _instant(end_text))
 
     def whole_hours(self) -> bool:
         return all(t.minute == t.second == t.microsecond == 0 for t in (self.start, self.end))

@@ -139,7 +139,7 @@ def to_segments(table: pa.Table, records_per_segment: int = 10_000) -> Iterator[
     """``(key, body)`` of JSON-lines segments as the API ships them: ``date=D/<segment>.jsonl``,
     one date per segment."""
     buffer: list[bytes] = []
-    date = None
+    date = ""  # of the records in buffer
     sequence = 0
 
     def key() -> str:

@@ -57,7 +57,7 @@ def create_app(
     settings: Settings | None = None, *, s3_client_factory: Callable[[], Any] | None = None
 ) -> FastAPI:
     """The API for ``settings`` (default: from the environment). Raises `ConfigurationError`."""
-    settings = settings or Settings()  # type: ignore[call-arg]  # values from the environment
+    settings = settings or Settings()  # values from the environment
     state = ApiState(settings, s3_client_factory)
     app = FastAPI(
         title="autocode API",

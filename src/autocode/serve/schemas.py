@@ -49,7 +49,7 @@ def request_models(max_text_length: int, max_batch_size: int, max_k: int) -> tup
             extra="allow",
             json_schema_extra={"examples": [{"text": "Boulangerie pâtisserie artisanale"}]},
         )
-        __pydantic_extra__: dict[str, CategoricalValue] = Field(init=False)  # type: ignore[assignment]
+        __pydantic_extra__: dict[str, CategoricalValue] = Field(init=False)
 
         text: Annotated[StrictStr, Field(max_length=max_text_length)] = Field(
             description="The activity description, as written.",
@@ -65,7 +65,7 @@ def request_models(max_text_length: int, max_batch_size: int, max_k: int) -> tup
     class PredictRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
 
-        items: list[PredictItem] = Field(  # type: ignore[valid-type]
+        items: list[PredictItem] = Field(
             min_length=1,
             max_length=max_batch_size,
             description=f"The descriptions to code (at most {max_batch_size}).",
