@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import mlflow.pyfunc
 import pandas as pd
+from mlflow.pyfunc import PythonModel  # (mlflow.pyfunc.PythonModel: mypy sees a LazyLoader)
 
 from autocode.model.coder import Coder
 
 
-class AutocodeModel(mlflow.pyfunc.PythonModel):
+class AutocodeModel(PythonModel):
     """Raw rows in (a ``text`` column and the model's categorical columns), coded rows out.
 
     Params: ``k`` (number of codes returned) and ``threshold`` (the IC from which ``auto`` is

@@ -140,6 +140,7 @@ class NgramTfidf:
 
     _TOKEN = re.compile(r"(?u)\b\w\w+\b")  # sklearn's default token_pattern
     _WHITE_SPACES = re.compile(r"\s\s+")
+    _words: dict[str, list[int]]  # word -> its columns (`_word_columns`), from the first transform
 
     def __init__(
         self,
@@ -244,7 +245,7 @@ class NgramTfidf:
         indptr, indices = [0], []
         if self.analyzer == "char_wb":
             if not hasattr(self, "_words"):
-                self._words: dict[str, list[int]] = {}
+                self._words = {}
             for text in texts:
                 for word in text.lower().split():
                     indices.extend(self._word_columns(word))
