@@ -16,6 +16,7 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -23,6 +24,8 @@ import pytest
 
 from datalab.backends.base import BackendError, Phase, ServiceNotFound
 from datalab.backends.local import LocalBackend
+from datalab.backends.local.limits import CgroupV1Limiter
+from datalab.backends.local.record import ServiceRecord
 from datalab.envs import EnvManager
 
 from .conftest import Services
@@ -40,13 +43,13 @@ SERVE = (
 )
 
 
-def serve_recipe(services, **extra):  # type: ignore[no-untyped-def]
+def serve_recipe(services: Services, **extra: Any) -> dict[str, Any]:
     recipe = services.python(SERVE, **extra)
     recipe["command"] = ["python", "-c", SERVE, "{{ service.port }}"]
     return recipe
 
 
-async def test_http_service_lifecycle(backend: LocalBackend, services) -> None:  # type: ignore[no-untyped-def]
+async def test_http_service_lifecycle(backend: LocalBackend, services: Services) -> None:
     spec = services.spec("http_server", values={"resources": {"requests": {"cpu": "250m"}}})
     status = await backend.install(spec)
     assert status.phase is Phase.BUILDING
@@ -89,7 +92,7 @@ async def test_http_service_lifecycle(backend: LocalBackend, services) -> None: 
     await backend.uninstall(spec.id)  # idempotent
 
 
-async def test_build_progress_is_reported(data_dir: Path, services) -> None:  # type: ignore[no-untyped-def]
+async def test_build_progress_is_reported(data_dir: Path, services: Services) -> None:
     seen: list[tuple[str, str, float]] = []
     backend = LocalBackend(
         data_dir / "p",
@@ -108,7 +111,7 @@ async def test_build_progress_is_reported(data_dir: Path, services) -> None:  # 
     assert seen[0][1] == "resolving" and seen[-1][1:] == ("done", 100)
 
 
-async def test_suspend_resume_keeps_work_dir(backend: LocalBackend, services) -> None:  # type: ignore[no-untyped-def]
+async def test_suspend_resume_keeps_work_dir(backend: LocalBackend, services: Services) -> None:
     spec = services.spec("http_server")
     await services.run(spec)
     workdir = backend.services_dir / spec.id / "work"
@@ -131,7 +134,9 @@ async def test_suspend_resume_keeps_work_dir(backend: LocalBackend, services) ->
     ]  # fmt: skip
 
 
-async def test_password_in_the_command_line_is_flagged(backend: LocalBackend, services) -> None:  # type: ignore[no-untyped-def]
+async def test_password_in_the_command_line_is_flagged(
+    backend: LocalBackend, services: Services
+) -> None:
     recipe = services.python("pass", password="{{ values.pw }}")
     recipe["command"] = ["python", "-c", "pass", "--token={{ values.pw }}"]
     spec = services.spec(recipe, values={"pw": "s3cret-value"})
@@ -142,13 +147,14 @@ async def test_password_in_the_command_line_is_flagged(backend: LocalBackend, se
 
 async def test_command_that_exits_at_once_fails_with_its_last_lines(
     backend: LocalBackend,
-    services,  # type: ignore[no-untyped-def]
+    services: Services,
 ) -> None:
     code = "import sys; print('cannot open the database', flush=True); sys.exit(3)"
     spec = services.spec(services.python(code))
     await backend.install(spec)
     status = await services.wait(spec.id, Phase.FAILED, Phase.RUNNING)
     assert status.phase is Phase.FAILED
+    assert status.reason is not None
     assert "exited with code 3" in status.reason
     assert "cannot open the database" in status.reason
     events = await backend.events(spec.id)
@@ -157,7 +163,7 @@ async def test_command_that_exits_at_once_fails_with_its_last_lines(
 
 async def test_readiness_timeout_fails_and_stops_the_process(
     backend: LocalBackend,
-    services,  # type: ignore[no-untyped-def]
+    services: Services,
 ) -> None:
     recipe = services.python("import time; print('never listening', flush=True); time.sleep(60)")
     recipe["readiness"] = {"tcp": True, "timeout": 1}
@@ -167,11 +173,14 @@ async def test_readiness_timeout_fails_and_stops_the_process(
     pid = backend.get_state(spec.id)["pid"]
     status = await services.wait(spec.id, Phase.FAILED, Phase.RUNNING, within=10)
     assert status.phase is Phase.FAILED
+    assert status.reason is not None
     assert "readiness timeout" in status.reason and "never listening" in status.reason
     assert not psutil.pid_exists(pid)
 
 
-async def test_kill_9_is_noticed_within_2_seconds(backend: LocalBackend, services) -> None:  # type: ignore[no-untyped-def]
+async def test_kill_9_is_noticed_within_2_seconds(
+    backend: LocalBackend, services: Services
+) -> None:
     spec = services.spec(serve_recipe(services))
     await services.run(spec)
     pid = backend.get_state(spec.id)["pid"]
@@ -179,13 +188,14 @@ async def test_kill_9_is_noticed_within_2_seconds(backend: LocalBackend, service
     killed = time.monotonic()
     status = await services.wait(spec.id, Phase.FAILED, within=2)
     assert time.monotonic() - killed < 2
+    assert status.reason is not None
     assert "killed by SIGKILL" in status.reason and "listening" in status.reason
     assert await backend.endpoint(spec.id) is None
 
 
 async def test_environment_build_failure_carries_the_installer_message(
     backend: LocalBackend,
-    services,  # type: ignore[no-untyped-def]
+    services: Services,
 ) -> None:
     recipe = services.python("pass")
     recipe["environment"] = {"packages": ["datalab-no-such-package-4b1d"]}
@@ -193,12 +203,15 @@ async def test_environment_build_failure_carries_the_installer_message(
     await backend.install(spec)
     status = await services.wait(spec.id, Phase.FAILED, Phase.RUNNING, within=60)
     assert status.phase is Phase.FAILED
+    assert status.reason is not None
     assert "environment build failed" in status.reason
     assert "datalab-no-such-package-4b1d" in status.reason
     assert "not found in the package registry" in status.reason
 
 
-async def test_template_errors_are_reported_at_install(backend: LocalBackend, services) -> None:  # type: ignore[no-untyped-def]
+async def test_template_errors_are_reported_at_install(
+    backend: LocalBackend, services: Services
+) -> None:
     recipe = services.python("pass")
     recipe["command"] = ["python", "-c", "{{ values.missing.key }}"]
     with pytest.raises(BackendError, match=r"command\[2\].*missing"):
@@ -219,7 +232,7 @@ async def test_template_errors_are_reported_at_install(backend: LocalBackend, se
 
 async def test_resume_on_a_port_taken_meanwhile_moves_to_a_free_port(
     backend: LocalBackend,
-    services,  # type: ignore[no-untyped-def]
+    services: Services,
 ) -> None:
     spec = services.spec(serve_recipe(services))
     await services.run(spec)
@@ -240,7 +253,7 @@ class StolenPortBackend(LocalBackend):
 
     stolen: int | None = None
 
-    def _allocate_port(self, svc):  # type: ignore[no-untyped-def]
+    def _allocate_port(self, svc: ServiceRecord) -> int:
         if self.stolen is not None:
             port, self.stolen = self.stolen, None
             return port
@@ -250,7 +263,7 @@ class StolenPortBackend(LocalBackend):
 async def test_port_stolen_before_start_is_retried_on_another_port(
     data_dir: Path,
     shared_envs: EnvManager,
-    services,  # type: ignore[no-untyped-def]
+    services: Services,
 ) -> None:
     backend = StolenPortBackend(data_dir / "b", "http://x", env_manager=shared_envs)
     await backend.start()
@@ -272,7 +285,7 @@ async def test_port_stolen_before_start_is_retried_on_another_port(
 async def test_restart_reattaches_running_and_fails_dead_services(
     data_dir: Path,
     shared_envs: EnvManager,
-    services,  # type: ignore[no-untyped-def]
+    services: Services,
 ) -> None:
     first = LocalBackend(
         data_dir / "p", "http://x", env_manager=shared_envs, stop_services_on_shutdown=False
@@ -303,6 +316,7 @@ async def test_restart_reattaches_running_and_fails_dead_services(
 
         status = await second.load_state(dead, states[dead.id])
         assert status.phase is Phase.FAILED
+        assert status.reason is not None
         assert "no longer running" in status.reason
 
         # a re-attached process is watched as closely as one started by this instance
@@ -314,7 +328,7 @@ async def test_restart_reattaches_running_and_fails_dead_services(
 
 async def test_reused_pid_is_never_reattached_nor_killed(
     backend: LocalBackend,
-    services,  # type: ignore[no-untyped-def]
+    services: Services,
 ) -> None:
     spec = services.spec("http_server")
     await services.run(spec)
@@ -340,7 +354,7 @@ async def test_reused_pid_is_never_reattached_nor_killed(
 async def test_shutdown_with_stop_services_leaves_no_orphan(
     data_dir: Path,
     shared_envs: EnvManager,
-    services,  # type: ignore[no-untyped-def]
+    services: Services,
 ) -> None:
     # the service starts a child in its own session, as Jupyter does with kernels
     code = (
@@ -364,11 +378,12 @@ async def test_shutdown_with_stop_services_leaves_no_orphan(
         assert not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
     again = LocalBackend(data_dir / "s", "http://x", env_manager=shared_envs)
     status = await again.load_state(spec, {})  # its own record says why it stopped
+    assert status.reason is not None
     assert status.phase is Phase.SUSPENDED and "shut down" in status.reason
     await again.shutdown()
 
 
-async def test_logs_tail_and_follow(backend: LocalBackend, services) -> None:  # type: ignore[no-untyped-def]
+async def test_logs_tail_and_follow(backend: LocalBackend, services: Services) -> None:
     code = (
         "import itertools, time\n"
         "for i in itertools.count():\n"
@@ -391,7 +406,7 @@ async def test_logs_tail_and_follow(backend: LocalBackend, services) -> None:  #
     assert len(tail) == 3
 
 
-async def test_log_rotation(data_dir: Path, shared_envs: EnvManager, services) -> None:  # type: ignore[no-untyped-def]
+async def test_log_rotation(data_dir: Path, shared_envs: EnvManager, services: Services) -> None:
     code = "import sys\nfor i in range(20000): print('x' * 99)\nsys.stdout.flush()\n" + SERVE
     recipe = services.python(code)
     recipe["command"] = ["python", "-c", code, "{{ service.port }}"]
@@ -416,7 +431,7 @@ async def test_log_rotation(data_dir: Path, shared_envs: EnvManager, services) -
 @pytest.mark.skipif(os.geteuid() != 0, reason="per-user accounts need root")
 async def test_one_users_service_cannot_read_anothers_files(
     backend: LocalBackend,
-    services,  # type: ignore[no-untyped-def]
+    services: Services,
 ) -> None:
     alice = services.spec(serve_recipe(services), owner="alice")
     await services.run(alice)
@@ -433,6 +448,7 @@ async def test_one_users_service_cannot_read_anothers_files(
     bob = services.spec(services.python(code), owner="bob")
     await backend.install(bob)
     status = await services.wait(bob.id, Phase.FAILED, Phase.RUNNING)
+    assert status.reason is not None
     assert "exited with code 13" in status.reason and "denied" in status.reason
     assert "alice's data" not in status.reason
     assert psutil.Process(backend.get_state(alice.id)["pid"]).username() == "datalab-alice"
@@ -443,7 +459,7 @@ def _ids(backend: LocalBackend, service_id: str) -> tuple[int, int]:
     return stat.st_uid, stat.st_gid
 
 
-async def test_memory_limit_is_enforced(backend: LocalBackend, services) -> None:  # type: ignore[no-untyped-def]
+async def test_memory_limit_is_enforced(backend: LocalBackend, services: Services) -> None:
     code = "blocks = []\nwhile True:\n    blocks.append(bytearray(16 * 2**20))\n"
     recipe = services.python(code)
     values = {"resources": {"requests": {"memory": "64Mi"}, "limits": {"memory": "128Mi"}}}
@@ -453,18 +469,19 @@ async def test_memory_limit_is_enforced(backend: LocalBackend, services) -> None
     status = await services.wait(spec.id, Phase.FAILED, Phase.RUNNING, within=30)
     assert status.phase is Phase.FAILED
     # cgroups: the OOM killer's SIGKILL; rlimit: a MemoryError
+    assert status.reason is not None
     assert "SIGKILL" in status.reason or "MemoryError" in status.reason, status.reason
 
 
-async def test_cpu_limit_is_applied(backend: LocalBackend, services) -> None:  # type: ignore[no-untyped-def]
+async def test_cpu_limit_is_applied(backend: LocalBackend, services: Services) -> None:
     spec = services.spec(
         serve_recipe(services), values={"resources": {"limits": {"cpu": "500m", "memory": "1Gi"}}}
     )
     await services.run(spec)
     pid = backend.get_state(spec.id)["pid"]
     assert backend.limiter is not None
-    if backend.limiter.name == "cgroup1":
-        cgroup = backend.limiter.cpu_base / spec.id  # type: ignore[attr-defined]
+    if isinstance(backend.limiter, CgroupV1Limiter):  # name "cgroup1"
+        cgroup = backend.limiter.cpu_base / spec.id
         assert (cgroup / "cpu.cfs_quota_us").read_text().strip() == "50000"
         assert pid in backend.limiter.pids(spec.id)
     elif backend.limiter.name == "rlimit":

@@ -11,7 +11,8 @@ import shutil
 import subprocess
 import tarfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,16 @@ from datalab.onyxia_context import (
     build_context,
 )
 
-ChartWriter = Callable[..., Path]
+
+@dataclass(frozen=True)
+class ChartWriter:
+    """The ``chart_writer`` fixture: ``chart_writer(name, **kwargs)`` writes a chart under
+    ``root`` (`write_chart`)."""
+
+    root: Path
+
+    def __call__(self, name: str, **kwargs: Any) -> Path:
+        return write_chart(self.root, name, **kwargs)
 
 
 def write_chart(
@@ -75,12 +85,7 @@ def write_chart(
 def chart_writer(tmp_path: Path) -> ChartWriter:
     root = tmp_path / "charts"
     root.mkdir(exist_ok=True)
-
-    def write(name: str, **kwargs: Any) -> Path:
-        return write_chart(root, name, **kwargs)
-
-    write.root = root  # type: ignore[attr-defined]
-    return write
+    return ChartWriter(root)
 
 
 REFRESH_URL = "http://127.0.0.1:8000/api/storage/credentials/refresh"

@@ -105,7 +105,7 @@ def test_an_unreadable_constraint_is_a_clear_error() -> None:
 def test_a_dependency_from_the_catalog_itself(chart_writer: ChartWriter, tmp_path: Path) -> None:
     """Onyxia's layout: the library chart beside the charts that use it, which name the
     catalog's published URL as their repository (unreachable here)."""
-    root = chart_writer.root  # type: ignore[attr-defined]
+    root = chart_writer.root
     _library(root, "1.0.0", directory="lib-old")
     _library(root, "1.2.0")
     source = _app(root)
@@ -127,7 +127,7 @@ def test_a_dependency_from_the_catalog_itself(chart_writer: ChartWriter, tmp_pat
 
 
 def test_library_charts_cannot_be_launched(chart_writer: ChartWriter, tmp_path: Path) -> None:
-    root = chart_writer.root  # type: ignore[attr-defined]
+    root = chart_writer.root
     _library(root)
     _app(root)
     registry = CatalogRegistry([CatalogConfig(id="lab", location=str(root))], tmp_path / "cache")
@@ -140,7 +140,7 @@ def test_library_charts_cannot_be_launched(chart_writer: ChartWriter, tmp_path: 
 def test_a_missing_dependency_is_a_load_error_for_that_chart(
     chart_writer: ChartWriter, tmp_path: Path
 ) -> None:
-    root = chart_writer.root  # type: ignore[attr-defined]
+    root = chart_writer.root
     _library(root, "1.2.0")
     _app(root, constraint="~2.0.0")
     chart_writer("other")
@@ -157,7 +157,7 @@ def test_a_missing_dependency_is_a_load_error_for_that_chart(
 def test_an_unreadable_dependency_constraint_breaks_the_chart(
     chart_writer: ChartWriter, tmp_path: Path
 ) -> None:
-    root = chart_writer.root  # type: ignore[attr-defined]
+    root = chart_writer.root
     _library(root)
     _app(root, constraint="newest")
     [broken] = _load(CatalogConfig(id="lab", location=str(root)), tmp_path / "cache").broken
@@ -268,7 +268,7 @@ def test_the_helm_check_reports_render_errors(chart_writer: ChartWriter, tmp_pat
     chart_writer("orphan", templates={"cm.yaml": '{{ include "lib.configmap" . }}\n'})
     chart_writer("nil", templates={"cm.yaml": "x: {{ .Values.a.b }}\n"})
     chart_writer("asks", templates={"x.yaml": '{{ required "host needed" .Values.host }}'})
-    root = chart_writer.root  # type: ignore[attr-defined]
+    root = chart_writer.root
     catalog = _load(CatalogConfig(id="lab", location=str(root)), tmp_path / "cache")
     assert catalog.chart_names() == ["asks"]
     reasons = {b.name: b.reason for b in catalog.broken}

@@ -96,7 +96,7 @@ def test_remote_icons_are_downloaded_only_when_the_catalog_allows_it(
     chart_writer("not-image", chart_yaml=chart_yaml("not-image", f"{url}/page.html"))
     chart_writer("missing", chart_yaml=chart_yaml("missing", f"{url}/gone.png"))
     chart_writer("none", chart_yaml=chart_yaml("none", None))
-    root = chart_writer.root  # type: ignore[attr-defined]
+    root = chart_writer.root
 
     closed = CatalogRegistry([CatalogConfig(id="c", location=str(root))], tmp_path / "closed")
     closed.refresh_sync()
@@ -154,7 +154,7 @@ def test_icon_files_are_part_of_the_chart(chart_writer: ChartWriter, icon: str) 
     (path / icon).parent.mkdir(parents=True, exist_ok=True)
     (path / icon).write_bytes(SVG)
     registry = CatalogRegistry(
-        [CatalogConfig(id="c", location=str(chart_writer.root))],  # type: ignore[attr-defined]
+        [CatalogConfig(id="c", location=str(chart_writer.root))],
         path.parent.parent / "cache",
     )
     registry.refresh_sync()

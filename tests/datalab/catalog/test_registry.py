@@ -7,7 +7,6 @@ import asyncio
 import shutil
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import helm_python
@@ -23,7 +22,7 @@ from datalab.catalog import (
 )
 from datalab.catalog import registry as registry_module
 
-ChartWriter = Callable[..., Path]  # the chart_writer fixture (conftest.py)
+from .conftest import ChartWriter
 
 
 def _registry(root: Path, tmp_path: Path, **config: object) -> CatalogRegistry:

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import tarfile
 import threading
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import helm_python
 import httpx
 import pytest
 import yaml
-from tests.datalab.catalog.conftest import write_chart
+from tests.datalab.catalog.conftest import ChartWriter, write_chart
 
 from datalab.catalog import (
     Catalog,
@@ -33,8 +32,6 @@ from datalab.catalog.config import CatalogError
 from datalab.catalog.repository import extract_chart_archive
 from datalab.catalog.sources import load_catalog
 from datalab.catalog.versions import version_key
-
-ChartWriter = Callable[..., Path]  # the chart_writer fixture (conftest.py)
 
 
 def _load(config: CatalogConfig, cache: Path):
@@ -103,7 +100,7 @@ BROKEN_CASES = {
 
 
 def _write_broken_charts(writer: ChartWriter) -> None:
-    root = writer.root  # type: ignore[attr-defined]
+    root = writer.root
     (root / "no-chart-yaml" / "templates").mkdir(parents=True)
     (root / "no-chart-yaml" / "values.yaml").write_text("a: 1\n")
     writer("bad-chart-yaml", chart_yaml="name: [unclosed\n")
@@ -327,7 +324,7 @@ def test_catalog_config_validation() -> None:
     with pytest.raises(ValidationError, match="refresh_interval_s"):
         CatalogConfig(id="x", location="/tmp", refresh_interval_s=0)
     with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
-        CatalogConfig(id="x", location="/tmp", colour="blue")  # type: ignore[call-arg]
+        CatalogConfig.model_validate({"id": "x", "location": "/tmp", "colour": "blue"})
 
 
 def _self_signed_certificate(directory: Path) -> tuple[Path, Path]:
@@ -443,7 +440,7 @@ def test_helm_checks_run_in_a_child_process_cached_by_content(
     # a directory catalog checks all its new charts in one child process
     for name in ("one", "two", "three"):
         chart_writer(name, values={"name": name})
-    catalog = _load(CatalogConfig(id="lab", location=str(chart_writer.root)), tmp_path)  # type: ignore[attr-defined]
+    catalog = _load(CatalogConfig(id="lab", location=str(chart_writer.root)), tmp_path)
     assert children[-1] == ["one", "three", "two"]
     assert {c for c in catalog.chart_names()} >= {"one", "two", "three", "good"}
 
