@@ -11,9 +11,10 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -21,6 +22,9 @@ import pytest
 from autocode.monitor import report
 
 from ..conftest import free_port
+
+if TYPE_CHECKING:
+    from autocode.train import TrainResult
 
 # the whole chain (API, SeaweedFS, compaction, dashboard in Chromium): 150-240 s on a busy
 # 2-core machine, more than the suite's 300 s default allows for with margin
@@ -74,7 +78,9 @@ def window(start: datetime, end: datetime) -> str:
 
 
 @pytest.fixture
-def api(small_model, seaweedfs, tmp_path: Path):  # type: ignore[no-untyped-def]
+def api(
+    small_model: TrainResult, seaweedfs: dict[str, str], tmp_path: Path
+) -> Iterator[dict[str, Any]]:
     from autocode.serve.auth import KeysFile
 
     _, key = KeysFile(tmp_path / "keys.json").add("replay")

@@ -18,10 +18,15 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from autocode.serve.settings import Settings
 
 VENV_BIN = Path(sys.executable).parent
 REGISTERED = "autocode-api-test"
@@ -143,16 +148,26 @@ def credentials(tmp_path_factory) -> Credentials:
 
 
 # -- the app in-process ---------------------------------------------------------------------------
+class AppClient(httpx.AsyncClient):
+    """An httpx client on the app in-process (`running_app`), with the ``app`` itself and, when
+    a fixture sets it, the ``spool`` folder of its prediction log."""
+
+    app: FastAPI
+    spool: Path
+
+
 @contextlib.asynccontextmanager
-async def running_app(settings, *, wait_ready: bool = True, **kwargs: Any) -> AsyncIterator[Any]:
+async def running_app(
+    settings: Settings, *, wait_ready: bool = True, **kwargs: Any
+) -> AsyncIterator[AppClient]:
     """The app with its lifespan running, and an httpx client on it (ASGI transport)."""
     from autocode.serve.app import create_app
 
     app = create_app(settings, **kwargs)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-            client.app = app  # type: ignore[attr-defined]
+        async with AppClient(transport=transport, base_url="http://api") as client:
+            client.app = app
             if wait_ready:
                 await wait_until_ready(client)
             yield client
@@ -171,7 +186,9 @@ async def wait_until_ready(client: httpx.AsyncClient, timeout: float = 60.0) -> 
         await anyio.sleep(0.05)
 
 
-def settings_for(model: Path | str, spool: Path, credentials: Credentials | None, **overrides):
+def settings_for(
+    model: Path | str, spool: Path, credentials: Credentials | None, **overrides: Any
+) -> Settings:
     from autocode.serve.settings import Settings
 
     values: dict[str, Any] = {

@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import json
 import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import anyio
 import pandas as pd
@@ -15,7 +17,7 @@ from autocode.serve import schemas
 from autocode.serve.app import ConfigurationError, create_app
 from autocode.serve.settings import Settings
 
-from .conftest import running_app, settings_for, spool_records
+from .conftest import AppClient, Credentials, running_app, settings_for, spool_records
 
 pytestmark = pytest.mark.anyio
 
@@ -30,14 +32,16 @@ TEXTS = [
 
 
 @pytest.fixture(scope="module")
-async def api(model_dir, credentials, tmp_path_factory):
+async def api(
+    model_dir: Path, credentials: Credentials, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[AppClient]:
     spool = tmp_path_factory.mktemp("spool")
     settings = settings_for(
         model_dir, spool, credentials, batch_max_items=4, max_batch_size=50, max_text_length=200
     )
     async with running_app(settings) as client:
         client.headers.update(credentials.headers)
-        client.spool = spool  # type: ignore[attr-defined]
+        client.spool = spool
         yield client
 
 
