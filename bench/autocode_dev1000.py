@@ -169,15 +169,77 @@ def cold_start(model: str, seed: int, folds: int, rows, texts: list[str]) -> dic
     return out
 
 
-def annotated(model: str, seeds: list[int], folds: int) -> dict[str, Any]:
-    from autocode.train import cross_validate
+def annotated(model: str, seeds: list[int], folds: int, dump: Path | None = None) -> dict[str, Any]:
+    """``folds``-fold cross-validation with dev1000 in ``train``, per seed, and each outer
+    fold's threshold and what it rests on. ``dump``: also pickle, per seed, each fold model's
+    members' scores of its held-out rows and the cross-fitted scores it was calibrated on
+    (`autocode.train.HeldOutScores`), to study pooling choices without refitting."""
+    from autocode.train import cross_validate, scores_of
 
     started = time.perf_counter()
-    outcome = cross_validate(_config(model, seeds[0], DEV1000), folds, seeds=seeds)
+    thresholds: dict[str, list[dict[str, Any]]] = {}
+    kept: dict[int, list[dict[str, Any]]] = {}
+
+    def record(seed, fold, coder, held, held_out) -> None:
+        basis = dict(coder.info.get("threshold_basis", {}))
+        basis.pop("note", None)
+        thresholds.setdefault(str(seed), []).append({"threshold": coder.threshold, **basis})
+        if dump is not None:
+            kept.setdefault(seed, []).append(
+                {
+                    "fold": fold,
+                    "held": scores_of(coder, held),
+                    "held_out": held_out,
+                    "temperatures": [
+                        m.temperature
+                        for m in getattr(coder.classifier, "members", [coder.classifier])
+                    ],
+                    "threshold": coder.threshold,
+                }
+            )
+
+    config = _config(model, seeds[0], DEV1000)
+    outcome = cross_validate(config, folds, seeds=seeds, record=record)
+    if dump is not None:
+        import pickle
+
+        dump.mkdir(parents=True, exist_ok=True)
+        for seed, folds_kept in kept.items():
+            with (dump / f"{model}-seed{seed}.pkl").open("wb") as handle:
+                pickle.dump(folds_kept, handle)
+    per_seed = {str(s): _rounded(e.metrics) for s, e in outcome.evaluations.items()}
     return {
         "folds": folds,
+        "calibration_folds": config.calibration_folds,
         "minutes": round((time.perf_counter() - started) / 60, 1),
-        "seeds": {str(s): _rounded(e.metrics) for s, e in outcome.evaluations.items()},
+        "seeds": per_seed,
+        "pooled_over_seeds": _pooled(outcome.evaluations.values()),
+        "thresholds": thresholds,
+    }
+
+
+def _pooled(evaluations) -> dict[str, float]:
+    """The model's own ``auto`` over all seeds' out-of-fold rows (each row once per seed): its
+    share and accuracy with Wilson intervals (rows of different seeds are the same
+    descriptions, so the intervals are narrower than they should be: read them per seed)."""
+    from autocode.evaluate import wilson_interval
+
+    auto = right = rows = top1 = 0.0
+    for evaluation in evaluations:
+        frame = evaluation.predictions
+        rows += len(frame)
+        top1 += float(frame["correct"].sum())
+        auto += float(frame["auto"].sum())
+        right += float((frame["auto"] & frame["correct"]).sum())
+    low, high = wilson_interval(right, auto)
+    return {
+        "rows": rows,
+        "accuracy": round(top1 / rows, 4),
+        "auto_rate": round(auto / rows, 4),
+        "auto_rows": auto,
+        "auto_accuracy": round(right / auto, 4) if auto else float("nan"),
+        "auto_accuracy_low": round(low, 4),
+        "auto_accuracy_high": round(high, 4),
     }
 
 
@@ -200,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--annotated", action="store_true", help="also dev1000 folded in train")
     parser.add_argument("--no-cold-start", action="store_true", help="only --annotated")
     parser.add_argument("--output", type=Path, help="write the JSON here (default: stdout)")
+    parser.add_argument("--dump", type=Path, help="with --annotated: pickle the folds' scores here")
     args = parser.parse_args(argv)
     if not DEV1000.is_file():
         parser.error(f"{DEV1000} not found (the shared annotations folder)")
@@ -224,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
                 entry["cold_start"][str(seed)] = cold_start(model, seed, args.folds, rows, texts)
         if args.annotated:
             print(f"{model}: dev1000 in train, {args.folds}-fold CV", file=sys.stderr, flush=True)
-            entry["annotated"] = annotated(model, seeds, args.folds)
+            entry["annotated"] = annotated(model, seeds, args.folds, args.dump)
         results["models"][model] = entry
     text = json.dumps(_without_nan(results), indent=2)
     if args.output:

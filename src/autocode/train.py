@@ -34,8 +34,10 @@ from autocode.model import (
     Coder,
     EmbeddingClassifier,
     EnsembleClassifier,
+    fit_confidence_scale,
     fit_temperature,
     make_classifier,
+    softmax,
 )
 from autocode.nomenclature import (
     Nomenclature,
@@ -101,6 +103,11 @@ class TrainConfig:
     # share of the labelled descriptions held out with them: the automatic-coding threshold is
     # chosen on those (a threshold chosen on notes phrases does not hold for descriptions)
     description_validation_fraction: float = 0.25
+    # with refit and at least MIN_THRESHOLD_ROWS labelled descriptions: the temperatures and the
+    # automatic-coding threshold are chosen on out-of-fold scores of ALL of them (K fits, each
+    # on the other K - 1 folds, score their held-out fold), then the model is fit on all rows;
+    # 0 or 1: on the description_validation_fraction held out (before issue 17's cross-fitting)
+    calibration_folds: int = 4
     calibrate: bool = True
     # with calibrate and an ensemble with a confidence member: the IC is the logistic map of its
     # margin fitted on the validation rows (an estimate of P(top-1 right) on notes-like phrases,
@@ -141,6 +148,10 @@ class TrainConfig:
             raise ConfigError(f"target_accuracy: choose from {list(TARGET_ACCURACIES)}")
         if not config.cold_start and not config.train:
             raise ConfigError("nothing to train on: enable cold_start or list train datasets")
+        if not isinstance(config.calibration_folds, int) or config.calibration_folds < 0:
+            raise ConfigError(
+                f"calibration_folds: a whole number ≥ 0, not {config.calibration_folds!r}"
+            )
         return config
 
     @classmethod
@@ -304,11 +315,22 @@ def row_weights(table: pd.DataFrame, weights: Mapping[str, float] | None) -> lis
 
 
 def fit_coder(
-    config: TrainConfig, nomenclature: Nomenclature, table: pd.DataFrame, progress=None
+    config: TrainConfig,
+    nomenclature: Nomenclature,
+    table: pd.DataFrame,
+    progress=None,
+    held_out: Sequence[HeldOutScores] | None = None,
 ) -> tuple[Coder, Evaluation | None, dict[str, float]]:
     """Fit (and calibrate) a coder; returns it, its evaluation on the validation rows (made
-    before any refit on all rows, so never on seen rows) and timing figures."""
+    before any refit on all rows, so never on seen rows) and timing figures.
+
+    With `cross_fits` (``refit``, ``calibration_folds`` ≥ 2 and enough labelled descriptions),
+    the validation rows are all the descriptions, each scored by a model fit without its fold
+    (`cross_fit`, or ``held_out``: such scores made by the caller, `cross_validate`), and the
+    returned coder is fit on all rows; otherwise the held-out split (`split_validation`)."""
     step = progress or (lambda message: None)
+    if cross_fits(config, table):
+        return _fit_cross_fitted(config, nomenclature, table, step, held_out)
     train_rows, val_rows = split_validation(
         table, config.validation_fraction, config.seed, config.description_validation_fraction
     )
@@ -347,6 +369,176 @@ def fit_coder(
     return coder, validation, timings
 
 
+# -- cross-fitted calibration ---------------------------------------------------------------------
+@dataclass
+class HeldOutScores:
+    """Rows scored by a model fit without them: their labels in the training table and, per
+    member of the coder (`_members` order), the member's classes and its scores of the rows."""
+
+    index: pd.Index
+    members: list[tuple[list[str], np.ndarray]]
+
+
+def cross_fits(config: TrainConfig, table: pd.DataFrame) -> bool:
+    """Whether `fit_coder` calibrates on cross-fitted scores of the labelled descriptions:
+    ``refit`` (the model is fit on all rows anyway), ``calibration_folds`` ≥ 2, and at least
+    `MIN_THRESHOLD_ROWS` descriptions (and one per fold)."""
+    folds = config.calibration_folds
+    if not config.refit or folds < 2:
+        return False
+    return len(description_rows(config, table)) >= max(MIN_THRESHOLD_ROWS, folds)
+
+
+def description_folds(config: TrainConfig, table: pd.DataFrame, folds: int, seed: int):
+    """A fold (0..folds-1) for each description of ``table`` (rows of the ``train``
+    datasets), at random with ``seed`` in equal shares; -1 for the other rows."""
+    fold_of = np.full(len(table), -1)
+    position = np.flatnonzero(table.index.isin(description_rows(config, table).index))
+    order = np.random.default_rng(seed).permutation(len(position))
+    fold_of[position[order]] = np.arange(len(position)) % folds
+    return fold_of
+
+
+def scores_of(coder: Coder, rows: pd.DataFrame) -> HeldOutScores:
+    """Each member's scores of ``rows`` (`HeldOutScores`)."""
+    inputs = coder.inputs(rows)
+    members = []
+    for member in _members(coder):
+        scores = member.scores(inputs) if member.classes else np.zeros((len(rows), 0))
+        members.append((list(member.classes), np.asarray(scores, dtype=np.float32)))
+    return HeldOutScores(rows.index, members)
+
+
+def cross_fit(
+    config: TrainConfig, nomenclature: Nomenclature, table: pd.DataFrame, step
+) -> list[HeldOutScores]:
+    """``calibration_folds`` models, each fit on the cold-start rows and the descriptions of the
+    other folds, scoring the descriptions of its fold."""
+    folds = config.calibration_folds
+    fold_of = description_folds(config, table, folds, config.seed)
+    out = []
+    for fold in range(folds):
+        kept, held = table[fold_of != fold], table[fold_of == fold]
+        step(f"calibration fit {fold + 1}/{folds}: {len(kept)} rows, scoring {len(held)}")
+        coder = build_coder(config, nomenclature)
+        coder.classifier.fit(
+            coder.inputs(kept),
+            kept[datamod.CODE].tolist(),
+            row_weights(kept, config.source_weights),
+        )
+        out.append(scores_of(coder, held))
+    return out
+
+
+def _fit_cross_fitted(
+    config: TrainConfig,
+    nomenclature: Nomenclature,
+    table: pd.DataFrame,
+    step,
+    held_out: Sequence[HeldOutScores] | None,
+) -> tuple[Coder, Evaluation | None, dict[str, float]]:
+    timings: dict[str, float] = {}
+    if held_out is None:
+        started = time.perf_counter()
+        held_out = cross_fit(config, nomenclature, table, step)
+        timings["calibration_fits_s"] = time.perf_counter() - started
+    coder = build_coder(config, nomenclature)
+    step(f"fitting {config.model} on all {len(table)} rows")
+    started = time.perf_counter()
+    coder.classifier.fit(
+        coder.inputs(table), table[datamod.CODE].tolist(), row_weights(table, config.source_weights)
+    )
+    timings["fit_s"] = time.perf_counter() - started
+    rows = table.loc[np.concatenate([part.index.to_numpy() for part in held_out])]
+    step(f"calibrating on the cross-fitted scores of {len(rows)} descriptions")
+    validation = calibrate_cross_fitted(coder, rows, held_out, config)
+    coder.threshold, basis = threshold_for(config, coder, rows, validation, folds=len(held_out))
+    coder.info["threshold_basis"] = basis
+    validation.predictions["auto"] = validation.predictions["ic"] >= coder.threshold
+    step(f"automatic coding from IC {coder.threshold:.3f} ({_describe(basis)})")
+    return coder, validation, timings
+
+
+def calibrate_cross_fitted(
+    coder: Coder, rows: pd.DataFrame, held_out: Sequence[HeldOutScores], config: TrainConfig
+) -> Evaluation:
+    """Calibrate ``coder`` (fit on all rows) on the cross-fitted scores of ``rows`` (``held_out``,
+    in that order), and evaluate what those models coded: each member's temperature on all
+    held-out rows whose code its fold model knew (``calibrate``), the logistic map of the IC
+    (``calibrate_confidence``), then the probabilities of every fold's members pooled as
+    ``coder`` pools them, with those temperatures (`EnsembleClassifier.pool_logits`), and the
+    codes written in the texts mixed in. The evaluation's predictions are what the fold models
+    would have coded: the IC the automatic-coding threshold is chosen on."""
+    members = _members(coder)
+    codes = rows[datamod.CODE].to_numpy()
+    bounds = np.cumsum([0] + [len(part.index) for part in held_out])
+    if config.calibrate:
+        for i, member in enumerate(members):
+            index = {c: j for j, c in enumerate(member.classes)}
+            padded: list[np.ndarray] = []
+            truth: list[int] = []
+            for part, start in zip(held_out, bounds, strict=False):
+                classes, scores = part.members[i]
+                local = set(classes)
+                known = [r for r in range(len(part.index)) if codes[start + r] in local]
+                if not known:
+                    continue
+                block = np.full((len(known), len(member.classes)), -np.inf, dtype=np.float32)
+                block[:, [index[c] for c in classes]] = scores[known]
+                padded.append(block)
+                truth.extend(index[codes[start + r]] for r in known)
+            if padded:
+                member.temperature = fit_temperature(np.vstack(padded), np.asarray(truth))
+    classifier = coder.classifier
+    position = {c: j for j, c in enumerate(classifier.classes)}
+    pooled: list[np.ndarray] = []
+    margins: list[np.ndarray | None] = []
+    for part in held_out:
+        n = len(part.index)
+        if isinstance(classifier, EnsembleClassifier):
+            active = [
+                (member, weight, classes, scores)
+                for member, weight, (classes, scores) in zip(
+                    classifier.members, classifier.weights, part.members, strict=True
+                )
+                if classes
+            ]
+            out, margin = classifier.pool_logits(
+                n,
+                (
+                    (
+                        member.kind,
+                        np.asarray([position[c] for c in classes], dtype=np.intp),
+                        scores * np.float32(member.temperature),
+                        weight,
+                    )
+                    for member, weight, classes, scores in active
+                ),
+                sum(weight for _, weight, _, _ in active),
+            )
+        else:
+            classes, scores = part.members[0]
+            out = np.zeros((n, len(classifier.classes)), dtype=np.float32)
+            if classes:
+                out[:, [position[c] for c in classes]] = softmax(scores, classifier.temperature)
+            margin = None
+        pooled.append(out)
+        margins.append(margin)
+    proba = np.vstack(pooled)
+    if isinstance(classifier, EnsembleClassifier):
+        given = [m for m in margins if m is not None]
+        margin = np.concatenate(given) if len(given) == len(margins) else None
+        classifier.confidence_scale = None
+        if config.calibrate and config.calibrate_confidence and margin is not None:
+            top = np.asarray(classifier.classes)[proba.argmax(axis=1)]
+            classifier.confidence_scale = fit_confidence_scale(margin, top == codes)
+        proba = classifier.with_confidence(proba, margin)
+    if coder.code_mention_weight > 0:
+        coder.mix_code_mentions(proba, coder.inputs(rows).raw)
+    predictions = coder.format(proba, k=max(5, coder.k))
+    return evaluate_predictions(predictions, codes.tolist(), coder.nomenclature)
+
+
 #: The threshold of a model that cannot know its accuracy on descriptions: above any IC (an IC
 #: never exceeds 1), nothing is coded automatically.
 NO_AUTOMATIC_CODING = 2.0
@@ -364,6 +556,16 @@ COLD_START_NOTE = (
 )
 
 
+#: What a threshold chosen on cross-fitted descriptions rests on, saved in its info.
+CROSS_FITTED_NOTE = (
+    "every labelled description coded by one of {folds} models fit without it (on the other "
+    "folds and the cold-start rows); the IC threshold is the smallest at which those rows are "
+    "right / (automatic + 1) >= target (conformal risk control); the model is then fit on all "
+    "rows. Accuracy: of those rows, in-sample for the threshold (measured out of sample in "
+    "docs/autocode.md)"
+)
+
+
 def description_rows(config: TrainConfig, rows: pd.DataFrame) -> pd.DataFrame:
     """The rows of ``rows`` that are descriptions: those of the ``train`` datasets, not of the
     cold start. A threshold chosen on notes phrases does not hold for descriptions (the notes
@@ -374,7 +576,11 @@ def description_rows(config: TrainConfig, rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def threshold_for(
-    config: TrainConfig, coder: Coder, val_rows: pd.DataFrame, validation: Evaluation | None
+    config: TrainConfig,
+    coder: Coder,
+    val_rows: pd.DataFrame,
+    validation: Evaluation | None,
+    folds: int = 0,
 ) -> tuple[float, dict[str, Any]]:
     """The coder's automatic-coding threshold and what it rests on (saved in the model's info
     as ``threshold_basis``, printed by `train`).
@@ -384,7 +590,8 @@ def threshold_for(
     descriptions, it is the smallest IC whose rows reach the target there with one more error
     counted (`largest_coverage`, ``guard=1``: conformal risk control); when none does, nothing
     is automatic. Without them (cold start), the model cannot know its accuracy on descriptions
-    and codes nothing automatically (`NO_AUTOMATIC_CODING`, `COLD_START_NOTE`)."""
+    and codes nothing automatically (`NO_AUTOMATIC_CODING`, `COLD_START_NOTE`). ``folds``:
+    ``validation`` holds the cross-fitted predictions of that many fold models (`cross_fit`)."""
     target = config.target_accuracy
     if not isinstance(config.threshold, str):
         return float(config.threshold), {"rule": "configured", "target_accuracy": target}
@@ -397,12 +604,16 @@ def threshold_for(
         correct = frame["correct"].to_numpy(dtype=bool)
         coverage, threshold = largest_coverage(ic, correct, target, guard=1)
         info: dict[str, Any] = {
-            "rule": "held-out descriptions",
+            "rule": "cross-fitted descriptions" if folds else "held-out descriptions",
             "target_accuracy": target,
             "descriptions": len(described),
         }
+        if folds:
+            info["folds"] = folds
+            info["note"] = CROSS_FITTED_NOTE.format(folds=folds)
         if coverage == 0:
             info["note"] = f"no IC reaches {target:.2f} on them: nothing is automatic"
+            info["automatic"] = 0
             return NO_AUTOMATIC_CODING, info
         auto = ic >= threshold
         low, high = wilson_interval(float(correct[auto].sum()), float(auto.sum()))
@@ -694,6 +905,7 @@ def cross_validate(
     folds: int = 5,
     progress=None,
     seeds: Sequence[int] | None = None,
+    record: Callable[..., None] | None = None,
 ) -> CrossValidation:
     """K-fold cross-validation of ``config``, once per seed (default: the config's).
 
@@ -703,7 +915,15 @@ def cross_validate(
     the pooled predictions measure what the annotations bring and whether the automatic
     decision keeps its promise on rows it never saw. Without them, the folds are made of the
     cold-start phrases (notes CV; held-out phrases of a code absent from training are left
-    out)."""
+    out).
+
+    When each fold's coder calibrates on cross-fitted descriptions with ``calibration_folds`` =
+    ``folds`` - 1 (the default 4 with 5 folds), its calibration folds are the other outer folds:
+    the model fit without outer folds f and g scores both (it serves outer fold f's calibration
+    and g's), so a seed costs folds·(folds - 1)/2 + folds fits instead of folds². Any other
+    ``calibration_folds`` draws them in `fit_coder`. ``record`` (if given) is called with
+    ``seed``, ``fold``, each fold's ``coder``, its ``held`` rows and the ``held_out`` scores it
+    was calibrated on (None when it drew its own)."""
     step = progress or (lambda message: None)
     if folds < 2:
         raise ConfigError(f"cross-validation needs at least 2 folds, not {folds}")
@@ -722,6 +942,24 @@ def cross_validate(
         fold_of = np.full(len(table), -1)
         order = np.random.default_rng(seed).permutation(len(candidates))
         fold_of[candidates[order]] = np.arange(len(candidates)) % folds
+        shared = (
+            on_descriptions
+            and fold_config.calibration_folds == folds - 1
+            and cross_fits(fold_config, table[fold_of != 0])
+        )
+        scored: dict[int, list[HeldOutScores]] = {fold: [] for fold in range(folds)}
+        for first in range(folds) if shared else ():
+            for second in range(first + 1, folds):
+                step(f"seed {seed}: calibration fit without folds {first + 1} and {second + 1}")
+                kept = table[(fold_of != first) & (fold_of != second)]
+                coder = build_coder(fold_config, inputs.nomenclature)
+                coder.classifier.fit(
+                    coder.inputs(kept),
+                    kept[datamod.CODE].tolist(),
+                    row_weights(kept, fold_config.source_weights),
+                )
+                scored[first].append(scores_of(coder, table[fold_of == second]))
+                scored[second].append(scores_of(coder, table[fold_of == first]))
         parts = []
         for fold in range(folds):
             step(f"seed {seed}: fold {fold + 1}/{folds}")
@@ -729,7 +967,10 @@ def cross_validate(
             kept = table[fold_of != fold]
             if not on_descriptions:
                 held = held[held[datamod.CODE].isin(set(kept[datamod.CODE]))]
-            coder, _, _ = fit_coder(fold_config, inputs.nomenclature, kept)
+            held_out = scored[fold] if shared else None
+            coder, _, _ = fit_coder(fold_config, inputs.nomenclature, kept, held_out=held_out)
+            if record is not None:
+                record(seed=seed, fold=fold, coder=coder, held=held, held_out=held_out)
             predictions = coder.predict(held, k=max(5, coder.k))
             parts.append(predictions.assign(**{datamod.CODE: held[datamod.CODE].to_numpy()}))
         pooled = pd.concat(parts, ignore_index=True)

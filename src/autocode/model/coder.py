@@ -72,10 +72,10 @@ class Coder:
         inputs = self.inputs(frame)
         proba = self.classifier.predict_proba(inputs)
         if self.code_mention_weight > 0:
-            self._mix_code_mentions(proba, inputs.raw)
+            self.mix_code_mentions(proba, inputs.raw)
         return proba
 
-    def _mix_code_mentions(self, proba: np.ndarray, texts: list[str]) -> None:
+    def mix_code_mentions(self, proba: np.ndarray, texts: list[str]) -> None:
         """In place: rows whose text names exactly one known leaf code get that code mixed in,
         ``p ← (1 - w)·p + w·onehot``."""
         index = {c: i for i, c in enumerate(self.classifier.classes)}

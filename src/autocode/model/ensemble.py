@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -78,33 +78,46 @@ class EnsembleClassifier(Classifier):
     def pool(self, texts: Texts) -> tuple[np.ndarray, np.ndarray | None]:
         """The pooled probabilities and, with ``confidence``, the confidence members' margin for
         the pool's top-1 code of each row (None without ``confidence``)."""
-        n = len(texts)
+        # a member that learnt no code (nearest descriptions without descriptions) is left out
+        active = [(m, w) for m, w in zip(self.members, self.weights, strict=True) if m.classes]
+        parts = (
+            (m.kind, self._columns(m), m.scores(texts) * np.float32(m.temperature), w)
+            for m, w in active
+        )
+        return self.pool_logits(len(texts), parts, sum(w for _, w in active))
+
+    def pool_logits(
+        self,
+        n: int,
+        parts: Iterable[tuple[str, slice | np.ndarray, np.ndarray, float]],
+        total: float,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """`pool` of members' calibrated scores (logits = scores × temperature) given as
+        ``(kind, columns, logits, weight)``: ``columns`` place the member's classes among the
+        ensemble's, ``total`` is the sum of the weights given (they are renormalised). Training
+        pools the held-out scores of its cross-fitted models with it (`autocode.train`)."""
         out = np.zeros((n, len(self.classes)), dtype=np.float32)
         wanted = set(confidence_members(self.confidence))  # `confidence` may be reassigned
         confident: dict[str, np.ndarray] = {}
-        # a member that learnt no code (nearest descriptions without descriptions) is left out
-        active = [(m, w) for m, w in zip(self.members, self.weights, strict=True) if m.classes]
-        total = sum(w for _, w in active) or 1.0
-        for member, weight in active:
+        total = total or 1.0
+        for kind, columns, logits, weight in parts:
             weight = weight / total
-            columns = self._columns(member)
-            logits = member.scores(texts) * np.float32(member.temperature)
             if self.pooling == "geometric":
-                if len(member.classes) < len(self.classes):  # a code it never saw: p = 0
-                    absent = np.ones(len(self.classes), dtype=bool)
+                if not isinstance(columns, slice) and len(columns) < len(self.classes):
+                    absent = np.ones(len(self.classes), dtype=bool)  # a code it never saw: p = 0
                     absent[columns] = False
                     out[:, absent] = -np.inf
                 out[:, columns] += weight * logits
-                proba = softmax(logits) if member.kind in wanted else None
+                proba = softmax(logits) if kind in wanted else None
             else:
                 proba = softmax(logits)
                 out[:, columns] += weight * proba
-            if proba is not None and member.kind in wanted and member.kind not in confident:
+            if proba is not None and kind in wanted and kind not in confident:
                 if isinstance(columns, slice):
-                    confident[member.kind] = proba
+                    confident[kind] = proba
                 else:
-                    confident[member.kind] = np.zeros((n, len(self.classes)), dtype=np.float32)
-                    confident[member.kind][:, columns] = proba
+                    confident[kind] = np.zeros((n, len(self.classes)), dtype=np.float32)
+                    confident[kind][:, columns] = proba
         if self.pooling == "geometric" and n:
             out = softmax(out)
         if not confident:
@@ -127,7 +140,10 @@ class EnsembleClassifier(Classifier):
         return cache[key]
 
     def predict_proba(self, texts: Texts) -> np.ndarray:
-        out, margin = self.pool(texts)
+        return self.with_confidence(*self.pool(texts))
+
+    def with_confidence(self, out: np.ndarray, margin: np.ndarray | None) -> np.ndarray:
+        """The pool's probabilities with the IC of its confidence margin (`with_confidence`)."""
         if margin is None or not len(out):
             return out
         return with_confidence(out, self.confidence_of(margin))
