@@ -22,11 +22,21 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypedDict
 
 import psycopg
 import pytest
 
 from datalab.processes import free_port
+
+
+class _Account(TypedDict, total=False):
+    """The keyword arguments of `subprocess` that run a program as another account."""
+
+    user: int
+    group: int
+    extra_groups: list[int]
+
 
 BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)  # newest first
 USER = "datalab"
@@ -50,7 +60,7 @@ class PostgresServer:
         self.process: subprocess.Popen[bytes] | None = None
         self._account = pwd.getpwnam("postgres") if os.geteuid() == 0 else None
 
-    def _as_server_account(self) -> dict[str, object]:
+    def _as_server_account(self) -> _Account:
         """Run as ``postgres`` when the tests run as root (initdb and postgres refuse root)."""
         if self._account is None:
             return {}
@@ -68,7 +78,7 @@ class PostgresServer:
                 f"--pwfile={password_file}", "--auth=scram-sha-256", "-E", "UTF8",
                 "--locale=C.UTF-8",
             ],
-            check=True, capture_output=True, **self._as_server_account(),  # type: ignore[call-overload]
+            check=True, capture_output=True, **self._as_server_account(),
         )  # fmt: skip
         password_file.unlink()
         with (self.root / "postgres.log").open("wb") as log:  # the server keeps its own copy
@@ -80,7 +90,7 @@ class PostgresServer:
                     "-c", "fsync=off", "-c", "max_connections=200",
                 ],
                 stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
-                **self._as_server_account(),  # type: ignore[call-overload]
+                **self._as_server_account(),
             )  # fmt: skip
         deadline = time.monotonic() + 60
         while True:

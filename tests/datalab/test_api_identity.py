@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from datalab.backends.memory import MemoryBackend
+from datalab.config import Settings
 from datalab.db import ApiToken
 from datalab.identity import accounts
 
@@ -212,7 +214,7 @@ async def test_bad_requests_get_clear_4xx(env: Env) -> None:
     assert missing.status_code == 404
 
 
-def test_first_admin_password_created_once(settings) -> None:  # type: ignore[no-untyped-def]
+def test_first_admin_password_created_once(settings: Settings) -> None:
     from datalab.platform import Platform
 
     platform = Platform.create(settings)
@@ -225,7 +227,9 @@ def test_first_admin_password_created_once(settings) -> None:  # type: ignore[no
 
 async def test_the_backend_is_told_each_projects_members(env: Env) -> None:
     """What the Kubernetes backend turns into RoleBindings: enabled members only, at once."""
-    told = env.platform.backend.project_members  # type: ignore[attr-defined]
+    backend = env.platform.backend
+    assert isinstance(backend, MemoryBackend)  # the API tests' backend
+    told = backend.project_members
     await env.user("alice")
     await env.admin.call("POST", "/api/projects", json={"name": "team"}, expect=201)
     await env.admin.call("POST", "/api/projects/project-team/members", json={"user": "alice"})

@@ -9,14 +9,14 @@ import pytest
 
 from datalab.config import Quota
 
-from .conftest import Env
+from .conftest import Api, Env
 
 pytestmark = pytest.mark.anyio
 
 CHART = "jupyter-python"
 
 
-async def launch(api, expect: int = 200, project: str | None = None, **body):  # type: ignore[no-untyped-def]
+async def launch(api: Api, expect: int = 200, project: str | None = None, **body: Any) -> Any:
     return await api.call(
         "POST", "/api/services", json={"chart": CHART, **body}, expect=expect, project=project
     )
@@ -137,7 +137,7 @@ async def test_the_project_mlflow_is_discovered_by_later_launches(env: Env) -> N
         )
     project = "project-lab"
 
-    async def tracking_uri(api, chart: str = CHART) -> str:  # type: ignore[no-untyped-def]
+    async def tracking_uri(api: Api, chart: str = CHART) -> str:
         dry = await launch(api, project=project, dry_run=True, chart=chart)
         uri: str = dry["values"]["mlflow"]["trackingUri"]
         return uri

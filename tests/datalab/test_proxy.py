@@ -21,9 +21,10 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.typing import Origin, Subprotocol
 
 from datalab.backends.base import Endpoint
 from datalab.processes import free_port
@@ -37,10 +38,10 @@ MB = 2**20
 
 @asynccontextmanager
 async def serve(
-    app: object, port: int | None = None, uds: str | None = None
+    app: ASGIApp, port: int | None = None, uds: str | None = None
 ) -> AsyncIterator[None]:
     config = uvicorn.Config(
-        app,  # type: ignore[arg-type]
+        app,
         host="127.0.0.1",
         port=port or 0,
         uds=uds,
@@ -334,8 +335,8 @@ async def test_websocket(proxy_urls: tuple[str, str]) -> None:
     url = public.replace("http://", "ws://") + "/s/svc/ws"
     async with websockets.connect(
         url,
-        subprotocols=["echo.v1"],  # type: ignore[list-item]
-        origin=public,  # type: ignore[arg-type]
+        subprotocols=[Subprotocol("echo.v1")],
+        origin=Origin(public),
         additional_headers={"Cookie": "datalab_session=secret; a=1"},
         max_size=None,
     ) as ws:

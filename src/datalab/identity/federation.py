@@ -16,18 +16,25 @@ import asyncio
 import time
 from collections import defaultdict
 from datetime import UTC, datetime
+from typing import Protocol
 
 from datalab.db import Database, ProviderToken
 from datalab.errors import ProviderSignInRequired, Unauthenticated
 from datalab.identity import accounts
-from datalab.identity.oidc import OidcClient, ProviderTokenSet
+from datalab.identity.oidc import ProviderTokenSet
 
 #: an ID token with less left than this is renewed before being handed to S3 or Vault
 MARGIN_S = 30
 
 
+class TokenRefresher(Protocol):
+    """What renews the tokens: the provider's client (`OidcClient`)."""
+
+    async def refresh(self, refresh_token: str) -> ProviderTokenSet: ...
+
+
 class ProviderTokens:
-    def __init__(self, db: Database, client: OidcClient) -> None:
+    def __init__(self, db: Database, client: TokenRefresher) -> None:
         self.db = db
         self.client = client
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)

@@ -199,7 +199,7 @@ async def test_an_unknown_service_is_not_found(harness: Harness) -> None:
         harness.backend.events,
     ):
         with pytest.raises(ServiceNotFound):
-            await call("svc-unknown")  # type: ignore[operator]
+            await call("svc-unknown")
 
 
 async def test_a_restarted_platform_reattaches_from_the_json_state(harness: Harness) -> None:

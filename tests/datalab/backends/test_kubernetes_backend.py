@@ -72,7 +72,9 @@ async def wait_phase(backend: KubernetesBackend, service_id: str, phase: Phase) 
     raise AssertionError(f"{service_id} still {status.phase}: {status.reason}")
 
 
-async def test_a_release_through_its_life(backend: KubernetesBackend, kube_cluster) -> None:  # type: ignore[no-untyped-def]
+async def test_a_release_through_its_life(
+    backend: KubernetesBackend, kube_cluster: KubeCluster
+) -> None:
     service = spec()
     status = await backend.install(service)
     assert status.phase in (Phase.STARTING, Phase.RUNNING)

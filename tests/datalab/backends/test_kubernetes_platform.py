@@ -87,7 +87,7 @@ async def wait_phase(served: Served, token: str, service_id: str, phase: str) ->
     for _ in range(300):
         service = await served.api(token, "GET", f"/api/services/{service_id}")
         if service["phase"] == phase:
-            return service  # type: ignore[no-any-return]
+            return service
         assert service["phase"] != "failed", service["reason"]
         await asyncio.sleep(0.2)
     raise AssertionError(f"{service_id} still {service['phase']}: {service['reason']}")

@@ -13,6 +13,8 @@ import yaml
 
 from datalab.backends.local import LocalBackend
 
+from .conftest import Services
+
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 CATALOG = Path(__file__).parents[3] / "catalog"
@@ -30,7 +32,7 @@ def chart(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return recipe, values
 
 
-async def test_jupyter_python(backend: LocalBackend, services) -> None:  # type: ignore[no-untyped-def]
+async def test_jupyter_python(backend: LocalBackend, services: Services) -> None:
     recipe, values = chart("jupyter-python")
     token = uuid.uuid4().hex
     values["security"]["password"] = token
@@ -47,7 +49,7 @@ async def test_jupyter_python(backend: LocalBackend, services) -> None:  # type:
     await backend.uninstall(spec.id)
 
 
-async def test_mlflow_logs_a_run(backend: LocalBackend, services) -> None:  # type: ignore[no-untyped-def]
+async def test_mlflow_logs_a_run(backend: LocalBackend, services: Services) -> None:
     recipe, values = chart("mlflow")
     spec = services.spec(recipe, values=values, owner="erin")
     await services.run(spec, within=240)

@@ -18,12 +18,15 @@ import pytest
 import uvicorn
 import websockets
 from starlette.types import ASGIApp, Receive, Scope, Send
+from websockets.typing import Origin
 
 from datalab.backends.base import Phase, ServiceNotFound
 from datalab.backends.local import LocalBackend
 from datalab.envs import Env, EnvManager
 from datalab.processes import free_port
 from datalab.proxy import Route, ServiceProxy, deny
+
+from .conftest import Services
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -89,7 +92,7 @@ async def execute(ws_url: str, code: str, origin: str) -> str:
         "channel": "shell",
         "buffers": [],
     }  # fmt: skip
-    async with websockets.connect(ws_url, origin=origin, max_size=None) as ws:  # type: ignore[arg-type]
+    async with websockets.connect(ws_url, origin=Origin(origin), max_size=None) as ws:
         await ws.send(json.dumps(request))
         async with asyncio.timeout(60):
             while True:
@@ -103,8 +106,8 @@ async def execute(ws_url: str, code: str, origin: str) -> str:
 
 
 async def test_jupyterlab_through_the_backend_and_the_proxy(
-    jupyter_env: Env, shared_envs: EnvManager, data_dir: Path, services
-) -> None:  # type: ignore[no-untyped-def]
+    jupyter_env: Env, shared_envs: EnvManager, data_dir: Path, services: Services
+) -> None:
     port = free_port()
     public = f"http://127.0.0.1:{port}"
     backend = LocalBackend(data_dir, public, env_manager=shared_envs, stop_grace_s=5)

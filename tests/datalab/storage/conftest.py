@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -30,13 +31,15 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def embedded_settings(data_dir: Path, **overrides: object) -> Settings:
+def embedded_settings(data_dir: Path, **overrides: Any) -> Settings:
+    """Settings with embedded storage and secrets; ``overrides`` are sections as in the YAML
+    file (as `load_settings` takes them)."""
     return load_settings(
         None,
         data_dir=data_dir,
         backend=overrides.pop("backend", {"name": "memory"}),
-        storage={"mode": "embedded", **overrides.pop("storage", {})},  # type: ignore[dict-item]
-        secrets={"mode": "embedded", **overrides.pop("secrets", {})},  # type: ignore[dict-item]
+        storage={"mode": "embedded", **overrides.pop("storage", {})},
+        secrets={"mode": "embedded", **overrides.pop("secrets", {})},
         **overrides,
     )
 

@@ -3,7 +3,7 @@ project; STS sessions and the storage API confined to the caller's prefixes."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import botocore.exceptions
 import httpx
@@ -31,7 +31,7 @@ async def shared(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Fede
         await platform.stop()
 
 
-def _succeeds(call) -> bool:  # type: ignore[no-untyped-def]
+def _succeeds(call: Callable[[], object]) -> bool:
     try:
         call()
     except botocore.exceptions.ClientError:

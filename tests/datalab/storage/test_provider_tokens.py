@@ -89,7 +89,9 @@ async def provider_vault(
             "POST", f"sys/mounts/{KV}", json={"type": "kv", "options": {"version": "2"}}
         )
         await admin.request("POST", "sys/auth/jwt", json={"type": "jwt"})
-        accessor = (await admin.request("GET", "sys/auth"))["jwt/"]["accessor"]  # type: ignore[index]
+        mounts = await admin.request("GET", "sys/auth")
+        assert mounts is not None  # a GET answers with a body
+        accessor = mounts["jwt/"]["accessor"]
         await admin.request(
             "POST",
             "auth/jwt/config",
@@ -262,7 +264,9 @@ async def test_without_a_valid_provider_sign_in_users_are_told_to_sign_in(
     with deployment.platform.db.session() as session:
         user = session.get(User, user.id)
         assert user is not None
-        assert session.get(ProviderToken, user.id).refresh_token is None  # type: ignore[union-attr]
+        row = session.get(ProviderToken, user.id)
+        assert row is not None
+        assert row.refresh_token is None
     # signing in again makes it work again
     await deployment.signed_in_api("carol")
     await carol.call("GET", "/api/storage/buckets/user-carol/objects")
@@ -309,7 +313,7 @@ async def test_an_expiring_id_token_is_renewed_and_the_refresh_token_rotated(
             return ProviderTokenSet({"exp": now + 300}, "id-token-2", "refresh-2")
 
     provider = Provider()
-    tokens = ProviderTokens(db, provider)  # type: ignore[arg-type]
+    tokens = ProviderTokens(db, provider)
     tokens.save(user_id, ProviderTokenSet({"exp": now + 10}, "id-token-1", "refresh-1"))
     assert await tokens.id_token("erin", "S3") == "id-token-2"  # 10 s < margin
     assert provider.calls == ["refresh-1"]

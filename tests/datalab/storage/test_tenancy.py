@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 
 import botocore
 import botocore.exceptions
@@ -25,7 +26,7 @@ from .conftest import TEAM, Federated
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 
-def _succeeds(call) -> bool:  # type: ignore[no-untyped-def]
+def _succeeds(call: Callable[[], object]) -> bool:
     try:
         call()
     except botocore.exceptions.ClientError:
@@ -99,8 +100,10 @@ async def test_tenancy_matrix(federated: Federated, ledger: Ledger) -> None:
         assert client.get_object(Bucket=bucket, Key="notes/hello.txt")["Body"].read() == b"hello"
         assert client.list_objects_v2(Bucket=bucket)["KeyCount"] >= 1
     # a service in a shared project holds the project's space only (members may use it)
+    team_credentials = alice_team.s3_credentials
+    assert team_credentials is not None
     assert not _succeeds(
-        lambda: federated.s3(alice_team.s3_credentials).get_object(  # type: ignore[arg-type]
+        lambda: federated.s3(team_credentials).get_object(
             Bucket="user-alice", Key="notes/hello.txt"
         )
     )

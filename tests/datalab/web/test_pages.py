@@ -363,9 +363,12 @@ async def test_files_page_without_object_storage(web: httpx.AsyncClient) -> None
 
 
 async def test_sizes_in_both_languages(env: Env) -> None:
+    from starlette.requests import Request
+
     from datalab.web.context import Page
 
-    page = Page(request=None, platform=env.platform, lang="fr", csrf="")  # type: ignore[arg-type]
+    request = Request({"type": "http"})  # sizes need no request: an empty one
+    page = Page(request=request, platform=env.platform, lang="fr", csrf="")
     assert [page.size(n) for n in (8, 1536, 5 * 1024**3)] == ["8 o", "1,5 Kio", "5,0 Gio"]
     page.lang = "en"
     assert page.size(1536) == "1.5 KiB" and page.size(None) == ""
