@@ -2,10 +2,8 @@
 accounts when the tests run as root) with the real embedded object storage, and used the way
 their users use them: a query, a key, a file read from the user's S3, a page.
 
-One platform for the module (SeaweedFS is shared by its tests). The services' environments
-(R's JupyterLab, PySpark, code-server: minutes to build cold) are kept across sessions in the
-repository's ignored ``.cache/seed-envs`` (``DATALAB_TEST_ENVS`` to put them elsewhere): a warm
-run only starts the services."""
+One platform for the module (SeaweedFS is shared by its tests); the services' environments are
+kept across sessions (``conftest.SEED_ENVS``): a warm run only starts the services."""
 
 from __future__ import annotations
 
@@ -29,18 +27,13 @@ import websockets
 from datalab.app import create_app
 from datalab.config import load_settings
 from datalab.db import Project
-from datalab.envs import EnvManager
 from datalab.identity import accounts
 from datalab.platform import Platform
 from datalab.processes import free_port
 
-from .conftest import ADMIN_PASSWORD, Api, wait_for_phase
+from .conftest import ADMIN_PASSWORD, SEED_ENVS, Api, use_seed_envs, wait_for_phase
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
-
-ENVS = Path(
-    os.environ.get("DATALAB_TEST_ENVS") or Path(__file__).parents[2] / ".cache" / "seed-envs"
-)
 
 
 @pytest.fixture(scope="module")
@@ -116,13 +109,7 @@ async def seeds() -> AsyncIterator[Seeds]:
         patch.setenv("DATALAB_ADMIN_PASSWORD", ADMIN_PASSWORD)
         platform = Platform.create(settings)
         platform.ensure_admin()
-    # the services' accounts run the environments: every folder on the way lets them through
-    ENVS.mkdir(parents=True, exist_ok=True)
-    for folder in (ENVS, ENVS.parent):
-        os.chmod(folder, 0o755)
-    platform.backend.envs = EnvManager(  # type: ignore[attr-defined]
-        ENVS, shared=os.geteuid() == 0, build_timeout_s=1800
-    )
+    use_seed_envs(platform)
     app = create_app(platform, manage_lifecycle=False)
     await platform.start()
     server = uvicorn.Server(
@@ -307,9 +294,27 @@ print("rows", df.count(), "total", df.agg(F.sum("population")).first()[0])
 df.where(df.population > 300).write.mode("overwrite").parquet(
     "s3a://" + os.environ["S3_WORKING_DIRECTORY"] + "data/spark/big.parquet")
 print("spark", spark.version)
+print("ui", spark.sparkContext.uiWebUrl, "authenticate", spark.conf.get("spark.authenticate"))
+jvm = spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid()
+sockets = set()
+for fd in os.listdir(f"/proc/{jvm}/fd"):
+    try:
+        sockets.add(os.readlink(f"/proc/{jvm}/fd/{fd}"))
+    except FileNotFoundError:  # closed meanwhile
+        pass
+for table in ("tcp", "tcp6"):
+    for line in open(f"/proc/{jvm}/net/{table}").readlines()[1:]:
+        fields = line.split()
+        if fields[3] == "0A" and f"socket:[{fields[9]}]" in sockets:
+            print("listens", fields[1].rsplit(":", 1)[0])
 """
     output = await seeds.run_code(service, code, kernel="python3")
     assert "rows 3 total 1078" in output and "spark 3.5." in output
+    # the driver: no web UI, its ports on loopback only and behind a secret of the service's
+    assert "ui None authenticate true" in output
+    addresses = [line.split()[1] for line in output.splitlines() if line.startswith("listens")]
+    loopback = {"0100007F", "0000000000000000FFFF00000100007F", "00000000000000000000000001000000"}
+    assert addresses and set(addresses) <= loopback, output
     listing = await seeds.alice.call(
         "GET", "/api/storage/buckets/user-alice/objects", params={"prefix": "data/spark/"}
     )
@@ -341,6 +346,6 @@ async def test_vscode_workbench_through_the_platform(seeds: Seeds) -> None:
     assert "vscode-workbench" in page.text or "workbench" in page.text
     # the service runs from the environment's code-server, Node.js 24 from PyPI
     env_key = seeds.platform.backend.get_state("code")["env_key"]  # type: ignore[attr-defined]
-    bin_dir = ENVS / env_key / "bin"
+    bin_dir = SEED_ENVS / env_key / "bin"
     assert (bin_dir / "code-server").exists() and (bin_dir / "node").exists()
     await seeds.alice.call("DELETE", "/api/services/code")

@@ -4,6 +4,8 @@ through it with their own token (a notebook logging to the project's MLflow)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from pathlib import Path
 
 import psutil
@@ -14,6 +16,13 @@ from datalab.backends.local import LocalBackend
 from .conftest import TEAM, Ledger, Tenancy, launch, needs_root
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, needs_root]
+
+
+def notebook_runtime(backend: LocalBackend, service: str) -> str:
+    """Where the notebook's Jupyter writes its kernels' connection files (jupyter_core's rule)."""
+    environ = _environ(backend.get_state(service)["pid"])
+    data = environ.get("XDG_DATA_HOME") or f"{environ['HOME']}/.local/share"
+    return environ.get("JUPYTER_RUNTIME_DIR") or f"{data}/jupyter/runtime"
 
 
 def _environ(pid: int) -> dict[str, str]:
@@ -48,8 +57,21 @@ async def test_services_are_reached_through_the_platform_only(
     )
     assert experiments.status_code == 200, experiments.text  # the control: it works
 
+    # a kernel runs in the notebook: its channels are sockets too (a kernel's output channel
+    # needs no key to subscribe to, so a loopback port would hand its output to anyone)
+    kernels = f"/s/team-nb3/api/kernels?token={notebook['password']}"
+    kernel = await alice.call("POST", kernels, json={"name": "python3"}, expect=201)
+    connection_file = Path(notebook_runtime(backend, "team-nb3")) / f"kernel-{kernel['id']}.json"
+    kernel_url = f"/s/team-nb3/api/kernels/{kernel['id']}?token={notebook['password']}"
+    for _ in range(600):  # listening once it has started
+        if (await alice.call("GET", kernel_url))["execution_state"] == "idle":
+            break
+        await asyncio.sleep(0.1)
+    channels = json.loads(connection_file.read_text())
+
     # no service listens where other accounts could connect
     sockets = {}
+    ports = []
     for service in ("team-mlflow", "team-nb3", "mallory-files"):
         endpoint = await backend.endpoint(service)
         assert endpoint is not None and endpoint.socket is not None and endpoint.port is None
@@ -57,9 +79,15 @@ async def test_services_are_reached_through_the_platform_only(
         main = psutil.Process(backend.get_state(service)["pid"])
         for process in [main, *main.children(recursive=True)]:
             listening = [
-                c for c in process.net_connections("inet") if c.status == psutil.CONN_LISTEN
+                c.laddr for c in process.net_connections("inet") if c.status == psutil.CONN_LISTEN
             ]
-            assert not listening, (service, listening)
+            if "ipykernel_launcher" in " ".join(process.cmdline()):
+                # ipykernel's one fixed port (not configurable): the pipe through which a forked
+                # child's output reaches the kernel, on 127.0.0.1, receive-only, and every
+                # message must carry a 16-byte secret of the kernel's or it is dropped
+                assert len(listening) == 1 and listening[0].ip == "127.0.0.1", listening
+                continue
+            ports += [(service, process.name(), address.port) for address in listening]
 
     # what other users' programs try
     broker = tenancy.platform.services.credentials
@@ -73,6 +101,11 @@ async def test_services_are_reached_through_the_platform_only(
     probes: list[dict[str, object]] = [
         {"kind": "unix", "path": path} for path in sockets.values() if "mallory" not in path
     ]
+    probes += [
+        {"kind": "tcp", "port": port} for service, _, port in ports if "mallory" not in service
+    ]
+    if channels["transport"] == "ipc":  # the kernel's output channel, in the service's folder
+        probes.append({"kind": "unix", "path": f"{channels['ip']}-{channels['iopub_port']}"})
     for bearer in (mallory_token, alice_personal, forged, tenancy.users["mallory"].token):
         probes.append(
             {"kind": "http", "url": mlflow, "headers": {"Authorization": f"Bearer {bearer}"}}
@@ -86,6 +119,8 @@ async def test_services_are_reached_through_the_platform_only(
         )
     probes.append({"kind": "http", "url": mlflow})  # no credential: a redirect, nothing more
     await tenancy.attack(ledger, "service sockets and proxy", "mallory", probes)
+    assert not ports, ports  # and none of them listens on a port at all
+    assert channels["transport"] == "ipc", channels
     # bob, a member of the project, is refused too: the MLflow is alice's, not shared
     bob = tenancy.users["bob"]
     await tenancy.attack(
