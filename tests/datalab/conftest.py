@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -18,10 +19,30 @@ from fastapi import FastAPI
 
 from datalab.app import create_app
 from datalab.config import Settings, load_settings
+from datalab.envs import EnvManager
 from datalab.identity import accounts
 from datalab.platform import Platform
 
 ADMIN_PASSWORD = "admin-password-for-tests"
+
+#: The environments of the shipped services (R's JupyterLab, PySpark, code-server, Label
+#: Studio: minutes to build cold), kept across sessions in the repository's ignored
+#: ``.cache/seed-envs`` (``DATALAB_TEST_ENVS`` to put them elsewhere) and shared by the tests
+#: that launch them, through the API or in the browser: a warm run only starts the services.
+SEED_ENVS = Path(
+    os.environ.get("DATALAB_TEST_ENVS") or Path(__file__).parents[2] / ".cache" / "seed-envs"
+)
+
+
+def use_seed_envs(platform: Platform) -> None:
+    """Let the platform's local backend build and find its environments in ``SEED_ENVS``."""
+    SEED_ENVS.mkdir(parents=True, exist_ok=True)
+    # the services' accounts run the environments: every folder on the way lets them through
+    for folder in (SEED_ENVS, SEED_ENVS.parent):
+        os.chmod(folder, 0o755)
+    platform.backend.envs = EnvManager(  # type: ignore[attr-defined]
+        SEED_ENVS, shared=os.geteuid() == 0, build_timeout_s=1800
+    )
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 

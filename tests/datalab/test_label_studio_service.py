@@ -23,7 +23,7 @@ from datalab.identity import accounts
 from datalab.platform import Platform
 from datalab.processes import free_port
 
-from .conftest import ADMIN_PASSWORD, Api, wait_for_phase
+from .conftest import ADMIN_PASSWORD, Api, use_seed_envs, wait_for_phase
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -50,6 +50,7 @@ async def platform_url() -> AsyncIterator[tuple[Platform, httpx.AsyncClient, Api
         patch.setenv("DATALAB_ADMIN_PASSWORD", ADMIN_PASSWORD)
         platform = Platform.create(settings)
         platform.ensure_admin()
+    use_seed_envs(platform)  # its environment is kept, and shared with the browser test
     app = create_app(platform, manage_lifecycle=False)
     await platform.start()
     server = uvicorn.Server(
