@@ -17,6 +17,7 @@ import pytest
 from datalab.backends.base import BackendError
 from datalab.envs import EnvBuildError, EnvManager, EnvSpec
 from datalab.envs._python import matches, world_accessible
+from datalab.envs._uv import find_uv
 
 pytestmark = pytest.mark.anyio
 
@@ -82,6 +83,46 @@ async def test_failed_build_reports_the_installer_error(envs_root: Path) -> None
     assert "datalab-no-such-package-4b1d" in message
     assert "not found in the package registry" in message
     assert manager.list() == [] and not list(envs_root.glob(".tmp-*"))
+
+
+async def test_a_stale_index_at_install_is_revalidated_once(envs_root: Path) -> None:
+    """The lock names a version just released while the index uv reads for the install is an
+    older copy (another build's, a lagging mirror's): the install is retried with the index
+    revalidated, once; any other failure is not retried."""
+    real_uv = find_uv()
+    calls = envs_root.parent / "sync-calls"
+    uv = envs_root.parent / "uv"
+    # uv as it answers from a stale index page: the first `pip sync` only, unless --refresh
+    uv.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1 $2" = "pip sync" ]; then echo "$*" >> {calls}; fi\n'
+        f'if [ "$1 $2" = "pip sync" ] && [ "$3" != --refresh ] && [ ! -e {calls}.once ]; then\n'
+        f"  touch {calls}.once\n"
+        '  echo "  because there is no version of six==1.17.0 and you require six==1.17.0,"'
+        " >&2\n"
+        '  echo "  we can conclude that your requirements are unsatisfiable." >&2\n'
+        "  exit 1\n"
+        "fi\n"
+        f'exec {real_uv} "$@"\n'
+    )
+    uv.chmod(0o755)
+    env = await EnvManager(envs_root, uv=str(uv)).ensure(EnvSpec(("six",)))
+    assert env.built and (env.bin_dir / "python").exists()
+    syncs = calls.read_text().splitlines()
+    assert len(syncs) == 2 and "--refresh" not in syncs[0] and "--refresh" in syncs[1]
+
+    # a real failure at install is reported, not retried: every sync refused
+    uv.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1 $2" = "pip sync" ]; then echo "$*" >> {calls}\n'
+        '  echo "disk full" >&2; exit 1\n'
+        "fi\n"
+        f'exec {real_uv} "$@"\n'
+    )
+    calls.unlink()
+    with pytest.raises(EnvBuildError, match=r"while installing the packages:\n(.*\n)*disk full"):
+        await EnvManager(envs_root / "other", uv=str(uv)).ensure(EnvSpec(("six",)))
+    assert len(calls.read_text().splitlines()) == 1
 
 
 async def test_build_timeout(envs_root: Path) -> None:

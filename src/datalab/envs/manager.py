@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 #: May be a plain function or a coroutine function.
 ProgressCallback = Callable[[str, float, str], Any]
 
+#: what uv says when a locked version is missing from the index it reads
+_STALE_INDEX = "there is no version of"
 _METADATA = "datalab-env.json"
 _ERROR_TAIL_LINES = 30
 
@@ -254,13 +256,25 @@ class EnvManager:
             if locked:
                 (tmp / "requirements.lock").write_text("\n".join(locked) + "\n")
                 await _report(progress, "installing", 30, f"installing {len(locked)} package(s)")
-                await self._uv_ok(
-                    ["pip", "sync", "--python", str(tmp / "bin" / "python"), "--no-config",
-                     "--color", "never", str(tmp / "requirements.lock")],
-                    collect("installing", 30),
-                    lines,
-                    "installing the packages",
-                )  # fmt: skip
+                sync = ["pip", "sync", "--python", str(tmp / "bin" / "python"), "--no-config",
+                        "--color", "never", str(tmp / "requirements.lock")]  # fmt: skip
+                try:
+                    await self._uv_ok(
+                        sync, collect("installing", 30), lines, "installing the packages"
+                    )
+                except EnvBuildError as exc:
+                    if _STALE_INDEX not in str(exc):
+                        raise
+                    # The lock names a version the index uv read for the install does not list:
+                    # a package released a moment ago, whose older index page another uv process
+                    # (a concurrent build) or a lagging mirror left in the shared cache.
+                    # Revalidate the index pages once.
+                    await self._uv_ok(
+                        [*sync[:2], "--refresh", *sync[2:]],
+                        collect("installing", 30),
+                        lines,
+                        "installing the packages",
+                    )
             await self._install_extras(spec, tmp, progress, collect)
             meta = {
                 "key": key,
