@@ -437,11 +437,11 @@ def test_task_page_screenshot(
             assert choice_value(naf2008, top1) in chosen and " / " in chosen
             # the taxonomy opens, searchable by a word of a label
             taxonomy.click()
-            page.keyboard.type("boulang")
-            page.wait_for_timeout(1500)
-            page.screenshot(path=str(SCREENSHOTS / "label-studio-taxonomy-search.png"))
+            search = page.get_by_placeholder("Search").last  # once the dropdown is open
+            search.fill("boulang")
             found = page.get_by_text("10.7 Fabrication de produits de boulangerie")
-            assert found.count() >= 1 and found.first.is_visible()
+            found.first.wait_for(timeout=30_000)
+            page.screenshot(path=str(SCREENSHOTS / "label-studio-taxonomy-search.png"))
         finally:
             browser.close()
     with httpx.Client() as http:
