@@ -43,6 +43,8 @@ def use_seed_envs(platform: Platform) -> None:
     platform.backend.envs = EnvManager(  # type: ignore[attr-defined]
         SEED_ENVS, shared=os.geteuid() == 0, build_timeout_s=1800
     )
+
+
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
