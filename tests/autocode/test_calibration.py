@@ -64,11 +64,14 @@ def test_the_threshold_rests_on_cross_fitted_scores_of_all_descriptions(inputs):
     assert basis["folds"] == 4 and basis["descriptions"] == len(described)
     ic = predictions["ic"].to_numpy()
     correct = predictions["correct"].to_numpy()
-    coverage, expected = largest_coverage(ic, correct, 0.90, guard=1)
+    # chosen at 0.92: the target plus the refit margin
+    assert basis["chosen_at"] == 0.92
+    coverage, expected = largest_coverage(ic, correct, 0.92, guard=1)
     assert coverage > 0 and coder.threshold == expected
     automatic = ic >= coder.threshold
     assert (predictions["auto"].to_numpy() == automatic).all()
-    assert correct[automatic].sum() / (automatic.sum() + 1) >= 0.90
+    assert correct[automatic].sum() / (automatic.sum() + 1) >= 0.92
+    assert largest_coverage(ic, correct, 0.90, guard=1)[1] <= coder.threshold
     assert basis["automatic"] == automatic.sum()
     low, high = basis["accuracy_interval"]
     assert low <= basis["accuracy"] == round(correct[automatic].mean(), 4) <= high
@@ -133,5 +136,7 @@ def test_calibration_folds_are_checked_and_can_be_turned_off(inputs):
 
     with pytest.raises(ConfigError, match="calibration_folds: a whole number"):
         config(calibration_folds=-1)
+    with pytest.raises(ConfigError, match=r"refit_margin: from 0 to 0\.10"):
+        config(refit_margin=0.2)
     coder, _, _ = fit_coder(config(calibration_folds=0), inputs.nomenclature, inputs.table)
     assert coder.info["threshold_basis"]["rule"] == "held-out descriptions"
