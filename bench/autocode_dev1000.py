@@ -37,8 +37,13 @@ DEV1000 = SHARED / "annotations" / "labelstudio_dev1000.csv"
 
 #: Candidate models: training-config overrides.
 MODELS: dict[str, dict[str, Any]] = {
-    # the default: fastText + TF-IDF (+ nearest descriptions when some are labelled)
+    # the default: fastText + TF-IDF (+ nearest descriptions and the register variables' prior
+    # when some descriptions are labelled)
     "fast": {},
+    # the default without the register variables' prior (text members only)
+    "text": {"categorical_prior": None},
+    # the default with the labelled descriptions weighted 3x in TF-IDF's fit
+    "weighted": {"source_weights": {"label_subclass": 2.0, "dev1000": 3.0}},
     # the previous default, with the e5 sentence-embedding member (~70 texts/s)
     "e5": {"params": {"members": {"fasttext": {}, "tfidf": {}, "e5": {}}}},
     "fasttext": {"model": "fasttext"},

@@ -323,8 +323,10 @@ def evaluate(
         designs = {}
         for uri in input:
             table = datamod.read_table(uri)
+            # categorical inputs the file does not have count as missing values (as in predict)
+            present = [c for c in coder.categorical if c in table]
             labelled = datamod.label_table(
-                table, coder.nomenclature, text_column, code_column, coder.categorical
+                table, coder.nomenclature, text_column, code_column, present
             )
             if len(labelled.invalid):
                 console.print(f"[yellow]{uri}: {labelled.report()}[/yellow]")

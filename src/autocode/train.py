@@ -39,6 +39,7 @@ from autocode.model import (
     make_classifier,
     softmax,
 )
+from autocode.model.register import REGISTER_VARIABLES, CategoricalPrior
 from autocode.nomenclature import (
     Nomenclature,
     Note,
@@ -91,7 +92,17 @@ class TrainConfig:
     cold_start_options: dict[str, Any] = field(default_factory=dict)
     train: list[DatasetConfig] = field(default_factory=list)  # labelled data, optional
     evaluation: list[DatasetConfig] = field(default_factory=list)  # never trained on
-    categorical: list[str] = field(default_factory=list)
+    categorical: list[str] = field(default_factory=list)  # appended as <NAME>_<value> tokens
+    # the register variables' prior over codes (autocode.model.register), learnt from the train
+    # datasets' descriptions: those of its variables they have; null: none (docs/autocode.md)
+    categorical_prior: dict[str, Any] | None = field(
+        default_factory=lambda: {
+            "variables": list(REGISTER_VARIABLES),
+            "smoothing": 20.0,
+            "power": 0.5,
+            "missing": False,
+        }
+    )
     preprocess: dict[str, Any] = field(default_factory=dict)
     model: str = "ensemble"  # fasttext | tfidf | e5 | ensemble
     params: dict[str, Any] = field(default_factory=dict)
@@ -152,6 +163,7 @@ class TrainConfig:
             raise ConfigError(f"target_accuracy: choose from {list(TARGET_ACCURACIES)}")
         if not config.cold_start and not config.train:
             raise ConfigError("nothing to train on: enable cold_start or list train datasets")
+        _check_prior(config.categorical_prior)
         if not 0 <= config.refit_margin < 1 - config.target_accuracy:
             raise ConfigError(
                 f"refit_margin: from 0 to {1 - config.target_accuracy:.2f} (1 - target_accuracy), "
@@ -172,6 +184,34 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+PRIOR_KEYS = ("variables", "smoothing", "power", "missing")
+
+
+def _check_prior(prior: Any) -> None:
+    if prior is None:
+        return
+    if not isinstance(prior, Mapping):
+        raise ConfigError(f"categorical_prior: a mapping of {list(PRIOR_KEYS)} or null")
+    unknown = sorted(set(prior) - set(PRIOR_KEYS))
+    if unknown:
+        raise ConfigError(f"categorical_prior: unknown keys {unknown}; known: {list(PRIOR_KEYS)}")
+    variables = prior.get("variables", [])
+    if isinstance(variables, str) or not all(isinstance(v, str) for v in variables):
+        raise ConfigError("categorical_prior.variables: a list of column names")
+    try:
+        CategoricalPrior(variables, prior.get("smoothing", 5.0), prior.get("power", 1.0))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"categorical_prior: {exc}") from exc
+
+
+def prior_variables(config: TrainConfig, table: pd.DataFrame | None) -> list[str]:
+    """The variables of ``categorical_prior`` that ``table`` has (the train datasets' columns);
+    none but for an ensemble (the prior multiplies its pool)."""
+    if config.categorical_prior is None or table is None or config.model != "ensemble":
+        return []
+    return [v for v in config.categorical_prior.get("variables", []) if v in table]
 
 
 def _dataset(raw: Any) -> DatasetConfig:
@@ -219,6 +259,12 @@ def restrict(nomenclature: Nomenclature, roots: list[str]) -> Nomenclature:
     return out
 
 
+def _with_prior_columns(config: TrainConfig, raw: pd.DataFrame) -> list[str]:
+    """``categorical`` (required) and the prior's variables that ``raw`` has."""
+    extra = [v for v in prior_variables(config, raw) if v not in config.categorical]
+    return [*config.categorical, *extra]
+
+
 def load_inputs(config: TrainConfig) -> TrainingInputs:
     nomenclature, notes = load_nomenclature(config)
     tables, invalid = [], {}
@@ -231,24 +277,26 @@ def load_inputs(config: TrainConfig) -> TrainingInputs:
         )
         tables.append(datamod.build_cold_start(nomenclature, notes, options))
     for dataset in config.train:
-        labelled = datamod.load_labelled(
-            dataset.uri,
+        raw = datamod.read_table(dataset.uri)
+        labelled = datamod.label_table(
+            raw,
             nomenclature,
             dataset.text_column,
             dataset.code_column,
-            config.categorical,
+            _with_prior_columns(config, raw),
             source=dataset.source,
         )
         tables.append(labelled.rows)
         invalid[dataset.uri] = labelled.invalid
     evaluation = {}
     for dataset in config.evaluation:
-        labelled = datamod.load_labelled(
-            dataset.uri,
+        raw = datamod.read_table(dataset.uri)
+        labelled = datamod.label_table(
+            raw,
             nomenclature,
             dataset.text_column,
             dataset.code_column,
-            config.categorical,
+            _with_prior_columns(config, raw),
             source="evaluation",
         )
         evaluation[dataset.source] = labelled.rows
@@ -257,7 +305,11 @@ def load_inputs(config: TrainConfig) -> TrainingInputs:
 
 
 # -- fitting --------------------------------------------------------------------------------------
-def build_coder(config: TrainConfig, nomenclature: Nomenclature) -> Coder:
+def build_coder(
+    config: TrainConfig, nomenclature: Nomenclature, table: pd.DataFrame | None = None
+) -> Coder:
+    """An unfitted coder of ``config``; its categorical inputs are ``categorical`` and the
+    prior's variables that ``table`` (the training rows) has."""
     params = dict(config.params)
     if config.model == "ensemble":
         members = params.get("members") or DEFAULT_MEMBERS
@@ -272,7 +324,11 @@ def build_coder(config: TrainConfig, nomenclature: Nomenclature) -> Coder:
         classifier=classifier,
         nomenclature=nomenclature,
         preprocess=PreprocessConfig.from_dict(config.preprocess),
-        categorical=tuple(config.categorical),
+        categorical=(
+            *config.categorical,
+            *(v for v in prior_variables(config, table) if v not in config.categorical),
+        ),
+        token_variables=tuple(config.categorical),
         text_column=datamod.TEXT,
         # "auto": provisional, chosen on the validation rows by fit_coder
         threshold=NO_AUTOMATIC_CODING if isinstance(config.threshold, str) else config.threshold,
@@ -311,6 +367,47 @@ def _described(table: pd.DataFrame) -> np.ndarray:
     return ~table[datamod.SOURCE].map(datamod.is_cold_start_source).to_numpy(dtype=bool)
 
 
+def fit_classifier(coder: Coder, config: TrainConfig, rows: pd.DataFrame) -> None:
+    """Fit ``coder``'s classifier on ``rows`` (with their source weights) and, for an ensemble,
+    the register prior on the rows that are descriptions (`fit_prior`)."""
+    coder.classifier.fit(
+        coder.inputs(rows), rows[datamod.CODE].tolist(), row_weights(rows, config.source_weights)
+    )
+    if isinstance(coder.classifier, EnsembleClassifier):
+        coder.classifier.prior = fit_prior(config, coder, rows)
+
+
+def fit_prior(config: TrainConfig, coder: Coder, rows: pd.DataFrame) -> CategoricalPrior | None:
+    """The register prior (`CategoricalPrior`) over the classifier's classes, learnt from the
+    descriptions of ``rows`` (rows of the train datasets): None without a variable it reads or
+    a description to learn from."""
+    options = config.categorical_prior
+    names = [v for v in prior_variables(config, rows) if v in coder.categorical]
+    described = description_rows(config, rows)
+    if options is None or not names or not len(described):
+        return None
+    nomenclature = coder.nomenclature
+    broader = nomenclature.levels[:-1]
+
+    def ancestors(code: str) -> list[str]:
+        path = nomenclature.path(code)
+        return [path[level] for level in broader if level in path]
+
+    prior = CategoricalPrior(
+        names,
+        options.get("smoothing", 20.0),
+        options.get("power", 0.5),
+        options.get("missing", False),
+    )
+    prior.fit(
+        {name: described[name].tolist() for name in names},
+        described[datamod.CODE].tolist(),
+        coder.classifier.classes,
+        ancestors,
+    )
+    return prior if prior.log_ratios else None
+
+
 def row_weights(table: pd.DataFrame, weights: Mapping[str, float] | None) -> list[float] | None:
     """One fitting weight per row from its source (1 for a source not in ``weights``); None
     when every weight is 1."""
@@ -343,17 +440,13 @@ def fit_coder(
     train_rows, val_rows = split_validation(
         table, config.validation_fraction, config.seed, config.description_validation_fraction
     )
-    coder = build_coder(config, nomenclature)
+    coder = build_coder(config, nomenclature, table)
     timings = {}
     started = time.perf_counter()
     slow = any(m.kind == EmbeddingClassifier.kind for m in _members(coder))
     note = " (e5 embeds ~70 rows/s, those not in its cache)" if slow else ""
     step(f"fitting {config.model} on {len(train_rows)} rows{note}")
-    coder.classifier.fit(
-        coder.inputs(train_rows),
-        train_rows[datamod.CODE].tolist(),
-        row_weights(train_rows, config.source_weights),
-    )
+    fit_classifier(coder, config, train_rows)
     timings["fit_s"] = time.perf_counter() - started
     if config.calibrate and len(val_rows):
         step(f"calibrating on {len(val_rows)} validation rows")
@@ -368,11 +461,7 @@ def fit_coder(
         step(f"refitting on all {len(table)} rows")
         temperatures = _temperatures(coder)
         started = time.perf_counter()
-        coder.classifier.fit(
-            coder.inputs(table),
-            table[datamod.CODE].tolist(),
-            row_weights(table, config.source_weights),
-        )
+        fit_classifier(coder, config, table)
         timings["refit_s"] = time.perf_counter() - started
         _set_temperatures(coder, temperatures)
     return coder, validation, timings
@@ -386,6 +475,9 @@ class HeldOutScores:
 
     index: pd.Index
     members: list[tuple[list[str], np.ndarray]]
+    # the ensemble's register prior (log factors) over `classes`, the fold classifier's
+    classes: list[str] = field(default_factory=list)
+    log_prior: np.ndarray | None = None
 
 
 def cross_fits(config: TrainConfig, table: pd.DataFrame) -> bool:
@@ -415,7 +507,9 @@ def scores_of(coder: Coder, rows: pd.DataFrame) -> HeldOutScores:
     for member in _members(coder):
         scores = member.scores(inputs) if member.classes else np.zeros((len(rows), 0))
         members.append((list(member.classes), np.asarray(scores, dtype=np.float32)))
-    return HeldOutScores(rows.index, members)
+    classifier = coder.classifier
+    log_prior = classifier.log_prior(inputs) if isinstance(classifier, EnsembleClassifier) else None
+    return HeldOutScores(rows.index, members, list(classifier.classes), log_prior)
 
 
 def cross_fit(
@@ -429,12 +523,8 @@ def cross_fit(
     for fold in range(folds):
         kept, held = table[fold_of != fold], table[fold_of == fold]
         step(f"calibration fit {fold + 1}/{folds}: {len(kept)} rows, scoring {len(held)}")
-        coder = build_coder(config, nomenclature)
-        coder.classifier.fit(
-            coder.inputs(kept),
-            kept[datamod.CODE].tolist(),
-            row_weights(kept, config.source_weights),
-        )
+        coder = build_coder(config, nomenclature, table)
+        fit_classifier(coder, config, kept)
         out.append(scores_of(coder, held))
     return out
 
@@ -451,12 +541,10 @@ def _fit_cross_fitted(
         started = time.perf_counter()
         held_out = cross_fit(config, nomenclature, table, step)
         timings["calibration_fits_s"] = time.perf_counter() - started
-    coder = build_coder(config, nomenclature)
+    coder = build_coder(config, nomenclature, table)
     step(f"fitting {config.model} on all {len(table)} rows")
     started = time.perf_counter()
-    coder.classifier.fit(
-        coder.inputs(table), table[datamod.CODE].tolist(), row_weights(table, config.source_weights)
-    )
+    fit_classifier(coder, config, table)
     timings["fit_s"] = time.perf_counter() - started
     rows = table.loc[np.concatenate([part.index.to_numpy() for part in held_out])]
     step(f"calibrating on the cross-fitted scores of {len(rows)} descriptions")
@@ -466,6 +554,15 @@ def _fit_cross_fitted(
     validation.predictions["auto"] = validation.predictions["ic"] >= coder.threshold
     step(f"automatic coding from IC {coder.threshold:.3f} ({_describe(basis)})")
     return coder, validation, timings
+
+
+def _log_prior_in(part: HeldOutScores, position: dict[str, int], width: int):
+    """``part``'s register prior over the final classifier's classes (None: none)."""
+    if part.log_prior is None:
+        return None
+    out = np.zeros((len(part.index), width), dtype=np.float32)
+    out[:, [position[c] for c in part.classes]] = part.log_prior
+    return out
 
 
 def calibrate_cross_fitted(
@@ -524,6 +621,7 @@ def calibrate_cross_fitted(
                     for member, weight, classes, scores in active
                 ),
                 sum(weight for _, weight, _, _ in active),
+                _log_prior_in(part, position, len(classifier.classes)),
             )
         else:
             classes, scores = part.members[0]
@@ -824,6 +922,7 @@ def log_run(
                 "nomenclature": config.nomenclature,
                 "cold_start": config.cold_start,
                 "categorical": ",".join(config.categorical),
+                "categorical_inputs": ",".join(coder.categorical),
                 "validation_fraction": config.validation_fraction,
                 "source_weights": ",".join(f"{k}={v}" for k, v in config.source_weights.items()),
                 "calibrate": config.calibrate,
@@ -965,12 +1064,8 @@ def cross_validate(
             for second in range(first + 1, folds):
                 step(f"seed {seed}: calibration fit without folds {first + 1} and {second + 1}")
                 kept = table[(fold_of != first) & (fold_of != second)]
-                coder = build_coder(fold_config, inputs.nomenclature)
-                coder.classifier.fit(
-                    coder.inputs(kept),
-                    kept[datamod.CODE].tolist(),
-                    row_weights(kept, fold_config.source_weights),
-                )
+                coder = build_coder(fold_config, inputs.nomenclature, table)
+                fit_classifier(coder, fold_config, kept)
                 scored[first].append(scores_of(coder, table[fold_of == second]))
                 scored[second].append(scores_of(coder, table[fold_of == first]))
         parts = []

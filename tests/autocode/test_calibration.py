@@ -47,8 +47,8 @@ def test_the_threshold_rests_on_cross_fitted_scores_of_all_descriptions(inputs):
         _members,
         build_coder,
         description_folds,
+        fit_classifier,
         fit_coder,
-        row_weights,
     )
 
     cfg = config()
@@ -82,10 +82,8 @@ def test_the_threshold_rests_on_cross_fitted_scores_of_all_descriptions(inputs):
     # fold 0 refit by hand, with the final temperatures, codes its rows as the pool says
     fold_of = description_folds(cfg, table, 4, cfg.seed)
     kept, held = table[fold_of != 0], table[fold_of == 0]
-    fold_coder = build_coder(cfg, inputs.nomenclature)
-    fold_coder.classifier.fit(
-        fold_coder.inputs(kept), kept["code"].tolist(), row_weights(kept, cfg.source_weights)
-    )
+    fold_coder = build_coder(cfg, inputs.nomenclature, table)
+    fit_classifier(fold_coder, cfg, kept)
     for fold_member, member in zip(_members(fold_coder), _members(coder), strict=True):
         fold_member.temperature = member.temperature
     by_hand = fold_coder.predict(held)

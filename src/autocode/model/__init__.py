@@ -7,7 +7,8 @@ model text normalised differently from its training data.
 
 Modules: `maths` (softmax, temperatures, margins, IC rescaling), `ranking`, `base` (the
 classifier contract), one module per member kind (`fasttext_model`, `tfidf`, `sentence`,
-`ensemble`), `kinds` (kinds by name), `coder`, `packaging` (MLflow, `load_coder`).
+`ensemble`), `register` (the register variables' prior the ensemble multiplies its pool by),
+`kinds` (kinds by name), `coder`, `packaging` (MLflow, `load_coder`).
 """
 
 from autocode.model.base import Classifier, ModelInput, Texts
@@ -37,6 +38,7 @@ from autocode.model.packaging import (
     save_pyfunc,
 )
 from autocode.model.ranking import Ranking, rank
+from autocode.model.register import REGISTER_VARIABLES, CategoricalPrior
 from autocode.model.sentence import EmbeddingClassifier
 from autocode.model.tfidf import NgramTfidf, TfidfClassifier, TfidfFeatures, compact_weights
 
@@ -45,6 +47,8 @@ __all__ = [
     "DEFAULT_MEMBERS",
     "FORMAT_VERSION",
     "MIN_CONFIDENCE",
+    "REGISTER_VARIABLES",
+    "CategoricalPrior",
     "Classifier",
     "Coder",
     "EmbeddingClassifier",

@@ -20,18 +20,26 @@ class ModelInput:
     lose half their accuracy on stemmed text, docs/autocode.md). When training, ``described``
     says which rows are real descriptions (rows of labelled datasets) rather than phrases of
     the nomenclature (the nearest-descriptions member learns from those only; None: all are).
+    ``categorical``: the categorical variables' values as given (`CategoricalPrior`).
     `Coder.inputs` makes it; classifiers also accept a plain list of strings, read as both."""
 
     tokens: list[str]
     raw: list[str]
     described: list[bool] | None = None
+    # the categorical variables' raw values by name (the register prior reads them)
+    categorical: Mapping[str, list[object]] | None = None
 
     def __len__(self) -> int:
         return len(self.tokens)
 
     def take(self, rows: Sequence[int]) -> ModelInput:
         described = None if self.described is None else [self.described[i] for i in rows]
-        return ModelInput([self.tokens[i] for i in rows], [self.raw[i] for i in rows], described)
+        categorical = None
+        if self.categorical is not None:
+            categorical = {k: [v[i] for i in rows] for k, v in self.categorical.items()}
+        return ModelInput(
+            [self.tokens[i] for i in rows], [self.raw[i] for i in rows], described, categorical
+        )
 
 
 Texts = Sequence[str] | ModelInput

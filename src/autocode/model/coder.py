@@ -29,7 +29,11 @@ class Coder:
     classifier: Classifier
     nomenclature: Nomenclature
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    # every categorical variable the model reads (the API's and `predict`'s optional inputs)
     categorical: tuple[str, ...] = ()
+    # those of them appended to the text as ``<NAME>_<value>`` tokens (None: all of them, as
+    # models saved before the register prior); the others only feed the ensemble's prior
+    token_variables: tuple[str, ...] | None = None
     text_column: str = "text"
     threshold: float = 0.8  # IC threshold of the automatic-coding decision
     k: int = 5
@@ -48,13 +52,13 @@ class Coder:
     def features(self, frame: pd.DataFrame) -> list[str]:
         """Model input strings: normalised text, then one token per categorical variable."""
         texts = self._preprocessor(self._texts(frame))
-        if not self.categorical:
+        names = self.categorical if self.token_variables is None else self.token_variables
+        if not names:
             return texts
         values = {
-            name: frame[name].tolist() if name in frame else [None] * len(frame)
-            for name in self.categorical
+            name: frame[name].tolist() if name in frame else [None] * len(frame) for name in names
         }
-        tokens = categorical_tokens(values, self.categorical)
+        tokens = categorical_tokens(values, names)
         return [f"{t} {c}" for t, c in zip(texts, tokens, strict=True)]
 
     def inputs(self, frame: pd.DataFrame) -> ModelInput:
@@ -64,7 +68,11 @@ class Coder:
         described = None
         if SOURCE in frame:
             described = [not is_cold_start_source(s) for s in frame[SOURCE]]
-        return ModelInput(self.features(frame), raw, described)
+        categorical: dict[str, list[object]] = {
+            name: frame[name].tolist() if name in frame else [None] * len(frame)
+            for name in self.categorical
+        }
+        return ModelInput(self.features(frame), raw, described, categorical or None)
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         if len(frame) == 0:
@@ -142,6 +150,7 @@ class Coder:
             "classifier": self.classifier.meta(),
             "preprocess": self.preprocess.to_dict(),
             "categorical": list(self.categorical),
+            "token_variables": None if self.token_variables is None else list(self.token_variables),
             "text_column": self.text_column,
             "threshold": self.threshold,
             "k": self.k,
@@ -163,6 +172,9 @@ class Coder:
             # models saved before synonyms existed were trained without them
             preprocess=PreprocessConfig.from_dict({"synonyms": {}, **meta["preprocess"]}),
             categorical=tuple(meta["categorical"]),
+            token_variables=None
+            if meta.get("token_variables") is None
+            else tuple(meta["token_variables"]),
             text_column=meta["text_column"],
             threshold=meta["threshold"],
             k=meta["k"],

@@ -9,8 +9,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from autocode.model.base import Classifier, Texts
+from autocode.model.base import Classifier, ModelInput, Texts
 from autocode.model.maths import fit_confidence_scale, margin_at, softmax, with_confidence
+from autocode.model.register import CategoricalPrior
 
 
 class EnsembleClassifier(Classifier):
@@ -58,6 +59,9 @@ class EnsembleClassifier(Classifier):
         self.confidence = confidence if isinstance(confidence, str | None) else list(confidence)
         # (a, b) of the IC sigmoid(a·margin + b), fitted on held-out rows (None: the margin)
         self.confidence_scale: tuple[float, float] | None = None
+        # the register variables' prior over codes, fitted by training on labelled descriptions
+        # (`autocode.train.fit_classifier`); over `classes`
+        self.prior: CategoricalPrior | None = None
         self.params = {
             "members": kinds,
             "weights": self.weights,
@@ -84,18 +88,28 @@ class EnsembleClassifier(Classifier):
             (m.kind, self._columns(m), m.scores(texts) * np.float32(m.temperature), w)
             for m, w in active
         )
-        return self.pool_logits(len(texts), parts, sum(w for _, w in active))
+        return self.pool_logits(len(texts), parts, sum(w for _, w in active), self.log_prior(texts))
+
+    def log_prior(self, texts: Texts) -> np.ndarray | None:
+        """The register prior's log factors of the rows (None: no prior, or no values)."""
+        if self.prior is None or not isinstance(texts, ModelInput) or not texts.categorical:
+            return None
+        return self.prior.log_factors(texts.categorical, len(texts))
 
     def pool_logits(
         self,
         n: int,
         parts: Iterable[tuple[str, slice | np.ndarray, np.ndarray, float]],
         total: float,
+        log_prior: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """`pool` of members' calibrated scores (logits = scores × temperature) given as
         ``(kind, columns, logits, weight)``: ``columns`` place the member's classes among the
         ensemble's, ``total`` is the sum of the weights given (they are renormalised). Training
-        pools the held-out scores of its cross-fitted models with it (`autocode.train`)."""
+        pools the held-out scores of its cross-fitted models with it (`autocode.train`).
+        ``log_prior`` (n × classes): log factors the pooled probabilities are multiplied by
+        (then renormalised) before the top-1 code and its confidence margin are read: the
+        register variables' prior (`CategoricalPrior`)."""
         out = np.zeros((n, len(self.classes)), dtype=np.float32)
         wanted = set(confidence_members(self.confidence))  # `confidence` may be reassigned
         confident: dict[str, np.ndarray] = {}
@@ -120,6 +134,9 @@ class EnsembleClassifier(Classifier):
                     confident[kind][:, columns] = proba
         if self.pooling == "geometric" and n:
             out = softmax(out)
+        if log_prior is not None and n:
+            out *= np.exp(log_prior - log_prior.max(axis=1, keepdims=True))
+            out /= out.sum(axis=1, keepdims=True)
         if not confident:
             return out, None
         top = out.argmax(axis=1)
@@ -168,6 +185,8 @@ class EnsembleClassifier(Classifier):
         self.confidence_scale = fit_confidence_scale(margin, top == np.asarray(codes))
 
     def save(self, directory: Path) -> None:
+        if self.prior is not None:
+            self.prior.save(directory / "prior")
         for i, member in enumerate(self.members):
             sub = directory / f"member{i}"
             sub.mkdir()
@@ -181,6 +200,7 @@ class EnsembleClassifier(Classifier):
             "confidence": self.confidence,
             "confidence_scale": self.confidence_scale,
             "pooling": self.pooling,
+            "prior": None if self.prior is None else list(self.prior.names),
         }
 
     @classmethod
@@ -197,6 +217,8 @@ class EnsembleClassifier(Classifier):
         scale = meta.get("confidence_scale")
         model.confidence_scale = None if scale is None else (float(scale[0]), float(scale[1]))
         model.classes = list(meta["classes"])
+        if meta.get("prior"):
+            model.prior = CategoricalPrior.load(directory / "prior")
         return model
 
 

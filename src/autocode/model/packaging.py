@@ -34,16 +34,26 @@ def pyfunc_arguments(coder: Coder, workdir: Path) -> dict[str, Any]:
     """Arguments of ``mlflow.pyfunc.save_model`` / ``log_model`` for ``coder`` (saved under
     ``workdir``, which must live until the model is saved or logged)."""
     from mlflow.models import infer_signature
+    from mlflow.types import ColSpec, Schema
 
     from autocode.model.pyfunc import AutocodeModel
 
     coder_dir = coder.save(workdir / "coder")
     example = input_example(coder)
     params = {"k": coder.k, "threshold": coder.threshold}
+    signature = infer_signature(example, coder.predict(example), params)
+    # the categorical variables are optional inputs: a missing column is missing values
+    optional = set(coder.categorical)
+    signature.inputs = Schema(
+        [
+            ColSpec(spec.type, spec.name, required=spec.name not in optional)
+            for spec in signature.inputs.inputs
+        ]
+    )
     return {
         "python_model": AutocodeModel(),
         "artifacts": {"coder": str(coder_dir)},
-        "signature": infer_signature(example, coder.predict(example), params),
+        "signature": signature,
         "input_example": example,
         "pip_requirements": _requirements(),
     }

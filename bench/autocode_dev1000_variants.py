@@ -1,0 +1,278 @@
+"""Pooling variants of the default ensemble on dev1000, without refitting: the register
+variables' prior (`autocode.model.register.CategoricalPrior`) and hierarchical consistency,
+measured on the scores that ``python -m bench.autocode_dev1000 --annotated --dump DIR`` kept.
+
+That run's nested cross-validation kept, for each seed and outer fold, the members' scores of
+the outer held-out descriptions by the fold's final model, the cross-fitted scores its
+calibration rested on (`autocode.train.HeldOutScores`) and its temperatures. Each variant here
+replays what `autocode.train` does with them: the inner (cross-fitted) scores pooled with the
+variant give the automatic-coding threshold (`largest_coverage`, guard 1), then the outer scores
+pooled the same way are coded and scored against the experts' codes. A variant whose prior is
+learnt from descriptions learns it, for each set of scores, from exactly the descriptions the
+model that made them was fit on. The members are not refit, so this measures pooling choices
+only (a variant that changes what the members learn needs ``bench.autocode_dev1000``).
+
+    python -m bench.autocode_dev1000_variants --dump DIR --output variants.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench.autocode_dev1000 import DEV1000
+
+#: Variants: the prior's variables, smoothing and power; ``hierarchy``: the power of the
+#: division's pooled probability each subclass is multiplied by (0: none); ``ic``: ``member``
+#: (the ensemble's confidence member's margin, the default), ``pool`` (p1 - p2 of the pool) or
+#: ``tfidf+knn`` (the geometric mean of their margins); ``rule``: how the threshold is chosen on
+#: the cross-fitted scores: ``guard`` (right / (auto + 1) ≥ 0.90, the default), ``bound`` (the
+#: Wilson lower bound ≥ 0.90) or a number (guard, with that target instead of 0.90).
+VARIANTS: dict[str, dict[str, Any]] = {
+    # the default since issue 17: the register prior (smoothing 20, power 0.5), threshold chosen
+    # at 0.92 (target 0.90 + refit_margin 0.02)
+    "default": {
+        "prior": ("type_", "nature", "event", "cj"),
+        "smoothing": 20.0,
+        "power": 0.5,
+        "rule": 0.92,
+    },
+    "text members only at 0.92": {"rule": 0.92},
+    "text members only at 0.90": {},
+    "prior s=5 p=1": {"prior": ("type_", "nature", "event", "cj")},
+    "prior with missing as a value": {"prior": ("type_", "nature", "event", "cj"), "missing": True},
+    "prior s=2": {"prior": ("type_", "nature", "event", "cj"), "smoothing": 2.0},
+    "prior s=20": {"prior": ("type_", "nature", "event", "cj"), "smoothing": 20.0},
+    "prior p=0.5": {"prior": ("type_", "nature", "event", "cj"), "power": 0.5},
+    "prior without cj": {"prior": ("type_", "nature", "event")},
+    "prior type_ and nature": {"prior": ("type_", "nature")},
+    "prior and IC of the pool": {"prior": ("type_", "nature", "event", "cj"), "ic": "pool"},
+    "IC of the pool": {"ic": "pool"},
+    "IC of TF-IDF and knn": {"ic": "tfidf+knn"},
+    "rule: Wilson bound": {"rule": "bound"},
+    "rule: target 0.92": {"rule": 0.92},
+    "IC of the pool and target 0.92": {"ic": "pool", "rule": 0.92},
+    "prior s=20 p=0.5": {
+        "prior": ("type_", "nature", "event", "cj"),
+        "smoothing": 20.0,
+        "power": 0.5,
+    },
+    "prior type_ s=20": {"prior": ("type_",), "smoothing": 20.0},
+    "prior s=50": {"prior": ("type_", "nature", "event", "cj"), "smoothing": 50.0},
+    "hierarchy 0.5": {"hierarchy": 0.5},
+    "hierarchy 1": {"hierarchy": 1.0},
+    "prior + hierarchy 0.5": {"prior": ("type_", "nature", "event", "cj"), "hierarchy": 0.5},
+}
+
+
+def _ensemble(classes: list[str], ic: str):
+    from autocode.model import EnsembleClassifier, FastTextClassifier, NearestClassifier
+    from autocode.model.tfidf import TfidfClassifier
+
+    members = [FastTextClassifier(), TfidfClassifier(), NearestClassifier()]
+    confidence = {"member": "tfidf", "pool": None, "tfidf+knn": ["tfidf", "knn"]}[ic]
+    ensemble = EnsembleClassifier(members, None, confidence)
+    ensemble.classes = classes
+    return ensemble
+
+
+def code(parts, temperatures, variant, dev, n_cold, train_positions, nomenclature):
+    """Probabilities of the rows of ``parts`` (HeldOutScores, each scored by a model fit on the
+    dev rows ``train_positions[i]``) pooled as the variant says; with the rows' codes."""
+    from autocode.model import Coder
+    from autocode.model.register import CategoricalPrior
+
+    classes = sorted(parts[0].members[0][0])
+    ensemble = _ensemble(classes, variant.get("ic", "member"))
+    coder = Coder(ensemble, nomenclature)
+    position = {c: j for j, c in enumerate(classes)}
+    division = None
+    if variant.get("hierarchy"):
+        divisions = sorted({nomenclature.path(c)["division"] for c in classes})
+        index = {d: i for i, d in enumerate(divisions)}
+        division = np.zeros((len(classes), len(divisions)), dtype=np.float32)
+        for j, c in enumerate(classes):
+            division[j, index[nomenclature.path(c)["division"]]] = 1.0
+    pooled, margins, rows = [], [], []
+    for part, kept in zip(parts, train_positions, strict=True):
+        dev_rows = dev.iloc[part.index.to_numpy() - n_cold]
+        rows.append(dev_rows)
+        log_prior = None
+        if variant.get("prior"):
+            train = dev.iloc[kept]
+            prior = CategoricalPrior(
+                variant["prior"],
+                variant.get("smoothing", 5.0),
+                variant.get("power", 1.0),
+                variant.get("missing", False),
+            )
+            prior.fit(
+                {name: train[name].tolist() for name in variant["prior"]},
+                train["code"].tolist(),
+                classes,
+                lambda c: [nomenclature.path(c)[lv] for lv in nomenclature.levels[:-1]],
+            )
+            log_prior = prior.log_factors(
+                {name: dev_rows[name].tolist() for name in variant["prior"]}, len(dev_rows)
+            )
+        active = [
+            (member, weight, cls, scores, t)
+            for member, weight, (cls, scores), t in zip(
+                ensemble.members, ensemble.weights, part.members, temperatures, strict=True
+            )
+            if cls
+        ]
+        parts_gen = (
+            (
+                member.kind,
+                np.asarray([position[c] for c in cls], dtype=np.intp),
+                scores * np.float32(t),
+                weight,
+            )
+            for member, weight, cls, scores, t in active
+        )
+        out, margin = ensemble.pool_logits(
+            len(dev_rows), parts_gen, sum(w for _, w, _, _, _ in active), log_prior
+        )
+        if division is not None:
+            mass = out @ division  # n × divisions
+            out = out * (mass @ division.T) ** np.float32(variant["hierarchy"])
+            out /= out.sum(axis=1, keepdims=True)
+            if margin is not None:  # the confidence member's margin at the new top-1
+                margin = None  # recomputed below from the pool
+        pooled.append(out)
+        margins.append(margin)
+    proba = np.vstack(pooled)
+    margin = None if any(m is None for m in margins) else np.concatenate(margins)
+    if margin is None and variant.get("hierarchy") and variant.get("ic", "member") == "member":
+        # the TF-IDF margin at the pool's top-1 needs TF-IDF's own probabilities
+        margin = _member_margin(parts, temperatures, classes, proba)
+    proba = ensemble.with_confidence(proba, margin)
+    frame = pd.concat(rows)
+    coder.mix_code_mentions(proba, frame["text_description"].tolist())
+    return coder.format(proba, k=5), frame["code"].tolist()
+
+
+def _member_margin(parts, temperatures, classes, proba):
+    from autocode.model import margin_at, softmax
+
+    position = {c: j for j, c in enumerate(classes)}
+    chunks = []
+    for part in parts:
+        cls, scores = part.members[1]  # TF-IDF
+        p = np.zeros((len(part.index), len(classes)), dtype=np.float32)
+        p[:, [position[c] for c in cls]] = softmax(scores * np.float32(temperatures[1]))
+        chunks.append(p)
+    tfidf = np.vstack(chunks)
+    return margin_at(tfidf, proba.argmax(axis=1))
+
+
+def measure(dumps: list[Path], variants: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    from autocode.data import load_labelled
+    from autocode.evaluate import evaluate_predictions, largest_coverage, wilson_interval
+    from autocode.nomenclature import load_naf2008
+    from autocode.train import TrainConfig, load_inputs
+
+    nomenclature = load_naf2008()
+    columns = ("type_", "nature", "event", "cj", "surface")
+    dev = load_labelled(str(DEV1000), nomenclature, "text_description", "code", columns).rows
+    dev = dev.rename(columns={"text": "text_description"})
+    n_cold = len(load_inputs(TrainConfig()).table)
+    results: dict[str, Any] = {}
+    for name, variant in variants.items():
+        print(name, file=sys.stderr, flush=True)
+        per_seed = {}
+        for path in dumps:
+            folds = pickle.loads(path.read_bytes())  # noqa: S301 (the bench's own dump)
+            outer_positions = [f["held"].index.to_numpy() - n_cold for f in folds]
+            everything = np.arange(len(dev))
+            parts = []
+            for fold in folds:
+                held = fold["held"].index.to_numpy() - n_cold
+                inner = fold["held_out"]
+                kept_outer = np.setdiff1d(everything, held)
+                inner_kept = [
+                    np.setdiff1d(kept_outer, part.index.to_numpy() - n_cold) for part in inner
+                ]
+                temps = fold["temperatures"]
+                inner_pred, inner_truth = code(
+                    inner, temps, variant, dev, n_cold, inner_kept, nomenclature
+                )
+                correct = inner_pred["code_1"].to_numpy() == np.asarray(inner_truth)
+                rule = variant.get("rule", "guard")
+                coverage, threshold = largest_coverage(
+                    inner_pred["ic"].to_numpy(),
+                    correct,
+                    0.90 if isinstance(rule, str) else float(rule),
+                    guard=1,
+                    bound=rule == "bound",
+                )
+                threshold = threshold if coverage > 0 else 2.0
+                pred, truth = code(
+                    [fold["held"]], temps, variant, dev, n_cold, [kept_outer], nomenclature
+                )
+                pred["auto"] = pred["ic"] >= threshold
+                parts.append((pred, truth))
+            assert sorted(np.concatenate(outer_positions).tolist()) == list(range(len(dev)))
+            predictions = pd.concat([p for p, _ in parts], ignore_index=True)
+            truth = [c for _, t in parts for c in t]
+            metrics = evaluate_predictions(predictions, truth, nomenclature).metrics
+            auto = predictions["auto"].to_numpy()
+            right = (predictions["code_1"].to_numpy() == np.asarray(truth))[auto]
+            low, high = wilson_interval(float(right.sum()), float(auto.sum()))
+            per_seed[path.stem] = {
+                **{
+                    k: round(float(metrics[k]), 4)
+                    for k in (
+                        "accuracy",
+                        "accuracy_low",
+                        "accuracy_high",
+                        "top5_accuracy",
+                        "coverage_at_90",
+                        "accuracy_division",
+                    )
+                },
+                "auto_rate": round(float(auto.mean()), 4),
+                "auto_rows": int(auto.sum()),
+                "auto_accuracy": round(float(right.mean()), 4) if auto.any() else None,
+                "auto_accuracy_low": round(low, 4),
+                "auto_accuracy_high": round(high, 4),
+            }
+        described = {k: list(v) if isinstance(v, tuple) else v for k, v in variant.items()}
+        results[name] = {"variant": described, "seeds": per_seed}
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.autocode_dev1000_variants", description=__doc__
+    )
+    parser.add_argument("--dump", type=Path, required=True, help="the --dump folder")
+    parser.add_argument("--model", default="fast", help="the model name of the dumps")
+    parser.add_argument("--variants", help=f"comma-separated, of {list(VARIANTS)}")
+    parser.add_argument("--output", type=Path)
+    args = parser.parse_args(argv)
+    dumps = sorted(args.dump.glob(f"{args.model}-seed*.pkl"))
+    if not dumps:
+        parser.error(f"no {args.model}-seed*.pkl in {args.dump}")
+    names = args.variants.split(",") if args.variants else list(VARIANTS)
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variants {unknown}")
+    results = measure(dumps, {n: VARIANTS[n] for n in names})
+    text = json.dumps(results, indent=2)
+    if args.output:
+        args.output.write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
