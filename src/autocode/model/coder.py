@@ -91,8 +91,8 @@ class Coder:
         for row, text in enumerate(texts):
             if not isinstance(text, str) or not _CODE_LIKE.search(text):
                 continue
-            found = {self.nomenclature.find(m) for m in _CODE_LIKE.findall(text)}
-            found = {c for c in found if c in index}
+            named = {self.nomenclature.find(m) for m in _CODE_LIKE.findall(text)}
+            found = {c for c in named if c is not None and c in index}
             if len(found) == 1:
                 proba[row] *= 1 - weight
                 proba[row, index[found.pop()]] += weight

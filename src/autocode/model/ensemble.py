@@ -181,6 +181,7 @@ class EnsembleClassifier(Classifier):
         if self.confidence is None or not len(texts):
             return
         out, margin = self.pool(texts)
+        assert margin is not None  # the pool has one with a confidence member
         top = np.asarray(self.classes)[out.argmax(axis=1)]
         self.confidence_scale = fit_confidence_scale(margin, top == np.asarray(codes))
 
