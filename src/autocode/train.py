@@ -80,7 +80,7 @@ class MlflowConfig:
     tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI; none → no tracking
     experiment: str = "autocode"
     registered_model: str | None = None
-    alias: str = "challenger"
+    alias: str | None = "challenger"  # None: no alias is set
     run_name: str | None = None
 
 
@@ -269,12 +269,10 @@ def load_inputs(config: TrainConfig) -> TrainingInputs:
     nomenclature, notes = load_nomenclature(config)
     tables, invalid = [], {}
     if config.cold_start:
-        options = datamod.ColdStartConfig(
-            **{
-                k: tuple(v) if isinstance(v, list) else v
-                for k, v in config.cold_start_options.items()
-            }
-        )
+        given: dict[str, Any] = {  # the YAML's lists as the config's tuples
+            k: tuple(v) if isinstance(v, list) else v for k, v in config.cold_start_options.items()
+        }
+        options = datamod.ColdStartConfig(**given)
         tables.append(datamod.build_cold_start(nomenclature, notes, options))
     for dataset in config.train:
         raw = datamod.read_table(dataset.uri)
@@ -907,7 +905,7 @@ def log_run(
     nested: bool = False,
 ) -> None:
     import mlflow
-    import mlflow.data
+    import mlflow.data.pandas_dataset
 
     from autocode.model import pyfunc_arguments
 
@@ -943,7 +941,7 @@ def log_run(
             }
         )
         mlflow.log_metrics({k: float(v) for k, v in result.metrics.items() if np.isfinite(v)})
-        dataset = mlflow.data.from_pandas(
+        dataset = mlflow.data.pandas_dataset.from_pandas(
             inputs.table[[datamod.TEXT, datamod.CODE, datamod.SOURCE]],
             name="training",
             targets=datamod.CODE,
