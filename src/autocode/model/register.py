@@ -124,23 +124,35 @@ class CategoricalPrior:
         self, values: Mapping[str, Sequence[object] | None], n: int
     ) -> np.ndarray | None:
         """Per row, Σ_j power · log ratio_j(v_j, c) over `classes` (n × classes), or None when
-        no variable applies (nothing learnt, or no value given)."""
-        out: np.ndarray | None = None
+        no variable applies (nothing learnt, or no value given). Rows share their factors by
+        combination of values (a batch has few): one sum per combination, one gather."""
+        columns, tables = [], []
         for name, ratios in self.log_ratios.items():
             column = values.get(name)
             if column is None:
                 continue
             index = {v: i for i, v in enumerate(self.values[name])}
-            rows = np.asarray([index.get(category(name, v), -1) for v in column], dtype=np.intp)
-            known = rows >= 0
-            if not known.any():
+            seen: dict[object, int] = {}  # raw value → row of `table` (the last: no effect)
+            rows = np.empty(len(column), dtype=np.intp)
+            for i, value in enumerate(column):
+                key = value if isinstance(value, str | int | None) else (type(value), str(value))
+                found = seen.get(key)
+                if found is None:
+                    found = seen[key] = index.get(category(name, value), len(index))
+                rows[i] = found
+            if (rows == len(index)).all():
                 continue
-            if out is None:
-                out = np.zeros((n, len(self.classes)), dtype=np.float32)
-            out[known] += ratios[rows[known]]
-        if out is not None and self.power != 1.0:
-            out *= np.float32(self.power)
-        return out
+            columns.append(rows)
+            tables.append(np.vstack([ratios, np.zeros((1, ratios.shape[1]), ratios.dtype)]))
+        if not columns:
+            return None
+        combos, inverse = np.unique(np.stack(columns, axis=1), axis=0, return_inverse=True)
+        table = np.zeros((len(combos), len(self.classes)), dtype=np.float32)
+        for j, ratios in enumerate(tables):
+            table += ratios[combos[:, j]]
+        if self.power != 1.0:
+            table *= np.float32(self.power)
+        return table[inverse.reshape(-1)]
 
     # -- persistence ---------------------------------------------------------------------------
     def meta(self) -> dict[str, Any]:
