@@ -18,6 +18,7 @@ import pytest
 from fastapi import FastAPI
 
 from datalab.app import create_app
+from datalab.backends.local import LocalBackend
 from datalab.config import Settings, load_settings
 from datalab.envs import EnvManager
 from datalab.identity import accounts
@@ -40,9 +41,9 @@ def use_seed_envs(platform: Platform) -> None:
     # the services' accounts run the environments: every folder on the way lets them through
     for folder in (SEED_ENVS, SEED_ENVS.parent):
         os.chmod(folder, 0o755)
-    platform.backend.envs = EnvManager(  # type: ignore[attr-defined]
-        SEED_ENVS, shared=os.geteuid() == 0, build_timeout_s=1800
-    )
+    backend = platform.backend
+    assert isinstance(backend, LocalBackend), "the seed services run on the local backend"
+    backend.envs = EnvManager(SEED_ENVS, shared=os.geteuid() == 0, build_timeout_s=1800)
 
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"

@@ -89,7 +89,9 @@ async def test_label_studio_answers_its_api_through_the_platform(
     details = await alice.call("GET", "/api/services/ls")
     values = details["values"]
     with platform.db.session() as session:
-        project_password = session.get(Project, "user-alice").service_password  # type: ignore[union-attr]
+        project = session.get(Project, "user-alice")
+        assert project is not None
+        project_password = project.service_password
     assert values["labelStudio"]["username"] == "alice@localhost"
     assert values["security"]["password"] == project_password == details["password"]
     token = values["security"]["apiToken"]
@@ -122,7 +124,7 @@ async def test_label_studio_answers_its_api_through_the_platform(
     # SQLite in the service's work directory; the user's S3 session in its environment
     workdir = platform.settings.data_dir / "services" / "ls" / "work"
     assert (workdir / "data" / "label_studio.sqlite3").is_file()
-    pid = platform.backend.get_state("ls")["pid"]  # type: ignore[attr-defined]
+    pid = platform.backend.get_state("ls")["pid"]
     environ = psutil.Process(pid).environ()
     s3 = values["s3"]
     assert s3["enabled"] and environ["AWS_ENDPOINT_URL"] == s3["url"] != ""

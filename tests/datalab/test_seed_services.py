@@ -50,7 +50,9 @@ class Seeds:
 
     def project_password(self, project: str = "user-alice") -> str:
         with self.platform.db.session() as session:
-            password = session.get(Project, project).service_password  # type: ignore[union-attr]
+            row = session.get(Project, project)
+            assert row is not None
+            password = row.service_password
         assert password
         return str(password)
 
@@ -345,7 +347,7 @@ async def test_vscode_workbench_through_the_platform(seeds: Seeds) -> None:
     assert page.status_code == 200
     assert "vscode-workbench" in page.text or "workbench" in page.text
     # the service runs from the environment's code-server, Node.js 24 from PyPI
-    env_key = seeds.platform.backend.get_state("code")["env_key"]  # type: ignore[attr-defined]
+    env_key = seeds.platform.backend.get_state("code")["env_key"]
     bin_dir = SEED_ENVS / env_key / "bin"
     assert (bin_dir / "code-server").exists() and (bin_dir / "node").exists()
     await seeds.alice.call("DELETE", "/api/services/code")
