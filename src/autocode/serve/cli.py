@@ -114,8 +114,8 @@ def serve(
         "root_path": root_path,
     }
     try:
-        given = {k: v for k, v in overrides.items() if v is not None}
-        settings = Settings(**given)  # type: ignore[arg-type]  # the environment fills the rest
+        given: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
+        settings = Settings(**given)  # the environment fills the rest
         application = create_app(settings)
     except ValidationError as exc:
         problems = "; ".join(
