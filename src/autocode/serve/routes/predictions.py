@@ -77,7 +77,7 @@ def router_for(state: ApiState) -> APIRouter:
     ) -> Response:
         """Code a batch of descriptions, each with optional categorical variables."""
         model = state.model()
-        items = payload.items  # type: ignore[attr-defined]
+        items = payload.items  # type: ignore[attr-defined]  # (its class is built at run time)
         extras = [dict(item.__pydantic_extra__ or {}) for item in items]
         errors: list[dict[str, Any]] = []
         for index, fields in enumerate(extras):
@@ -89,7 +89,7 @@ def router_for(state: ApiState) -> APIRouter:
         texts = [item.text for item in items]
         inputs = [{"text": item.text, **fields} for item, fields in zip(items, extras, strict=True)]
         categorical = _categorical_columns(model, settings, extras)
-        k = payload.k or settings.default_k  # type: ignore[attr-defined]
+        k = payload.k or settings.default_k  # type: ignore[attr-defined]  # (as above)
         ids, coded, threshold = await state.predict(
             request, principal, model, texts, inputs, categorical, k
         )
