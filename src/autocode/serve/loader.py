@@ -105,6 +105,21 @@ def _load_directory(directory: Path) -> Predictor:
     return Predictor(load_coder(str(directory)))
 
 
+def _download_and_load(uri: str) -> tuple[Predictor, Any]:
+    """The predictor and MLmodel ``model_uuid`` of the MLflow artifact at ``uri``.
+
+    The download goes to a temporary directory removed once the model is in memory.
+    """
+    import mlflow.artifacts
+
+    tmp = Path(tempfile.mkdtemp(prefix="autocode-api-model-"))
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp)))
+        return _load_directory(local), _mlmodel(local).get("model_uuid")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # everything is in memory now
+
+
 def _run_details(run_id: str | None) -> tuple[dict[str, float], dict[str, str], dict[str, str]]:
     """Metrics, params and (non-internal) tags of the MLflow run that produced the model."""
     if not run_id:
@@ -164,18 +179,8 @@ class RegistrySource(Source):
         return Ref(str(mv.version), f"models:/{self.name}/{mv.version}", mv.run_id, info)
 
     def load(self, ref: Ref) -> LoadedModel:
-        import mlflow.artifacts
-
         started = time.perf_counter()
-        tmp = Path(tempfile.mkdtemp(prefix="autocode-api-model-"))
-        try:
-            local = Path(
-                mlflow.artifacts.download_artifacts(artifact_uri=ref.uri, dst_path=str(tmp))
-            )
-            predictor = _load_directory(local)
-            uuid = _mlmodel(local).get("model_uuid")
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)  # everything is in memory now
+        predictor, uuid = _download_and_load(ref.uri)
         metrics, params, tags = _run_details(ref.run_id)
         return LoadedModel(
             name=self.name,
@@ -257,18 +262,8 @@ class UriSource(Source):
         return Ref(f"run-{run_id[:8]}" if run_id else f"uri-{digest}", self.spec, run_id)
 
     def load(self, ref: Ref) -> LoadedModel:
-        import mlflow.artifacts
-
         started = time.perf_counter()
-        tmp = Path(tempfile.mkdtemp(prefix="autocode-api-model-"))
-        try:
-            local = Path(
-                mlflow.artifacts.download_artifacts(artifact_uri=ref.uri, dst_path=str(tmp))
-            )
-            predictor = _load_directory(local)
-            uuid = _mlmodel(local).get("model_uuid")
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        predictor, uuid = _download_and_load(ref.uri)
         metrics, params, tags = _run_details(ref.run_id)
         return LoadedModel(
             name=self.spec.rstrip("/").rsplit("/", 1)[-1],
