@@ -109,26 +109,26 @@ async def probe_http(client: httpx.AsyncClient, url: str) -> bool:
     return response.status_code < 400 or response.status_code in (401, 403)
 
 
-async def probe_unix(path: str) -> bool:
+async def _accepts(
+    connecting: Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]],
+) -> bool:
+    """Whether the connection opens within 2 s (it is closed at once)."""
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_unix_connection(path), 2)
+        _, writer = await asyncio.wait_for(connecting, 2)
     except (OSError, TimeoutError):
         return False
     writer.close()
     with contextlib.suppress(OSError):
         await writer.wait_closed()
     return True
+
+
+async def probe_unix(path: str) -> bool:
+    return await _accepts(asyncio.open_unix_connection(path))
 
 
 async def probe_tcp(port: int) -> bool:
-    try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 2)
-    except (OSError, TimeoutError):
-        return False
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-    return True
+    return await _accepts(asyncio.open_connection("127.0.0.1", port))
 
 
 # -- programs and logs -------------------------------------------------------------------------
