@@ -167,12 +167,7 @@ class ServiceProxy:
             watchers = [pump]
             if body is None or body.done:
                 watchers.append(asyncio.create_task(_disconnected(receive)))
-            try:
-                await asyncio.wait(watchers, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for task in watchers:
-                    task.cancel()
-                results = await asyncio.gather(*watchers, return_exceptions=True)
+            results = await _until_first_done(watchers)
             if isinstance(results[0], Exception) and not isinstance(results[0], OSError):
                 raise results[0]  # OSError: the client went away mid-response
         finally:
@@ -298,13 +293,7 @@ async def _relay(receive: Receive, send: Send, upstream: ClientConnection) -> No
             await send({"type": "websocket.close", "code": _sendable(code or 1000)})
 
     tasks = [asyncio.create_task(client_to_upstream()), asyncio.create_task(upstream_to_client())]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        results = await asyncio.gather(*tasks, return_exceptions=True)
-    for result in results:
+    for result in await _until_first_done(tasks):
         if isinstance(result, Exception) and not isinstance(result, ConnectionClosed | OSError):
             raise result
 
@@ -368,6 +357,18 @@ async def _pump_response(response: httpx.Response, send: Send, route: Route) -> 
     async for chunk in response.aiter_raw():
         await send({"type": "http.response.body", "body": chunk, "more_body": True})
     await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _until_first_done(tasks: list[asyncio.Task[None]]) -> list[BaseException | None]:
+    """Wait for the first of ``tasks`` to end, cancel the others (also when this wait is
+    cancelled) and give each task's outcome: None, or the exception it ended with."""
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+    return results
 
 
 async def _disconnected(receive: Receive) -> None:
