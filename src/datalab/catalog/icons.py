@@ -27,6 +27,8 @@ from urllib.parse import urlparse
 
 import httpx
 
+from datalab.catalog.repository import read_capped
+
 log = logging.getLogger(__name__)
 
 MAX_ICON_BYTES = 512 * 1024
@@ -163,13 +165,10 @@ class IconCache:
     def _download(self, url: str, http: httpx.Client) -> bytes:
         with http.stream("GET", url, timeout=FETCH_TIMEOUT_S) as response:
             response.raise_for_status()
-            chunks, size = [], 0
-            for chunk in response.iter_bytes():
-                size += len(chunk)
-                if size > MAX_ICON_BYTES:
-                    raise ValueError(f"larger than {MAX_ICON_BYTES} bytes")
-                chunks.append(chunk)
-        return b"".join(chunks)
+            body = read_capped(response, MAX_ICON_BYTES)
+        if body is None:
+            raise ValueError(f"larger than {MAX_ICON_BYTES} bytes")
+        return body
 
     def _failure(self, url: str, reason: str) -> None:
         log.warning("chart icon %s could not be fetched (the initials are shown): %s", url, reason)

@@ -112,15 +112,24 @@ def read_url(url: str, http: httpx.Client, limit: int) -> bytes:
         with http.stream("GET", url) as response:
             if response.status_code != 200:
                 raise CatalogError(f"GET {shown} answered HTTP {response.status_code}")
-            chunks, size = [], 0
-            for chunk in response.iter_bytes():
-                size += len(chunk)
-                if size > limit:
-                    raise CatalogError(f"{shown} is larger than {limit} bytes")
-                chunks.append(chunk)
-            return b"".join(chunks)
+            body = read_capped(response, limit)
     except httpx.HTTPError as exc:
         raise CatalogError(f"cannot fetch {shown}: {exc}") from exc
+    if body is None:
+        raise CatalogError(f"{shown} is larger than {limit} bytes")
+    return body
+
+
+def read_capped(response: httpx.Response, limit: int) -> bytes | None:
+    """The body of a streamed response, or None once it passes ``limit`` bytes (the rest is
+    not read)."""
+    chunks, size = [], 0
+    for chunk in response.iter_bytes():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def parse_index(text: bytes, base: str) -> dict[str, list[IndexEntry]]:
