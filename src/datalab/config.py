@@ -168,6 +168,13 @@ _STARTUP_PROBE_KEYS = (
 )
 
 
+def _known_keys(value: dict[str, Any], known: tuple[str, ...]) -> None:
+    """Refuse keys of a settings mapping outside ``known`` (a pydantic validation error)."""
+    unknown = sorted(set(value) - set(known))
+    if unknown:
+        raise ValueError(f"unknown key(s) {', '.join(unknown)}: use {', '.join(known)}")
+
+
 class RegionSettings(_Section):
     """In the spirit of Onyxia's region configuration. The settings injected into services
     (``region.*``, ``k8s.*``, ``*Injection``) carry the names Onyxia's context gives them, in
@@ -309,11 +316,7 @@ class RegionSettings(_Section):
         from datalab.errors import BackendError
         from datalab.resources import parse_cpu, parse_memory_bytes
 
-        unknown = sorted(set(value) - set(_RESOURCE_KEYS))
-        if unknown:
-            raise ValueError(
-                f"unknown key(s) {', '.join(unknown)}: use {', '.join(_RESOURCE_KEYS)}"
-            )
+        _known_keys(value, _RESOURCE_KEYS)
         parsers = {
             "cpuRequest": parse_cpu,
             "cpuLimit": parse_cpu,
@@ -335,11 +338,7 @@ class RegionSettings(_Section):
     @field_validator("startup_probe")
     @classmethod
     def _probe_keys(cls, value: dict[str, int]) -> dict[str, int]:
-        unknown = sorted(set(value) - set(_STARTUP_PROBE_KEYS))
-        if unknown:
-            raise ValueError(
-                f"unknown key(s) {', '.join(unknown)}: use {', '.join(_STARTUP_PROBE_KEYS)}"
-            )
+        _known_keys(value, _STARTUP_PROBE_KEYS)
         return value
 
     def context(self) -> RegionContext:
