@@ -15,6 +15,7 @@ from rich.table import Table
 from autocode.monitor.cli import DataOption, VersionsOption
 
 if TYPE_CHECKING:
+    from autocode.annotate.campaign import Campaign
     from autocode.nomenclature import Nomenclature
 
 annotate_app = typer.Typer(
@@ -38,6 +39,39 @@ def _bands(text: str) -> list[float]:
         return [float(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise DesignError(f"--bands {text!r}: comma-separated ICs, e.g. 0.1,0.3,0.6") from None
+
+
+def _draw(
+    data: str,
+    window: str,
+    size: int,
+    seed: int,
+    *,
+    gold: list[str] | None,
+    gold_text_column: str | None,
+    bands: str,
+    uncertainty_share: float,
+    model_version: list[str] | None,
+) -> Campaign:
+    """The campaign of ``sample`` and ``create``: descriptions already in a ``gold`` file
+    (read with ``gold_text_column``, or guessed when None) are not drawn again."""
+    from autocode import data as datamod
+    from autocode.annotate.campaign import annotated_keys, sample_campaign
+    from autocode.monitor.query import Dataset, Window
+
+    done: set[str] = set()
+    for uri in gold or []:
+        done |= annotated_keys(datamod.read_table(uri), gold_text_column, uri)
+    return sample_campaign(
+        Dataset(data),
+        Window.parse(window),
+        size,
+        seed,
+        annotated=done,
+        bands=_bands(bands),
+        uncertainty_share=uncertainty_share,
+        model_versions=model_version or (),
+    )
 
 
 @annotate_app.command("sample")
@@ -88,22 +122,19 @@ def sample_command(
     over-sampled, each with its inclusion probability and weight (rows of traffic it stands
     for), so that weighted gold rows estimate the accuracy of the whole traffic."""
     from autocode import data as datamod
-    from autocode.annotate.campaign import annotated_keys, design_summary, sample_campaign
-    from autocode.monitor.query import Dataset, Window
+    from autocode.annotate.campaign import design_summary
 
     with user_errors():
-        done: set[str] = set()
-        for uri in gold or []:
-            done |= annotated_keys(datamod.read_table(uri), gold_text_column, uri)
-        campaign = sample_campaign(
-            Dataset(data),
-            Window.parse(window),
+        campaign = _draw(
+            data,
+            window,
             size,
             seed,
-            annotated=done,
-            bands=_bands(bands),
+            gold=gold,
+            gold_text_column=gold_text_column,
+            bands=bands,
             uncertainty_share=uncertainty_share,
-            model_versions=model_version or (),
+            model_version=model_version,
         )
         datamod.write_table(campaign.tasks, output)
     summary = design_summary(campaign)
@@ -238,21 +269,16 @@ def create_command(
         else:
             if data is None or window is None or size is None:
                 raise LabelStudioError("give --tasks FILE, or --data, --window and --size")
-            from autocode.annotate.campaign import annotated_keys, sample_campaign
-            from autocode.monitor.query import Dataset, Window
-
-            done: set[str] = set()
-            for uri in gold or []:
-                done |= annotated_keys(datamod.read_table(uri), None, uri)
-            table = sample_campaign(
-                Dataset(data),
-                Window.parse(window),
+            table = _draw(
+                data,
+                window,
                 size,
                 seed,
-                annotated=done,
-                bands=_bands(bands),
+                gold=gold,
+                gold_text_column=None,
+                bands=bands,
                 uncertainty_share=uncertainty_share,
-                model_versions=model_version or (),
+                model_version=model_version,
             ).tasks
             if output:
                 datamod.write_table(table, output)
