@@ -155,15 +155,7 @@ def _report(decision, json_output: bool) -> None:
         shown = {k: v for k, v in decision.evidence.items() if k != "compared_keys"}
         print(
             json.dumps(
-                {
-                    "decision": "promote" if decision.promote else "keep",
-                    "promoted": decision.promoted,
-                    "reason": decision.reason,
-                    "champion": decision.champion,
-                    "challenger": decision.challenger,
-                    "run_id": decision.run_id,
-                    **shown,
-                },
+                {**decision.outcome(), **shown},
                 indent=2,
                 default=str,
             )

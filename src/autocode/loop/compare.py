@@ -65,6 +65,17 @@ class Decision:
     run_id: str | None = None
     promoted: bool = False  # the alias was moved (promote requested and decided)
 
+    def outcome(self) -> dict[str, Any]:
+        """The decision in a report's JSON: what was decided, whether the alias moved, why."""
+        return {
+            "decision": "promote" if self.promote else "keep",
+            "promoted": self.promoted,
+            "reason": self.reason,
+            "champion": self.champion,
+            "challenger": self.challenger,
+            "run_id": self.run_id,
+        }
+
     def summary(self) -> str:
         verdict = "promote" if self.promote else "keep the champion"
         against = f"version {self.champion}" if self.champion else "no champion"

@@ -216,14 +216,7 @@ def _promote(settings: LoopSettings, step) -> dict[str, Any]:
         promote=True,
         progress=step,
     )
-    return {
-        "decision": "promote" if decision.promote else "keep",
-        "promoted": decision.promoted,
-        "reason": decision.reason,
-        "champion": decision.champion,
-        "challenger": decision.challenger,
-        "run_id": decision.run_id,
-    }
+    return decision.outcome()
 
 
 _STEP: dict[str, Callable[[LoopSettings, Callable[[str], None]], dict[str, Any]]] = {
