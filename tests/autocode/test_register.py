@@ -63,6 +63,9 @@ def test_missing_and_unseen_values_have_no_effect_and_it_round_trips(tmp_path):
     np.testing.assert_allclose(factors[:2], 0.0)
     assert np.abs(factors[2]).max() > 0
     assert prior.log_factors({"nature": ["04"]}, 1) is None  # a variable it does not have
+    # a large batch (factors per combination of values) gives each row what a small one does
+    many = prior.log_factors({"type_": [None, "Q", "C"] * 10, "cj": [None, "9999", None] * 10}, 30)
+    np.testing.assert_array_equal(many, np.tile(factors, (10, 1)))
     prior.save(tmp_path / "prior")
     loaded = CategoricalPrior.load(tmp_path / "prior")
     np.testing.assert_allclose(
