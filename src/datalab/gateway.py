@@ -200,10 +200,7 @@ class ServiceGateway:
         except DatalabError as exc:
             await deny(scope, receive, send, exc.status, exc.message)
             return
-        if endpoint is None:
-            await deny(scope, receive, send, 503, "the service is not running")
-            return
-        await self.proxy.forward(scope, receive, send, Route(endpoint))
+        await self._forward(scope, receive, send, endpoint)
 
     async def _serve_internal(self, scope: Scope, receive: Receive, send: Send) -> None:
         """``/s/<id>/...`` on the platform's origin: proxied for bearer callers, a redirect to
@@ -227,10 +224,23 @@ class ServiceGateway:
         except DatalabError as exc:
             await deny(scope, receive, send, exc.status, exc.message)
             return
+        await self._forward(scope, receive, send, endpoint, prefix=prefix, headers=SANDBOX)
+
+    async def _forward(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        endpoint: Endpoint | None,
+        *,
+        prefix: str = "",
+        headers: tuple[tuple[bytes, bytes], ...] = (),
+    ) -> None:
+        """Proxy to the service's endpoint (None: it is not running) under ``prefix``."""
         if endpoint is None:
             await deny(scope, receive, send, 503, "the service is not running")
             return
-        route = Route(endpoint, prefix=prefix, response_headers=SANDBOX)
+        route = Route(endpoint, prefix=prefix, response_headers=headers)
         await self.proxy.forward(scope, receive, send, route)
 
     # -- who is calling -----------------------------------------------------------------------
