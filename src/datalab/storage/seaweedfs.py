@@ -78,40 +78,35 @@ def role_policy(bucket_mode: str = "bucket", shared_bucket: str = "") -> dict[st
     """What one STS session may do: its user's space and its project's, nothing else. The
     spaces are buckets (claims ``bucket``, ``project_bucket``) or, in prefix mode, prefixes of
     the shared bucket (claims ``prefix``, ``project_prefix``, ending with '/')."""
-    validate = {"Effect": "Allow", "Action": ["sts:ValidateSession"], "Resource": ["*"]}
+    statements: list[dict[str, Any]]
     if bucket_mode == "prefix":
         prefixes = ("${jwt:prefix}", "${jwt:project_prefix}")
-        return {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Effect": "Allow",
-                    "Action": ["s3:*"],
-                    "Resource": [f"arn:aws:s3:::{shared_bucket}/{p}*" for p in prefixes],
-                },
-                {
-                    "Effect": "Allow",
-                    "Action": ["s3:ListBucket"],
-                    "Resource": [f"arn:aws:s3:::{shared_bucket}"],
-                    "Condition": {"StringLike": {"s3:prefix": [f"{p}*" for p in prefixes]}},
-                },
-                validate,
-            ],
-        }
-    buckets = ("${jwt:bucket}", "${jwt:project_bucket}")
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
+        statements = [
+            {
+                "Effect": "Allow",
+                "Action": ["s3:*"],
+                "Resource": [f"arn:aws:s3:::{shared_bucket}/{p}*" for p in prefixes],
+            },
+            {
+                "Effect": "Allow",
+                "Action": ["s3:ListBucket"],
+                "Resource": [f"arn:aws:s3:::{shared_bucket}"],
+                "Condition": {"StringLike": {"s3:prefix": [f"{p}*" for p in prefixes]}},
+            },
+        ]
+    else:
+        buckets = ("${jwt:bucket}", "${jwt:project_bucket}")
+        statements = [
             {
                 "Effect": "Allow",
                 "Action": ["s3:*"],
                 "Resource": [
                     r for b in buckets for r in (f"arn:aws:s3:::{b}", f"arn:aws:s3:::{b}/*")
                 ],
-            },
-            validate,
-        ],
-    }
+            }
+        ]
+    validate = {"Effect": "Allow", "Action": ["sts:ValidateSession"], "Resource": ["*"]}
+    return {"Version": "2012-10-17", "Statement": [*statements, validate]}
 
 
 def iam_config(
