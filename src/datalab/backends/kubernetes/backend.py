@@ -241,32 +241,28 @@ class KubernetesBackend(Backend):
     async def suspend(self, service_id: str) -> ServiceStatus:
         record = self._get(service_id)
         if not record.suspended:
-            release = await self.helm.upgrade(
-                record.spec.namespace,
-                service_id,
-                record.spec.chart_dir,
-                _with_suspend(record.spec.values, True),
-                "datalab suspend",
-            )
-            record.suspended = True
-            self._took(record, release, "Suspended")
+            await self._upgrade_suspended(record, True, "Suspended")
         return self._status(record)
 
     async def resume(self, service_id: str, values: dict[str, Any] | None = None) -> ServiceStatus:
         record = self._get(service_id)
         if values is not None:
             record.spec = ServiceSpec(**{**record.spec.__dict__, "values": values})
+        await self._upgrade_suspended(record, False, "Resumed")
+        record.started_at = datetime.now(UTC)
+        return self._status(record)
+
+    async def _upgrade_suspended(self, record: _Release, suspended: bool, reason: str) -> None:
+        """``helm upgrade`` the release with ``suspend`` set (or not) in its values."""
         release = await self.helm.upgrade(
             record.spec.namespace,
-            service_id,
+            record.spec.id,
             record.spec.chart_dir,
-            _with_suspend(record.spec.values, False),
-            "datalab resume",
+            _with_suspend(record.spec.values, suspended),
+            "datalab suspend" if suspended else "datalab resume",
         )
-        record.suspended = False
-        record.started_at = datetime.now(UTC)
-        self._took(record, release, "Resumed")
-        return self._status(record)
+        record.suspended = suspended
+        self._took(record, release, reason)
 
     async def uninstall(self, service_id: str) -> None:
         record = self._releases.pop(service_id, None)
