@@ -29,7 +29,9 @@ import pandas as pd
 
 from bench.autocode_dev1000 import DEV1000
 
-#: Variants: the prior's variables, smoothing and power; ``hierarchy``: the power of the
+#: Variants: ``knn``: the nearest-descriptions member refit (0.1 s) on the text and these
+#: variables' tokens, its temperature fitted again on the cross-fitted rows; the prior's
+#: variables, smoothing and power; ``hierarchy``: the power of the
 #: division's pooled probability each subclass is multiplied by (0: none); ``ic``: ``member``
 #: (the ensemble's confidence member's margin, the default), ``pool`` (p1 - p2 of the pool) or
 #: ``tfidf+knn`` (the geometric mean of their margins); ``rule``: how the threshold is chosen on
@@ -66,6 +68,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
     },
     "prior type_ s=20": {"prior": ("type_",), "smoothing": 20.0},
     "prior s=50": {"prior": ("type_", "nature", "event", "cj"), "smoothing": 50.0},
+    "knn with the register tokens": {"knn": ("type_", "nature", "event", "cj"), "rule": 0.92},
+    "knn with the register tokens and the prior": {
+        "knn": ("type_", "nature", "event", "cj"),
+        "prior": ("type_", "nature", "event", "cj"),
+        "smoothing": 20.0,
+        "power": 0.5,
+        "rule": 0.92,
+    },
+    "knn refit as it was (check)": {"knn": (), "rule": 0.92},
     "hierarchy 0.5": {"hierarchy": 0.5},
     "hierarchy 1": {"hierarchy": 1.0},
     "prior + hierarchy 0.5": {"prior": ("type_", "nature", "event", "cj"), "hierarchy": 0.5},
@@ -160,6 +171,46 @@ def code(parts, temperatures, variant, dev, n_cold, train_positions, nomenclatur
     return coder.format(proba, k=5), frame["code"].tolist()
 
 
+def _refit_knn(parts, kept_positions, tokens, dev, n_cold):
+    """``parts`` with the knn member's scores replaced by those of a nearest-descriptions model
+    refit on the dev rows ``kept_positions[i]`` read as ``tokens`` (text + register tokens)."""
+    from autocode.model import NearestClassifier
+    from autocode.train import HeldOutScores
+
+    out = []
+    for part, kept in zip(parts, kept_positions, strict=True):
+        knn = NearestClassifier().fit([tokens[i] for i in kept], dev["code"].iloc[kept].tolist())
+        held = part.index.to_numpy() - n_cold
+        members = list(part.members)
+        members[2] = (list(knn.classes), knn.scores([tokens[i] for i in held]))
+        out.append(HeldOutScores(part.index, members))  # (dumps of older code lack fields)
+    return out
+
+
+def _knn_temperature(parts, dev, n_cold):
+    """The knn member's temperature fitted on ``parts`` (as `calibrate_cross_fitted` does)."""
+    from autocode.model import fit_temperature
+
+    blocks, truth = [], []
+    for part in parts:
+        classes, scores = part.members[2]
+        index = {c: j for j, c in enumerate(classes)}
+        codes = dev["code"].iloc[part.index.to_numpy() - n_cold].tolist()
+        known = [r for r, c in enumerate(codes) if c in index]
+        width = max(len(classes), 1)
+        block = np.full((len(known), width), -np.inf, dtype=np.float32)
+        block[:, : len(classes)] = scores[known]
+        # pad to a common width: -inf columns weigh nothing in the softmax
+        blocks.append(block)
+        truth.extend(index[codes[r]] for r in known)
+    width = max(b.shape[1] for b in blocks)
+    padded = [
+        np.hstack([b, np.full((len(b), width - b.shape[1]), -np.inf, dtype=np.float32)])
+        for b in blocks
+    ]
+    return fit_temperature(np.vstack(padded), np.asarray(truth))
+
+
 def _member_margin(parts, temperatures, classes, proba):
     from autocode.model import margin_at, softmax
 
@@ -172,6 +223,20 @@ def _member_margin(parts, temperatures, classes, proba):
         chunks.append(p)
     tfidf = np.vstack(chunks)
     return margin_at(tfidf, proba.argmax(axis=1))
+
+
+_TOKENS: dict[tuple, list[str]] = {}
+
+
+def _tokens(dev, names, nomenclature) -> list[str]:
+    """The dev rows as the members read them: preprocessed text, then ``<NAME>_<value>``."""
+    from autocode.model import Coder, NearestClassifier
+
+    key = tuple(names)
+    if key not in _TOKENS:
+        coder = Coder(NearestClassifier(), nomenclature, categorical=key, token_variables=key)
+        _TOKENS[key] = coder.features(dev.rename(columns={"text_description": "text"}))
+    return _TOKENS[key]
 
 
 def measure(dumps: list[Path], variants: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -201,7 +266,13 @@ def measure(dumps: list[Path], variants: dict[str, dict[str, Any]]) -> dict[str,
                 inner_kept = [
                     np.setdiff1d(kept_outer, part.index.to_numpy() - n_cold) for part in inner
                 ]
-                temps = fold["temperatures"]
+                temps = list(fold["temperatures"])
+                outer_parts = [fold["held"]]
+                if "knn" in variant:
+                    tokens = _tokens(dev, variant["knn"], nomenclature)
+                    inner = _refit_knn(inner, inner_kept, tokens, dev, n_cold)
+                    outer_parts = _refit_knn(outer_parts, [kept_outer], tokens, dev, n_cold)
+                    temps[2] = _knn_temperature(inner, dev, n_cold)
                 inner_pred, inner_truth = code(
                     inner, temps, variant, dev, n_cold, inner_kept, nomenclature
                 )
@@ -216,7 +287,7 @@ def measure(dumps: list[Path], variants: dict[str, dict[str, Any]]) -> dict[str,
                 )
                 threshold = threshold if coverage > 0 else 2.0
                 pred, truth = code(
-                    [fold["held"]], temps, variant, dev, n_cold, [kept_outer], nomenclature
+                    outer_parts, temps, variant, dev, n_cold, [kept_outer], nomenclature
                 )
                 pred["auto"] = pred["ic"] >= threshold
                 parts.append((pred, truth))
