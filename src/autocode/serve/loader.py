@@ -148,6 +148,31 @@ class Source:
     def load(self, ref: Ref) -> LoadedModel:
         raise NotImplementedError
 
+    def _load_artifact(
+        self, ref: Ref, name: str, alias: str | None, registry: dict[str, Any] | None = None
+    ) -> LoadedModel:
+        """Download the MLflow artifact ``ref.uri`` and load it, with its run's details."""
+        started = time.perf_counter()
+        predictor, uuid = _download_and_load(ref.uri)
+        metrics, params, tags = _run_details(ref.run_id)
+        return LoadedModel(
+            name=name,
+            version=ref.version,
+            source_kind=self.kind,
+            uri=ref.uri,
+            requested=self.spec,
+            alias=alias,
+            run_id=ref.run_id,
+            model_uuid=uuid,
+            predictor=predictor,
+            loaded_at=_now(),
+            load_seconds=time.perf_counter() - started,
+            metrics=metrics,
+            params=params,
+            tags=tags,
+            registry={} if registry is None else registry,
+        )
+
     def __str__(self) -> str:
         return self.spec
 
@@ -179,26 +204,7 @@ class RegistrySource(Source):
         return Ref(str(mv.version), f"models:/{self.name}/{mv.version}", mv.run_id, info)
 
     def load(self, ref: Ref) -> LoadedModel:
-        started = time.perf_counter()
-        predictor, uuid = _download_and_load(ref.uri)
-        metrics, params, tags = _run_details(ref.run_id)
-        return LoadedModel(
-            name=self.name,
-            version=ref.version,
-            source_kind=self.kind,
-            uri=ref.uri,
-            requested=self.spec,
-            alias=self.alias,
-            run_id=ref.run_id,
-            model_uuid=uuid,
-            predictor=predictor,
-            loaded_at=_now(),
-            load_seconds=time.perf_counter() - started,
-            metrics=metrics,
-            params=params,
-            tags=tags,
-            registry=ref.extra,
-        )
+        return self._load_artifact(ref, self.name, self.alias, registry=ref.extra)
 
 
 class LocalSource(Source):
@@ -262,25 +268,7 @@ class UriSource(Source):
         return Ref(f"run-{run_id[:8]}" if run_id else f"uri-{digest}", self.spec, run_id)
 
     def load(self, ref: Ref) -> LoadedModel:
-        started = time.perf_counter()
-        predictor, uuid = _download_and_load(ref.uri)
-        metrics, params, tags = _run_details(ref.run_id)
-        return LoadedModel(
-            name=self.spec.rstrip("/").rsplit("/", 1)[-1],
-            version=ref.version,
-            source_kind=self.kind,
-            uri=ref.uri,
-            requested=self.spec,
-            alias=None,
-            run_id=ref.run_id,
-            model_uuid=uuid,
-            predictor=predictor,
-            loaded_at=_now(),
-            load_seconds=time.perf_counter() - started,
-            metrics=metrics,
-            params=params,
-            tags=tags,
-        )
+        return self._load_artifact(ref, self.spec.rstrip("/").rsplit("/", 1)[-1], None)
 
 
 def make_source(spec: str, model_name: str | None = None) -> Source:
