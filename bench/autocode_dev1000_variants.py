@@ -77,6 +77,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "rule": 0.92,
     },
     "knn refit as it was (check)": {"knn": (), "rule": 0.92},
+    "knn 5 neighbours": {"knn": (), "neighbours": 5, "rule": 0.92},
+    "knn 20 neighbours": {"knn": (), "neighbours": 20, "rule": 0.92},
+    "knn 40 neighbours": {"knn": (), "neighbours": 40, "rule": 0.92},
     "hierarchy 0.5": {"hierarchy": 0.5},
     "hierarchy 1": {"hierarchy": 1.0},
     "prior + hierarchy 0.5": {"prior": ("type_", "nature", "event", "cj"), "hierarchy": 0.5},
@@ -171,7 +174,7 @@ def code(parts, temperatures, variant, dev, n_cold, train_positions, nomenclatur
     return coder.format(proba, k=5), frame["code"].tolist()
 
 
-def _refit_knn(parts, kept_positions, tokens, dev, n_cold):
+def _refit_knn(parts, kept_positions, tokens, dev, n_cold, neighbours=10):
     """``parts`` with the knn member's scores replaced by those of a nearest-descriptions model
     refit on the dev rows ``kept_positions[i]`` read as ``tokens`` (text + register tokens)."""
     from autocode.model import NearestClassifier
@@ -179,7 +182,9 @@ def _refit_knn(parts, kept_positions, tokens, dev, n_cold):
 
     out = []
     for part, kept in zip(parts, kept_positions, strict=True):
-        knn = NearestClassifier().fit([tokens[i] for i in kept], dev["code"].iloc[kept].tolist())
+        knn = NearestClassifier(neighbours=neighbours).fit(
+            [tokens[i] for i in kept], dev["code"].iloc[kept].tolist()
+        )
         held = part.index.to_numpy() - n_cold
         members = list(part.members)
         members[2] = (list(knn.classes), knn.scores([tokens[i] for i in held]))
@@ -270,8 +275,9 @@ def measure(dumps: list[Path], variants: dict[str, dict[str, Any]]) -> dict[str,
                 outer_parts = [fold["held"]]
                 if "knn" in variant:
                     tokens = _tokens(dev, variant["knn"], nomenclature)
-                    inner = _refit_knn(inner, inner_kept, tokens, dev, n_cold)
-                    outer_parts = _refit_knn(outer_parts, [kept_outer], tokens, dev, n_cold)
+                    k = variant.get("neighbours", 10)
+                    inner = _refit_knn(inner, inner_kept, tokens, dev, n_cold, k)
+                    outer_parts = _refit_knn(outer_parts, [kept_outer], tokens, dev, n_cold, k)
                     temps[2] = _knn_temperature(inner, dev, n_cold)
                 inner_pred, inner_truth = code(
                     inner, temps, variant, dev, n_cold, inner_kept, nomenclature
