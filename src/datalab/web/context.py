@@ -177,6 +177,18 @@ def load_page(request: Request, *, form_csrf_checked: bool = False) -> Page:
     )
 
 
+def load_form_page(request: Request, csrf_token: str) -> tuple[Page, Forbidden | None]:
+    """The viewer of a posted form, and the refusal when the form's CSRF token is not the
+    session's (else None). The viewer is read without the session's own CSRF check
+    (``form_csrf_checked``) only because the form's token is checked here."""
+    page = load_page(request, form_csrf_checked=True)
+    try:
+        page.check_form_csrf(csrf_token)
+    except Forbidden as exc:
+        return page, exc
+    return page, None
+
+
 def _principal(request: Request, session: Any, user: User) -> Principal:
     """The project chosen in the project switcher, or the personal one if it is gone."""
     chosen = request.session.get("project")

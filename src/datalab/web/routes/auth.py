@@ -10,12 +10,12 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
-from datalab.errors import DatalabError, Forbidden
+from datalab.errors import DatalabError
 from datalab.http.deps import end_web_session, sign_in
 from datalab.http.schemas import Credentials
 from datalab.http.views import config_out, list_configs
 from datalab.identity.access import principal_for
-from datalab.web.context import Page, PageDep, load_page
+from datalab.web.context import Page, PageDep, load_form_page
 from datalab.web.i18n import LANGUAGES
 
 router = APIRouter(include_in_schema=False)
@@ -64,12 +64,11 @@ def login(
     csrf_token: Annotated[str, Form()] = "",
     next: Annotated[str, Form()] = "/",
 ) -> Response:
-    page = load_page(request, form_csrf_checked=True)
+    page, refused = load_form_page(request, csrf_token)
+    if refused is not None:
+        return _login_form(page, refused.status, next, page.message(refused), username)
     try:
-        page.check_form_csrf(csrf_token)
         credentials = Credentials(username=username, password=password)
-    except DatalabError as exc:
-        return _login_form(page, exc.status, next, page.message(exc), username)
     except ValidationError:
         return _login_form(page, 422, next, page.t("login.missing"), username)
     platform = page.platform
@@ -87,11 +86,9 @@ def login(
 
 @router.post("/logout")
 def logout(request: Request, csrf_token: Annotated[str, Form()] = "") -> Response:
-    page = load_page(request, form_csrf_checked=True)
-    try:
-        page.check_form_csrf(csrf_token)
-    except Forbidden as exc:
-        return page.error(exc)
+    page, refused = load_form_page(request, csrf_token)
+    if refused is not None:
+        return page.error(refused)
     with page.platform.db.session() as session:
         end_web_session(request, session)
     return RedirectResponse("/login", status_code=303)
@@ -104,11 +101,9 @@ def switch_language(
     csrf_token: Annotated[str, Form()] = "",
     next: Annotated[str, Form()] = "/",
 ) -> Response:
-    page = load_page(request, form_csrf_checked=True)
-    try:
-        page.check_form_csrf(csrf_token)
-    except Forbidden as exc:
-        return page.error(exc)
+    page, refused = load_form_page(request, csrf_token)
+    if refused is not None:
+        return page.error(refused)
     if lang not in LANGUAGES:
         return page.render("error.html", status=422, message=page.t("lang.unknown", lang=lang))
     request.session["lang"] = lang
@@ -129,9 +124,10 @@ def switch_project(
     csrf_token: Annotated[str, Form()] = "",
     next: Annotated[str, Form()] = "/",
 ) -> Response:
-    page = load_page(request, form_csrf_checked=True)
+    page, refused = load_form_page(request, csrf_token)
+    if refused is not None:
+        return page.error(refused)
     try:
-        page.check_form_csrf(csrf_token)
         page.require()
         assert page.user is not None
         with page.platform.db.session() as session:
