@@ -452,8 +452,8 @@ def fit_coder(
     validation = evaluate_coder(coder, val_rows) if len(val_rows) else None
     coder.threshold, basis = threshold_for(config, coder, val_rows, validation)
     coder.info["threshold_basis"] = basis
-    if validation is not None and "auto" in validation.predictions:  # made provisionally
-        validation.predictions["auto"] = validation.predictions["ic"] >= coder.threshold
+    if validation is not None:  # made with the provisional threshold
+        validation = with_threshold(validation, coder, val_rows[datamod.CODE].tolist())
     step(f"automatic coding from IC {coder.threshold:.3f} ({_describe(basis)})")
     if config.refit and len(val_rows):
         step(f"refitting on all {len(table)} rows")
@@ -549,9 +549,17 @@ def _fit_cross_fitted(
     validation = calibrate_cross_fitted(coder, rows, held_out, config)
     coder.threshold, basis = threshold_for(config, coder, rows, validation, folds=len(held_out))
     coder.info["threshold_basis"] = basis
-    validation.predictions["auto"] = validation.predictions["ic"] >= coder.threshold
+    validation = with_threshold(validation, coder, rows[datamod.CODE].tolist())
     step(f"automatic coding from IC {coder.threshold:.3f} ({_describe(basis)})")
     return coder, validation, timings
+
+
+def with_threshold(validation: Evaluation, coder: Coder, truth: list[str]) -> Evaluation:
+    """``validation`` evaluated again with ``coder``'s threshold (it was made with the
+    provisional one): the ``auto`` column and the ``auto_*`` metrics say what the model does."""
+    predictions = validation.predictions.copy()
+    predictions["auto"] = predictions["ic"] >= coder.threshold
+    return evaluate_predictions(predictions, truth, coder.nomenclature)
 
 
 def _log_prior_in(part: HeldOutScores, position: dict[str, int], width: int):

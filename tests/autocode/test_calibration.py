@@ -71,6 +71,9 @@ def test_the_threshold_rests_on_cross_fitted_scores_of_all_descriptions(inputs):
     automatic = ic >= coder.threshold
     assert (predictions["auto"].to_numpy() == automatic).all()
     assert correct[automatic].sum() / (automatic.sum() + 1) >= 0.92
+    # the val_* metrics are those of the chosen threshold, not of the provisional one
+    assert validation.metrics["auto_rate"] == pytest.approx(automatic.mean())
+    assert validation.metrics["auto_accuracy"] == pytest.approx(correct[automatic].mean())
     assert largest_coverage(ic, correct, 0.90, guard=1)[1] <= coder.threshold
     assert basis["automatic"] == automatic.sum()
     low, high = basis["accuracy_interval"]
