@@ -37,15 +37,16 @@ from bench.autocode_dev1000 import DEV1000
 #: ``tfidf+knn`` (the geometric mean of their margins); ``rule``: how the threshold is chosen on
 #: the cross-fitted scores: ``guard`` (right / (auto + 1) ≥ 0.90, the default), ``bound`` (the
 #: Wilson lower bound ≥ 0.90) or a number (guard, with that target instead of 0.90).
+_DEFAULT: dict[str, Any] = {
+    "prior": ("type_", "nature", "event", "cj"),
+    "smoothing": 20.0,
+    "power": 0.5,
+    "rule": 0.92,
+}
 VARIANTS: dict[str, dict[str, Any]] = {
     # the default since issue 17: the register prior (smoothing 20, power 0.5), threshold chosen
     # at 0.92 (target 0.90 + refit_margin 0.02)
-    "default": {
-        "prior": ("type_", "nature", "event", "cj"),
-        "smoothing": 20.0,
-        "power": 0.5,
-        "rule": 0.92,
-    },
+    "default": _DEFAULT,
     "text members only at 0.92": {"rule": 0.92},
     "text members only at 0.90": {},
     "prior s=5 p=1": {"prior": ("type_", "nature", "event", "cj")},
@@ -80,19 +81,24 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "knn 5 neighbours": {"knn": (), "neighbours": 5, "rule": 0.92},
     "knn 20 neighbours": {"knn": (), "neighbours": 20, "rule": 0.92},
     "knn 40 neighbours": {"knn": (), "neighbours": 40, "rule": 0.92},
+    "weights 0.2/0.8/0.6": {**_DEFAULT, "weights": [0.2, 0.8, 0.6]},
+    "weights 0.2/0.8/1.5": {**_DEFAULT, "weights": [0.2, 0.8, 1.5]},
+    "weights 0.4/0.8/1": {**_DEFAULT, "weights": [0.4, 0.8, 1.0]},
+    "weights 0/0.8/1": {**_DEFAULT, "weights": [0.0, 0.8, 1.0]},
+    "weights 0.2/1.2/1": {**_DEFAULT, "weights": [0.2, 1.2, 1.0]},
     "hierarchy 0.5": {"hierarchy": 0.5},
     "hierarchy 1": {"hierarchy": 1.0},
     "prior + hierarchy 0.5": {"prior": ("type_", "nature", "event", "cj"), "hierarchy": 0.5},
 }
 
 
-def _ensemble(classes: list[str], ic: str):
+def _ensemble(classes: list[str], ic: str, weights=None):
     from autocode.model import EnsembleClassifier, FastTextClassifier, NearestClassifier
     from autocode.model.tfidf import TfidfClassifier
 
     members = [FastTextClassifier(), TfidfClassifier(), NearestClassifier()]
     confidence = {"member": "tfidf", "pool": None, "tfidf+knn": ["tfidf", "knn"]}[ic]
-    ensemble = EnsembleClassifier(members, None, confidence)
+    ensemble = EnsembleClassifier(members, weights, confidence)
     ensemble.classes = classes
     return ensemble
 
@@ -104,7 +110,7 @@ def code(parts, temperatures, variant, dev, n_cold, train_positions, nomenclatur
     from autocode.model.register import CategoricalPrior
 
     classes = sorted(parts[0].members[0][0])
-    ensemble = _ensemble(classes, variant.get("ic", "member"))
+    ensemble = _ensemble(classes, variant.get("ic", "member"), variant.get("weights"))
     coder = Coder(ensemble, nomenclature)
     position = {c: j for j, c in enumerate(classes)}
     division = None
