@@ -165,6 +165,28 @@ async def test_shared_environments_are_readable_by_other_accounts(envs_root: Pat
     assert world_accessible(env.bin_dir / "python")
 
 
+async def test_shared_environments_are_readable_even_from_a_private_cache_entry(
+    envs_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uv hard-links its cache's files into environments with the mode they were unpacked
+    with: a private build (umask 077) first, then a shared one of the same package, must still
+    give the services' accounts a readable package."""
+    monkeypatch.setenv("UV_CACHE_DIR", str(envs_root.parent / "uv-cache"))  # a fresh cache
+    previous = os.umask(0o077)
+    try:
+        private = await EnvManager(envs_root / "private").ensure(EnvSpec(("six",)))
+    finally:
+        os.umask(previous)
+    unpacked = next(private.path.glob("lib/python*/site-packages/six.py"))
+    assert not stat.S_IMODE(unpacked.stat().st_mode) & 0o044  # the cache's entry is private
+    shared = await EnvManager(envs_root / "shared", shared=True).ensure(EnvSpec(("six",)))
+    six = next(shared.path.glob("lib/python*/site-packages/six.py"))
+    assert stat.S_IMODE(six.stat().st_mode) & 0o444 == 0o444, oct(six.stat().st_mode)
+    for path in shared.path.rglob("*"):
+        if not path.is_symlink():
+            assert stat.S_IMODE(path.stat().st_mode) & 0o004, path
+
+
 def test_spec_validation() -> None:
     assert EnvSpec.from_recipe(None) == EnvSpec()
     assert EnvSpec.from_recipe({"packages": [" six ", ""], "python": "3.11"}) == EnvSpec(

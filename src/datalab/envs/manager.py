@@ -25,6 +25,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Callable
@@ -289,6 +290,8 @@ class EnvManager:
             (tmp / _METADATA).write_text(json.dumps(meta, indent=2) + "\n")
             # mkdtemp made it private; the services' unprivileged accounts must read it
             os.chmod(tmp, 0o755)  # noqa: S103
+            if self.shared:
+                _readable_by_all(tmp)
             try:
                 os.rename(tmp, self.root / key)
             except OSError:  # built concurrently by another process: keep theirs
@@ -497,6 +500,25 @@ def _report_nowait(progress: ProgressCallback | None, phase: str, percent: float
 
 
 _pending: set[asyncio.Future[Any]] = set()
+
+
+def _readable_by_all(root: Path) -> None:
+    """Let every account read the tree (and run what its owner may run). uv hard-links the
+    files of its cache into environments, and keeps the mode the cache entry was unpacked
+    with: an entry a build under umask 077 unpacked (a private build, another program of the
+    same account) would be unreadable by the services' accounts whatever this build's umask.
+    The cache's copy gains the same bits, which is what later shared builds need too."""
+    for directory, subdirs, files in os.walk(root):
+        for name in [*subdirs, *files]:
+            path = Path(directory) / name
+            mode = path.lstat().st_mode
+            if stat.S_ISLNK(mode):
+                continue
+            wanted = mode | stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
+            if stat.S_ISDIR(mode) or mode & stat.S_IXUSR:
+                wanted |= stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH
+            if wanted != mode:
+                os.chmod(path, stat.S_IMODE(wanted))
 
 
 def _tree_size(path: Path) -> int:
