@@ -13,12 +13,14 @@ with its own auto-unseal (cloud KMS, HSM, transit) and give the platform a scope
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from pathlib import Path
 
 import httpx
 
+from datalab.errors import EmbeddedServerError
 from datalab.files import private_dir, write_private
 from datalab.processes import SupervisedProcess, find_program, free_port, local_address
 from datalab.secrets.vault import VaultClient
@@ -126,6 +128,27 @@ class EmbeddedOpenBao:
             self.root_token = material["root_token"]
         finally:
             await client.aclose()
+        await self._until_active()
+
+    async def _until_active(self) -> None:
+        """Unsealed, the node still elects itself leader of its raft storage before it serves
+        (a standby answers health with 429 and refuses writes): wait for that, or fail."""
+        deadline = asyncio.get_running_loop().time() + INIT_TIMEOUT_S
+        async with httpx.AsyncClient(timeout=2, trust_env=False) as http:
+            while True:
+                try:
+                    response = await http.get(f"{self.address}/v1/sys/health")
+                    if response.status_code == 200:
+                        return
+                    state = f"health answered {response.status_code}"
+                except httpx.TransportError as exc:
+                    state = f"health unreachable ({exc.__class__.__name__})"
+                if asyncio.get_running_loop().time() > deadline:
+                    raise EmbeddedServerError(
+                        f"OpenBao was unsealed but is not active after {INIT_TIMEOUT_S:.0f} s "
+                        f"({state}); see {self.log_path}"
+                    )
+                await asyncio.sleep(0.1)
 
     async def stop(self) -> None:
         if self.process is not None:
