@@ -274,29 +274,21 @@ def load_inputs(config: TrainConfig) -> TrainingInputs:
         }
         options = datamod.ColdStartConfig(**given)
         tables.append(datamod.build_cold_start(nomenclature, notes, options))
-    for dataset in config.train:
+
+    def read(dataset: DatasetConfig, source: str) -> datamod.LabelledData:
         raw = datamod.read_table(dataset.uri)
-        labelled = datamod.label_table(
-            raw,
-            nomenclature,
-            dataset.text_column,
-            dataset.code_column,
-            _with_prior_columns(config, raw),
-            source=dataset.source,
+        columns = _with_prior_columns(config, raw)
+        return datamod.label_table(
+            raw, nomenclature, dataset.text_column, dataset.code_column, columns, source=source
         )
+
+    for dataset in config.train:
+        labelled = read(dataset, dataset.source)
         tables.append(labelled.rows)
         invalid[dataset.uri] = labelled.invalid
     evaluation = {}
     for dataset in config.evaluation:
-        raw = datamod.read_table(dataset.uri)
-        labelled = datamod.label_table(
-            raw,
-            nomenclature,
-            dataset.text_column,
-            dataset.code_column,
-            _with_prior_columns(config, raw),
-            source="evaluation",
-        )
+        labelled = read(dataset, "evaluation")
         evaluation[dataset.source] = labelled.rows
         invalid[dataset.uri] = labelled.invalid
     return TrainingInputs(nomenclature, notes, datamod.combine(*tables), evaluation, invalid)
