@@ -4,8 +4,11 @@ backend) served in-process through httpx's ASGI transport."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import shutil
+import tempfile
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -15,6 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+import uvicorn
 from fastapi import FastAPI
 
 from datalab.app import create_app
@@ -23,6 +27,7 @@ from datalab.config import Settings, load_settings
 from datalab.envs import EnvManager
 from datalab.identity import accounts
 from datalab.platform import Platform
+from datalab.processes import free_port
 
 ADMIN_PASSWORD = "admin-password-for-tests"
 
@@ -44,6 +49,59 @@ def use_seed_envs(platform: Platform) -> None:
     backend = platform.backend
     assert isinstance(backend, LocalBackend), "the seed services run on the local backend"
     backend.envs = EnvManager(SEED_ENVS, shared=os.geteuid() == 0, build_timeout_s=1800)
+
+
+@dataclass
+class ServedPlatform:
+    platform: Platform
+    url: str  # where the platform listens (loopback)
+    http: httpx.AsyncClient
+    alice: Api
+
+
+@contextlib.asynccontextmanager
+async def served_local_platform(prefix: str) -> AsyncIterator[ServedPlatform]:
+    """A platform on the real local backend, with the real embedded object storage and the
+    shared seed environments, served by uvicorn on a free port; alice and her API token. The
+    data directory is outside pytest's 0700 tmp dir: service accounts pass through it."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(root, 0o711)
+    port = free_port()
+    settings = load_settings(
+        None,
+        data_dir=root / "data",
+        server={"port": port},
+        backend={"name": "local"},
+        storage={"mode": "embedded"},
+        secrets={"mode": "disabled"},
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DATALAB_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        platform = Platform.create(settings)
+        platform.ensure_admin()
+    use_seed_envs(platform)
+    app = create_app(platform, manage_lifecycle=False)
+    await platform.start()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.05)
+    url = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient(base_url=url, timeout=60, trust_env=False) as http:
+        with platform.db.session() as session:
+            user, _ = accounts.create_user(
+                session, settings.region, "alice", password="alice-password-123"
+            )
+            _, token = accounts.create_token(session, user, "tests", ttl_days=1)
+        try:
+            yield ServedPlatform(platform, url, http, Api(http, "alice", token))
+        finally:
+            server.should_exit = True
+            await task
+            await platform.stop()
+            shutil.rmtree(root, ignore_errors=True)
 
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"

@@ -4,26 +4,17 @@ the real embedded object storage, and used as its users use it: through the plat
 
 from __future__ import annotations
 
-import asyncio
-import os
-import shutil
-import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import psutil
 import pytest
-import uvicorn
 
-from datalab.app import create_app
-from datalab.config import load_settings
 from datalab.db import Project
-from datalab.identity import accounts
 from datalab.platform import Platform
-from datalab.processes import free_port
 
-from .conftest import ADMIN_PASSWORD, Api, use_seed_envs, wait_for_phase
+from .conftest import Api, served_local_platform, wait_for_phase
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -35,44 +26,9 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 async def platform_url() -> AsyncIterator[tuple[Platform, httpx.AsyncClient, Api]]:
-    root = Path(tempfile.mkdtemp(prefix="dl-labelstudio-"))
-    os.chmod(root, 0o711)  # service accounts pass through the data directory
-    port = free_port()
-    settings = load_settings(
-        None,
-        data_dir=root / "data",
-        server={"port": port},
-        backend={"name": "local"},
-        storage={"mode": "embedded"},
-        secrets={"mode": "disabled"},
-    )
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DATALAB_ADMIN_PASSWORD", ADMIN_PASSWORD)
-        platform = Platform.create(settings)
-        platform.ensure_admin()
-    use_seed_envs(platform)  # its environment is kept, and shared with the browser test
-    app = create_app(platform, manage_lifecycle=False)
-    await platform.start()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.05)
-    url = f"http://127.0.0.1:{port}"
-    async with httpx.AsyncClient(base_url=url, timeout=60, trust_env=False) as http:
-        with platform.db.session() as session:
-            user, _ = accounts.create_user(
-                session, settings.region, "alice", password="alice-password-123"
-            )
-            _, token = accounts.create_token(session, user, "tests", ttl_days=1)
-        try:
-            yield platform, http, Api(http, "alice", token)
-        finally:
-            server.should_exit = True
-            await task
-            await platform.stop()
-            shutil.rmtree(root, ignore_errors=True)
+    # its environment is kept, and shared with the browser test
+    async with served_local_platform("dl-labelstudio-") as served:
+        yield served.platform, served.http, served.alice
 
 
 @pytest.mark.timeout(1200)  # a cold start: the environment, then the migrations (minutes)

@@ -9,29 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
-import tempfile
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
 import pytest
-import uvicorn
 import websockets
 
-from datalab.app import create_app
-from datalab.config import load_settings
 from datalab.db import Project
-from datalab.identity import accounts
-from datalab.platform import Platform
-from datalab.processes import free_port
 
-from .conftest import ADMIN_PASSWORD, SEED_ENVS, Api, use_seed_envs, wait_for_phase
+from .conftest import SEED_ENVS, ServedPlatform, served_local_platform, wait_for_phase
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -41,12 +31,8 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@dataclass
-class Seeds:
-    platform: Platform
-    url: str  # where the platform listens (loopback)
-    http: httpx.AsyncClient
-    alice: Api
+class Seeds(ServedPlatform):
+    """The served platform, with what the seed tests do on it."""
 
     def project_password(self, project: str = "user-alice") -> str:
         with self.platform.db.session() as session:
@@ -95,45 +81,8 @@ class Seeds:
 
 @pytest.fixture(scope="module")
 async def seeds() -> AsyncIterator[Seeds]:
-    # not under pytest's tmp dir (mode 700): service accounts pass through the data directory
-    root = Path(tempfile.mkdtemp(prefix="dl-seeds-"))
-    os.chmod(root, 0o711)
-    port = free_port()
-    settings = load_settings(
-        None,
-        data_dir=root / "data",
-        server={"port": port},
-        backend={"name": "local"},
-        storage={"mode": "embedded"},
-        secrets={"mode": "disabled"},
-    )
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DATALAB_ADMIN_PASSWORD", ADMIN_PASSWORD)
-        platform = Platform.create(settings)
-        platform.ensure_admin()
-    use_seed_envs(platform)
-    app = create_app(platform, manage_lifecycle=False)
-    await platform.start()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.05)
-    url = f"http://127.0.0.1:{port}"
-    async with httpx.AsyncClient(base_url=url, timeout=60, trust_env=False) as http:
-        with platform.db.session() as session:
-            user, _ = accounts.create_user(
-                session, settings.region, "alice", password="alice-password-123"
-            )
-            _, token = accounts.create_token(session, user, "tests", ttl_days=1)
-        try:
-            yield Seeds(platform, url, http, Api(http, "alice", token))
-        finally:
-            server.should_exit = True
-            await task
-            await platform.stop()
-            shutil.rmtree(root, ignore_errors=True)
+    async with served_local_platform("dl-seeds-") as served:
+        yield Seeds(served.platform, served.url, served.http, served.alice)
 
 
 async def _execute(ws_url: str, headers: dict[str, str], code: str) -> str:
