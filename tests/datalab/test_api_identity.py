@@ -59,6 +59,38 @@ async def test_openapi_schema_is_published(env: Env) -> None:
     assert "/api/catalogs/{catalog_id}/charts/{chart}/values" in schema["paths"]
 
 
+async def test_openapi_schema_describes_catalogs_and_charts(env: Env) -> None:
+    schema = (await env.http.get("/api/openapi.json")).json()
+    models = schema["components"]["schemas"]
+
+    def answer(path: str) -> dict[str, object]:
+        found: dict[str, object] = schema["paths"][path]["get"]["responses"]["200"]["content"][
+            "application/json"
+        ]["schema"]
+        return found
+
+    assert answer("/api/catalogs")["items"] == {"$ref": "#/components/schemas/CatalogListing"}
+    assert answer("/api/catalogs/{catalog_id}") == {"$ref": "#/components/schemas/CatalogListing"}
+    assert answer("/api/catalogs/{catalog_id}/charts/{chart}") == {
+        "$ref": "#/components/schemas/ChartPage"
+    }
+    assert answer("/api/catalogs/{catalog_id}/charts/{chart}/values") == {
+        "$ref": "#/components/schemas/ResolvedDefaults"
+    }
+    catalog = models["CatalogListing"]["properties"]
+    assert {"id", "name", "translations", "type", "charts", "broken", "loaded_at"} <= set(catalog)
+    assert catalog["charts"]["items"] == {"$ref": "#/components/schemas/ChartSummary"}
+    assert catalog["broken"]["items"] == {"$ref": "#/components/schemas/BrokenChartOut"}
+    assert set(models["BrokenChartOut"]["properties"]) == {"name", "version", "reason"}
+    summary = set(models["ChartSummary"]["properties"])
+    assert {"catalog_id", "name", "version", "versions", "has_icon", "runs_locally"} <= summary
+    page = set(models["ChartPage"]["properties"])
+    assert summary | {"readme", "notes", "values", "schema", "local_recipe", "digest"} == page
+    values = models["ResolvedDefaults"]["properties"]
+    assert set(values) == {"catalog", "chart", "version", "values", "schema"}
+    assert values["values"]["type"] == values["schema"]["type"] == "object"  # free-form JSON
+
+
 async def test_web_session_cookie_flags_and_csrf(env: Env) -> None:
     response = await env.http.post(
         "/api/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from datalab.catalog.helm_check import check_templates as helm_check_templates
 from datalab.catalog.icons import local_icon
@@ -100,35 +101,13 @@ class Chart:
     def runs_locally(self) -> bool:
         return self.local_recipe is not None
 
-    def summary(self) -> dict[str, Any]:
-        """JSON for catalog listings."""
-        return {
-            "catalog_id": self.catalog_id,
-            "name": self.name,
-            "version": self.version,
-            "versions": list(self.versions or (self.version,)),
-            "description": self.description,
-            "descriptions": self.descriptions,
-            "icon": self.icon,
-            "has_icon": self.icon_path is not None,
-            "keywords": self.keywords,
-            "home": self.home,
-            "sources": self.sources,
-            "app_version": self.app_version,
-            "runs_locally": self.runs_locally,
-        }
+    @property
+    def has_icon(self) -> bool:
+        return self.icon_path is not None
 
-    def to_json(self) -> dict[str, Any]:
-        """JSON for a chart's page: the summary plus its documents."""
-        return {
-            **self.summary(),
-            "readme": self.readme,
-            "notes": self.notes,
-            "values": self.values,
-            "schema": self.schema,
-            "local_recipe": self.local_recipe,
-            "digest": self.digest,
-        }
+    def summary(self) -> dict[str, Any]:
+        """JSON for catalog listings (:class:`ChartSummary`)."""
+        return ChartSummary.model_validate(self).model_dump(mode="json")
 
 
 @dataclass(frozen=True)
@@ -140,8 +119,65 @@ class BrokenChart:
     version: str | None = None
     path: Path | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "reason": self.reason}
+
+class ChartSummary(BaseModel):
+    """A chart in catalog listings, built from a :class:`Chart` (``model_validate(chart)``)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    catalog_id: str
+    name: str
+    version: str
+    versions: list[str] = Field(
+        description="Every version the catalog offers, newest first (at least this one)."
+    )
+    description: str = Field(description="Chart.yaml's description.")
+    descriptions: dict[str, str] = Field(
+        description="The description in other languages, by language code "
+        "(Chart.yaml annotations datalab/description.<lang>)."
+    )
+    icon: str | None = Field(description="Chart.yaml's icon (a URL), if any.")
+    has_icon: bool = Field(
+        description="The platform serves its icon (/ui/chart-icons/...); else pages show its "
+        "initials."
+    )
+    keywords: list[str]
+    home: str | None
+    sources: list[str]
+    app_version: str | None = Field(description="Chart.yaml's appVersion.")
+    runs_locally: bool = Field(description="It has a local recipe: the local backend runs it.")
+
+    @model_validator(mode="after")
+    def _own_version_listed(self) -> ChartSummary:
+        if not self.versions:  # a chart loaded alone: its own version is all there is
+            self.versions = [self.version]
+        return self
+
+
+class ChartPage(ChartSummary):
+    """A chart's page: its summary plus its documents."""
+
+    readme: str = Field(description="README.md, Markdown.")
+    notes: str = Field(description="templates/NOTES.txt, unrendered.")
+    values: dict[str, Any] = Field(description="values.yaml, as JSON.")
+    values_schema: dict[str, Any] | None = Field(
+        alias="schema",
+        description="values.schema.json, raw (x-onyxia keys unresolved); null when it has none.",
+    )
+    local_recipe: dict[str, Any] | None = Field(
+        description="local.yaml, unrendered; null when the local backend cannot run it."
+    )
+    digest: str = Field(description="sha256 of the chart's files.")
+
+
+class BrokenChartOut(BaseModel):
+    """A chart of a catalog that could not be loaded, built from a :class:`BrokenChart`."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    name: str
+    version: str | None = Field(description="The version that failed, when known.")
+    reason: str
 
 
 def looks_like_chart(directory: Path) -> bool:

@@ -16,16 +16,19 @@ from typing import Any
 from urllib.parse import urlparse
 
 import httpx
+from pydantic import BaseModel, Field
 
 from datalab.catalog import helm_check
 from datalab.catalog.chart import (
     BrokenChart,
+    BrokenChartOut,
     Chart,
+    ChartSummary,
     directory_digest,
     load_chart_dir,
     looks_like_chart,
 )
-from datalab.catalog.config import CatalogConfig
+from datalab.catalog.config import CatalogConfig, CatalogType
 from datalab.catalog.dependencies import (
     Dependency,
     DependencyResolver,
@@ -118,27 +121,62 @@ class Catalog:
             return HelmSource(directory, shlex.join(["helm", "dependency", "build", directory]))
         return HelmSource(directory)
 
+    def listing(self) -> CatalogListing:
+        """What the API and the catalog page show of it: its charts' newest versions, highlighted
+        first, and the charts that could not be loaded."""
+        config = self.config
+        return CatalogListing(
+            id=self.id,
+            name=self.name,
+            description=self.description,
+            translations=CatalogTranslations(
+                name=config.name if isinstance(config.name, dict) else {},
+                description=config.description if isinstance(config.description, dict) else {},
+            ),
+            location=without_password(config.location),
+            type=config.resolved_type(),
+            highlighted=self.highlighted,
+            charts=[ChartSummary.model_validate(self.latest(n)) for n in self.chart_names()],
+            broken=[BrokenChartOut.model_validate(b) for b in self.broken],
+            libraries=list(self.libraries),
+            loaded_at=self.loaded_at.isoformat() if self.loaded_at else None,
+            error=self.error,
+        )
+
     def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "name": self.name,
-            "description": self.description,
-            # the texts in other languages, when the configuration gives them
-            "translations": {
-                "name": self.config.name if isinstance(self.config.name, dict) else {},
-                "description": (
-                    self.config.description if isinstance(self.config.description, dict) else {}
-                ),
-            },
-            "location": without_password(self.config.location),
-            "type": self.config.resolved_type(),
-            "highlighted": self.highlighted,
-            "charts": [self.latest(n).summary() for n in self.chart_names()],
-            "broken": [b.to_json() for b in self.broken],
-            "libraries": list(self.libraries),
-            "loaded_at": self.loaded_at.isoformat() if self.loaded_at else None,
-            "error": self.error,
-        }
+        """:meth:`listing` as plain JSON (for the web pages)."""
+        return self.listing().model_dump(mode="json")
+
+
+class CatalogTranslations(BaseModel):
+    """A catalog's texts in other languages, when its configuration gives them (Onyxia's
+    LocalizedString): language code -> text."""
+
+    name: dict[str, str]
+    description: dict[str, str]
+
+
+class CatalogListing(BaseModel):
+    """A catalog as listings show it."""
+
+    id: str
+    name: str = Field(description="Display name (English when the configuration translates it).")
+    description: str
+    translations: CatalogTranslations
+    location: str = Field(description="Where it is loaded from (any password in it removed).")
+    type: CatalogType = Field(description="A directory of charts, or a Helm repository.")
+    highlighted: list[str] = Field(description="Charts shown first, in this order.")
+    charts: list[ChartSummary] = Field(
+        description="The newest version of each chart: highlighted first, then by name."
+    )
+    broken: list[BrokenChartOut] = Field(description="Charts that could not be loaded, and why.")
+    libraries: list[str] = Field(
+        description="Library charts: dependencies of others, never launched."
+    )
+    loaded_at: str | None = Field(description="When it was last loaded (ISO 8601).")
+    error: str | None = Field(
+        description="Why its last refresh failed (this listing is from the load before)."
+    )
 
 
 def load_catalog(config: CatalogConfig, cache_dir: Path, http: httpx.Client) -> Catalog:
