@@ -2,9 +2,9 @@
 process (``python -m bench.bench_autocode_api load ...``, plain ``http.client`` keep-alive
 connections), against a real server (``python -m autocode.serve``, one process).
 
-Model: the cold-start NAF rév. 2 model (all 732 subclasses, fastText + TF-IDF ensemble), from
-``$AUTOCODE_BENCH_MODEL`` or ``.data/autocode/bench-model`` (trained there on first use, about
-two minutes).
+Model: the default model (`bench.autocode_models`: trained with dev1000 when this machine has
+it, so that fastText, TF-IDF, the nearest descriptions and the register prior all code; else the
+cold-start model), trained on first use.
 
 - ``single``: sequential ``GET /predict?text=...&k=5`` — p50/p99 latency seen by the client.
   Target: p99 <= 10 ms.
@@ -34,8 +34,9 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
+from bench.autocode_models import default_model
+
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_MODEL = REPO / ".data" / "autocode" / "bench-model"
 
 TEXTS = [
     "Boulangerie pâtisserie artisanale",
@@ -199,24 +200,6 @@ def _load_main(argv: list[str]) -> None:
 
 
 # -- orchestration (the benchmark process) --------------------------------------------------------
-def _model_dir() -> Path:
-    configured = os.environ.get("AUTOCODE_BENCH_MODEL")
-    if configured:
-        return Path(configured)
-    if not (DEFAULT_MODEL / "MLmodel").is_file():
-        print(f"   training the cold-start model into {DEFAULT_MODEL} (once)", flush=True)
-        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-        subprocess.run(
-            [sys.executable, "-m", "autocode.cli", "train", "--output", str(DEFAULT_MODEL)],
-            check=True,
-            env=env,
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-    return DEFAULT_MODEL
-
-
 def _free_port() -> int:
     import socket
 
@@ -356,11 +339,11 @@ def _rounds(samples: list[dict[str, Any]], *path: str, best: str = "") -> float:
 def run() -> dict[str, Any]:
     from autocode.serve.auth import KeysFile
 
-    model = _model_dir()
+    model, trained_on = default_model()
     load_before = [round(x, 2) for x in os.getloadavg()]
     root = Path(tempfile.mkdtemp(prefix="autocode-api-bench-"))
     _, key = KeysFile(root / "keys.json").add("bench")
-    results: dict[str, Any] = {"model": str(model), "rounds": ROUNDS}
+    results: dict[str, Any] = {"model": str(model), "trained_on": trained_on, "rounds": ROUNDS}
 
     servers: list[_Server] = []
     names = ("single_on", "single_off", "sustained_on", "sustained_off")

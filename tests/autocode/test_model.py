@@ -73,6 +73,20 @@ def test_output_columns(small_model):
     assert coder.predict(ROWS.head(0)).empty
 
 
+def test_a_large_batch_is_coded_in_chunks_as_one_batch(small_model, cold_start, monkeypatch):
+    """Batches over `CHUNK_ROWS` rows are coded in chunks, in threads: same rows, same order,
+    same codes, probabilities and decisions as one batch."""
+    from autocode.model import coder as coder_module
+
+    coder = small_model.coder
+    frame = pd.DataFrame({"text": cold_start["text"].head(300).tolist() + ROWS["text"].tolist()})
+    whole = coder.predict(frame, k=3, threshold=0.5)
+    monkeypatch.setattr(coder_module, "CHUNK_ROWS", 16)
+    chunked = coder.predict(frame, k=3, threshold=0.5)
+    pd.testing.assert_frame_equal(chunked, whole)
+    assert list(chunked.index) == list(range(len(frame)))
+
+
 def test_categorical_variables_are_tokens(small_nomenclature):
     coder = Coder(TfidfClassifier(), small_nomenclature, categorical=("type_", "nature"))
     assert coder.features(ROWS)[2] == "friter TYPE_NaN NATURE_NaN"

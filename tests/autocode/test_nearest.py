@@ -65,3 +65,33 @@ def test_round_trip_and_an_ensemble_without_descriptions(cold_start, small_nomen
     coder.save(tmp_path / "described")
     loaded = load_coder(str(tmp_path / "described"))
     np.testing.assert_allclose(loaded.predict_proba(query), coder.predict_proba(query), atol=1e-6)
+
+
+def test_votes_are_the_nearest_cosines_summed_per_code(cold_start, naf2008):
+    """The votes equal a brute-force reading of the dense similarity matrix (every row's
+    `neighbours` largest cosines, summed per code), for a batch large enough to be split over
+    threads; rows with a tie at the last neighbour are left out (either neighbour is right)."""
+    from autocode.model import nearest
+
+    described = cold_start.assign(source="shop")  # the notes' phrases read as descriptions
+    coder = Coder(NearestClassifier(neighbours=5), naf2008)
+    knn = coder.classifier
+    knn.fit(coder.inputs(described), described["code"].tolist())
+    queries = cold_start["text"].sample(
+        2 * nearest.ROWS_PER_THREAD + 7, replace=True, random_state=0
+    )
+    queries = [" ".join(reversed(t.split())) + " atelier" for t in queries]  # not the rows
+    inputs = coder.inputs(pd.DataFrame({"text": queries}))
+    assert nearest._threads(len(queries)) == min(2, nearest.available_cores())
+    scores = knn.scores(inputs)
+
+    assert knn._vectorizer is not None
+    similarity = (knn._vectorizer.transform(inputs.tokens) @ knn._rows).toarray()
+    order = np.sort(similarity, axis=1)[:, ::-1]
+    untied = order[:, 4] > order[:, 5]
+    assert untied.mean() > 0.9
+    expected = np.zeros_like(scores)
+    for row in np.flatnonzero(untied):
+        for column in np.argsort(-similarity[row])[:5]:
+            expected[row, knn._row_class[column]] += similarity[row, column]
+    np.testing.assert_allclose(scores[untied], expected[untied], rtol=1e-5, atol=1e-6)

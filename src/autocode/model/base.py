@@ -3,6 +3,7 @@ and `ModelInput`, the rows it reads."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,11 @@ from typing import Any, ClassVar
 import numpy as np
 
 from autocode.model.maths import softmax
+
+
+def available_cores() -> int:
+    """The processor cores this process may run on (its affinity, not the machine's count)."""
+    return len(os.sched_getaffinity(0))
 
 
 @dataclass(frozen=True)

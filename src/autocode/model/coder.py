@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,13 +13,17 @@ import numpy as np
 import pandas as pd
 
 from autocode.data import SOURCE, is_cold_start_source
-from autocode.model.base import Classifier, ModelInput
+from autocode.model.base import Classifier, ModelInput, available_cores
 from autocode.model.kinds import CLASSIFIERS
 from autocode.model.ranking import rank
 from autocode.nomenclature import Nomenclature
 from autocode.preprocess import PreprocessConfig, Preprocessor, categorical_tokens
 
 FORMAT_VERSION = 2  # 2: TF-IDF weights stored sparse (format 1 still loads)
+#: `Coder.predict` codes larger batches in chunks of this many rows, on every available core:
+#: a chunk's (rows × codes) arrays stay in the processor's caches (20,000 texts at once coded
+#: 2.3× slower than in chunks of 2,000 on one core, `make bench`) and memory stays bounded.
+CHUNK_ROWS = 2_000
 
 
 # -- the coder: raw rows in, coded rows out -------------------------------------------------------
@@ -101,9 +106,15 @@ class Coder:
         self, frame: pd.DataFrame, k: int | None = None, threshold: float | None = None
     ) -> pd.DataFrame:
         """Top-k codes, probabilities and labels; top-1 code and label at every level; IC and
-        the automatic-coding decision ``auto`` (IC ≥ threshold)."""
-        proba = self.predict_proba(frame)
-        return self.format(proba, k, threshold)
+        the automatic-coding decision ``auto`` (IC ≥ threshold). Batches of more than
+        `CHUNK_ROWS` rows are coded in chunks, in threads (the members' numerical work releases
+        the interpreter's lock)."""
+        if len(frame) <= CHUNK_ROWS:
+            return self.format(self.predict_proba(frame), k, threshold)
+        chunks = [frame.iloc[i : i + CHUNK_ROWS] for i in range(0, len(frame), CHUNK_ROWS)]
+        with ThreadPoolExecutor(min(len(chunks), available_cores())) as pool:
+            parts = pool.map(lambda chunk: self.predict(chunk, k, threshold), chunks)
+            return pd.concat(list(parts), ignore_index=True)
 
     def format(
         self, proba: np.ndarray, k: int | None = None, threshold: float | None = None

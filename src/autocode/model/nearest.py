@@ -16,9 +16,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sparse_dot_topn import sp_matmul_topn
 
-from autocode.model.base import Classifier, ModelInput, Texts
+from autocode.model.base import Classifier, ModelInput, Texts, available_cores
 from autocode.model.tfidf import TfidfFeatures
+
+#: Rows per thread of the similarity product: below, one thread (a request of a few texts).
+ROWS_PER_THREAD = 1_000
+
+
+def _threads(rows: int) -> int:
+    """Threads for the similarity product of ``rows`` texts: the cores this process may use,
+    one per ``ROWS_PER_THREAD`` rows."""
+    return max(1, min(available_cores(), rows // ROWS_PER_THREAD))
 
 
 class NearestClassifier(Classifier):
@@ -87,14 +97,14 @@ class NearestClassifier(Classifier):
         if self._vectorizer is None or not len(rows):
             return out
         queries = self._vectorizer.transform(rows).astype(np.float32)  # L2-normalised
-        similarity = np.asarray((queries @ self._rows).toarray(), dtype=np.float32)
-        count = min(int(self.params["neighbours"]), similarity.shape[1])
-        if count < similarity.shape[1]:
-            nearest = np.argpartition(-similarity, count - 1, axis=1)[:, :count]
-        else:
-            nearest = np.broadcast_to(np.arange(count), (len(rows), count))
-        votes = np.take_along_axis(similarity, nearest, axis=1)
-        np.add.at(out, (np.arange(len(rows))[:, None], self._row_class[nearest]), votes)
+        count = min(int(self.params["neighbours"]), self._rows.shape[1])
+        # the `count` largest cosines of each row, without the dense rows × descriptions matrix
+        # (char n-grams make it nearly full: 10k texts × 1,000 descriptions cost 5× more so)
+        nearest = sp_matmul_topn(
+            queries, self._rows, top_n=count, n_threads=_threads(len(rows))
+        ).tocsr()
+        row_of = np.repeat(np.arange(len(rows)), np.diff(nearest.indptr))
+        np.add.at(out, (row_of, self._row_class[nearest.indices]), nearest.data)
         return out
 
     def save(self, directory: Path) -> None:
