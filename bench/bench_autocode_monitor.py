@@ -174,16 +174,16 @@ def etl() -> dict[str, Any]:
 
 def api_beside_compaction() -> dict[str, Any]:
     from autocode.serve.auth import KeysFile
+    from bench.autocode_models import default_model
     from bench.bench_autocode_api import (
         SUSTAINED_BATCH,
         SUSTAINED_CLIENTS,
         _load,
-        _model_dir,
         _Server,
     )
 
     codes, _ = _codes()
-    model = _model_dir()
+    model, _ = default_model()
     root = Path(tempfile.mkdtemp(prefix="autocode-api-compaction-bench-"))
     _, key = KeysFile(root / "keys.json").add("bench")
     _write_log(root / "log", 400_000, codes)
