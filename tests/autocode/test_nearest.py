@@ -95,3 +95,18 @@ def test_votes_are_the_nearest_cosines_summed_per_code(cold_start, naf2008):
         for column in np.argsort(-similarity[row])[:5]:
             expected[row, knn._row_class[column]] += similarity[row, column]
     np.testing.assert_allclose(scores[untied], expected[untied], rtol=1e-5, atol=1e-6)
+
+
+def test_a_pyfunc_with_the_member_requires_its_library(cold_start, small_nomenclature, tmp_path):
+    """The MLflow model of a coder with the knn member lists sparse_dot_topn among its pip
+    requirements (a serving image built from them must be able to load it)."""
+    from autocode.model import save_pyfunc
+
+    coder = Coder(
+        make_classifier("ensemble", {"members": {"tfidf": {}, "knn": {}}}), small_nomenclature
+    )
+    table = _table(cold_start)
+    table = table[table["code"].isin(small_nomenclature.codes())]
+    coder.classifier.fit(coder.inputs(table), table["code"].tolist())
+    path = save_pyfunc(coder, tmp_path / "model")
+    assert "sparse-dot-topn==" in (path / "requirements.txt").read_text()

