@@ -178,7 +178,7 @@ lint: setup $(ACTIONLINT)
 	$(UV) run --frozen ruff check src tests bench deploy
 	$(UV) run --frozen ruff format --check src tests bench deploy
 	$(UV) run --frozen lint-imports --no-cache
-	$(UV) run --frozen mypy src/datalab src/autocode
+	$(UV) run --frozen mypy src/datalab src/autocode tests
 	$(UV) run --frozen hadolint --config .hadolint.yaml Dockerfile.*
 	$(ACTIONLINT) -shellcheck= -pyflakes= .github/workflows/*.yml
 

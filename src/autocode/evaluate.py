@@ -73,7 +73,7 @@ class SampleDesign:
     def of(
         cls,
         weights: npt.ArrayLike,
-        strata: Sequence[object] | None = None,
+        strata: npt.ArrayLike | None = None,
         inclusion: npt.ArrayLike | None = None,
     ) -> SampleDesign:
         w = np.asarray(weights, dtype=np.float64)

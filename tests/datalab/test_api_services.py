@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from sqlalchemy.pool import QueuePool
 
 from datalab.config import Quota
 
@@ -100,8 +101,8 @@ async def test_other_users_cannot_see_or_touch_a_service(env: Env) -> None:
         ("PATCH", "/api/services/secret-nb"),
         ("DELETE", "/api/services/secret-nb"),
     ]:
-        kwargs = {"json": {"name": "x"}} if method == "PATCH" else {}
-        await bob.call(method, path, expect=404, **kwargs)
+        body = {"name": "x"} if method == "PATCH" else None
+        await bob.call(method, path, expect=404, json=body)
     # and alice's project is not bob's to act in
     await bob.call("GET", "/api/services", project="user-alice", expect=403)
     assert (await alice.call("GET", "/api/services/secret-nb"))["phase"] == "running"
@@ -259,7 +260,9 @@ class _SlowBackend:
 
     def __init__(self, env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
         self.backend = env.platform.backend
-        self.pool = env.platform.db.engine.pool
+        pool = env.platform.db.engine.pool
+        assert isinstance(pool, QueuePool)  # SQLite files: checkedout() counts connections in use
+        self.pool = pool
         self.inside_transaction: list[str] = []
         self.release = asyncio.Event()
         self.release.set()

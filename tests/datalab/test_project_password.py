@@ -72,7 +72,7 @@ async def test_each_project_has_its_own_generated_password(env: Env) -> None:
         creator = accounts.get_user(session, "alice")
         accounts.create_project(session, env.platform.settings.region, "team", creator=creator)
         accounts.add_member(session, "project-team", "bob")
-        assert session.get(Project, "project-team").service_password is None  # not before use
+        assert session.get_one(Project, "project-team").service_password is None  # not before use
 
     personal = await _auth(alice)
     password = personal["password"]
@@ -86,7 +86,7 @@ async def test_each_project_has_its_own_generated_password(env: Env) -> None:
     assert (await _auth(bob, project="project-team"))["password"] == team["password"]
     assert (await _auth(bob))["password"] not in (password, team["password"])
     with env.platform.db.session() as session:
-        assert session.get(Project, "project-team").service_password == team["password"]
+        assert session.get_one(Project, "project-team").service_password == team["password"]
 
     # the launch form's values too
     form = await alice.call("GET", "/api/catalogs/db/charts/postgresql/values")

@@ -54,7 +54,7 @@ def render(
     """Every object the chart makes with these values (tests' hooks included), as dicts."""
     with helm_python.Chart.load(CHART) as chart:
         files = chart.render(values, name=name, namespace=namespace)
-    objects = []
+    objects: list[dict[str, Any]] = []
     for path, text in sorted(files.items()):
         if path.endswith("NOTES.txt"):
             continue

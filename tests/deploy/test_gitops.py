@@ -82,7 +82,7 @@ def render_application(app: dict[str, Any], replace: dict[str, str] | None = Non
             name=source["helm"]["releaseName"],
             namespace=app["spec"]["destination"]["namespace"],
         )
-    objects = []
+    objects: list[dict[str, Any]] = []
     for path, text in sorted(files.items()):
         if not path.endswith("NOTES.txt"):
             objects.extend(obj for obj in yaml.safe_load_all(text) if obj)

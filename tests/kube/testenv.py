@@ -27,6 +27,7 @@ import base64
 import contextlib
 import ctypes
 import datetime
+import functools
 import ipaddress
 import os
 import re
@@ -490,7 +491,7 @@ class KubeCluster:
             for node in self.node_names:
                 self._create_node(api, node)
             for node in self.node_names:
-                self._wait(lambda n=node: self._node_ready(api, n), f"node {node} Ready")
+                self._wait(functools.partial(self._node_ready, api, node), f"node {node} Ready")
             # The controllers are at work once the default service account exists.
             self._wait(
                 lambda: (

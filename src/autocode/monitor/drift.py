@@ -24,11 +24,11 @@ Windows with fewer than ``min_predictions`` predictions are not tested (said so,
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
@@ -107,10 +107,10 @@ class DriftReport:
 
 # -- the statistics (pure functions) ----------------------------------------------------------
 def ks_from_counts(
-    values_a: Sequence[float],
-    counts_a: Sequence[int],
-    values_b: Sequence[float],
-    counts_b: Sequence[int],
+    values_a: npt.ArrayLike,
+    counts_a: npt.ArrayLike,
+    values_b: npt.ArrayLike,
+    counts_b: npt.ArrayLike,
 ) -> tuple[float, float]:
     """Two-sample KS statistic D and its two-sided asymptotic p-value, from value counts.
 
@@ -233,8 +233,8 @@ class Sample:
     level."""
 
     label: str
-    ic_values: Sequence[float]
-    ic_counts: Sequence[int]
+    ic_values: npt.ArrayLike  # of floats
+    ic_counts: npt.ArrayLike  # of ints, one per value
     codes: dict[str, pd.Series]
 
     @property

@@ -15,13 +15,14 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from joserfc import jwt
 from joserfc.errors import JoseError
-from joserfc.jwk import KeySet, RSAKey
+from joserfc.jwk import KeySet, KeySetSerialization, RSAKey
 from joserfc.jwt import JWTClaimsRegistry
 
 from datalab.errors import InvalidToken
@@ -93,7 +94,7 @@ class TokenIssuer:
             raise InvalidToken(f"invalid token: {exc}") from None
         return dict(decoded.claims)
 
-    def jwks(self) -> dict[str, Any]:
+    def jwks(self) -> KeySetSerialization:
         public = self._key.as_dict(private=False)
         return {"keys": [{**public, "kid": self.kid, "use": "sig", "alg": ALGORITHM}]}
 
@@ -140,6 +141,7 @@ class JwksServer:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                body: Mapping[str, object]
                 if self.path == "/.well-known/jwks.json":
                     body = issuer.jwks()
                 elif self.path == "/.well-known/openid-configuration":

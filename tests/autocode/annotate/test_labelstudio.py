@@ -211,7 +211,8 @@ def test_campaign_created_updated_annotated_and_exported(
     # B codes the tasks annotated twice, disagreeing on a few
     expert_code = dict(zip(experts["text_description"], experts["code"], strict=True))
     leaves = naf2008.codes()
-    doubled, pending = [], tasks[-4:]
+    doubled: list[tuple[str, str]] = []
+    pending = tasks[-4:]
     for i, task in enumerate(tasks[:-4]):
         truth = expert_code[task["data"]["text"]]
         annotate(ls, task, None if i == 0 else truth, naf2008, unsure=i == 1)

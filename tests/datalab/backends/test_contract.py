@@ -75,6 +75,8 @@ async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
 
 
 async def _memory(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
+    harness: Harness  # made below; restart() replaces its backend
+
     async def restart() -> Backend:
         # its state is the JSON the platform keeps, nothing else
         harness.backend = MemoryBackend()
@@ -88,6 +90,7 @@ async def _memory(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
 async def _local(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
     data_dir: Path = request.getfixturevalue("data_dir")
     envs: EnvManager = request.getfixturevalue("shared_envs")
+    harness: Harness  # made below; restart() replaces its backend
 
     def new() -> LocalBackend:
         return LocalBackend(
@@ -118,6 +121,7 @@ async def _local(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
 
 async def _kubernetes(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
     cluster: KubeCluster = request.getfixturevalue("kube_cluster")
+    harness: Harness  # made below; restart() replaces its backend
 
     def new() -> KubernetesBackend:
         return KubernetesBackend(

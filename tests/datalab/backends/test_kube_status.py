@@ -35,12 +35,14 @@ def test_reasons_users_can_act_on() -> None:
     phase, reason = release_phase(
         [pod("Pending", False, containerStatuses=[waiting("ImagePullBackOff", "not found", "x:9")])]
     )
+    assert reason is not None
     assert (
         phase is Phase.FAILED and "'x:9' cannot be pulled (ImagePullBackOff): not found" in reason
     )
     crash = waiting(CRASH := "CrashLoopBackOff")
     crash["lastState"] = {"terminated": {"exitCode": 3, "reason": "Error"}}
     phase, reason = release_phase([pod("Running", False, containerStatuses=[crash])])
+    assert reason is not None
     assert phase is Phase.FAILED and f"{CRASH}: exit code 3, Error" in reason
     unscheduled = {
         "type": "PodScheduled",
@@ -61,6 +63,7 @@ def test_quota_refusal_and_release_failure() -> None:
         "lastTimestamp": "2026-12-04T10:00:00Z",
     }
     phase, reason = release_phase([], [refused])
+    assert reason is not None
     assert phase is Phase.FAILED and reason.startswith("the project's quota refused its pods")
     assert release_phase([], [])[0] is Phase.STARTING
     phase, reason = release_phase([pod()], release_failure="timed out waiting")

@@ -205,6 +205,7 @@ def test_local_recipe_runs_the_api(chart: Chart, tmp_path: Path, with_s3: bool) 
     command = recipe["command"]
     assert command[:3] == ["python", "-m", "autocode.serve"]
     argument = dict(zip(command[3::2], command[4::2], strict=True))
+    assert chart.local_recipe is not None
     assert chart.local_recipe["listen"] == "unix"  # only the platform can connect to it
     assert argument == {"--uds": socket, "--model": "models:/autocode-naf@champion"}
     env = recipe["env"]

@@ -135,6 +135,7 @@ def test_the_local_recipe_serves_the_dashboard_on_the_socket(
     recipe = render_recipe(
         chart.local_recipe, {"values": values, "service": service, "env_dir": "/venv"}
     )
+    assert chart.local_recipe is not None
     assert chart.local_recipe["listen"] == "unix"
     command = recipe["command"]
     assert command[:3] == ["gunicorn", "--bind", f"unix:{socket}"]

@@ -3,11 +3,16 @@ chart's values, where null deletes."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from datalab.catalog.merge import coalesce, merge_layers
 
 
 def test_layers_merge_deeply_in_order_and_keep_nulls() -> None:
-    first = {"resources": {"limits": {"cpu": "1", "memory": "1Gi"}}, "tags": ["a", "b"]}
+    first: dict[str, Any] = {
+        "resources": {"limits": {"cpu": "1", "memory": "1Gi"}},
+        "tags": ["a", "b"],
+    }
     second = {"resources": {"limits": {"cpu": "2"}}, "tags": ["c"]}
     third = {"resources": {"limits": {"memory": None}}, "extra": {"x": 1}}
     merged = merge_layers(first, second, third)

@@ -67,6 +67,7 @@ def test_the_shipped_onyxia_overlay_gives_onyxias_jupyter_a_recipe(
     assert recipe["env"]["AWS_ACCESS_KEY_ID"] == "AKIAALICE"
     # the same environment as datalab's own jupyter-python: services of both share it
     own = yaml.safe_load((CATALOG / "jupyter-python" / "local.yaml").read_text())
+    assert chart.local_recipe is not None
     assert chart.local_recipe["environment"] == own["environment"]
 
 

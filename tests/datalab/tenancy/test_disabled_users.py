@@ -123,7 +123,9 @@ async def test_a_disabled_user_keeps_nothing_that_works(tenancy: Tenancy, ledger
     answer = await bob.http.get("/api/me", headers=bob.headers())
     ledger.expect_denied("disabled user", "old API token after enabling", answer.is_success)
     with platform.db.session() as session:
-        _, token = accounts.create_token(session, session.get(User, bob_id), "tests", ttl_days=1)
+        _, token = accounts.create_token(
+            session, session.get_one(User, bob_id), "tests", ttl_days=1
+        )
     bob = tenancy.users["bob"] = Api(tenancy.http, "bob", token)
     secret = await bob.call("GET", "/api/secrets/values/user-bob/db")
     assert secret["data"] == {"PGPASSWORD": "pw"}

@@ -66,7 +66,7 @@ VALUES: dict[str, Any] = {
 
 
 def fields(groups: list[Group]) -> dict[str, Field]:
-    found = {}
+    found: dict[str, Field] = {}
     for group in groups:
         found |= {f.path: f for f in group.fields}
         found |= fields(group.groups)
