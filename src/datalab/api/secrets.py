@@ -12,7 +12,15 @@ from pydantic import BaseModel, Field
 
 from datalab.api.responses import WITH_STORES, content
 from datalab.http.deps import PrincipalDep, store
-from datalab.secrets.store import SecretStore, export_lines
+from datalab.secrets.store import (
+    Secret,
+    SecretDeleted,
+    SecretDirectory,
+    SecretRenamed,
+    SecretStore,
+    SecretWritten,
+    export_lines,
+)
 
 router = APIRouter(prefix="/api/secrets", tags=["secrets"], responses=WITH_STORES)
 
@@ -29,34 +37,6 @@ class Rename(BaseModel):
     target: str = Field(description="New path.")
 
 
-class SecretDirectory(BaseModel):
-    path: str = Field(description="The directory ('' for the top).")
-    entries: list[str] = Field(description="Secrets, and directories (ending with /).")
-
-
-class Secret(BaseModel):
-    path: str
-    data: dict[str, Any] = Field(description="KEY: value pairs.")
-    version: int
-    updated_at: str = Field(description="When this version was written (Vault's RFC 3339).")
-
-
-class SecretWritten(BaseModel):
-    path: str
-    version: int = Field(description="The version written.")
-    keys: list[str] = Field(description="Its keys (not its values).")
-
-
-class SecretDeleted(BaseModel):
-    path: str
-    deleted: bool
-
-
-class SecretRenamed(BaseModel):
-    path: str = Field(description="The new path.")
-    renamed_from: str
-
-
 class VaultToken(BaseModel):
     address: str = Field(description="Vault's address (VAULT_ADDR).")
     token: str
@@ -68,34 +48,34 @@ class VaultToken(BaseModel):
 
 @router.get("/tree", summary="My top directories: my personal project's and the project's")
 async def tops(caller: PrincipalDep, secrets: StoreDep) -> SecretDirectory:
-    return SecretDirectory.model_validate(await secrets.list(caller, ""))
+    return await secrets.list(caller, "")
 
 
 @router.get("/tree/{path:path}", summary="Secrets and directories under a path")
 async def tree(caller: PrincipalDep, secrets: StoreDep, path: str) -> SecretDirectory:
-    return SecretDirectory.model_validate(await secrets.list(caller, path))
+    return await secrets.list(caller, path)
 
 
 @router.get("/values/{path:path}", summary="Read a secret (its KEY: value pairs)")
 async def read(caller: PrincipalDep, secrets: StoreDep, path: str) -> Secret:
-    return Secret.model_validate(await secrets.read(caller, path))
+    return await secrets.read(caller, path)
 
 
 @router.put("/values/{path:path}", summary="Create or replace a secret (a new version)")
 async def write(
     caller: PrincipalDep, secrets: StoreDep, path: str, body: SecretData
 ) -> SecretWritten:
-    return SecretWritten.model_validate(await secrets.write(caller, path, body.data))
+    return await secrets.write(caller, path, body.data)
 
 
 @router.delete("/values/{path:path}", summary="Delete a secret and all its versions")
 async def delete(caller: PrincipalDep, secrets: StoreDep, path: str) -> SecretDeleted:
-    return SecretDeleted.model_validate(await secrets.delete(caller, path))
+    return await secrets.delete(caller, path)
 
 
 @router.post("/rename", summary="Rename (move) a secret")
 async def rename(caller: PrincipalDep, secrets: StoreDep, body: Rename) -> SecretRenamed:
-    return SecretRenamed.model_validate(await secrets.rename(caller, body.source, body.target))
+    return await secrets.rename(caller, body.source, body.target)
 
 
 @router.post(
@@ -134,4 +114,4 @@ async def vault_token(caller: PrincipalDep, secrets: StoreDep) -> Any:
 )
 async def export(caller: PrincipalDep, secrets: StoreDep, path: str) -> PlainTextResponse:
     secret = await secrets.read(caller, path)
-    return PlainTextResponse(export_lines(secret["data"]), headers={"Cache-Control": "no-store"})
+    return PlainTextResponse(export_lines(secret.data), headers={"Cache-Control": "no-store"})

@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from pydantic import BaseModel, Field
+
 from datalab.errors import Conflict, Forbidden, InvalidInput, NotFound, VaultDenied
 from datalab.identity.access import Principal, may_use_space, spaces
 from datalab.names import check_key
@@ -53,6 +55,34 @@ def check_data(data: dict[str, Any]) -> dict[str, str]:
             raise InvalidInput(f"the value of {key!r} is larger than {MAX_VALUE_BYTES} bytes")
         checked[key] = text
     return checked
+
+
+class SecretDirectory(BaseModel):
+    path: str = Field(description="The directory ('' for the top).")
+    entries: builtins.list[str] = Field(description="Secrets, and directories (ending with /).")
+
+
+class Secret(BaseModel):
+    path: str
+    data: dict[str, Any] = Field(description="KEY: value pairs.")
+    version: int
+    updated_at: str = Field(description="When this version was written (Vault's RFC 3339).")
+
+
+class SecretWritten(BaseModel):
+    path: str
+    version: int = Field(description="The version written.")
+    keys: builtins.list[str] = Field(description="Its keys (not its values).")
+
+
+class SecretDeleted(BaseModel):
+    path: str
+    deleted: bool
+
+
+class SecretRenamed(BaseModel):
+    path: str = Field(description="The new path.")
+    renamed_from: str
 
 
 class SecretStore:
@@ -121,19 +151,19 @@ class SecretStore:
             self._tokens.pop(self._cache_key(principal), None)
             return await client.request(method, api_path, token=await self._token(principal), **kw)
 
-    async def list(self, principal: Principal, path: str = "") -> dict[str, Any]:
+    async def list(self, principal: Principal, path: str = "") -> SecretDirectory:
         directory = self._path(principal, path, directory=True)
         if not directory:
-            return {"path": "", "entries": [f"{top}/" for top in self.tops(principal)]}
+            return SecretDirectory(path="", entries=[f"{top}/" for top in self.tops(principal)])
         try:
             answer = await self._request(
                 principal, "LIST", f"{self.service.mount}/metadata/{directory}"
             )
         except NotFound:
-            return {"path": directory, "entries": []}
-        return {"path": directory, "entries": sorted(answer["data"]["keys"])}
+            return SecretDirectory(path=directory, entries=[])
+        return SecretDirectory(path=directory, entries=sorted(answer["data"]["keys"]))
 
-    async def read(self, principal: Principal, path: str) -> dict[str, Any]:
+    async def read(self, principal: Principal, path: str) -> Secret:
         path = self._path(principal, path)
         try:
             answer = await self._request(principal, "GET", f"{self.service.mount}/data/{path}")
@@ -142,28 +172,28 @@ class SecretStore:
         data = answer["data"]
         if data.get("data") is None:  # deleted version
             raise NotFound(f"no secret {path!r}")
-        return {
-            "path": path,
-            "data": data["data"],
-            "version": data["metadata"]["version"],
-            "updated_at": data["metadata"]["created_time"],
-        }
+        return Secret(
+            path=path,
+            data=data["data"],
+            version=data["metadata"]["version"],
+            updated_at=data["metadata"]["created_time"],
+        )
 
-    async def write(self, principal: Principal, path: str, data: dict[str, Any]) -> dict[str, Any]:
+    async def write(self, principal: Principal, path: str, data: dict[str, Any]) -> SecretWritten:
         path = self._path(principal, path)
         answer = await self._request(
             principal, "POST", f"{self.service.mount}/data/{path}", json={"data": check_data(data)}
         )
-        return {"path": path, "version": answer["data"]["version"], "keys": sorted(data)}
+        return SecretWritten(path=path, version=answer["data"]["version"], keys=sorted(data))
 
-    async def delete(self, principal: Principal, path: str) -> dict[str, Any]:
+    async def delete(self, principal: Principal, path: str) -> SecretDeleted:
         """Delete a secret and all its versions."""
         path = self._path(principal, path)
         await self.read(principal, path)  # a clear 404 for a secret that is not there
         await self._request(principal, "DELETE", f"{self.service.mount}/metadata/{path}")
-        return {"path": path, "deleted": True}
+        return SecretDeleted(path=path, deleted=True)
 
-    async def rename(self, principal: Principal, source: str, target: str) -> dict[str, Any]:
+    async def rename(self, principal: Principal, source: str, target: str) -> SecretRenamed:
         source, target = self._path(principal, source), self._path(principal, target)
         current = await self.read(principal, source)
         try:
@@ -172,6 +202,6 @@ class SecretStore:
             pass
         else:
             raise Conflict(f"a secret {target!r} already exists; delete it or choose another name")
-        await self.write(principal, target, current["data"])
+        await self.write(principal, target, current.data)
         await self._request(principal, "DELETE", f"{self.service.mount}/metadata/{source}")
-        return {"path": target, "renamed_from": source}
+        return SecretRenamed(path=target, renamed_from=source)

@@ -170,7 +170,7 @@ async def _secret_paths(page: Page, principal: Principal) -> list[str]:
         deeper: list[str] = []
         for directory in directories:
             try:
-                entries = (await broker.secrets.list(principal, directory))["entries"]
+                entries = (await broker.secrets.list(principal, directory)).entries
             except DatalabError:
                 continue
             for entry in entries:

@@ -4,8 +4,6 @@ writes them through the secrets API when the user opens a secret."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 from fastapi.responses import Response
 
@@ -25,13 +23,12 @@ async def secrets_page(page: PageDep, path: str = "") -> Response:
     except DatalabError as exc:
         return page.render("secrets.html", unavailable=page.message(exc))
     directory = path if not path or path.endswith("/") else path + "/"
-    listing: dict[str, Any] = {"entries": []}
+    entries: list[str] = []
     error = None
     try:
-        listing = await secrets.list(principal, directory.rstrip("/"))
+        entries = (await secrets.list(principal, directory.rstrip("/"))).entries
     except DatalabError as exc:
         error = page.message(exc)
-    entries = listing.get("entries", [])
     return page.render(
         "secrets.html",
         unavailable=None,
