@@ -30,6 +30,17 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from datalab import commands
+from datalab.answers import (
+    AdminServiceListed,
+    EventOut,
+    LaunchPreview,
+    QuotaOut,
+    ServiceDeleted,
+    ServiceDetail,
+    ServiceListed,
+    ServiceOut,
+    UsageOut,
+)
 from datalab.backends.base import Backend, Phase, ServiceSpec, ServiceStatus
 from datalab.catalog import CatalogRegistry, Chart
 from datalab.config import Settings
@@ -128,8 +139,9 @@ class Usage:
     cpu: float
     memory_mb: int
 
-    def to_json(self) -> dict[str, Any]:
-        return {"services": self.services, "cpu": round(self.cpu, 3), "memory_mb": self.memory_mb}
+    def shown(self) -> UsageOut:
+        """As answers show it: CPU to the thousandth of a core."""
+        return UsageOut(services=self.services, cpu=round(self.cpu, 3), memory_mb=self.memory_mb)
 
 
 class ServiceManager:
@@ -348,7 +360,10 @@ class ServiceManager:
             context = self._context(session, principal, injection, mlflow)
         return chart, resolve_values(chart, context, overrides=overrides or {})
 
-    async def launch(self, principal: Principal, request: LaunchRequest) -> dict[str, Any]:
+    async def launch(
+        self, principal: Principal, request: LaunchRequest
+    ) -> ServiceOut | LaunchPreview:
+        """Launch a service; with ``request.dry_run``, resolve and validate only."""
         chart = self.catalogs.get_chart(request.catalog_id, request.chart, request.version)
         unavailable = self.backend.unavailable(chart.path, chart.name)
         if unavailable:
@@ -387,13 +402,15 @@ class ServiceManager:
             friendly_name=request.friendly_name,
         )
         if request.dry_run:
-            return {
-                "dry_run": True,
-                "service": {"id": service_id, "chart": chart.name, "version": chart.version},
-                "values": shown,
-                "resources": {"cpu": cpu, "memory_mb": memory_mb},
-                "commands": release_commands,
-            }
+            return LaunchPreview.model_validate(
+                {
+                    "dry_run": True,
+                    "service": {"id": service_id, "chart": chart.name, "version": chart.version},
+                    "values": shown,
+                    "resources": {"cpu": cpu, "memory_mb": memory_mb},
+                    "commands": release_commands,
+                }
+            )
         async with self._locks.hold(service_id):
             # the record comes first, counted against the quota while the backend installs
             with self.db.session() as session:
@@ -445,8 +462,7 @@ class ServiceManager:
             if owner_disabled:  # disabled while this launch ran: it stops at once
                 await self._suspend_held(service_id, SUSPENDED_OWNER_DISABLED)
                 raise Unauthenticated("this account is disabled; ask an administrator")
-        result["commands"] = release_commands
-        return result
+        return ServiceOut.model_validate({**result, "commands": release_commands})
 
     def _with_limits(self, values: dict[str, Any]) -> tuple[dict[str, Any], float, int]:
         """The values with the region's limits where they set none, and what the service
@@ -515,7 +531,7 @@ class ServiceManager:
             raise QuotaExceeded(
                 f"quota of {principal.project_id!r} exceeded ({'; '.join(problems)}); suspend or "
                 "delete a service, or ask for smaller resources",
-                details={"usage": usage.to_json(), "quota": quota.model_dump()},
+                details={"usage": usage.shown().model_dump(), "quota": quota.model_dump()},
             )
 
     def _usage(self, session: Any, project_id: str) -> Usage:
@@ -528,17 +544,13 @@ class ServiceManager:
         ).one()
         return Usage(services=count, cpu=float(cpu), memory_mb=int(memory))
 
-    def quota(self, principal: Principal) -> dict[str, Any]:
+    def quota(self, principal: Principal) -> QuotaOut:
         region = self.settings.region
         personal = principal.project_id == f"{region.user_prefix}{principal.name}"
         quota = region.user_quota if personal else region.project_quota
         with self.db.session() as session:
             usage = self._usage(session, principal.project_id)
-        return {
-            "project": principal.project_id,
-            "usage": usage.to_json(),
-            "limits": quota.model_dump(),
-        }
+        return QuotaOut(project=principal.project_id, usage=usage.shown(), limits=quota)
 
     def _spec(self, row: Service, chart: Chart | None = None) -> ServiceSpec:
         if chart is None:
@@ -560,7 +572,7 @@ class ServiceManager:
 
     # -- reading ------------------------------------------------------------------------------
 
-    async def list(self, principal: Principal) -> list[dict[str, Any]]:
+    async def list(self, principal: Principal) -> list[ServiceListed]:
         """The project's services the principal sees as a member
         (:func:`~datalab.identity.access.listed_services_sql`), from the database only, in one
         query (fast for many services)."""
@@ -583,11 +595,13 @@ class ServiceManager:
         keys = ("id", "name", "chart", "version", "owner", "shared", "phase", "reason")
         with self.db.session() as session:
             return [
-                {**dict(zip(keys, row[:-1], strict=True)), "created_at": row[-1].isoformat()}
+                ServiceListed.model_validate(
+                    {**dict(zip(keys, row[:-1], strict=True)), "created_at": row[-1].isoformat()}
+                )
                 for row in session.execute(query)
             ]
 
-    async def list_all(self, owner: str | None = None) -> builtins.list[dict[str, Any]]:
+    async def list_all(self, owner: str | None = None) -> builtins.list[AdminServiceListed]:
         """Every service of every project (of one owner), for administrators."""
         query = (
             select(
@@ -612,15 +626,17 @@ class ServiceManager:
         keys = ("id", "name", "chart", "version", "owner", "project", "shared", "phase", "reason")
         with self.db.session() as session:
             return [
-                {
-                    **dict(zip(keys, row[:9], strict=True)),
-                    "resources": {"cpu": row[9], "memory_mb": row[10]},
-                    "created_at": row[11].isoformat(),
-                }
+                AdminServiceListed.model_validate(
+                    {
+                        **dict(zip(keys, row[:9], strict=True)),
+                        "resources": {"cpu": row[9], "memory_mb": row[10]},
+                        "created_at": row[11].isoformat(),
+                    }
+                )
                 for row in session.execute(query)
             ]
 
-    async def get(self, principal: Principal, service_id: str) -> dict[str, Any]:
+    async def get(self, principal: Principal, service_id: str) -> ServiceDetail:
         with self.db.session() as session:
             check_service(principal, session.get(Service, service_id), Action.VIEW)
         if self._locks.busy(service_id):  # being changed: its record says where it is
@@ -641,7 +657,7 @@ class ServiceManager:
             action: _for_action(principal, action, service_id, project_id)
             for action in commands.for_service(service_id, project_id)
         }
-        return result
+        return ServiceDetail.model_validate(result)
 
     def _schema(self, row: Service) -> dict[str, Any]:
         """The chart's values schema ({} when its catalog no longer has it)."""
@@ -651,11 +667,13 @@ class ServiceManager:
             return {}
         return chart.schema or {}
 
-    async def events(self, principal: Principal, service_id: str) -> builtins.list[dict[str, Any]]:
+    async def events(self, principal: Principal, service_id: str) -> builtins.list[EventOut]:
         with self.db.session() as session:
             check_service(principal, session.get(Service, service_id), Action.VIEW)
         try:
-            return [e.to_json() for e in await self.backend.events(service_id)]
+            return [
+                EventOut.model_validate(e.to_json()) for e in await self.backend.events(service_id)
+            ]
         except ServiceNotFound:
             return []
 
@@ -672,16 +690,16 @@ class ServiceManager:
 
     # -- changing -----------------------------------------------------------------------------
 
-    async def suspend(self, principal: Principal, service_id: str) -> dict[str, Any]:
+    async def suspend(self, principal: Principal, service_id: str) -> ServiceOut:
         async with self._locks.hold(service_id):
             with self.db.session() as session:
                 row = check_service(principal, session.get(Service, service_id), Action.STOP)
                 project_id = row.project_id
             result = await self._suspend_held(service_id)
-        result["commands"] = _for_action(principal, "suspend", service_id, project_id)
+        result.commands = _for_action(principal, "suspend", service_id, project_id)
         return result
 
-    async def _suspend_held(self, service_id: str, reason: str | None = None) -> dict[str, Any]:
+    async def _suspend_held(self, service_id: str, reason: str | None = None) -> ServiceOut:
         """Suspend a service whose lock the caller holds; records ``reason`` if given."""
         try:
             status: ServiceStatus | None = await self.backend.suspend(service_id)
@@ -695,9 +713,9 @@ class ServiceManager:
                 self._record(row, status.phase.value, status.reason)
             if reason is not None:
                 row.reason = reason
-            return _with_status(_summary(row), status)
+            return ServiceOut.model_validate(_with_status(_summary(row), status))
 
-    async def resume(self, principal: Principal, service_id: str) -> dict[str, Any]:
+    async def resume(self, principal: Principal, service_id: str) -> ServiceOut:
         async with self._locks.hold(service_id):
             with self.db.session() as session:
                 row = check_service(principal, session.get(Service, service_id), Action.MANAGE)
@@ -741,8 +759,9 @@ class ServiceManager:
                 row.values = renewed
                 self._record(row, status.phase.value, status.reason)
                 result = _with_status(_summary(row), status)
-        result["commands"] = _for_action(principal, "resume", service_id, project_id)
-        return result
+        return ServiceOut.model_validate(
+            {**result, "commands": _for_action(principal, "resume", service_id, project_id)}
+        )
 
     async def _renew_credentials(self, service_id: str) -> dict[str, Any] | None:
         """The service's values with fresh credentials (S3 session, Vault token, refresh token)
@@ -786,7 +805,7 @@ class ServiceManager:
         *,
         friendly_name: str | None = None,
         shared: bool | None = None,
-    ) -> dict[str, Any]:
+    ) -> ServiceOut:
         """Rename and share change metadata only."""
         with self.db.session() as session:
             row = check_service(principal, session.get(Service, service_id), Action.MANAGE)
@@ -802,9 +821,9 @@ class ServiceManager:
                     )
                 row.shared = shared
             summary = _summary(row)
-        return _with_status(summary, await self._status(service_id))
+        return ServiceOut.model_validate(_with_status(summary, await self._status(service_id)))
 
-    async def delete(self, principal: Principal, service_id: str) -> dict[str, Any]:
+    async def delete(self, principal: Principal, service_id: str) -> ServiceDeleted:
         async with self._locks.hold(service_id):
             with self.db.session() as session:
                 row = check_service(principal, session.get(Service, service_id), Action.STOP)
@@ -813,10 +832,9 @@ class ServiceManager:
             with self.db.session() as session:
                 if (stored := session.get(Service, service_id)) is not None:
                     session.delete(stored)
-        return {
-            "deleted": service_id,
-            "commands": _for_action(principal, "delete", service_id, project_id),
-        }
+        return ServiceDeleted(
+            deleted=service_id, commands=_for_action(principal, "delete", service_id, project_id)
+        )
 
     # -- accounts ---------------------------------------------------------------------------
 

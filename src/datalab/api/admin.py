@@ -92,7 +92,7 @@ async def list_all_services(
 ) -> AllServices:
     """Administrators suspend or delete any of them with the usual endpoints
     (``POST /api/services/{id}/suspend``, ``DELETE /api/services/{id}``), from any project."""
-    return AllServices.model_validate({"services": await platform.services.list_all(owner)})
+    return AllServices(services=await platform.services.list_all(owner))
 
 
 @router.get("/projects", summary="Projects: mine, or all with ?all=true (admin)")

@@ -4,7 +4,7 @@ delete. Every answer carries the equivalent command lines."""
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
@@ -12,12 +12,21 @@ from fastapi.responses import RedirectResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from datalab import commands
+from datalab.answers import (
+    Commands,
+    EventOut,
+    LaunchPreview,
+    QuotaOut,
+    ServiceDeleted,
+    ServiceDetail,
+    ServiceListed,
+    ServiceOut,
+)
 from datalab.api.responses import WITH_STORES
 from datalab.catalog.merge import merge_layers
-from datalab.config import Quota
 from datalab.errors import InvalidInput, Unauthenticated
 from datalab.http.deps import PlatformDep, PrincipalDep
-from datalab.http.schemas import Model, ServiceListed
+from datalab.http.schemas import Model
 from datalab.services import LaunchRequest
 from datalab.values import load_values_file, parse_set_args
 
@@ -49,96 +58,8 @@ class LaunchBody(Model):
     )
 
 
-Commands = dict[str, str]  # the equivalent commands: {"datalab": ..., "kubernetes": ...}
-
-
-class EventOut(BaseModel):
-    time: str = Field(description="When (ISO 8601).")
-    type: str = Field(description="Normal or Warning, as in Kubernetes events.")
-    reason: str = Field(description="A short CamelCase word: Building, Started, Ready...")
-    message: str
-
-
 class EventsOut(BaseModel):
     events: list[EventOut] = Field(description="Oldest first.")
-    commands: Commands
-
-
-class ServiceDeleted(BaseModel):
-    deleted: str = Field(description="The id of the service deleted.")
-    commands: Commands
-
-
-class UsageOut(BaseModel):
-    services: int = Field(description="Services running or starting.")
-    cpu: float = Field(description="Sum of their CPU limits, in cores.")
-    memory_mb: int = Field(description="Sum of their memory limits, in MiB.")
-
-
-class QuotaOut(BaseModel):
-    project: str
-    usage: UsageOut
-    limits: Quota
-
-
-class _ServiceRecord(BaseModel):
-    """A service as the platform records it."""
-
-    id: str
-    name: str = Field(description="Its friendly name.")
-    catalog: str
-    chart: str
-    version: str = Field(description="The chart's version.")
-    project: str
-    owner: str
-    shared: bool = Field(description="The project's members may use it.")
-    created_at: str = Field(description="ISO 8601.")
-    resources: dict[str, Any] = Field(
-        description="cpu (cores) and memory_mb: its limits, counted against quotas."
-    )
-    phase: str = Field(description="building, starting, running, suspended, failed...")
-    reason: str | None = Field(description="Why it failed, or what it waits for.")
-    urls: list[str] = Field(description="Where users reach it.")
-
-
-class ServiceOut(_ServiceRecord):
-    """A service after a change: its record, what the backend says of it, the equivalent
-    commands of the change (not after a rename or share)."""
-
-    # what the backend says of it, when it knows it (absent otherwise)
-    started_at: str | None = Field(None, description="When it started (ISO 8601).")
-    ready_at: str | None = Field(None, description="When it became ready (ISO 8601).")
-    password: str | None = Field(None, description="Its own password or token (from the chart).")
-    notes: str = Field("", description="Post-install notes (Markdown), from the chart.")
-    commands: Commands | None = None
-
-
-class ServiceDetail(_ServiceRecord):
-    """A service with its values (secrets masked for those who may not see them)."""
-
-    values: dict[str, Any] = Field(description="The values it runs with.")
-    overrides: dict[str, Any] = Field(description="What its launch changed of the defaults.")
-    # what the backend says of it, when it knows it (absent otherwise)
-    started_at: str | None = Field(None, description="When it started (ISO 8601).")
-    ready_at: str | None = Field(None, description="When it became ready (ISO 8601).")
-    password: str | None = Field(None, description="Its own password or token (from the chart).")
-    notes: str = Field("", description="Post-install notes (Markdown), from the chart.")
-    commands: dict[str, Commands] = Field(description="The equivalent commands, by action.")
-
-
-class PreviewedService(BaseModel):
-    id: str
-    chart: str
-    version: str
-
-
-class LaunchPreview(BaseModel):
-    """A dry-run launch: what would run, nothing started."""
-
-    dry_run: Literal[True]
-    service: PreviewedService
-    values: dict[str, Any] = Field(description="The resolved values.")
-    resources: dict[str, Any] = Field(description="cpu (cores) and memory_mb it would count.")
     commands: Commands
 
 
@@ -185,10 +106,7 @@ async def launch(
         dry_run=body.dry_run,
         mask_secrets=body.mask_secrets,
     )
-    result = await platform.services.launch(caller, request)
-    if request.dry_run:
-        return LaunchPreview.model_validate(result)
-    return ServiceOut.model_validate(result)
+    return await platform.services.launch(caller, request)
 
 
 @router.get(
@@ -234,7 +152,7 @@ async def list_services(caller: PrincipalDep, platform: PlatformDep) -> ServiceL
     found = await platform.services.list(caller)
     return ServiceList(
         project=caller.project_id,
-        services=[ServiceListed.model_validate(service) for service in found],
+        services=found,
         commands=commands.for_listing(caller.project_id),
     )
 
@@ -247,7 +165,7 @@ async def list_services(caller: PrincipalDep, platform: PlatformDep) -> ServiceL
 async def get_service(
     service_id: str, caller: PrincipalDep, platform: PlatformDep
 ) -> ServiceDetail:
-    return ServiceDetail.model_validate(await platform.services.get(caller, service_id))
+    return await platform.services.get(caller, service_id)
 
 
 @router.get(
@@ -279,7 +197,7 @@ def open_service(
 async def events(service_id: str, caller: PrincipalDep, platform: PlatformDep) -> EventsOut:
     found = await platform.services.events(caller, service_id)
     return EventsOut(
-        events=[EventOut.model_validate(event) for event in found],
+        events=found,
         commands=commands.for_action("events", service_id, caller.project_id),
     )
 
@@ -311,7 +229,7 @@ async def logs(
     response_model_exclude_unset=True,
 )
 async def suspend(service_id: str, caller: PrincipalDep, platform: PlatformDep) -> ServiceOut:
-    return ServiceOut.model_validate(await platform.services.suspend(caller, service_id))
+    return await platform.services.suspend(caller, service_id)
 
 
 @router.post(
@@ -320,7 +238,7 @@ async def suspend(service_id: str, caller: PrincipalDep, platform: PlatformDep) 
     response_model_exclude_unset=True,
 )
 async def resume(service_id: str, caller: PrincipalDep, platform: PlatformDep) -> ServiceOut:
-    return ServiceOut.model_validate(await platform.services.resume(caller, service_id))
+    return await platform.services.resume(caller, service_id)
 
 
 @router.patch(
@@ -333,17 +251,16 @@ async def update(
 ) -> ServiceOut:
     if body.name is None and body.shared is None:
         raise InvalidInput("nothing to change: send 'name' and/or 'shared'")
-    updated = await platform.services.update(
+    return await platform.services.update(
         caller, service_id, friendly_name=body.name, shared=body.shared
     )
-    return ServiceOut.model_validate(updated)
 
 
 @router.delete("/services/{service_id}", summary="Stop and delete, with its data")
 async def delete(service_id: str, caller: PrincipalDep, platform: PlatformDep) -> ServiceDeleted:
-    return ServiceDeleted.model_validate(await platform.services.delete(caller, service_id))
+    return await platform.services.delete(caller, service_id)
 
 
 @router.get("/quota", summary="Resources used and allowed in the project")
 def quota(caller: PrincipalDep, platform: PlatformDep) -> QuotaOut:
-    return QuotaOut.model_validate(platform.services.quota(caller))
+    return platform.services.quota(caller)

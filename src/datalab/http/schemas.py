@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
 
+from datalab.answers import AdminServiceListed
 from datalab.db import MAX_ROW_ID
 
 
@@ -164,41 +165,6 @@ class NewProject(Model):
 class Member(Model):
     user: str = Field(min_length=1, max_length=63)
     role: str = "member"
-
-
-class ServiceListed(BaseModel):
-    """A service in a listing (from the platform's records only: fast for many services)."""
-
-    id: str
-    name: str = Field(description="Its friendly name.")
-    chart: str
-    version: str = Field(description="The chart's version.")
-    owner: str
-    shared: bool = Field(description="The project's members may use it.")
-    phase: str = Field(description="building, starting, running, suspended, failed...")
-    reason: str | None = Field(description="Why it failed, or what it waits for.")
-    created_at: str = Field(description="ISO 8601.")
-
-
-class ServiceResources(BaseModel):
-    cpu: float = Field(description="Its CPU limit counted against quotas, in cores.")
-    memory_mb: int = Field(description="Its memory limit counted against quotas, in MiB.")
-
-
-class AdminServiceListed(BaseModel):
-    """A service of any project, for administrators."""
-
-    id: str
-    name: str = Field(description="Its friendly name.")
-    chart: str
-    version: str = Field(description="The chart's version.")
-    owner: str
-    project: str
-    shared: bool = Field(description="The project's members may use it.")
-    phase: str = Field(description="building, starting, running, suspended, failed...")
-    reason: str | None = Field(description="Why it failed, or what it waits for.")
-    resources: ServiceResources
-    created_at: str = Field(description="ISO 8601.")
 
 
 class AllServices(BaseModel):

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
+from datalab.answers import ServiceDetail, ServiceListed
 from datalab.errors import DatalabError
 from datalab.http.deps import end_web_session, sign_in
 from datalab.http.schemas import Credentials
@@ -153,17 +154,18 @@ async def home(page: PageDep) -> Response:
     with page.platform.db.session() as session:
         saved = [config_out(c) for c in list_configs(session, principal)]
     # the latest five, newest first; the running ones with their URLs (open, copy)
-    recent = []
-    for service in services[-5:][::-1]:
-        if service["phase"] == "running":
+    recent: list[ServiceListed | ServiceDetail] = []
+    for listed in services[-5:][::-1]:
+        shown: ServiceListed | ServiceDetail = listed
+        if listed.phase == "running":  # with its URLs
             with contextlib.suppress(DatalabError):
-                service = await page.platform.services.get(principal, service["id"])
-        recent.append(service)
+                shown = await page.platform.services.get(principal, listed.id)
+        recent.append(shown)
     return page.render(
         "home.html",
         saved=saved,
         quota=page.platform.services.quota(principal),
         services=services,
         recent=recent,
-        active=[s for s in services if s["phase"] in ("building", "starting", "running")],
+        active=[s for s in services if s.phase in ("building", "starting", "running")],
     )

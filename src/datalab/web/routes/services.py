@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import Response
 
+from datalab.answers import QuotaOut, ServiceDetail
 from datalab.errors import DatalabError, NotFound
 from datalab.web.context import PageDep
 
@@ -19,17 +20,17 @@ router = APIRouter(include_in_schema=False)
 STOP_POLLING = 286
 
 
-def _running_hours(service: dict[str, Any]) -> float | None:
-    started = service.get("started_at")
-    if service.get("phase") != "running" or not started:
+def _running_hours(service: ServiceDetail) -> float | None:
+    started = service.started_at
+    if service.phase != "running" or not started:
         return None
     return (datetime.now(UTC) - datetime.fromisoformat(started)).total_seconds() / 3600
 
 
-def _gauges(quota: dict[str, Any]) -> list[dict[str, Any]]:
-    usage, limits = quota["usage"], quota["limits"]
+def _gauges(quota: QuotaOut) -> list[dict[str, Any]]:
+    usage, limits = quota.usage, quota.limits
     return [
-        {"key": key, "used": usage[key], "limit": limits[limit_key], "unit": unit}
+        {"key": key, "used": getattr(usage, key), "limit": getattr(limits, limit_key), "unit": unit}
         for key, limit_key, unit in (
             ("services", "max_services", ""),
             ("cpu", "cpu", "quota.cores"),
