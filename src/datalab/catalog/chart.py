@@ -121,9 +121,9 @@ class BrokenChart:
 
 
 class ChartSummary(BaseModel):
-    """A chart in catalog listings, built from a :class:`Chart` (``model_validate(chart)``)."""
+    """A chart in catalog listings."""
 
-    model_config = ConfigDict(from_attributes=True)
+    model_config = ConfigDict(from_attributes=True)  # ChartSummary.model_validate(chart)
 
     catalog_id: str
     name: str
@@ -171,9 +171,9 @@ class ChartPage(ChartSummary):
 
 
 class BrokenChartOut(BaseModel):
-    """A chart of a catalog that could not be loaded, built from a :class:`BrokenChart`."""
+    """A chart of a catalog that could not be loaded."""
 
-    model_config = ConfigDict(from_attributes=True)
+    model_config = ConfigDict(from_attributes=True)  # BrokenChartOut.model_validate(broken)
 
     name: str
     version: str | None = Field(description="The version that failed, when known.")
