@@ -10,13 +10,23 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from datalab.api.responses import WITH_STORES
 from datalab.errors import PayloadTooLarge, Unauthenticated
 from datalab.http.deps import PlatformDep, PrincipalDep, broker
 from datalab.storage.keys import check_key
-from datalab.storage.objects import MAX_PREVIEW_ROWS, ObjectStore
+from datalab.storage.objects import (
+    MAX_PREVIEW_ROWS,
+    FolderMade,
+    ObjectListing,
+    ObjectsDeleted,
+    ObjectStore,
+    Preview,
+    PublicPrefix,
+    ShareLink,
+    Uploaded,
+)
 from datalab.storage.snippets import snippets
 
 router = APIRouter(prefix="/api/storage", tags=["storage"], responses=WITH_STORES)
@@ -50,80 +60,6 @@ class Buckets(BaseModel):
 class PublicPrefixes(BaseModel):
     bucket: str
     public_prefixes: list[str]
-
-
-class PublicPrefix(BaseModel):
-    bucket: str
-    prefix: str
-    public: bool
-
-
-class ObjectListed(BaseModel):
-    key: str
-    size: int = Field(description="In bytes.")
-    last_modified: str = Field(description="ISO 8601.")
-    etag: str
-
-
-class ObjectListing(BaseModel):
-    bucket: str
-    prefix: str
-    folders: list[str] = Field(description="Folders under the prefix (with the delimiter).")
-    objects: list[ObjectListed]
-    next_token: str | None = Field(description="token for the next page; None on the last.")
-    truncated: bool = Field(description="More objects follow (next_token).")
-
-
-class Uploaded(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    bucket: str
-    key: str
-    size: int = Field(description="Bytes written.")
-    parts: int = Field(description="Multipart upload parts (1 for a small object).")
-
-
-class FolderMade(BaseModel):
-    """An upload to a key ending with /: an empty folder."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    bucket: str
-    key: str = Field(description="The folder (ending with /).")
-
-
-class ObjectsDeleted(BaseModel):
-    bucket: str
-    deleted: list[str] = Field(description="The keys deleted.")
-
-
-class ShareLink(BaseModel):
-    bucket: str
-    key: str
-    url: str = Field(description="A presigned download link (s3v4).")
-    expires_s: int = Field(description="Its lifetime in seconds.")
-
-
-class PreviewColumn(BaseModel):
-    name: str
-    type: str = Field(description="Its Arrow type.")
-
-
-class Preview(BaseModel):
-    """An object's first rows. Fields that do not apply to its format are absent."""
-
-    bucket: str
-    key: str
-    format: str = Field(description="parquet, csv or json.")
-    columns: list[PreviewColumn] = Field(
-        alias="schema", description="Its columns (empty for JSON records of different shapes)."
-    )
-    rows: list[Any] = Field(description="The first rows, as JSON.")
-    total_rows: int | None = Field(None, description="Parquet: rows in the file.")
-    delimiter: str | None = Field(None, description="CSV: the delimiter found.")
-    truncated: bool | None = Field(
-        None, description="CSV and JSON: only the object's beginning was read."
-    )
 
 
 class Snippets(BaseModel):
@@ -191,8 +127,7 @@ async def list_objects(
     max_keys: Annotated[int, Query(ge=1, le=1000)] = 1000,
     token: Annotated[str | None, Query(description="next_token of the previous page")] = None,
 ) -> ObjectListing:
-    found = await store.list(caller, bucket, prefix, delimiter, max_keys, token)
-    return ObjectListing.model_validate(found)
+    return await store.list(caller, bucket, prefix, delimiter, max_keys, token)
 
 
 @router.put("/buckets/{bucket}/objects/{key:path}", summary="Upload (streamed; multipart)")
@@ -205,7 +140,7 @@ async def upload(
     request: Request,
 ) -> Uploaded | FolderMade:
     if key.endswith("/"):
-        return FolderMade.model_validate(await store.make_folder(caller, bucket, key))
+        return await store.make_folder(caller, bucket, key)
     limit = platform.settings.storage.max_upload_bytes
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > limit:
@@ -213,7 +148,7 @@ async def upload(
             f"{bucket}/{key} is larger than the {limit} bytes this platform accepts "
             "(storage.max_upload_bytes)"
         )
-    written = await store.upload(
+    return await store.upload(
         caller,
         bucket,
         key,
@@ -221,7 +156,6 @@ async def upload(
         content_type=request.headers.get("content-type"),
         max_bytes=limit,
     )
-    return Uploaded.model_validate(written)
 
 
 @router.get("/buckets/{bucket}/objects/{key:path}", summary="Download (streamed)")
@@ -229,12 +163,12 @@ async def download(
     caller: PrincipalDep, store: ObjectsDep, bucket: str, key: str
 ) -> StreamingResponse:
     meta, chunks = await store.open(caller, bucket, key)
-    headers = {"ETag": f'"{meta["etag"]}"'}
-    if meta["size"] is not None:
-        headers["Content-Length"] = str(meta["size"])
+    headers = {"ETag": f'"{meta.etag}"'}
+    if meta.size is not None:
+        headers["Content-Length"] = str(meta.size)
     filename = key.rsplit("/", 1)[-1]
     headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(filename)}"
-    return StreamingResponse(chunks, media_type=meta["content_type"], headers=headers)
+    return StreamingResponse(chunks, media_type=meta.content_type, headers=headers)
 
 
 @router.delete(
@@ -244,9 +178,7 @@ async def download(
 async def delete(
     caller: PrincipalDep, store: ObjectsDep, bucket: str, key: str, recursive: bool = False
 ) -> ObjectsDeleted:
-    return ObjectsDeleted.model_validate(
-        await store.delete(caller, bucket, key, recursive=recursive)
-    )
+    return await store.delete(caller, bucket, key, recursive=recursive)
 
 
 class ShareRequest(BaseModel):
@@ -258,7 +190,7 @@ class ShareRequest(BaseModel):
 async def share(
     caller: PrincipalDep, store: ObjectsDep, bucket: str, body: ShareRequest
 ) -> ShareLink:
-    return ShareLink.model_validate(await store.share(caller, bucket, body.key, body.expires_s))
+    return await store.share(caller, bucket, body.key, body.expires_s)
 
 
 class PublicRequest(BaseModel):
@@ -276,9 +208,7 @@ async def public_prefixes(caller: PrincipalDep, store: ObjectsDep, bucket: str) 
 async def set_public(
     caller: PrincipalDep, store: ObjectsDep, bucket: str, body: PublicRequest
 ) -> PublicPrefix:
-    return PublicPrefix.model_validate(
-        await store.set_public(caller, bucket, body.prefix, body.public)
-    )
+    return await store.set_public(caller, bucket, body.prefix, body.public)
 
 
 @router.get(
@@ -294,7 +224,7 @@ async def preview(
     rows: Annotated[int, Query(ge=1, le=MAX_PREVIEW_ROWS)] = 20,
     format: Annotated[str | None, Query(description="parquet, csv or json")] = None,
 ) -> Preview:
-    return Preview.model_validate(await store.preview(caller, bucket, key, rows, format))
+    return await store.preview(caller, bucket, key, rows, format)
 
 
 @router.get("/snippets", summary="Code reaching a bucket or object with the caller's credentials")

@@ -19,6 +19,7 @@ from typing import Any
 
 import botocore.exceptions
 from botocore.client import BaseClient
+from pydantic import BaseModel, ConfigDict, Field
 
 from datalab.errors import (
     Conflict,
@@ -58,6 +59,92 @@ def _s3_error(exc: botocore.exceptions.ClientError, bucket: str, key: str = "") 
     if 400 <= status < 500:  # the request was wrong, not the store: the caller can fix it
         return InvalidInput(f"object storage refused {where!r}: {code} {message}".strip())
     return StorageUnavailable(f"object storage error on {where!r}: {code} {message}".strip())
+
+
+# -- what the store answers (the API's response models) --------------------------------------
+
+
+class PublicPrefix(BaseModel):
+    bucket: str
+    prefix: str
+    public: bool
+
+
+class ObjectListed(BaseModel):
+    key: str
+    size: int = Field(description="In bytes.")
+    last_modified: str = Field(description="ISO 8601.")
+    etag: str
+
+
+class ObjectListing(BaseModel):
+    bucket: str
+    prefix: str
+    folders: list[str] = Field(description="Folders under the prefix (with the delimiter).")
+    objects: list[ObjectListed]
+    next_token: str | None = Field(description="token for the next page; None on the last.")
+    truncated: bool = Field(description="More objects follow (next_token).")
+
+
+class Uploaded(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    bucket: str
+    key: str
+    size: int = Field(description="Bytes written.")
+    parts: int = Field(description="Multipart upload parts (1 for a small object).")
+
+
+class FolderMade(BaseModel):
+    """An upload to a key ending with /: an empty folder."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    bucket: str
+    key: str = Field(description="The folder (ending with /).")
+
+
+class ObjectsDeleted(BaseModel):
+    bucket: str
+    deleted: list[str] = Field(description="The keys deleted.")
+
+
+class ShareLink(BaseModel):
+    bucket: str
+    key: str
+    url: str = Field(description="A presigned download link (s3v4).")
+    expires_s: int = Field(description="Its lifetime in seconds.")
+
+
+class PreviewColumn(BaseModel):
+    name: str
+    type: str = Field(description="Its Arrow type.")
+
+
+class Preview(BaseModel):
+    """An object's first rows. Fields that do not apply to its format are absent."""
+
+    bucket: str
+    key: str
+    format: str = Field(description="parquet, csv or json.")
+    columns: list[PreviewColumn] = Field(
+        alias="schema", description="Its columns (empty for JSON records of different shapes)."
+    )
+    rows: list[Any] = Field(description="The first rows, as JSON.")
+    total_rows: int | None = Field(None, description="Parquet: rows in the file.")
+    delimiter: str | None = Field(None, description="CSV: the delimiter found.")
+    truncated: bool | None = Field(
+        None, description="CSV and JSON: only the object's beginning was read."
+    )
+
+
+@dataclass(frozen=True)
+class ObjectMeta:
+    """What a download needs to know of an object besides its bytes."""
+
+    size: int | None  # bytes, when the store says
+    content_type: str
+    etag: str
 
 
 @dataclass
@@ -122,7 +209,7 @@ class ObjectStore:
         delimiter: str = "/",
         max_keys: int = 1000,
         token: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> ObjectListing:
         self.check(principal, bucket)
         check_key(prefix, allow_empty=True, what="prefix")
         if not 1 <= max_keys <= 1000:
@@ -135,25 +222,25 @@ class ObjectStore:
             kwargs["ContinuationToken"] = token
         client = await self.client(principal)
         answer = await self._call(bucket, prefix, client.list_objects_v2, **kwargs)
-        return {
-            "bucket": bucket,
-            "prefix": prefix,
-            "folders": [
+        return ObjectListing(
+            bucket=bucket,
+            prefix=prefix,
+            folders=[
                 self.storage.space_key(bucket, p["Prefix"])
                 for p in answer.get("CommonPrefixes", [])
             ],
-            "objects": [
-                {
-                    "key": self.storage.space_key(bucket, o["Key"]),
-                    "size": o["Size"],
-                    "last_modified": o["LastModified"].isoformat(),
-                    "etag": o.get("ETag", "").strip('"'),
-                }
+            objects=[
+                ObjectListed(
+                    key=self.storage.space_key(bucket, o["Key"]),
+                    size=o["Size"],
+                    last_modified=o["LastModified"].isoformat(),
+                    etag=o.get("ETag", "").strip('"'),
+                )
                 for o in answer.get("Contents", [])
             ],
-            "next_token": answer.get("NextContinuationToken"),
-            "truncated": bool(answer.get("IsTruncated")),
-        }
+            next_token=answer.get("NextContinuationToken"),
+            truncated=bool(answer.get("IsTruncated")),
+        )
 
     # -- upload -------------------------------------------------------------------------------
 
@@ -166,7 +253,7 @@ class ObjectStore:
         *,
         content_type: str | None = None,
         max_bytes: int,
-    ) -> dict[str, Any]:
+    ) -> Uploaded:
         self.check(principal, bucket)
         check_key(key)
         client = await self.client(principal)
@@ -200,9 +287,9 @@ class ObjectStore:
         except BaseException:
             await writer.abort()  # leave no orphan parts behind
             raise
-        return {"bucket": bucket, "key": key, "size": total, "parts": max(1, writer.parts)}
+        return Uploaded(bucket=bucket, key=key, size=total, parts=max(1, writer.parts))
 
-    async def make_folder(self, principal: Principal, bucket: str, prefix: str) -> dict[str, Any]:
+    async def make_folder(self, principal: Principal, bucket: str, prefix: str) -> FolderMade:
         """S3 has no folders: an empty object whose key ends with '/' shows one."""
         self.check(principal, bucket)
         folder = prefix if prefix.endswith("/") else prefix + "/"
@@ -210,13 +297,13 @@ class ObjectStore:
         client = await self.client(principal)
         root, path = self.storage.locate(bucket, folder)
         await self._call(bucket, folder, client.put_object, Bucket=root, Key=path, Body=b"")
-        return {"bucket": bucket, "key": folder}
+        return FolderMade(bucket=bucket, key=folder)
 
     # -- download -----------------------------------------------------------------------------
 
     async def open(
         self, principal: Principal, bucket: str, key: str
-    ) -> tuple[dict[str, Any], AsyncIterator[bytes]]:
+    ) -> tuple[ObjectMeta, AsyncIterator[bytes]]:
         """The object's metadata and an iterator over its bytes."""
         self.check(principal, bucket)
         check_key(key)
@@ -235,16 +322,16 @@ class ObjectStore:
             finally:
                 stream.close()
 
-        meta = {
-            "size": answer.get("ContentLength"),
-            "content_type": answer.get("ContentType") or "application/octet-stream",
-            "etag": answer.get("ETag", "").strip('"'),
-        }
+        meta = ObjectMeta(
+            size=answer.get("ContentLength"),
+            content_type=answer.get("ContentType") or "application/octet-stream",
+            etag=answer.get("ETag", "").strip('"'),
+        )
         return meta, chunks()
 
     async def preview(
         self, principal: Principal, bucket: str, key: str, rows: int, format: str | None
-    ) -> dict[str, Any]:
+    ) -> Preview:
         """Schema and first rows of a Parquet, CSV or JSON object (see preview.py)."""
         from datalab.storage import preview  # pyarrow: loaded when first needed (~60 MB)
 
@@ -272,13 +359,14 @@ class ObjectStore:
                 result = await storage.run("preview", reader, client, root, path, rows)
         except botocore.exceptions.ClientError as exc:
             raise _s3_error(exc, bucket, key) from None
-        return {"bucket": bucket, "key": key, "format": kind, **result}
+        # the fields of the format only: the others stay unset (absent from the API's answer)
+        return Preview.model_validate({"bucket": bucket, "key": key, "format": kind, **result})
 
     # -- delete -------------------------------------------------------------------------------
 
     async def delete(
         self, principal: Principal, bucket: str, key: str, *, recursive: bool = False
-    ) -> dict[str, Any]:
+    ) -> ObjectsDeleted:
         self.check(principal, bucket)
         check_key(key)
         client = await self.client(principal)
@@ -302,7 +390,7 @@ class ObjectStore:
                     ) from None
                 raise
             await self._call(bucket, key, client.delete_object, Bucket=root, Key=path)
-            return {"bucket": bucket, "deleted": [key]}
+            return ObjectsDeleted(bucket=bucket, deleted=[key])
         prefix = path if path.endswith("/") else path + "/"
         deleted: builtins.list[str] = []
         folders = {prefix}
@@ -326,7 +414,7 @@ class ObjectStore:
         ordered = sorted(folders, key=lambda f: (-f.count("/"), f))
         for start in range(0, len(ordered), 1000):  # DeleteObjects takes 1,000 keys at most
             await self._delete_keys(client, bucket, root, prefix, ordered[start : start + 1000])
-        return {"bucket": bucket, "deleted": deleted}
+        return ObjectsDeleted(bucket=bucket, deleted=deleted)
 
     async def _delete_keys(
         self, client: BaseClient, bucket: str, root: str, prefix: str, keys: builtins.list[str]
@@ -342,9 +430,7 @@ class ObjectStore:
 
     # -- sharing ------------------------------------------------------------------------------
 
-    async def share(
-        self, principal: Principal, bucket: str, key: str, expires_s: int
-    ) -> dict[str, Any]:
+    async def share(self, principal: Principal, bucket: str, key: str, expires_s: int) -> ShareLink:
         """A presigned GET link (signature v4). Signed with the platform's S3 identity once the
         caller's access is checked, so the link may outlive the caller's session."""
         self.check(principal, bucket)
@@ -355,11 +441,11 @@ class ObjectStore:
         root, path = self.storage.locate(bucket, key)
         await self._call(bucket, key, client.head_object, Bucket=root, Key=path)
         url = self.storage.presigned_get(root, path, expires_s)
-        return {"bucket": bucket, "key": key, "url": url, "expires_s": expires_s}
+        return ShareLink(bucket=bucket, key=key, url=url, expires_s=expires_s)
 
     async def set_public(
         self, principal: Principal, bucket: str, prefix: str, public: bool
-    ) -> dict[str, Any]:
+    ) -> PublicPrefix:
         """Make a prefix readable by anyone (or private again) with the bucket policy."""
         self.check(principal, bucket)
         check_key(prefix, allow_empty=True, what="prefix")
@@ -382,7 +468,7 @@ class ObjectStore:
             await self._call(bucket, prefix, client.put_bucket_policy, Bucket=root, Policy=document)
         else:
             await self._call(bucket, prefix, client.delete_bucket_policy, Bucket=root)
-        return {"bucket": bucket, "prefix": prefix, "public": public}
+        return PublicPrefix(bucket=bucket, prefix=prefix, public=public)
 
     async def public_prefixes(self, principal: Principal, bucket: str) -> builtins.list[str]:
         self.check(principal, bucket)

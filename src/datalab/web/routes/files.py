@@ -5,13 +5,12 @@ prefixes, previews and code snippets are calls from the browser to the storage A
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 from fastapi.responses import Response
 
 from datalab.errors import DatalabError
 from datalab.http.deps import broker
+from datalab.storage.objects import ObjectListing
 from datalab.web.context import PageDep
 
 router = APIRouter(include_in_schema=False)
@@ -38,7 +37,7 @@ async def files_page(
     buckets = store.buckets(principal)
     if not bucket:  # the current project's bucket when it has one of its own
         bucket = principal.project_id if principal.project_id in buckets else buckets[0]
-    listing: dict[str, Any] | None = None
+    listing: ObjectListing | None = None
     public: list[str] = []
     error = None
     try:
