@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi import APIRouter, Depends, Response
+from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 
 from datalab.api.responses import WITH_STORES, content
@@ -81,9 +81,8 @@ async def rename(caller: PrincipalDep, secrets: StoreDep, body: Rename) -> Secre
 @router.post(
     "/token",
     summary="A Vault token for my secrets (my and my projects' directories), for tools",
-    response_model=VaultToken,
 )
-async def vault_token(caller: PrincipalDep, secrets: StoreDep) -> Any:
+async def vault_token(caller: PrincipalDep, secrets: StoreDep, response: Response) -> VaultToken:
     """The same token a launch injects: Vault enforces the same policies. Renewable by its
     holder (``bao token renew``) up to the role's maximum TTL."""
     service = secrets.service
@@ -94,16 +93,14 @@ async def vault_token(caller: PrincipalDep, secrets: StoreDep) -> Any:
         "VAULT_MOUNT": service.mount,
         "VAULT_TOP_DIR": caller.project_id,
     }
-    return JSONResponse(
-        {
-            "address": service.address,
-            "token": token.token,
-            "ttl_s": token.ttl_s,
-            "mount": service.mount,
-            "top_dir": caller.project_id,
-            "exports": export_lines(variables),
-        },
-        headers={"Cache-Control": "no-store"},
+    response.headers["Cache-Control"] = "no-store"
+    return VaultToken(
+        address=service.address,
+        token=token.token,
+        ttl_s=token.ttl_s,
+        mount=service.mount,
+        top_dir=caller.project_id,
+        exports=export_lines(variables),
     )
 
 
