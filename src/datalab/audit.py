@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from pydantic import BaseModel, Field
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -128,20 +129,34 @@ def _caller(session: Session, scope: Scope, headers: dict[bytes, bytes]) -> User
     return session.get(User, user_id) if user_id is not None else None
 
 
-def entry_json(entry: AuditEntry) -> dict[str, Any]:
-    return {
-        "id": entry.id,
-        "at": entry.at.isoformat(),
-        "user": entry.user_name,
-        "project": entry.project_id,
-        "action": entry.action,
-        "target": entry.target,
-        "outcome": entry.outcome,
-        "status": entry.status,
-        "method": entry.method,
-        "path": entry.path,
-        "client_ip": entry.client_ip,
-    }
+class AuditEntryOut(BaseModel):
+    id: int
+    at: str = Field(description="When (ISO 8601, UTC).")
+    user: str | None = Field(description="Who (None: not signed in).")
+    project: str | None = Field(description="The caller's current project.")
+    action: str = Field(description="What, e.g. services.launch.")
+    target: str = Field(description="On what, e.g. a service id (may be empty).")
+    outcome: str = Field(description="success, denied or failed.")
+    status: int = Field(description="The HTTP status of the answer.")
+    method: str
+    path: str
+    client_ip: str | None
+
+
+def entry_out(entry: AuditEntry) -> AuditEntryOut:
+    return AuditEntryOut(
+        id=entry.id,
+        at=entry.at.isoformat(),
+        user=entry.user_name,
+        project=entry.project_id,
+        action=entry.action,
+        target=entry.target,
+        outcome=entry.outcome,
+        status=entry.status,
+        method=entry.method,
+        path=entry.path,
+        client_ip=entry.client_ip,
+    )
 
 
 @dataclass(frozen=True)
@@ -188,7 +203,7 @@ def export_lines(db: Database, filters: Filters, batch: int = 1000) -> Iterator[
         with db.session() as session:
             statement = filters.apply(select(AuditEntry)).where(AuditEntry.id > last_id)
             rows = list(session.scalars(statement.order_by(AuditEntry.id).limit(batch)))
-            lines = [json.dumps(entry_json(e)) + "\n" for e in rows]
+            lines = [json.dumps(entry_out(e).model_dump()) + "\n" for e in rows]
         yield from lines
         if len(rows) < batch:
             return

@@ -11,25 +11,12 @@ from pydantic import BaseModel, Field
 
 from datalab import audit
 from datalab.api.responses import AUTHENTICATED, content
+from datalab.audit import AuditEntryOut
 from datalab.http.deps import AdminDep, PlatformDep, SessionDep
 
 router = APIRouter(prefix="/api/audit", tags=["audit"], responses=AUTHENTICATED)
 
 Outcome = Literal["success", "denied", "failed"]
-
-
-class AuditEntryOut(BaseModel):
-    id: int
-    at: str = Field(description="When (ISO 8601, UTC).")
-    user: str | None = Field(description="Who (None: not signed in).")
-    project: str | None = Field(description="The caller's current project.")
-    action: str = Field(description="What, e.g. services.launch.")
-    target: str = Field(description="On what, e.g. a service id (may be empty).")
-    outcome: str = Field(description="success, denied or failed.")
-    status: int = Field(description="The HTTP status of the answer.")
-    method: str
-    path: str
-    client_ip: str | None
 
 
 class AuditPage(BaseModel):
@@ -66,7 +53,7 @@ def entries(
     filters = _filters(user, project, action, outcome, since, until)
     rows = audit.query(session, filters, before_id=before_id, limit=limit)
     return AuditPage(
-        entries=[AuditEntryOut.model_validate(audit.entry_json(e)) for e in rows],
+        entries=[audit.entry_out(e) for e in rows],
         next_before_id=rows[-1].id if len(rows) == limit else None,
     )
 

@@ -98,9 +98,9 @@ def audit_page(
     limit = 100
     with page.platform.db.session() as session:
         rows = audit.query(session, filters, before_id=before_id, limit=limit)
-        entries = [audit.entry_json(e) for e in rows]
+        entries = [audit.entry_out(e) for e in rows]
     query = urlencode({k: v for k, v in filters_form.items() if v})
-    older = entries[-1]["id"] if len(entries) == limit else None
+    older = entries[-1].id if len(entries) == limit else None
     return page.render(
         "audit.html",
         entries=entries,
