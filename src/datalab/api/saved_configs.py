@@ -11,13 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Response
-from pydantic import BaseModel, Field
+from pydantic import Field
 from sqlalchemy import select
 
 from datalab.api.responses import AUTHENTICATED
 from datalab.db import SavedConfig
 from datalab.http.deps import PlatformDep, PrincipalDep, SessionDep
-from datalab.http.schemas import Model, RowId
+from datalab.http.schemas import Model, RowId, SavedConfigOut
 from datalab.http.views import config_out, list_configs
 from datalab.identity.access import check_saved_config, saved_configs_sql
 from datalab.masking import is_secret_field
@@ -33,22 +33,6 @@ class NewSavedConfig(Model):
     chart: str = Field(max_length=63)
     version: str | None = Field(None, max_length=63, description="None: the latest at launch.")
     values: dict[str, Any] = Field(default_factory=dict, description="Overrides, as JSON.")
-
-
-class SavedConfigOut(BaseModel):
-    id: int
-    name: str
-    project: str
-    catalog: str
-    chart: str
-    version: str | None = Field(description="None: the latest at launch.")
-    values: dict[str, Any] = Field(description="The overrides saved (secret fields dropped).")
-    launcher_url: str = Field(description="The web launcher pre-filled with them.")
-    updated_at: str = Field(description="When it was last saved (ISO 8601).")
-
-
-def _saved_config_out(config: SavedConfig) -> SavedConfigOut:
-    return SavedConfigOut.model_validate(config_out(config))
 
 
 def _without_secrets(values: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
@@ -69,7 +53,7 @@ def _without_secrets(values: dict[str, Any], schema: dict[str, Any]) -> dict[str
 
 @router.get("", summary="My saved launch configurations in the project")
 def list_saved(caller: PrincipalDep, session: SessionDep) -> list[SavedConfigOut]:
-    return [_saved_config_out(c) for c in list_configs(session, caller)]
+    return [config_out(c) for c in list_configs(session, caller)]
 
 
 @router.post("", summary="Save a launch configuration (replaces one of the same name)")
@@ -90,7 +74,7 @@ async def save(body: NewSavedConfig, caller: PrincipalDep, platform: PlatformDep
         config.catalog_id, config.chart_name = body.catalog, chart.name
         config.chart_version, config.values = body.version, values
         session.flush()
-        return _saved_config_out(config)
+        return config_out(config)
 
 
 @router.delete("/{config_id}", summary="Delete a saved configuration", status_code=204)

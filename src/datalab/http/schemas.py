@@ -167,5 +167,17 @@ class Member(Model):
     role: str = "member"
 
 
+class SavedConfigOut(BaseModel):
+    id: int
+    name: str
+    project: str
+    catalog: str
+    chart: str
+    version: str | None = Field(description="None: the latest at launch.")
+    values: dict[str, Any] = Field(description="The overrides saved (secret fields dropped).")
+    launcher_url: str = Field(description="The web launcher pre-filled with them.")
+    updated_at: str = Field(description="When it was last saved (ISO 8601).")
+
+
 class AllServices(BaseModel):
     services: list[AdminServiceListed] = Field(description="Oldest first.")

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from datalab.db import ApiToken, Project, SavedConfig, User
-from datalab.http.schemas import ProjectOut, TokenOut, UserOut
+from datalab.http.schemas import ProjectOut, SavedConfigOut, TokenOut, UserOut
 from datalab.identity import accounts
 from datalab.identity.access import Principal, saved_configs_sql
 
@@ -81,18 +81,18 @@ def _leaves(values: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     return found
 
 
-def config_out(config: SavedConfig) -> dict[str, Any]:
-    return {
-        "id": config.id,
-        "name": config.name,
-        "project": config.project_id,
-        "catalog": config.catalog_id,
-        "chart": config.chart_name,
-        "version": config.chart_version,
-        "values": config.values,
-        "launcher_url": launcher_url(config),
-        "updated_at": config.updated_at.isoformat(),
-    }
+def config_out(config: SavedConfig) -> SavedConfigOut:
+    return SavedConfigOut(
+        id=config.id,
+        name=config.name,
+        project=config.project_id,
+        catalog=config.catalog_id,
+        chart=config.chart_name,
+        version=config.chart_version,
+        values=config.values,
+        launcher_url=launcher_url(config),
+        updated_at=config.updated_at.isoformat(),
+    )
 
 
 def list_configs(session: Any, principal: Principal) -> list[SavedConfig]:
