@@ -56,6 +56,7 @@ def test_the_threshold_rests_on_cross_fitted_scores_of_all_descriptions(inputs):
     described = table[table["source"] == "dev1000"]
     assert len(described) > 200
     coder, validation, timings = fit_coder(cfg, inputs.nomenclature, table)
+    assert validation is not None
     assert {"calibration_fits_s", "fit_s"} <= set(timings)
     predictions = validation.predictions
     assert len(predictions) == len(described)  # all of them, each once

@@ -95,10 +95,11 @@ def test_combine_with_labelled(naf2008, notes_fr):
 
 
 def test_nomenclature_from_http_url(nomenclatures_dir):
-    handler = functools.partial(
-        http.server.SimpleHTTPRequestHandler, directory=str(nomenclatures_dir)
-    )
-    handler.log_message = lambda *args: None
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(nomenclatures_dir))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

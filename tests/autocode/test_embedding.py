@@ -9,6 +9,7 @@ from autocode.embedding import DIMENSION, SentenceEncoder, disk_cache_path, enco
 from autocode.model import (
     Coder,
     EmbeddingClassifier,
+    EnsembleClassifier,
     ModelInput,
     fit_temperature,
     load_coder,
@@ -100,7 +101,8 @@ def test_the_disk_cache_is_configured_by_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("AUTOCODE_EMBEDDING_CACHE", "off")
     assert disk_cache_path() is None
     monkeypatch.delenv("AUTOCODE_EMBEDDING_CACHE")
-    assert disk_cache_path().name == "embeddings.sqlite3"
+    default = disk_cache_path()
+    assert default is not None and default.name == "embeddings.sqlite3"
 
 
 def test_the_embedding_member_codes_words_the_notes_do_not_use(e5_model, cold_start):
@@ -141,6 +143,7 @@ def test_an_ensemble_with_the_embedding_member_trains_saves_and_loads(tmp_path, 
     config = small_config(tmp_path, nomenclatures_dir, params={"members": members})
     result = train(config)
     ensemble = result.coder.classifier
+    assert isinstance(ensemble, EnsembleClassifier)
     assert [m.kind for m in ensemble.members] == ["fasttext", "tfidf", "e5"]
     assert ensemble.members[2].temperature > 30  # calibrated on the validation rows
     assert "embedding_model" in result.coder.info
@@ -163,10 +166,12 @@ def test_with_e5_the_ic_needs_tfidf_and_e5_to_agree(tmp_path, nomenclatures_dir)
     members = {"fasttext": {"epoch": 20, "dim": 10, "thread": 1}, "tfidf": {}, "e5": {}}
     coder = train(small_config(tmp_path, nomenclatures_dir, params={"members": members})).coder
     ensemble = coder.classifier
+    assert isinstance(ensemble, EnsembleClassifier)
     assert ensemble.confidence == ["tfidf", "e5"] and ensemble.confidence_scale is None
     rows = pd.DataFrame({"text": [*BAKERY, "restaurant", "fabrication de glaces", "zzz"]})
     inputs = coder.inputs(rows)
     pooled, margin = ensemble.pool(inputs)
+    assert margin is not None  # with confidence members
     top = pooled.argmax(axis=1)
     margins = []
     for member in ensemble.members[1:]:

@@ -1,5 +1,8 @@
 """Metrics with intervals, the one ranking, and cross-validation over descriptions."""
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -38,7 +41,7 @@ def test_largest_coverage_with_a_guard_or_a_lower_bound_is_stricter():
     correct = np.ones(400, dtype=bool)
     correct[20:200:40] = False  # 5 errors in the first 200 rows
     correct[200::4] = False  # then one in 4
-    rules = {
+    rules: dict[str, tuple[Callable[[int, int], bool], dict[str, Any]]] = {
         "plain": (lambda right, n: right >= 0.9 * n, {}),
         "guard": (lambda right, n: right >= 0.9 * (n + 1), {"guard": 1}),
         "bound": (lambda right, n: wilson_interval(right, n)[0] >= 0.9, {"bound": True}),

@@ -50,6 +50,7 @@ def test_run_logs_everything(registered, mlflow_env):
     assert run.data.tags["nomenclature_version"] == "rev2-2008"
     assert 0 < run.data.metrics["val_accuracy"] <= 1
     assert "val_coverage_at_90" in run.data.metrics
+    assert run.inputs is not None
     dataset = run.inputs.dataset_inputs[0].dataset
     assert dataset.name == "training" and dataset.digest == first.coder.info["training_fingerprint"]
     artifacts = {a.path for a in client.list_artifacts(first.run_id)}

@@ -84,6 +84,7 @@ def test_nested_runs_in_mlflow(tmp_path, nomenclatures_dir, mlflow_env, monkeypa
     assert exited.value.code == 0, capsys.readouterr().err
     assert TrainConfig.from_yaml(best).params == {"C": 1.0}
     experiment = mlflow.get_experiment_by_name("autocode-tune-tests")
+    assert experiment is not None
     runs = mlflow.search_runs([experiment.experiment_id], output_format="list")
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]

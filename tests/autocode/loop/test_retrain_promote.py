@@ -89,6 +89,7 @@ def test_retrain_compare_promote(
 
     # the version and its run record the gold: files, counts, and the keys trained on
     version = client.get_model_version(NAME, challenger)
+    assert version.run_id is not None
     assert version.tags["gold.rows_trained"] == str(result["gold_rows_trained"])
     assert version.tags["gold.holdout_seed"] == "7"
     assert len(json.loads(version.tags["gold.files"])) == 2
@@ -120,6 +121,7 @@ def test_retrain_compare_promote(
     assert test["n10"] + test["n01"] <= decision["rows_compared"]
     assert decision["weighted"] is True
     promotions = client.get_experiment_by_name(f"{NAME}-promotions")
+    assert promotions is not None
     evidence_run = client.get_run(decision["run_id"])
     assert evidence_run.info.experiment_id == promotions.experiment_id
     assert evidence_run.data.params["rule"] == "not-worse"
