@@ -13,6 +13,7 @@ from autocode.evaluate import (
 )
 from autocode.model import (
     Coder,
+    EnsembleClassifier,
     FastTextClassifier,
     TfidfClassifier,
     fit_temperature,
@@ -356,26 +357,27 @@ def test_margin_at_is_the_members_margin_for_a_given_code():
 
 
 def test_ensemble_ic_is_the_confidence_members_margin(cold_start, small_nomenclature, tmp_path):
-    from autocode.model import EnsembleClassifier, margin_at
+    from autocode.model import margin_at
 
     ensemble = make_classifier(
         "ensemble", {"members": {"fasttext": {"epoch": 20, "dim": 10, "thread": 1}, "tfidf": {}}}
     )
+    assert isinstance(ensemble, EnsembleClassifier)
     assert ensemble.confidence == "tfidf"  # the default
     coder = Coder(ensemble, small_nomenclature)
     coder.classifier.fit(coder.features(cold_start), cold_start["code"].tolist())
     texts = coder.features(pd.DataFrame({"text": ["boulangerie", "pizzeria", "plats cuisinés"]}))
     confident = coder.classifier.predict_proba(texts)
-    coder.classifier.confidence = None
+    ensemble.confidence = None
     mean = coder.classifier.predict_proba(texts)
-    tfidf = coder.classifier.members[1].predict_proba(texts)
+    tfidf = ensemble.members[1].predict_proba(texts)
     assert (confident.argmax(axis=1) == mean.argmax(axis=1)).all()
     best_two = -np.sort(-confident, axis=1)[:, :2]
     expected = np.maximum(margin_at(tfidf, mean.argmax(axis=1)), 1e-4)
     np.testing.assert_allclose(best_two[:, 0] - best_two[:, 1], expected, atol=1e-5)
     assert not np.allclose(confident, mean, atol=1e-3)
     # saved and loaded with its confidence member; a model saved without one keeps the mean
-    coder.classifier.confidence = "tfidf"
+    ensemble.confidence = "tfidf"
     coder.save(tmp_path / "coder")
     np.testing.assert_allclose(
         load_coder(tmp_path / "coder").classifier.predict_proba(texts), confident, atol=1e-6
@@ -403,6 +405,7 @@ def test_geometric_pooling_is_the_normalised_weighted_geometric_mean(cold_start)
             "pooling": "geometric",
         },
     )
+    assert isinstance(ensemble, EnsembleClassifier)
     assert ensemble.weights == pytest.approx([0.3, 0.7])  # the members' geometric_weight
     ensemble.fit(cold_start["text"], cold_start["code"])
     ensemble.confidence = None
@@ -418,22 +421,26 @@ def test_geometric_pooling_is_the_normalised_weighted_geometric_mean(cold_start)
     mean = 0.3 * members[0] + 0.7 * members[1]
     np.testing.assert_allclose(ensemble.predict_proba(texts), mean, rtol=1e-4, atol=1e-6)
     default = make_classifier("ensemble", {})
+    assert isinstance(default, EnsembleClassifier)
     assert default.pooling == "mean"  # fastText 0.2, TF-IDF 0.8 and knn 1.0, normalised
     assert default.weights == pytest.approx([0.1, 0.4, 0.5])
 
 
-def test_an_unknown_confidence_member_is_refused():
+def test_an_unknown_confidence_member_is_refused(small_nomenclature):
     from autocode.train import ConfigError, TrainConfig, build_coder
 
     with pytest.raises(ValueError, match="not a member"):
         make_classifier("ensemble", {"members": {"tfidf": {}}, "confidence": "fasttext"})
     with pytest.raises(ValueError, match="pooling 'median'"):
         make_classifier("ensemble", {"pooling": "median"})
-    assert make_classifier("ensemble", {"confidence": None}).confidence is None
-    assert make_classifier("ensemble", {"members": {"fasttext": {}}}).confidence is None
+    none = make_classifier("ensemble", {"confidence": None})
+    fasttext_only = make_classifier("ensemble", {"members": {"fasttext": {}}})
+    assert isinstance(none, EnsembleClassifier) and isinstance(fasttext_only, EnsembleClassifier)
+    assert none.confidence is None
+    assert fasttext_only.confidence is None
     config = TrainConfig.from_dict({"params": {"confidence": "bert"}})
     with pytest.raises(ConfigError, match="params: ensemble confidence 'bert'"):
-        build_coder(config, None)
+        build_coder(config, small_nomenclature)
 
 
 def test_confidence_scale_is_a_logistic_fit_that_never_reverses_the_order():
@@ -443,7 +450,9 @@ def test_confidence_scale_is_a_logistic_fit_that_never_reverses_the_order():
     margin = rng.uniform(0, 1, size=4000)
     truth = 1 / (1 + np.exp(-(4 * margin - 2)))
     correct = rng.uniform(size=4000) < truth
-    a, b = fit_confidence_scale(margin, correct)
+    scale = fit_confidence_scale(margin, correct)
+    assert scale is not None
+    a, b = scale
     assert a == pytest.approx(4, abs=0.5) and b == pytest.approx(-2, abs=0.3)
     assert fit_confidence_scale(margin, np.ones(4000, dtype=bool)) is None  # nothing to rank
     assert fit_confidence_scale(margin, margin < 0.5) is None  # a < 0: refused
@@ -462,11 +471,13 @@ def test_training_can_calibrate_the_ic_on_the_validation_rows(
     )
     coder, _, _ = fit_coder(config, small_nomenclature, cold_start)
     ensemble = coder.classifier
+    assert isinstance(ensemble, EnsembleClassifier)
     assert ensemble.confidence == "tfidf"
     assert ensemble.confidence_scale is not None and ensemble.confidence_scale[0] > 0
     proba = coder.predict_proba(ROWS)
     texts = coder.features(ROWS)
     pooled, margin = ensemble.pool(texts)
+    assert margin is not None  # the ensemble has a confidence member
     a, b = ensemble.confidence_scale
     expected = 1 / (1 + np.exp(-(a * margin + b)))
     best_two = -np.sort(-proba, axis=1)[:, :2]
@@ -474,6 +485,7 @@ def test_training_can_calibrate_the_ic_on_the_validation_rows(
     assert (proba.argmax(axis=1) == pooled.argmax(axis=1)).all()
     coder.save(tmp_path / "coder")
     again = load_coder(tmp_path / "coder")
+    assert isinstance(again.classifier, EnsembleClassifier)
     assert again.classifier.confidence_scale == pytest.approx(ensemble.confidence_scale)
     np.testing.assert_allclose(again.predict_proba(ROWS), proba, atol=1e-6)
 
@@ -490,9 +502,11 @@ def test_calibrate_confidence_false_keeps_the_members_margin(cold_start, small_n
     )
     coder, _, _ = fit_coder(config, small_nomenclature, cold_start)
     ensemble = coder.classifier
+    assert isinstance(ensemble, EnsembleClassifier)
     assert ensemble.confidence == "tfidf" and ensemble.confidence_scale is None
     texts = coder.features(ROWS)
     pooled, margin = ensemble.pool(texts)
+    assert margin is not None  # the ensemble has a confidence member
     tfidf = ensemble.members[1].predict_proba(texts)
     tfidf = tfidf[:, [ensemble.members[1].classes.index(c) for c in ensemble.classes]]
     np.testing.assert_allclose(margin, margin_at(tfidf, pooled.argmax(axis=1)), atol=1e-6)
@@ -527,6 +541,7 @@ def test_the_automatic_threshold_is_chosen_on_the_validation_descriptions(
         }
     )
     coder, validation, _ = fit_coder(config, small_nomenclature, table)
+    assert validation is not None
     _, val_rows = split_validation(table, 0.1, config.seed, 0.3)
     described = val_rows[val_rows["source"] == "shop"]
     assert 20 <= len(described) < len(val_rows)
@@ -577,6 +592,7 @@ def test_the_default_model_is_fast_and_learns_from_descriptions(small_nomenclatu
     from autocode.train import TrainConfig, build_coder
 
     default = build_coder(TrainConfig(), small_nomenclature)
+    assert isinstance(default.classifier, EnsembleClassifier)
     assert [m.kind for m in default.classifier.members] == ["fasttext", "tfidf", "knn"]
     assert default.classifier.confidence == "tfidf"
 

@@ -1,10 +1,12 @@
 """The nearest-descriptions member: it learns from descriptions only, votes by similarity, round
 trips, and an ensemble without descriptions leaves it out."""
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
-from autocode.model import Coder, NearestClassifier, load_coder, make_classifier
+from autocode.model import Coder, EnsembleClassifier, NearestClassifier, load_coder, make_classifier
 
 DESCRIPTIONS = pd.DataFrame(
     {
@@ -44,8 +46,9 @@ def test_it_learns_from_descriptions_only(cold_start, naf2008):
 
 
 def test_round_trip_and_an_ensemble_without_descriptions(cold_start, small_nomenclature, tmp_path):
-    members = {"tfidf": {}, "knn": {}}
+    members: dict[str, dict[str, Any]] = {"tfidf": {}, "knn": {}}
     coder = Coder(make_classifier("ensemble", {"members": members}), small_nomenclature)
+    assert isinstance(coder.classifier, EnsembleClassifier)
     coder.classifier.fit(coder.inputs(cold_start), cold_start["code"].tolist())
     knn = coder.classifier.members[1]
     assert knn.classes == []  # cold start: no description, no code
@@ -56,7 +59,9 @@ def test_round_trip_and_an_ensemble_without_descriptions(cold_start, small_nomen
         coder.classifier.pool(coder.inputs(query))[0], alone.predict_proba(query), atol=1e-5
     )
     coder.save(tmp_path / "cold")
-    assert load_coder(str(tmp_path / "cold")).classifier.members[1].classes == []
+    cold = load_coder(str(tmp_path / "cold")).classifier
+    assert isinstance(cold, EnsembleClassifier)
+    assert cold.members[1].classes == []
 
     table = _table(cold_start)
     table = table[table["code"].isin(small_nomenclature.codes())]
@@ -74,8 +79,8 @@ def test_votes_are_the_nearest_cosines_summed_per_code(cold_start, naf2008):
     from autocode.model import nearest
 
     described = cold_start.assign(source="shop")  # the notes' phrases read as descriptions
-    coder = Coder(NearestClassifier(neighbours=5), naf2008)
-    knn = coder.classifier
+    knn = NearestClassifier(neighbours=5)
+    coder = Coder(knn, naf2008)
     knn.fit(coder.inputs(described), described["code"].tolist())
     queries = cold_start["text"].sample(
         2 * nearest.ROWS_PER_THREAD + 7, replace=True, random_state=0
