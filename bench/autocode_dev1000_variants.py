@@ -36,7 +36,10 @@ from bench.autocode_dev1000 import DEV1000
 #: (the ensemble's confidence member's margin, the default), ``pool`` (p1 - p2 of the pool) or
 #: ``tfidf+knn`` (the geometric mean of their margins); ``rule``: how the threshold is chosen on
 #: the cross-fitted scores: ``guard`` (right / (auto + 1) ≥ 0.90, the default), ``bound`` (the
-#: Wilson lower bound ≥ 0.90) or a number (guard, with that target instead of 0.90).
+#: Wilson lower bound ≥ 0.90) or a number (guard, with that target instead of 0.90);
+#: ``learnt_ic``: the IC is a logistic regression of "the top-1 code is right" on what every
+#: member says of that code (`_confidence_features`), fitted on the cross-fitted rows (the
+#: threshold chosen on its ICs cross-fitted again across their folds), applied to the outer rows.
 _DEFAULT: dict[str, Any] = {
     "prior": ("type_", "nature", "event", "cj"),
     "smoothing": 20.0,
@@ -59,6 +62,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "prior and IC of the pool": {"prior": ("type_", "nature", "event", "cj"), "ic": "pool"},
     "IC of the pool": {"ic": "pool"},
     "IC of TF-IDF and knn": {"ic": "tfidf+knn"},
+    "IC learnt (logistic regression) at 0.92": {**_DEFAULT, "learnt_ic": True},
     "rule: Wilson bound": {"rule": "bound"},
     "rule: target 0.92": {"rule": 0.92},
     "IC of the pool and target 0.92": {"ic": "pool", "rule": 0.92},
@@ -222,6 +226,59 @@ def _knn_temperature(parts, dev, n_cold):
     return fit_temperature(np.vstack(padded), np.asarray(truth))
 
 
+def _confidence_features(parts, temperatures, pred) -> np.ndarray:
+    """Per row, for the pool's top-1 code c: each member's probability of c, its margin for c,
+    whether c is its own first code; the knn member's votes for c, their share of its votes and
+    its largest vote; the pool's p1 and p2 (after the IC rescaling: p1 - p2 = the TF-IDF margin)."""
+    from autocode.model import margin_at, softmax
+
+    tops = pred["code_1"].to_numpy()
+    blocks, offset = [], 0
+    for part in parts:
+        n = len(part.index)
+        top = tops[offset : offset + n]
+        offset += n
+        columns = []
+        for i, ((classes, scores), t) in enumerate(zip(part.members, temperatures, strict=True)):
+            if not classes:
+                columns += [np.zeros(n)] * (6 if i == 2 else 3)
+                continue
+            index = {c: j for j, c in enumerate(classes)}
+            j = np.asarray([index.get(c, -1) for c in top])
+            known = j >= 0
+            p = softmax(scores * np.float32(t))
+            chosen = np.where(known, p[np.arange(n), np.maximum(j, 0)], 0.0)
+            margin = np.where(known, margin_at(p, np.maximum(j, 0)), 0.0)
+            columns += [chosen, margin, (p.argmax(axis=1) == j).astype(float)]
+            if i == 2:  # the knn member: its raw votes
+                votes = np.where(known, scores[np.arange(n), np.maximum(j, 0)], 0.0)
+                columns += [votes, votes / np.maximum(scores.sum(axis=1), 1e-9), scores.max(axis=1)]
+        blocks.append(np.column_stack(columns))
+    return np.column_stack(
+        [np.vstack(blocks), pred["proba_1"].to_numpy(), pred["proba_2"].to_numpy()]
+    )
+
+
+def _learnt_ic(inner, inner_pred, inner_truth, outer, outer_pred, temperatures):
+    """The inner rows' IC cross-fitted across their folds and the outer rows' IC, by logistic
+    regressions of "the top-1 code is right" on `_confidence_features`."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    def model():
+        return make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
+
+    x = _confidence_features(inner, temperatures, inner_pred)
+    y = inner_pred["code_1"].to_numpy() == np.asarray(inner_truth)
+    fold = np.concatenate([np.full(len(part.index), i) for i, part in enumerate(inner)])
+    cross = np.zeros(len(y))
+    for i in range(len(inner)):
+        cross[fold == i] = model().fit(x[fold != i], y[fold != i]).predict_proba(x[fold == i])[:, 1]
+    final = model().fit(x, y)
+    return cross, final.predict_proba(_confidence_features(outer, temperatures, outer_pred))[:, 1]
+
+
 def _member_margin(parts, temperatures, classes, proba):
     from autocode.model import margin_at, softmax
 
@@ -289,6 +346,13 @@ def measure(dumps: list[Path], variants: dict[str, dict[str, Any]]) -> dict[str,
                     inner, temps, variant, dev, n_cold, inner_kept, nomenclature
                 )
                 correct = inner_pred["code_1"].to_numpy() == np.asarray(inner_truth)
+                pred, truth = code(
+                    outer_parts, temps, variant, dev, n_cold, [kept_outer], nomenclature
+                )
+                if variant.get("learnt_ic"):
+                    inner_pred["ic"], pred["ic"] = _learnt_ic(
+                        inner, inner_pred, inner_truth, outer_parts, pred, temps
+                    )
                 rule = variant.get("rule", "guard")
                 coverage, threshold = largest_coverage(
                     inner_pred["ic"].to_numpy(),
@@ -298,9 +362,6 @@ def measure(dumps: list[Path], variants: dict[str, dict[str, Any]]) -> dict[str,
                     bound=rule == "bound",
                 )
                 threshold = threshold if coverage > 0 else 2.0
-                pred, truth = code(
-                    outer_parts, temps, variant, dev, n_cold, [kept_outer], nomenclature
-                )
                 pred["auto"] = pred["ic"] >= threshold
                 parts.append((pred, truth))
             assert sorted(np.concatenate(outer_positions).tolist()) == list(range(len(dev)))
