@@ -91,11 +91,11 @@ class Coder:
     def mix_code_mentions(self, proba: np.ndarray, texts: list[str]) -> None:
         """In place: rows whose text names exactly one known leaf code get that code mixed in,
         ``p ← (1 - w)·p + w·onehot``."""
-        index = {c: i for i, c in enumerate(self.classifier.classes)}
         weight = self.code_mention_weight
         for row, text in enumerate(texts):
             if not isinstance(text, str) or not _CODE_LIKE.search(text):
                 continue
+            index = self._class_index()
             named = {self.nomenclature.find(m) for m in _CODE_LIKE.findall(text)}
             found = {c for c in named if c is not None and c in index}
             if len(found) == 1:
@@ -138,6 +138,16 @@ class Coder:
             out[level] = codes
             out[f"{level}_label"] = [labels[c] for c in codes]
         return pd.DataFrame(out)
+
+    def _class_index(self) -> dict[str, int]:
+        """Each class's column (kept while the classifier's list of classes is the same one:
+        building it for every call cost a single prediction 5 %)."""
+        classes = self.classifier.classes
+        cached = self.__dict__.get("_class_index_cache")
+        if cached is None or cached[0] is not classes:
+            cached = (classes, {c: i for i, c in enumerate(classes)})
+            self._class_index_cache = cached
+        return cached[1]
 
     def _labels(self) -> dict[str, str]:
         if not hasattr(self, "_label_cache"):
