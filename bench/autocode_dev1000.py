@@ -32,8 +32,7 @@ from typing import Any
 
 import numpy as np
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-DEV1000 = SHARED / "annotations" / "labelstudio_dev1000.csv"
+from bench.autocode_models import DEV1000
 
 #: Candidate models: training-config overrides.
 MODELS: dict[str, dict[str, Any]] = {

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.autocode_dev1000 import DEV1000
+from bench.autocode_models import DEV1000
 
 #: Variants: ``knn``: the nearest-descriptions member refit (0.1 s) on the text and these
 #: variables' tokens, its temperature fitted again on the cross-fitted rows; the prior's

@@ -36,8 +36,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-DEV1000 = SHARED / "annotations" / "labelstudio_dev1000.csv"
+from bench.autocode_models import DEV1000
+
 KEYS = ("accuracy", "top5_accuracy", "accuracy_division", "coverage_at_90")
 
 
