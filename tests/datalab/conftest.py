@@ -10,7 +10,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,53 @@ def use_seed_envs(platform: Platform) -> None:
 
 
 @dataclass
+class LocalServer:
+    """A platform on the real local backend served by uvicorn on a loopback port."""
+
+    platform: Platform
+    app: FastAPI
+    url: str
+    settings: Settings
+
+
+@contextlib.asynccontextmanager
+async def local_server(
+    prefix: str, prepare: Callable[[Platform], None] | None = None, **settings: Any
+) -> AsyncIterator[LocalServer]:
+    """A platform on the real local backend (``settings``: more of its settings), its admin
+    created, ``prepare``d, started and served by uvicorn on a free port; stopped and its data
+    removed at exit. The data directory is outside pytest's 0700 tmp dir: service accounts
+    pass through it."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(root, 0o711)
+    port = free_port()
+    loaded = load_settings(
+        None, data_dir=root / "data", server={"port": port}, backend={"name": "local"}, **settings
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DATALAB_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        platform = Platform.create(loaded)
+        platform.ensure_admin()
+    if prepare is not None:
+        prepare(platform)
+    app = create_app(platform, manage_lifecycle=False)  # the app's lifespan: its own parts only
+    await platform.start()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.05)
+    try:
+        yield LocalServer(platform, app, f"http://127.0.0.1:{port}", loaded)
+    finally:
+        server.should_exit = True
+        await task
+        await platform.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@dataclass
 class ServedPlatform:
     platform: Platform
     url: str  # where the platform listens (loopback)
@@ -61,47 +108,20 @@ class ServedPlatform:
 
 @contextlib.asynccontextmanager
 async def served_local_platform(prefix: str) -> AsyncIterator[ServedPlatform]:
-    """A platform on the real local backend, with the real embedded object storage and the
-    shared seed environments, served by uvicorn on a free port; alice and her API token. The
-    data directory is outside pytest's 0700 tmp dir: service accounts pass through it."""
-    root = Path(tempfile.mkdtemp(prefix=prefix))
-    os.chmod(root, 0o711)
-    port = free_port()
-    settings = load_settings(
-        None,
-        data_dir=root / "data",
-        server={"port": port},
-        backend={"name": "local"},
-        storage={"mode": "embedded"},
-        secrets={"mode": "disabled"},
-    )
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DATALAB_ADMIN_PASSWORD", ADMIN_PASSWORD)
-        platform = Platform.create(settings)
-        platform.ensure_admin()
-    use_seed_envs(platform)
-    app = create_app(platform, manage_lifecycle=False)
-    await platform.start()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.05)
-    url = f"http://127.0.0.1:{port}"
-    async with httpx.AsyncClient(base_url=url, timeout=60, trust_env=False) as http:
-        with platform.db.session() as session:
+    """`local_server` with the real embedded object storage and the shared seed
+    environments; alice and her API token."""
+    async with (
+        local_server(
+            prefix, use_seed_envs, storage={"mode": "embedded"}, secrets={"mode": "disabled"}
+        ) as served,
+        httpx.AsyncClient(base_url=served.url, timeout=60, trust_env=False) as http,
+    ):
+        with served.platform.db.session() as session:
             user, _ = accounts.create_user(
-                session, settings.region, "alice", password="alice-password-123"
+                session, served.settings.region, "alice", password="alice-password-123"
             )
             _, token = accounts.create_token(session, user, "tests", ttl_days=1)
-        try:
-            yield ServedPlatform(platform, url, http, Api(http, "alice", token))
-        finally:
-            server.should_exit = True
-            await task
-            await platform.stop()
-            shutil.rmtree(root, ignore_errors=True)
+        yield ServedPlatform(served.platform, served.url, http, Api(http, "alice", token))
 
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"

@@ -17,8 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,17 +24,14 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
-from datalab.app import create_app
 from datalab.backends.local.accounts import Account, ensure_account
 from datalab.config import load_settings
 from datalab.identity import accounts
 from datalab.platform import Platform
-from datalab.processes import free_port
 
-from ..conftest import ADMIN_PASSWORD, Api, Ledger, wait_for_phase
+from ..conftest import Api, Ledger, local_server, wait_for_phase
 
 TEAM = "project-team"
 PRIVATE = "project-private"  # alice's project without bob
@@ -112,57 +107,33 @@ class Tenancy:
 
 @pytest.fixture(scope="package")
 async def tenancy() -> AsyncIterator[Tenancy]:
-    # not under pytest's tmp dir (mode 700): service accounts pass through the data directory
-    root = Path(tempfile.mkdtemp(prefix="dl-tenancy-"))
-    os.chmod(root, 0o711)
-    port = free_port()
-    settings = load_settings(
-        None,
-        data_dir=root / "data",
-        server={"port": port},
-        backend={"name": "local"},
-        catalogs=[
-            {"id": "test", "name": "Test charts", "location": str(CHARTS)},
-            *[c.model_dump() for c in load_settings(None).catalogs],
-        ],
-        storage={"mode": "embedded"},
-        secrets={"mode": "embedded"},
-    )
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DATALAB_ADMIN_PASSWORD", ADMIN_PASSWORD)
-        platform = Platform.create(settings)
-        platform.ensure_admin()
-    app = create_app(platform, manage_lifecycle=False)  # the app's lifespan: its own parts only
-    await platform.start()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.05)
-    url = f"http://127.0.0.1:{port}"
+    catalogs = [
+        {"id": "test", "name": "Test charts", "location": str(CHARTS)},
+        *[c.model_dump() for c in load_settings(None).catalogs],
+    ]
     users: dict[str, Api] = {}
     passwords: dict[str, str] = {}
-    async with httpx.AsyncClient(base_url=url, timeout=60, trust_env=False) as http:
-        with platform.db.session() as session:
+    async with (
+        local_server(
+            "dl-tenancy-",
+            catalogs=catalogs,
+            storage={"mode": "embedded"},
+            secrets={"mode": "embedded"},
+        ) as served,
+        httpx.AsyncClient(base_url=served.url, timeout=60, trust_env=False) as http,
+    ):
+        region = served.settings.region
+        with served.platform.db.session() as session:
             for name in ("alice", "bob", "mallory"):
                 passwords[name] = f"{name}-password-123"
-                user, _ = accounts.create_user(
-                    session, settings.region, name, password=passwords[name]
-                )
+                user, _ = accounts.create_user(session, region, name, password=passwords[name])
                 _, token = accounts.create_token(session, user, "tests", ttl_days=1)
                 users[name] = Api(http, name, token)
             alice = accounts.get_user(session, "alice")
-            accounts.create_project(session, settings.region, "team", "Team", creator=alice)
+            accounts.create_project(session, region, "team", "Team", creator=alice)
             accounts.add_member(session, TEAM, "bob")
-            accounts.create_project(session, settings.region, "private", "Private", creator=alice)
-        try:
-            yield Tenancy(platform, app, url, http, users, passwords)
-        finally:
-            server.should_exit = True
-            await task
-            await platform.stop()
-            shutil.rmtree(root, ignore_errors=True)
+            accounts.create_project(session, region, "private", "Private", creator=alice)
+        yield Tenancy(served.platform, served.app, served.url, http, users, passwords)
 
 
 async def launch(api: Api, chart: str, name: str, **body: Any) -> dict[str, Any]:
