@@ -27,7 +27,9 @@ ROWS_PER_THREAD = 1_000
 
 def _threads(rows: int) -> int:
     """Threads for the similarity product of ``rows`` texts: the cores this process may use,
-    one per ``ROWS_PER_THREAD`` rows."""
+    one per ``ROWS_PER_THREAD`` rows (a request of a few texts asks the system nothing)."""
+    if rows < 2 * ROWS_PER_THREAD:
+        return 1
     return max(1, min(available_cores(), rows // ROWS_PER_THREAD))
 
 
