@@ -88,6 +88,39 @@ def test_a_large_batch_is_coded_in_chunks_as_one_batch(small_model, cold_start, 
     assert list(chunked.index) == list(range(len(frame)))
 
 
+def test_models_predict_on_one_blas_thread_and_give_the_setting_back(
+    small_model, cold_start, monkeypatch
+):
+    """OpenBLAS's idle workers spin at 100 % of a core between products: while a coder
+    predicts, BLAS runs on the calling thread only, in the chunks' threads too, and nested
+    uses keep it so; afterwards the library's own setting is back."""
+    from threadpoolctl import threadpool_info
+
+    from autocode.model import coder as coder_module
+    from autocode.model.base import one_blas_thread
+
+    def blas_threads() -> set[int]:
+        return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+    before = blas_threads()
+    seen: list[set[int]] = []
+    coder = small_model.coder
+    original = coder.classifier.predict_proba
+
+    def spying(inputs):
+        seen.append(blas_threads())
+        return original(inputs)
+
+    monkeypatch.setattr(coder.classifier, "predict_proba", spying)
+    monkeypatch.setattr(coder_module, "CHUNK_ROWS", 16)
+    coder.predict(ROWS, k=2)  # one chunk, on this thread
+    coder.predict(pd.DataFrame({"text": cold_start["text"].head(100)}), k=2)  # 7 in threads
+    assert len(seen) == 8 and all(s == {1} for s in seen), seen
+    with one_blas_thread(), one_blas_thread():
+        assert blas_threads() == {1}
+    assert blas_threads() == before
+
+
 def test_categorical_variables_are_tokens(small_nomenclature):
     coder = Coder(TfidfClassifier(), small_nomenclature, categorical=("type_", "nature"))
     assert coder.features(ROWS)[2] == "friter TYPE_NaN NATURE_NaN"

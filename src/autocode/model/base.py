@@ -3,8 +3,11 @@ and `ModelInput`, the rows it reads."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -17,6 +20,47 @@ from autocode.model.maths import softmax
 def available_cores() -> int:
     """The processor cores this process may run on (its affinity, not the machine's count)."""
     return len(os.sched_getaffinity(0))
+
+
+_blas = threading.Lock()
+_blas_users = 0
+_blas_limiter: Any = None
+
+
+@contextlib.contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """While models predict, BLAS (numpy's matrix products) runs on the calling thread only.
+
+    OpenBLAS's own worker threads spin, waiting for work, between products: an API server
+    coding 50-row batches kept one of them busy at 100 % of a core for ~0.3 % of useful work,
+    halving its predictions per CPU second and taking the core from the prediction log and
+    everything else on the machine; batch coding was 15 % slower. `Coder.predict` brings its
+    parallelism itself (chunks on a thread pool). Re-entrant and thread-safe: the first caller
+    sets the limit, the last one restores the library's own setting (threadpoolctl).
+
+    OpenBLAS (0.3.31) honours the setting only from the main thread (called from another
+    thread it changes nothing): enter it there, as `Coder.predict` called from the main thread
+    and the API server's lifespan do; the chunks' threads then see it."""
+    global _blas_users, _blas_limiter
+    with _blas:
+        if _blas_users == 0:
+            _blas_limiter = _controller().limit(limits=1, user_api="blas")
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _blas:
+            _blas_users -= 1
+            if _blas_users == 0:
+                _blas_limiter.restore_original_limits()
+                _blas_limiter = None
+
+
+@functools.cache
+def _controller() -> Any:
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from autocode.data import SOURCE, is_cold_start_source
-from autocode.model.base import Classifier, ModelInput, available_cores
+from autocode.model.base import Classifier, ModelInput, available_cores, one_blas_thread
 from autocode.model.kinds import CLASSIFIERS
 from autocode.model.ranking import rank
 from autocode.nomenclature import Nomenclature
@@ -83,7 +83,8 @@ class Coder:
         if len(frame) == 0:
             return np.zeros((0, len(self.classifier.classes)), dtype=np.float32)
         inputs = self.inputs(frame)
-        proba = self.classifier.predict_proba(inputs)
+        with one_blas_thread():
+            proba = self.classifier.predict_proba(inputs)
         if self.code_mention_weight > 0:
             self.mix_code_mentions(proba, inputs.raw)
         return proba
@@ -112,7 +113,7 @@ class Coder:
         if len(frame) <= CHUNK_ROWS:
             return self.format(self.predict_proba(frame), k, threshold)
         chunks = [frame.iloc[i : i + CHUNK_ROWS] for i in range(0, len(frame), CHUNK_ROWS)]
-        with ThreadPoolExecutor(min(len(chunks), available_cores())) as pool:
+        with one_blas_thread(), ThreadPoolExecutor(min(len(chunks), available_cores())) as pool:
             parts = pool.map(lambda chunk: self.predict(chunk, k, threshold), chunks)
             return pd.concat(list(parts), ignore_index=True)
 

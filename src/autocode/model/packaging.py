@@ -66,6 +66,7 @@ def _requirements() -> list[str]:
         "fasttext-numpy2",
         "scikit-learn",
         "sparse-dot-topn",  # the nearest-descriptions member
+        "threadpoolctl",  # one BLAS thread while predicting
         "pandas",
         "numpy",
         "pystemmer",

@@ -75,6 +75,13 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=r,
         )
+        self.model_call_rows = Histogram(
+            p + "model_call_rows",
+            "Descriptions per model call: the dynamic batcher codes the rows of concurrent "
+            "requests together.",
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
         self.ic = Histogram(
             p + "prediction_ic",
             "Confidence index (p1 - p2) of the predictions.",
@@ -184,6 +191,9 @@ class Metrics:
                 window.append(decision)
                 self._auto_count += decision
             self.auto_rate.set(self._auto_count / len(window) if window else 0.0)
+
+    def model_called(self, rows: int) -> None:
+        self.model_call_rows.observe(rows)
 
     def model_swapped(self, old: Any, new: Any) -> None:
         if old is not None:

@@ -317,6 +317,12 @@ async def test_categorical_variables(categorical_model_dir, credentials, tmp_pat
         client.headers.update(credentials.headers)
         response = await client.post("/predict", json={"items": [{"text": "bar", "nature": "99"}]})
         assert response.status_code == 200
+        # an integer beyond 64 bits (ignored: unknown) is logged exactly as it came
+        huge = {"text": "café-bar", "nature": 10**30}
+        response = await client.post("/predict", json={"items": [huge]})
+        assert response.status_code == 200
+        records = {r["id"]: r for r in spool_records(tmp_path / "spool2")}
+        assert records[response.json()["results"][0]["id"]]["input"] == huge
 
 
 # -- nomenclature, model, metrics, OpenAPI --------------------------------------------------------

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import anyio
 import pytest
 
@@ -89,6 +91,75 @@ async def test_a_failing_call_fails_its_requests_only(predictor) -> None:
         assert await batcher.predict(predictor, TEXTS[:1], None, 2, 0.5)
     finally:
         await batcher.stop()
+
+
+class Slow(Predictor):
+    """A model whose calls take ``delay`` seconds of blocking work (as a real one: not async)."""
+
+    delay = 0.3
+
+    def proba(self, texts, categorical=None):
+        import time
+
+        time.sleep(self.delay)
+        return super().proba(texts, categorical)
+
+
+async def test_the_event_loop_keeps_serving_while_the_model_computes(predictor) -> None:
+    """The model runs beside the loop: requests arriving during a call are read meanwhile and
+    coded together in the next call, and the loop never stalls for a call's duration."""
+    slow = Slow(predictor.coder)
+    batcher = Batcher()
+    batcher.start()
+    ticks: list[float] = []
+
+    async def ticker() -> None:
+        while True:
+            ticks.append(anyio.current_time())
+            await anyio.sleep(0.01)
+
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(ticker)
+            group.start_soon(batcher.predict, slow, TEXTS[:1], None, 1, 0.5)
+            await anyio.sleep(0.05)  # the first call is running now
+            outcome = {}
+
+            async def late(index: int) -> None:
+                outcome[index] = await batcher.predict(slow, [TEXTS[index]], None, 1, 0.5)
+
+            for index in range(1, 4):
+                group.start_soon(late, index)
+            while len(outcome) < 3:
+                await anyio.sleep(0.01)
+            group.cancel_scope.cancel()
+    finally:
+        await batcher.stop()
+    assert batcher.calls == 2  # the first alone, then the three that arrived during it
+    gaps = [b - a for a, b in itertools.pairwise(ticks)]
+    assert max(gaps) < Slow.delay / 2  # the loop ticked on through both calls
+    for index, coded in outcome.items():
+        same(coded, predictor.predict([TEXTS[index]], None, 1, 0.5))
+
+
+async def test_stopping_during_a_call_answers_its_requests(predictor) -> None:
+    slow = Slow(predictor.coder)
+    batcher = Batcher()
+    batcher.start()
+    outcome: dict[str, BaseException] = {}
+
+    async def request() -> None:
+        try:
+            await batcher.predict(slow, TEXTS[:2], None, 1, 0.5)
+        except RuntimeError as exc:
+            outcome["error"] = exc
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(request)
+        await anyio.sleep(0.05)  # in the model call
+        with anyio.fail_after(5):
+            await batcher.stop()
+    assert "shutting down" in str(outcome["error"])
 
 
 def test_response_json_is_assembled_correctly(predictor) -> None:
