@@ -57,6 +57,8 @@ def test_fasttext_probabilities_match_fasttext_predict(cold_start):
         for label, p in zip(row_labels, row_probas, strict=True):
             column = model.classes.index(label.removeprefix("__label__"))
             assert abs(mine[row, column] - p) < 1e-4
+    # its classes sorted, as the ensemble's: pooling adds its scores without reordering them
+    assert model.classes == sorted(model.classes)
 
 
 def test_output_columns(small_model):

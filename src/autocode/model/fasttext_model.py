@@ -99,8 +99,14 @@ class FastTextClassifier(Classifier):
                 )
 
     def _prepare(self) -> None:
-        self.classes = [label.removeprefix("__label__") for label in self._model.get_labels()]
-        self._output = np.asarray(self._model.get_output_matrix(), dtype=np.float32)
+        # fastText lists its labels by frequency: sorted here, as the ensemble and the other
+        # members keep their classes, so that pooling adds whole rows (reordering the columns
+        # of every batch cost 11 ms per 2,000 rows)
+        labels = [label.removeprefix("__label__") for label in self._model.get_labels()]
+        order = np.argsort(labels)
+        self.classes = [labels[i] for i in order]
+        output = np.asarray(self._model.get_output_matrix(), dtype=np.float32)
+        self._output = np.ascontiguousarray(output[order])
 
     def scores(self, texts: Texts) -> np.ndarray:
         # softmax(output · mean of input vectors) is exactly fastText's `predict` (softmax loss),
