@@ -18,10 +18,13 @@ APT_PACKAGES := chromium postgresql redis-server \
 
 .PHONY: setup system-packages kube-testenv gitops-tools run test test-fast lint format bench clean
 
-# Bootstrap uv (from PyPI), then create .venv exactly as uv.lock says.
+# Bootstrap uv (from PyPI), then create .venv exactly as uv.lock says. The dependencies are
+# compiled to bytecode once (15 s): where PYTHONDONTWRITEBYTECODE is set, every process (each
+# CLI run, each server a test starts) otherwise compiled mlflow, pandas, ... again: 4.0 s to
+# import the autocode CLI's modules, 1.4 s compiled.
 .venv/.synced: pyproject.toml uv.lock
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv==$(UV_VERSION)"
-	$(UV) sync --frozen
+	$(UV) sync --frozen --compile-bytecode
 	@touch $@
 
 setup: .venv/.synced
