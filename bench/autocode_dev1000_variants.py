@@ -18,7 +18,6 @@ only (a variant that changes what the members learn needs ``bench.autocode_dev10
 from __future__ import annotations
 
 import argparse
-import json
 import pickle
 import sys
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench import report
 from bench.autocode_models import DEV1000
 
 #: Variants: ``knn``: the nearest-descriptions member refit (0.1 s) on the text and these
@@ -410,11 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         parser.error(f"unknown variants {unknown}")
-    results = measure(dumps, {n: VARIANTS[n] for n in names})
-    text = json.dumps(results, indent=2)
-    if args.output:
-        args.output.write_text(text + "\n")
-    print(text)
+    report(measure(dumps, {n: VARIANTS[n] for n in names}), args.output)
     return 0
 
 

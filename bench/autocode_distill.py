@@ -22,7 +22,6 @@ teacher's codes, not on experts', so its automatic decision would not keep its p
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench import report
 from bench.autocode_models import DEV1000
 
 TEACHER = "model: ensemble\nparams: {members: {fasttext: {}, tfidf: {}, e5: {}}}\n"
@@ -103,11 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not DEV1000.exists():
         parser.error(f"{DEV1000} is missing: this measurement needs the annotated descriptions")
-    results = run(args.seeds, args.work)
-    text = json.dumps(results, indent=2)
-    if args.output:
-        args.output.write_text(text + "\n")
-    print(text)
+    report(run(args.seeds, args.work), args.output)
     return 0
 
 
