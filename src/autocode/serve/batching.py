@@ -55,6 +55,8 @@ class _Job:
         return list(column[start:stop]) if column is not None else [None] * (stop - start)
 
 
+SHUTTING_DOWN = "the server is shutting down"  # what requests still waiting are told
+
 _Part = tuple[_Job, int, int]  # a job's rows [start, stop) in one model call
 
 
@@ -85,7 +87,7 @@ class Batcher:
         while self._queue:
             job = self._queue.popleft()
             if not job.future.done():
-                job.future.set_exception(RuntimeError("the server is shutting down"))
+                job.future.set_exception(RuntimeError(SHUTTING_DOWN))
 
     async def predict(
         self,
@@ -120,7 +122,7 @@ class Batcher:
             )
         except asyncio.CancelledError:  # stopped during the call: no request left hanging
             for job, _, _ in parts:
-                self._fail(job, RuntimeError("the server is shutting down"))
+                self._fail(job, RuntimeError(SHUTTING_DOWN))
             raise
         except Exception as exc:
             log.exception("prediction failed for %d rows", sum(b - a for _, a, b in parts))
