@@ -62,12 +62,20 @@ class ConfigError(UserError, ValueError):
     """A training config that cannot be used; the message names the key to fix."""
 
 
+#: Who gave a train dataset's codes (`DatasetConfig.labels`): experts (an annotation
+#: campaign, the gold standard), or a model (a teacher's codes of unlabelled descriptions:
+#: ``autocode distill``). Both are trained on; only experts' codes say how often the model is
+#: right, so only they calibrate and choose the automatic-coding threshold.
+LABELS = ("experts", "model")
+
+
 @dataclass
 class DatasetConfig:
     uri: str
     text_column: str = "text_description"
     code_column: str = "code"
     name: str = ""
+    labels: str = "experts"  # LABELS
 
     @property
     def source(self) -> str:
@@ -163,6 +171,7 @@ class TrainConfig:
             raise ConfigError(f"target_accuracy: choose from {list(TARGET_ACCURACIES)}")
         if not config.cold_start and not config.train:
             raise ConfigError("nothing to train on: enable cold_start or list train datasets")
+        _check_sources(config.train)
         _check_prior(config.categorical_prior)
         if not 0 <= config.refit_margin < 1 - config.target_accuracy:
             raise ConfigError(
@@ -184,6 +193,17 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _check_sources(datasets: Sequence[DatasetConfig]) -> None:
+    """A source (a dataset's name) holds codes of one kind: experts' or a model's."""
+    labels: dict[str, str] = {}
+    for dataset in datasets:
+        if labels.setdefault(dataset.source, dataset.labels) != dataset.labels:
+            raise ConfigError(
+                f"train: two datasets named {dataset.source!r}, one with labels: experts and one "
+                "with labels: model; name them apart (name:)"
+            )
 
 
 PRIOR_KEYS = ("variables", "smoothing", "power", "missing")
@@ -215,9 +235,13 @@ def prior_variables(config: TrainConfig, table: pd.DataFrame | None) -> list[str
 
 
 def _dataset(raw: Any) -> DatasetConfig:
-    if isinstance(raw, str):
-        return DatasetConfig(uri=raw)
-    return DatasetConfig(**raw)
+    dataset = DatasetConfig(uri=raw) if isinstance(raw, str) else DatasetConfig(**raw)
+    if dataset.labels not in LABELS:
+        raise ConfigError(
+            f"{dataset.uri}: labels: {dataset.labels!r} is not one of {list(LABELS)} (experts: "
+            "codes given by people; model: a model's codes, e.g. of autocode distill)"
+        )
+    return dataset
 
 
 # -- inputs ---------------------------------------------------------------------------------------
@@ -369,11 +393,11 @@ def fit_classifier(coder: Coder, config: TrainConfig, rows: pd.DataFrame) -> Non
 
 def fit_prior(config: TrainConfig, coder: Coder, rows: pd.DataFrame) -> CategoricalPrior | None:
     """The register prior (`CategoricalPrior`) over the classifier's classes, learnt from the
-    descriptions of ``rows`` (rows of the train datasets): None without a variable it reads or
-    a description to learn from."""
+    descriptions of ``rows`` (rows of the train datasets, whoever coded them): None without a
+    variable it reads or a description to learn from."""
     options = config.categorical_prior
     names = [v for v in prior_variables(config, rows) if v in coder.categorical]
-    described = description_rows(config, rows)
+    described = rows[_described(rows)]
     if options is None or not names or not len(described):
         return None
     nomenclature = coder.nomenclature
@@ -653,11 +677,11 @@ MIN_THRESHOLD_ROWS = 20
 #: default model on dev1000 (1,000 expert-coded register descriptions; docs/autocode.md,
 #: "Automatic coding"): no IC threshold keeps 0.90 there with confidence, so nothing is automatic.
 COLD_START_NOTE = (
-    f"cold start: fewer than {MIN_THRESHOLD_ROWS} held-out labelled descriptions to calibrate "
-    "on, and a model trained on the notes alone cannot know its accuracy on real descriptions "
-    "(on 1,000 expert-coded register descriptions, no IC threshold of the default model keeps "
-    "0.90 with confidence): nothing is automatic; add labelled descriptions to train, or set "
-    "threshold"
+    f"cold start: fewer than {MIN_THRESHOLD_ROWS} held-out descriptions coded by experts to "
+    "calibrate on, and a model trained on the notes (or on a model's codes) alone cannot know "
+    "its accuracy on real descriptions (on 1,000 expert-coded register descriptions, no IC "
+    "threshold of the default model keeps 0.90 with confidence): nothing is automatic; add "
+    "descriptions coded by experts to train, or set threshold"
 )
 
 
@@ -672,12 +696,15 @@ CROSS_FITTED_NOTE = (
 
 
 def description_rows(config: TrainConfig, rows: pd.DataFrame) -> pd.DataFrame:
-    """The rows of ``rows`` that are descriptions: those of the ``train`` datasets, not of the
-    cold start. A threshold chosen on notes phrases does not hold for descriptions (the notes
-    and the descriptions of dev1000 reach 0.90 at different ICs; docs/autocode.md)."""
+    """The rows of ``rows`` that are descriptions coded by experts: those of the ``train``
+    datasets with ``labels: experts``, not of the cold start nor of a model's codes. A
+    threshold chosen on notes phrases does not hold for descriptions (the notes and the
+    descriptions of dev1000 reach 0.90 at different ICs; docs/autocode.md), and one chosen on a
+    model's codes measures agreement with that model, not accuracy."""
     if datamod.SOURCE not in rows:
         return rows
-    return rows[rows[datamod.SOURCE].isin({d.source for d in config.train})]
+    experts = {d.source for d in config.train if d.labels == "experts"}
+    return rows[rows[datamod.SOURCE].isin(experts)]
 
 
 def threshold_for(
@@ -1041,7 +1068,8 @@ def cross_validate(
     table = inputs.table.reset_index(drop=True)
     described = description_rows(config, table).index.to_numpy()
     on_descriptions = len(described) > 0
-    candidates = described if on_descriptions else table.index.to_numpy()
+    # without experts' codes: the notes' phrases (rows coded by a model are always trained on)
+    candidates = described if on_descriptions else table.index[~_described(table)].to_numpy()
     if len(candidates) < folds:
         raise ConfigError(f"{len(candidates)} rows cannot make {folds} folds")
     evaluations: dict[int, Evaluation] = {}

@@ -142,3 +142,48 @@ def test_calibration_folds_are_checked_and_can_be_turned_off(inputs):
         config(refit_margin=0.2)
     coder, _, _ = fit_coder(config(calibration_folds=0), inputs.nomenclature, inputs.table)
     assert coder.info["threshold_basis"]["rule"] == "held-out descriptions"
+
+
+def test_rows_coded_by_a_model_are_trained_on_never_calibrated_on(inputs, tmp_path):
+    """A train dataset with ``labels: model`` (a teacher's codes: `autocode distill`) is fit on
+    but never chosen a threshold on: alone it leaves the model at cold start (nothing
+    automatic), beside experts' rows only theirs are cross-fitted and calibrate. Here the
+    "teacher" gives wrong codes (the experts' shuffled), which a threshold chosen on them would
+    show."""
+    import pandas as pd
+
+    from autocode.train import NO_AUTOMATIC_CODING, ConfigError, fit_coder, load_inputs
+
+    raw = pd.read_csv(DEV1000, dtype=str)
+    raw = raw[raw["code"].str[:2].isin(CODES)].reset_index(drop=True)
+    experts, taught = raw.iloc[: len(raw) // 2], raw.iloc[len(raw) // 2 :].copy()
+    taught["code"] = np.random.default_rng(0).permutation(taught["code"].to_numpy())
+    experts.to_csv(tmp_path / "experts.csv", index=False)
+    taught.to_csv(tmp_path / "taught.csv", index=False)
+    model_rows = {"uri": str(tmp_path / "taught.csv"), "name": "teacher", "labels": "model"}
+
+    alone = config(train=[model_rows])
+    table = load_inputs(alone).table
+    coder, _, _ = fit_coder(alone, inputs.nomenclature, table)
+    basis = coder.info["threshold_basis"]
+    assert basis["rule"] == "cold start" and basis["descriptions"] == 0
+    assert coder.threshold == NO_AUTOMATIC_CODING
+    trained = table[table["source"] == "teacher"]
+    assert len(trained) == len(taught)
+    # fit on: the model learnt the teacher's (wrong) codes of its rows
+    assert (coder.predict(trained)["code_1"] == trained["code"].to_numpy()).mean() > 0.5
+
+    both = config(train=[{"uri": str(tmp_path / "experts.csv"), "name": "experts"}, model_rows])
+    table = load_inputs(both).table
+    coder, validation, _ = fit_coder(both, inputs.nomenclature, table)
+    basis = coder.info["threshold_basis"]
+    assert basis["rule"] == "cross-fitted descriptions"
+    assert basis["descriptions"] == len(experts) == (table["source"] == "experts").sum()
+    assert validation is not None and len(validation.predictions) == len(experts)
+
+    with pytest.raises(
+        ConfigError, match=r"labels: 'teacher' is not one of \['experts', 'model'\]"
+    ):
+        config(train=[{**model_rows, "labels": "teacher"}])
+    with pytest.raises(ConfigError, match="two datasets named 'teacher'"):
+        config(train=[model_rows, {**model_rows, "labels": "experts"}])
