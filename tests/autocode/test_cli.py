@@ -134,7 +134,7 @@ def test_default_config_finds_the_nomenclature_folder(monkeypatch, nomenclatures
 DOCS = Path(__file__).parents[2] / "docs"
 # where each group's commands are documented; docs/autocode.md (everything else) links to them
 PAGES = {"logs": "monitoring.md", "monitor": "monitoring.md"}
-PAGES |= dict.fromkeys(("retrain", "compare", "loop"), "loop.md")
+PAGES |= dict.fromkeys(("distill", "retrain", "compare", "loop"), "loop.md")
 
 
 def _commands(command: Any, path: str = "") -> Iterator[tuple[str, Any]]:

@@ -12,6 +12,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from autocode.monitor.cli import DataOption, VersionsOption
+
 console = Console(stderr=True)
 loop_app = typer.Typer(help="The closed loop: campaign → gold → retrain → compare → promote.",
                        no_args_is_help=True)  # fmt: skip
@@ -71,10 +73,19 @@ def retrain_command(
     alias: Annotated[str, typer.Option(help="Alias given to the new version.")] = "challenger",
     output: Annotated[str | None, typer.Option("--output", "-o", help="Local model dir.")] = None,
     tracking_uri: TrackingOption = None,
+    distilled: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--distilled",
+            help="Descriptions a teacher model coded (files, folders or s3:// prefixes of "
+            "`autocode distill`, repeatable): trained on, never calibrated on.",
+        ),
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Train a challenger on the cold start and all gold so far (minus a seeded hold-out),
-    register it as @challenger with the gold it was trained on. @champion does not move."""
+    """Train a challenger on the cold start and all gold so far (minus a seeded hold-out) and
+    any distilled rows, register it as @challenger with what it was trained on. @champion does
+    not move."""
     from autocode.loop.retrain import retrain
     from autocode.train import TrainConfig
 
@@ -86,7 +97,16 @@ def retrain_command(
     if tracking_uri:
         train_config.mlflow.tracking_uri = tracking_uri
     with contextlib.redirect_stdout(sys.stderr):  # MLflow prints its runs' links on stdout
-        result = retrain(train_config, gold, name, holdout, holdout_seed, alias, progress=_step)
+        result = retrain(
+            train_config,
+            gold,
+            name,
+            holdout,
+            holdout_seed,
+            alias,
+            progress=_step,
+            distilled_uris=distilled or (),
+        )
     summary = {
         "model": name,
         "version": result.train.model_version,
@@ -95,6 +115,7 @@ def retrain_command(
         "gold_rows_trained": result.trained_rows,
         "gold_rows_held_out": result.holdout_rows,
         "left_out": result.gold.left_out,
+        "distilled": result.distilled,
         "metrics": {k: v for k, v in result.train.metrics.items() if k.startswith("gold_holdout_")},
     }
     if json_output:
@@ -103,6 +124,105 @@ def retrain_command(
     console.print(
         f"{name} version {summary['version']} is @{alias}: trained on "
         f"{result.trained_rows} gold rows, {result.holdout_rows} held out"
+    )
+
+
+def distill_command(
+    data: DataOption,
+    window: Annotated[
+        str,
+        typer.Option(
+            "--window",
+            "-w",
+            help="The traffic coded: START..END (end excluded; dates or ISO times), last:30d.",
+        ),
+    ],
+    teacher: Annotated[
+        str,
+        typer.Option(
+            help="The model that codes: a local directory, models:/name@alias or runs:/id/model "
+            "(typically the e5 ensemble)."
+        ),
+    ],
+    output: Annotated[
+        str,
+        typer.Option("--output", "-o", help="The coded rows: .parquet or .csv, local or s3://."),
+    ],
+    size: Annotated[
+        int | None,
+        typer.Option(
+            "--size", "-n", help="Code this many descriptions, drawn at random (default: all)."
+        ),
+    ] = None,
+    gold: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--gold",
+            "-g",
+            help="Gold standard (files, folders or s3:// prefixes, repeatable): its descriptions "
+            "are left out.",
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the --size draw.")] = 0,
+    model_version: VersionsOption = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """A teacher model codes the distinct descriptions of a window of the prediction log, for a
+    fast model to be trained on them (`autocode retrain --distilled`): trained on, never
+    calibrated on, so the automatic decision still rests on experts' codes alone."""
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from autocode import data as datamod
+    from autocode.annotate.campaign import annotated_keys
+    from autocode.loop.distill import distill
+    from autocode.loop.gold import gold_files
+    from autocode.model import load_coder
+    from autocode.monitor.query import Dataset, Window
+
+    done: set[str] = set()
+    for uri in gold_files(gold) if gold else []:
+        done |= annotated_keys(datamod.read_table(uri), None, uri)
+    parsed = Window.parse(window)
+    coder = load_coder(teacher)
+    with Progress(
+        TextColumn("teacher coding"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} descriptions"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    ) as bar:
+        task = bar.add_task("coding", total=None)
+
+        def advance(completed: int, total: int) -> None:
+            bar.update(task, completed=completed, total=total)
+
+        distilled = distill(
+            Dataset(data),
+            parsed,
+            coder,
+            gold_keys=done,
+            size=size,
+            seed=seed,
+            model_versions=model_version or (),
+            progress=advance,
+        )
+    datamod.write_table(distilled.rows, output)
+    summary = {"teacher": teacher, "output": output, **distilled.summary()}
+    if json_output:
+        print(json.dumps(summary, indent=2))
+        return
+    console.print(
+        f"{summary['rows']} descriptions coded by {teacher} to {output} ({summary['codes']} "
+        f"codes, mean IC {summary['mean_teacher_ic']}); {distilled.in_gold} already in the gold "
+        f"left out, of {distilled.descriptions} distinct descriptions in {distilled.predictions} "
+        "predictions"
     )
 
 
@@ -270,7 +390,7 @@ def run_command(
     size: Annotated[int, typer.Option("--size", "-n", help="Descriptions to annotate.")] = 200,
     steps: Annotated[
         str, typer.Option(help="Comma-separated steps to run, in the loop's order.")
-    ] = "campaign,wait,export,retrain,promote",
+    ] = "campaign,wait,export,distill,retrain,promote",
     config: Annotated[
         Path | None, typer.Option("--config", "-c", help="Training config (YAML).")
     ] = None,
@@ -297,10 +417,26 @@ def run_command(
     api_key: Annotated[
         str | None, typer.Option(help="Label Studio API token (default: $LABEL_STUDIO_API_KEY).")
     ] = None,
+    teacher: Annotated[
+        str | None,
+        typer.Option(
+            help="Model that codes the window's descriptions for retraining (distill step; "
+            "none: the step does nothing)."
+        ),
+    ] = None,
+    distilled: Annotated[
+        str | None,
+        typer.Option(
+            "--distilled",
+            help="Folder of the teacher-coded files (local or s3://): distill writes one per "
+            "run, retrain reads all of them.",
+        ),
+    ] = None,
     fail_on_keep: FailOnKeepOption = True,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """The loop in one command: campaign → wait → export → retrain → promote (docs/loop.md).
+    """The loop in one command: campaign → wait → export → distill → retrain → promote
+    (docs/loop.md).
     Exit 0: done (promoted, or steps without promote); 1: champion kept; 2: an error; 3: the
     campaign is not complete yet."""
     from autocode.loop.run import LoopSettings, NotComplete, run_loop
@@ -330,6 +466,8 @@ def run_command(
         target_accuracy=target_accuracy,
         label_studio_url=url,
         label_studio_key=api_key,
+        teacher=teacher or None,  # "" (an Argo parameter left empty): none
+        distilled=distilled or None,
         steps=[s.strip() for s in steps.split(",") if s.strip()],
     )
     try:
