@@ -497,18 +497,20 @@ class HeldOutScores:
 def cross_fits(config: TrainConfig, table: pd.DataFrame) -> bool:
     """Whether `fit_coder` calibrates on cross-fitted scores of the labelled descriptions:
     ``refit`` (the model is fit on all rows anyway), ``calibration_folds`` ≥ 2, and at least
-    `MIN_THRESHOLD_ROWS` descriptions (and one per fold)."""
+    `MIN_THRESHOLD_ROWS` descriptions (and one per fold), whoever coded them (the threshold is
+    chosen on the experts' alone: `_fit_cross_fitted`)."""
     folds = config.calibration_folds
     if not config.refit or folds < 2:
         return False
-    return len(description_rows(config, table)) >= max(MIN_THRESHOLD_ROWS, folds)
+    return int(_described(table).sum()) >= max(MIN_THRESHOLD_ROWS, folds)
 
 
 def description_folds(config: TrainConfig, table: pd.DataFrame, folds: int, seed: int):
     """A fold (0..folds-1) for each description of ``table`` (rows of the ``train``
-    datasets), at random with ``seed`` in equal shares; -1 for the other rows."""
+    datasets, whoever coded them), at random with ``seed`` in equal shares; -1 for the
+    other rows."""
     fold_of = np.full(len(table), -1)
-    position = np.flatnonzero(table.index.isin(description_rows(config, table).index))
+    position = np.flatnonzero(_described(table))
     order = np.random.default_rng(seed).permutation(len(position))
     fold_of[position[order]] = np.arange(len(position)) % folds
     return fold_of
@@ -563,11 +565,20 @@ def _fit_cross_fitted(
     rows = table.loc[np.concatenate([part.index.to_numpy() for part in held_out])]
     step(f"calibrating on the cross-fitted scores of {len(rows)} descriptions")
     validation = calibrate_cross_fitted(coder, rows, held_out, config)
-    coder.threshold, basis = threshold_for(config, coder, rows, validation, folds=len(held_out))
+    # the temperatures learnt from every description; the threshold from the experts' codes
+    experts = rows.index.isin(description_rows(config, rows).index)
+    rows = rows[experts]
+    truth = rows[datamod.CODE].tolist()
+    on_experts = None  # only a model's codes: no validation to report, and cold start
+    if len(rows):
+        kept = validation.predictions[experts].reset_index(drop=True)
+        on_experts = evaluate_predictions(kept, truth, nomenclature)
+    coder.threshold, basis = threshold_for(config, coder, rows, on_experts, folds=len(held_out))
     coder.info["threshold_basis"] = basis
-    validation = with_threshold(validation, coder, rows[datamod.CODE].tolist())
     step(f"automatic coding from IC {coder.threshold:.3f} ({_describe(basis)})")
-    return coder, validation, timings
+    if on_experts is None:
+        return coder, None, timings
+    return coder, with_threshold(on_experts, coder, truth), timings
 
 
 def with_threshold(validation: Evaluation, coder: Coder, truth: list[str]) -> Evaluation:
@@ -1084,6 +1095,8 @@ def cross_validate(
             on_descriptions
             and fold_config.calibration_folds == folds - 1
             and cross_fits(fold_config, table[fold_of != 0])
+            # rows a model coded are cross-fitted too, in fit_coder's own folds
+            and len(described) == int(_described(table).sum())
         )
         scored: dict[int, list[HeldOutScores]] = {fold: [] for fold in range(folds)}
         for first in range(folds) if shared else ():

@@ -146,8 +146,9 @@ def test_calibration_folds_are_checked_and_can_be_turned_off(inputs):
 
 def test_rows_coded_by_a_model_are_trained_on_never_calibrated_on(inputs, tmp_path):
     """A train dataset with ``labels: model`` (a teacher's codes: `autocode distill`) is fit on
-    but never chosen a threshold on: alone it leaves the model at cold start (nothing
-    automatic), beside experts' rows only theirs are cross-fitted and calibrate. Here the
+    and cross-fitted for the temperatures, but never chosen a threshold on: alone it leaves the
+    model at cold start (nothing automatic); beside experts' rows, the threshold and the
+    validation metrics are the experts' rows' alone. Here the
     "teacher" gives wrong codes (the experts' shuffled), which a threshold chosen on them would
     show."""
     import pandas as pd
@@ -164,7 +165,9 @@ def test_rows_coded_by_a_model_are_trained_on_never_calibrated_on(inputs, tmp_pa
 
     alone = config(train=[model_rows])
     table = load_inputs(alone).table
-    coder, _, _ = fit_coder(alone, inputs.nomenclature, table)
+    coder, validation, timings = fit_coder(alone, inputs.nomenclature, table)
+    assert "calibration_fits_s" in timings  # the temperatures: cross-fitted on the teacher's rows
+    assert validation is None  # no expert's code to measure anything on
     basis = coder.info["threshold_basis"]
     assert basis["rule"] == "cold start" and basis["descriptions"] == 0
     assert coder.threshold == NO_AUTOMATIC_CODING
