@@ -1,7 +1,7 @@
 """Argo Workflows templates of the loop, generated with hera: ``autocode-train`` (one training
 from a config), ``autocode-tune`` (a hyper-parameter search) and ``autocode-loop`` (sample →
-campaign → wait → export → distill → retrain → promote) as ``WorkflowTemplate``s, and a ``CronWorkflow``
-running the loop on a schedule. Every step is a container of the training image
+campaign → wait → export → distill → retrain → promote) as ``WorkflowTemplate``s, and a
+``CronWorkflow`` running the loop on a schedule. Every step is a container of the training image
 (Dockerfile.autocode-train, entry point ``autocode``) running the same command as locally.
 
 Configuration reaches the pods as parameters (a training config as raw YAML: an Argo raw

@@ -78,7 +78,7 @@ def retrain_command(
         typer.Option(
             "--distilled",
             help="Descriptions a teacher model coded (files, folders or s3:// prefixes of "
-            "`autocode distill`, repeatable): trained on, never calibrated on.",
+            "`autocode distill`, repeatable): trained on, never setting the threshold.",
         ),
     ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
@@ -168,8 +168,8 @@ def distill_command(
     json_output: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """A teacher model codes the distinct descriptions of a window of the prediction log, for a
-    fast model to be trained on them (`autocode retrain --distilled`): trained on, never
-    calibrated on, so the automatic decision still rests on experts' codes alone."""
+    fast model to be trained on them (`autocode retrain --distilled`); the automatic-coding
+    threshold still rests on experts' codes alone."""
     from rich.progress import (
         BarColumn,
         Progress,

@@ -7,8 +7,9 @@ these rows (`autocode retrain --distilled`). Measured on dev1000 at cold start, 
 trained on 800 teacher-coded descriptions codes as well as its teacher at the fast model's
 speed (docs/autocode.md, "Distillation").
 
-A teacher's codes are not experts': the student is trained on them but never calibrated on
-them, so its automatic decision still rests on experts' codes alone (docs/loop.md). The rows
+A teacher's codes are not experts': the student is trained on them (and its temperatures
+fitted on them), but its automatic-coding threshold rests on experts' codes alone
+(docs/loop.md). The rows
 keep the teacher's IC, to read or to filter on. Descriptions already in the gold standard are
 left out: the experts' code is better, and the gold hold-out must stay unseen by the student.
 """

@@ -63,7 +63,7 @@ def retrain(
     distilled_uris: Sequence[str] = (),
 ) -> RetrainResult:
     """``distilled_uris``: rows a teacher model coded (`autocode distill`), trained on as a
-    dataset with ``labels: model`` (never calibrated on); those whose description is in the
+    dataset with ``labels: model`` (never setting the threshold); those whose description is in the
     gold standard are left out (the experts' code wins, and the hold-out stays unseen)."""
     step = progress or (lambda message: None)
     if not registered_model:
