@@ -179,15 +179,12 @@ def distill_command(
     )
 
     from autocode import data as datamod
-    from autocode.annotate.campaign import annotated_keys
     from autocode.loop.distill import distill
-    from autocode.loop.gold import gold_files
+    from autocode.loop.gold import gold_keys
     from autocode.model import load_coder
     from autocode.monitor.query import Dataset, Window
 
-    done: set[str] = set()
-    for uri in gold_files(gold) if gold else []:
-        done |= annotated_keys(datamod.read_table(uri), None, uri)
+    done = gold_keys(gold) if gold else set()
     parsed = Window.parse(window)
     coder = load_coder(teacher)
     with Progress(

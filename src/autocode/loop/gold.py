@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from autocode import data as datamod
-from autocode.annotate.campaign import task_id, text_key
+from autocode.annotate.campaign import annotated_keys, task_id, text_key
 from autocode.errors import UserError
 from autocode.nomenclature import Nomenclature
 
@@ -79,6 +79,22 @@ def gold_files(uris: Sequence[str], kind: str = "gold") -> list[str]:
         else:
             raise GoldError(f"{kind} file or folder not found: {path}")
     return list(dict.fromkeys(files))
+
+
+def gold_keys(uris: Sequence[str], *, none_yet: bool = False) -> set[str]:
+    """The keys (`text_key`) of every description in the gold files of ``uris``, flagged rows
+    too (an expert saw them): what a campaign does not draw again and a teacher does not code.
+    ``none_yet``: a folder without gold yet (the first campaign) is an empty set."""
+    try:
+        files = gold_files(uris)
+    except GoldError:
+        if none_yet:
+            return set()
+        raise
+    keys: set[str] = set()
+    for uri in files:
+        keys |= annotated_keys(datamod.read_table(uri), None, uri)
+    return keys
 
 
 def _s3_files(uri: str) -> list[str]:

@@ -102,21 +102,14 @@ def _full_nomenclature(config: TrainConfig):
 
 
 def _campaign(settings: LoopSettings, step) -> dict[str, Any]:
-    from autocode import data as datamod
-    from autocode.annotate.campaign import annotated_keys, sample_campaign
+    from autocode.annotate.campaign import sample_campaign
     from autocode.annotate.labelstudio import create_campaign
-    from autocode.loop.gold import GoldError, gold_files
+    from autocode.loop.gold import gold_keys
     from autocode.monitor.query import Dataset, Window
 
     if not settings.data:
         raise LoopError("the campaign step needs the prediction logs (--data)")
-    done: set[str] = set()
-    try:
-        existing = gold_files([settings.gold])
-    except GoldError:
-        existing = []  # no gold yet: the first campaign
-    for uri in existing:
-        done |= annotated_keys(datamod.read_table(uri), None, uri)
+    done = gold_keys([settings.gold], none_yet=True)  # none yet: the first campaign
     step(f"drawing {settings.size} descriptions of {settings.window} ({len(done)} annotated)")
     campaign = sample_campaign(
         Dataset(settings.data),
@@ -191,9 +184,8 @@ def _distill(settings: LoopSettings, step) -> dict[str, Any]:
     from datetime import UTC, datetime
 
     from autocode import data as datamod
-    from autocode.annotate.campaign import annotated_keys
     from autocode.loop.distill import distill
-    from autocode.loop.gold import GoldError, gold_files
+    from autocode.loop.gold import gold_keys
     from autocode.model import load_coder
     from autocode.monitor.query import Dataset, Window
 
@@ -202,13 +194,7 @@ def _distill(settings: LoopSettings, step) -> dict[str, Any]:
         return {"skipped": "no teacher"}
     if not settings.data or not settings.distilled:
         raise LoopError("the distill step needs the prediction logs (--data) and --distilled")
-    done: set[str] = set()
-    try:
-        existing = gold_files([settings.gold])
-    except GoldError:
-        existing = []
-    for uri in existing:
-        done |= annotated_keys(datamod.read_table(uri), None, uri)
+    done = gold_keys([settings.gold], none_yet=True)
     step(f"{settings.teacher} codes the descriptions of {settings.window} ({len(done)} in gold)")
     distilled = distill(
         Dataset(settings.data),
