@@ -466,7 +466,7 @@ def fit_coder(
         step(f"calibrating on {len(val_rows)} validation rows")
         calibrate(coder, val_rows, confidence=config.calibrate_confidence)
     validation = evaluate_coder(coder, val_rows) if len(val_rows) else None
-    coder.threshold, basis = threshold_for(config, coder, val_rows, validation)
+    coder.threshold, basis = threshold_for(config, coder, val_rows, validation, table=table)
     coder.info["threshold_basis"] = basis
     if validation is not None:  # made with the provisional threshold
         validation = with_threshold(validation, coder, val_rows[datamod.CODE].tolist())
@@ -497,20 +497,18 @@ class HeldOutScores:
 def cross_fits(config: TrainConfig, table: pd.DataFrame) -> bool:
     """Whether `fit_coder` calibrates on cross-fitted scores of the labelled descriptions:
     ``refit`` (the model is fit on all rows anyway), ``calibration_folds`` ≥ 2, and at least
-    `MIN_THRESHOLD_ROWS` descriptions (and one per fold), whoever coded them (the threshold is
-    chosen on the experts' alone: `_fit_cross_fitted`)."""
+    `MIN_THRESHOLD_ROWS` descriptions (and one per fold)."""
     folds = config.calibration_folds
     if not config.refit or folds < 2:
         return False
-    return int(_described(table).sum()) >= max(MIN_THRESHOLD_ROWS, folds)
+    return len(description_rows(config, table)) >= max(MIN_THRESHOLD_ROWS, folds)
 
 
 def description_folds(config: TrainConfig, table: pd.DataFrame, folds: int, seed: int):
     """A fold (0..folds-1) for each description of ``table`` (rows of the ``train``
-    datasets, whoever coded them), at random with ``seed`` in equal shares; -1 for the
-    other rows."""
+    datasets), at random with ``seed`` in equal shares; -1 for the other rows."""
     fold_of = np.full(len(table), -1)
-    position = np.flatnonzero(_described(table))
+    position = np.flatnonzero(table.index.isin(description_rows(config, table).index))
     order = np.random.default_rng(seed).permutation(len(position))
     fold_of[position[order]] = np.arange(len(position)) % folds
     return fold_of
@@ -565,20 +563,13 @@ def _fit_cross_fitted(
     rows = table.loc[np.concatenate([part.index.to_numpy() for part in held_out])]
     step(f"calibrating on the cross-fitted scores of {len(rows)} descriptions")
     validation = calibrate_cross_fitted(coder, rows, held_out, config)
-    # the temperatures learnt from every description; the threshold from the experts' codes
-    experts = rows.index.isin(description_rows(config, rows).index)
-    rows = rows[experts]
-    truth = rows[datamod.CODE].tolist()
-    on_experts = None  # only a model's codes: no validation to report, and cold start
-    if len(rows):
-        kept = validation.predictions[experts].reset_index(drop=True)
-        on_experts = evaluate_predictions(kept, truth, nomenclature)
-    coder.threshold, basis = threshold_for(config, coder, rows, on_experts, folds=len(held_out))
+    coder.threshold, basis = threshold_for(
+        config, coder, rows, validation, folds=len(held_out), table=table
+    )
     coder.info["threshold_basis"] = basis
+    validation = with_threshold(validation, coder, rows[datamod.CODE].tolist())
     step(f"automatic coding from IC {coder.threshold:.3f} ({_describe(basis)})")
-    if on_experts is None:
-        return coder, None, timings
-    return coder, with_threshold(on_experts, coder, truth), timings
+    return coder, validation, timings
 
 
 def with_threshold(validation: Evaluation, coder: Coder, truth: list[str]) -> Evaluation:
@@ -718,12 +709,24 @@ def description_rows(config: TrainConfig, rows: pd.DataFrame) -> pd.DataFrame:
     return rows[rows[datamod.SOURCE].isin(experts)]
 
 
+#: Why a model trained on experts' and a model's codes together codes nothing automatically.
+MIXED_LABELS_NOTE = (
+    "trained on descriptions coded by experts and by a model (labels: model) together: the "
+    "teacher that coded them was typically trained on the same experts' rows and passes their "
+    "codes on, so those rows no longer measure the model out of sample (on dev1000 the "
+    "threshold chosen so delivered 0.868 [0.826, 0.902] right at a 0.90 target, for no gain in "
+    'top-1: docs/autocode.md, "Distillation"): nothing is automatic; train on one or the '
+    "other, or set threshold"
+)
+
+
 def threshold_for(
     config: TrainConfig,
     coder: Coder,
     val_rows: pd.DataFrame,
     validation: Evaluation | None,
     folds: int = 0,
+    table: pd.DataFrame | None = None,
 ) -> tuple[float, dict[str, Any]]:
     """The coder's automatic-coding threshold and what it rests on (saved in the model's info
     as ``threshold_basis``, printed by `train`).
@@ -735,11 +738,20 @@ def threshold_for(
     ``refit_margin`` when the model is refit on all rows afterwards; when none does, nothing
     is automatic. Without them (cold start), the model cannot know its accuracy on descriptions
     and codes nothing automatically (`NO_AUTOMATIC_CODING`, `COLD_START_NOTE`). ``folds``:
-    ``validation`` holds the cross-fitted predictions of that many fold models (`cross_fit`)."""
+    ``validation`` holds the cross-fitted predictions of that many fold models (`cross_fit`).
+    ``table`` (the training rows): with experts' descriptions and a model's codes together,
+    nothing is automatic (`MIXED_LABELS_NOTE`)."""
     target = config.target_accuracy
     if not isinstance(config.threshold, str):
         return float(config.threshold), {"rule": "configured", "target_accuracy": target}
     described = description_rows(config, val_rows)
+    if table is not None and _mixed_labels(config, table):
+        return NO_AUTOMATIC_CODING, {
+            "rule": "experts' and a model's codes",
+            "target_accuracy": target,
+            "descriptions": len(described),
+            "note": MIXED_LABELS_NOTE,
+        }
     if len(described) >= MIN_THRESHOLD_ROWS:
         basis = validation if len(described) == len(val_rows) else None
         basis = basis or evaluate_coder(coder, described)
@@ -778,6 +790,16 @@ def threshold_for(
         "descriptions": len(described),
         "note": COLD_START_NOTE,
     }
+
+
+def _mixed_labels(config: TrainConfig, table: pd.DataFrame) -> bool:
+    """Whether ``table`` has rows of a ``labels: model`` dataset beside experts' descriptions."""
+    models = {d.source for d in config.train if d.labels == "model"}
+    if not models or datamod.SOURCE not in table:
+        return False
+    return (
+        bool(table[datamod.SOURCE].isin(models).any()) and len(description_rows(config, table)) > 0
+    )
 
 
 def _describe(basis: Mapping[str, Any]) -> str:
@@ -1095,8 +1117,6 @@ def cross_validate(
             on_descriptions
             and fold_config.calibration_folds == folds - 1
             and cross_fits(fold_config, table[fold_of != 0])
-            # rows a model coded are cross-fitted too, in fit_coder's own folds
-            and len(described) == int(_described(table).sum())
         )
         scored: dict[int, list[HeldOutScores]] = {fold: [] for fold in range(folds)}
         for first in range(folds) if shared else ():

@@ -146,11 +146,11 @@ def test_calibration_folds_are_checked_and_can_be_turned_off(inputs):
 
 def test_rows_coded_by_a_model_are_trained_on_never_calibrated_on(inputs, tmp_path):
     """A train dataset with ``labels: model`` (a teacher's codes: `autocode distill`) is fit on
-    and cross-fitted for the temperatures, but never chosen a threshold on: alone it leaves the
-    model at cold start (nothing automatic); beside experts' rows, the threshold and the
-    validation metrics are the experts' rows' alone. Here the
-    "teacher" gives wrong codes (the experts' shuffled), which a threshold chosen on them would
-    show."""
+    but never chosen a threshold on: alone it leaves the model at cold start (nothing
+    automatic); beside experts' rows, only theirs are cross-fitted (the validation), and nothing
+    is automatic either (a teacher trained on them leaks their codes into that calibration:
+    measured on dev1000). Here the "teacher" gives wrong codes (the experts' shuffled), which a
+    threshold chosen on them would show."""
     import pandas as pd
 
     from autocode.train import NO_AUTOMATIC_CODING, ConfigError, fit_coder, load_inputs
@@ -165,9 +165,7 @@ def test_rows_coded_by_a_model_are_trained_on_never_calibrated_on(inputs, tmp_pa
 
     alone = config(train=[model_rows])
     table = load_inputs(alone).table
-    coder, validation, timings = fit_coder(alone, inputs.nomenclature, table)
-    assert "calibration_fits_s" in timings  # the temperatures: cross-fitted on the teacher's rows
-    assert validation is None  # no expert's code to measure anything on
+    coder, _, _ = fit_coder(alone, inputs.nomenclature, table)
     basis = coder.info["threshold_basis"]
     assert basis["rule"] == "cold start" and basis["descriptions"] == 0
     assert coder.threshold == NO_AUTOMATIC_CODING
@@ -180,9 +178,15 @@ def test_rows_coded_by_a_model_are_trained_on_never_calibrated_on(inputs, tmp_pa
     table = load_inputs(both).table
     coder, validation, _ = fit_coder(both, inputs.nomenclature, table)
     basis = coder.info["threshold_basis"]
-    assert basis["rule"] == "cross-fitted descriptions"
+    assert basis["rule"] == "experts' and a model's codes" and "passes their" in basis["note"]
+    assert coder.threshold == NO_AUTOMATIC_CODING
     assert basis["descriptions"] == len(experts) == (table["source"] == "experts").sum()
     assert validation is not None and len(validation.predictions) == len(experts)
+    assert not validation.predictions["auto"].any()
+    # the experts' rows alone: a threshold as before
+    only = config(train=[{"uri": str(tmp_path / "experts.csv"), "name": "experts"}])
+    coder, _, _ = fit_coder(only, inputs.nomenclature, load_inputs(only).table)
+    assert coder.info["threshold_basis"]["rule"] == "cross-fitted descriptions"
 
     with pytest.raises(
         ConfigError, match=r"labels: 'teacher' is not one of \['experts', 'model'\]"
