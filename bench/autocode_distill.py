@@ -5,7 +5,7 @@ The e5 member lifts cold-start top-1 by ~0.05 but codes ~70 texts/s; the fast de
 slow model (the teacher: fastText + TF-IDF + e5, trained on the notes only) codes real
 descriptions that nobody labelled (as ``autocode distill`` codes the prediction log), and the
 fast default model (the student) is trained on the notes plus those descriptions with the
-teacher's codes (a train dataset with ``labels: model``: never sets the threshold).
+teacher's codes (a train dataset with ``labels: model``: trained on, never calibrated on).
 Here the descriptions are the dev1000 descriptions of the other folds (their experts' codes
 unused): 5-fold, the held-out fold is never coded by the teacher for training nor trained on,
 and is scored against the experts' codes, with the default cold-start model and the teacher

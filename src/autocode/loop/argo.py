@@ -1,6 +1,6 @@
 """Argo Workflows templates of the loop, generated with hera: ``autocode-train`` (one training
 from a config), ``autocode-tune`` (a hyper-parameter search) and ``autocode-loop`` (sample →
-campaign → wait → export → distill → retrain → promote) as ``WorkflowTemplate``s, and a
+campaign → wait → export → retrain → promote) as ``WorkflowTemplate``s, and a
 ``CronWorkflow`` running the loop on a schedule. Every step is a container of the training image
 (Dockerfile.autocode-train, entry point ``autocode``) running the same command as locally.
 
@@ -176,8 +176,6 @@ LOOP_ARGS = [
     "--data", "{{workflow.parameters.logs}}", "--window", "{{workflow.parameters.window}}",
     "--size", "{{workflow.parameters.size}}", "--holdout", "{{workflow.parameters.holdout}}",
     "--rule", "{{workflow.parameters.rule}}", "--alpha", "{{workflow.parameters.alpha}}",
-    "--teacher", "{{workflow.parameters.teacher}}",
-    "--distilled", "{{workflow.parameters.distilled}}",
     "--no-fail-on-keep",
 ]  # fmt: skip
 #: The wait step checks once; Argo retries it (exit 3: not complete) every hour for a week.
@@ -200,8 +198,6 @@ def loop_parameters(settings: ArgoSettings) -> dict[str, str]:
         "holdout": "0.2",
         "rule": "not-worse",
         "alpha": "0.05",
-        "teacher": "",  # e.g. models:/autocode-naf-teacher@champion; empty: no distillation
-        "distilled": "s3://autocode-distilled/",
     }
 
 
@@ -223,8 +219,6 @@ def loop_template(settings: ArgoSettings):
                 [*LOOP_ARGS, "--steps", name],
                 label_studio=name in LABEL_STUDIO_STEPS,
                 config=True,
-                cpu="2" if name == "distill" else "1",  # the teacher embeds with e5
-                memory="8Gi" if name == "distill" else "4Gi",
             )
             if name == "wait":
                 container.retry_strategy = RetryStrategy(

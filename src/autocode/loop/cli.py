@@ -73,19 +73,10 @@ def retrain_command(
     alias: Annotated[str, typer.Option(help="Alias given to the new version.")] = "challenger",
     output: Annotated[str | None, typer.Option("--output", "-o", help="Local model dir.")] = None,
     tracking_uri: TrackingOption = None,
-    distilled: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--distilled",
-            help="Descriptions a teacher model coded (files, folders or s3:// prefixes of "
-            "`autocode distill`, repeatable): trained on, never setting the threshold.",
-        ),
-    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Train a challenger on the cold start and all gold so far (minus a seeded hold-out) and
-    any distilled rows, register it as @challenger with what it was trained on. @champion does
-    not move."""
+    """Train a challenger on the cold start and all gold so far (minus a seeded hold-out),
+    register it as @challenger with the gold it was trained on. @champion does not move."""
     from autocode.loop.retrain import retrain
     from autocode.train import TrainConfig
 
@@ -97,16 +88,7 @@ def retrain_command(
     if tracking_uri:
         train_config.mlflow.tracking_uri = tracking_uri
     with contextlib.redirect_stdout(sys.stderr):  # MLflow prints its runs' links on stdout
-        result = retrain(
-            train_config,
-            gold,
-            name,
-            holdout,
-            holdout_seed,
-            alias,
-            progress=_step,
-            distilled_uris=distilled or (),
-        )
+        result = retrain(train_config, gold, name, holdout, holdout_seed, alias, progress=_step)
     summary = {
         "model": name,
         "version": result.train.model_version,
@@ -115,7 +97,6 @@ def retrain_command(
         "gold_rows_trained": result.trained_rows,
         "gold_rows_held_out": result.holdout_rows,
         "left_out": result.gold.left_out,
-        "distilled": result.distilled,
         "metrics": {k: v for k, v in result.train.metrics.items() if k.startswith("gold_holdout_")},
     }
     if json_output:
@@ -168,8 +149,8 @@ def distill_command(
     json_output: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """A teacher model codes the distinct descriptions of a window of the prediction log, for a
-    fast model to be trained on them (`autocode retrain --distilled`); the automatic-coding
-    threshold still rests on experts' codes alone."""
+    fast cold-start model to be trained on them (a train dataset with labels: model); nothing it
+    codes is automatic until experts' codes calibrate it."""
     from rich.progress import (
         BarColumn,
         Progress,
@@ -387,7 +368,7 @@ def run_command(
     size: Annotated[int, typer.Option("--size", "-n", help="Descriptions to annotate.")] = 200,
     steps: Annotated[
         str, typer.Option(help="Comma-separated steps to run, in the loop's order.")
-    ] = "campaign,wait,export,distill,retrain,promote",
+    ] = "campaign,wait,export,retrain,promote",
     config: Annotated[
         Path | None, typer.Option("--config", "-c", help="Training config (YAML).")
     ] = None,
@@ -414,26 +395,10 @@ def run_command(
     api_key: Annotated[
         str | None, typer.Option(help="Label Studio API token (default: $LABEL_STUDIO_API_KEY).")
     ] = None,
-    teacher: Annotated[
-        str | None,
-        typer.Option(
-            help="Model that codes the window's descriptions for retraining (distill step; "
-            "none: the step does nothing)."
-        ),
-    ] = None,
-    distilled: Annotated[
-        str | None,
-        typer.Option(
-            "--distilled",
-            help="Folder of the teacher-coded files (local or s3://): distill writes one per "
-            "run, retrain reads all of them.",
-        ),
-    ] = None,
     fail_on_keep: FailOnKeepOption = True,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """The loop in one command: campaign → wait → export → distill → retrain → promote
-    (docs/loop.md).
+    """The loop in one command: campaign → wait → export → retrain → promote (docs/loop.md).
     Exit 0: done (promoted, or steps without promote); 1: champion kept; 2: an error; 3: the
     campaign is not complete yet."""
     from autocode.loop.run import LoopSettings, NotComplete, run_loop
@@ -463,8 +428,6 @@ def run_command(
         target_accuracy=target_accuracy,
         label_studio_url=url,
         label_studio_key=api_key,
-        teacher=teacher or None,  # "" (an Argo parameter left empty): none
-        distilled=distilled or None,
         steps=[s.strip() for s in steps.split(",") if s.strip()],
     )
     try:

@@ -54,9 +54,9 @@ class Gold:
         return "; ".join(parts)
 
 
-def gold_files(uris: Sequence[str], kind: str = "gold") -> list[str]:
+def gold_files(uris: Sequence[str]) -> list[str]:
     """The Parquet files of ``uris``: files as they are, folders and ``s3://`` prefixes listed
-    (recursively, sorted). ``kind`` names them in errors."""
+    (recursively, sorted)."""
     if not uris:
         raise GoldError("no gold given: pass --gold with a file or folder of exported annotations")
     files: list[str] = []
@@ -77,7 +77,7 @@ def gold_files(uris: Sequence[str], kind: str = "gold") -> list[str]:
         elif path.is_file():
             files.append(str(path))
         else:
-            raise GoldError(f"{kind} file or folder not found: {path}")
+            raise GoldError(f"gold file or folder not found: {path}")
     return list(dict.fromkeys(files))
 
 

@@ -11,16 +11,14 @@ import copy
 import json
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from autocode import data as datamod
-from autocode.annotate.campaign import task_id, text_key
 from autocode.errors import UserError
-from autocode.loop.gold import KEY, Gold, GoldError, gold_files, held_out, read_gold
+from autocode.loop.gold import KEY, Gold, held_out, read_gold
 from autocode.loop.tracking import (
     GOLD_RECORD,
     TAG_PREFIX,
@@ -32,8 +30,6 @@ from autocode.train import DatasetConfig, TrainConfig, TrainResult, load_nomencl
 
 DEFAULT_HOLDOUT = 0.2
 GOLD_SOURCE = "gold"
-DISTILLED_SOURCE = "distilled"  # rows a teacher model coded (`autocode distill`)
-DISTILLED_PREFIX = "distilled."  # tags of the distilled rows a version was trained on
 HOLDOUT_NAME = "gold_holdout"
 
 
@@ -49,7 +45,6 @@ class RetrainResult:
     holdout_rows: int
     tags: dict[str, str]
     alias: str
-    distilled: dict[str, Any] = field(default_factory=dict)  # files, rows, in_gold
 
 
 def retrain(
@@ -60,11 +55,7 @@ def retrain(
     holdout_seed: int = 0,
     alias: str = "challenger",
     progress: Callable[[str], None] | None = None,
-    distilled_uris: Sequence[str] = (),
 ) -> RetrainResult:
-    """``distilled_uris``: rows a teacher model coded (`autocode distill`), trained on as a
-    dataset with ``labels: model`` (never setting the threshold); those whose description is in the
-    gold standard are left out (the experts' code wins, and the hold-out stays unseen)."""
     step = progress or (lambda message: None)
     if not registered_model:
         raise RetrainError("give the registered model's name (--name)")
@@ -76,7 +67,6 @@ def retrain(
     gold = read_gold(gold_uris, nomenclature, [*config.categorical, *_prior_variables(config)])
     inputs = [*config.categorical, *_given(gold.rows, _prior_variables(config))]
     step(gold.summary())
-    distilled, distilled_record = _distilled(distilled_uris, set(gold.rows[KEY]), step)
     holdout = held_out(gold.rows[KEY].tolist(), holdout_share, holdout_seed)
     trained, kept_out = gold.rows[~holdout], gold.rows[holdout]
     if trained.empty:
@@ -93,14 +83,6 @@ def retrain(
             *config.train,
             DatasetConfig(str(train_file), datamod.TEXT, datamod.CODE, GOLD_SOURCE),
         ]
-        if distilled is not None:
-            distilled_file = Path(tmp) / "distilled.parquet"
-            distilled.to_parquet(distilled_file, index=False)
-            config.train.append(
-                DatasetConfig(
-                    str(distilled_file), datamod.TEXT, datamod.CODE, DISTILLED_SOURCE, "model"
-                )
-            )
         if len(kept_out):
             holdout_file = Path(tmp) / "gold_holdout.parquet"
             kept_out[columns].to_parquet(holdout_file, index=False)
@@ -132,12 +114,6 @@ def retrain(
         f"{TAG_PREFIX}left_out": json.dumps(gold.left_out),
         f"{TAG_PREFIX}record": GOLD_RECORD,
     }
-    if distilled_record:
-        tags |= {
-            f"{DISTILLED_PREFIX}files": json.dumps(distilled_record["files"])[:5000],
-            f"{DISTILLED_PREFIX}rows": str(distilled_record["rows"]),
-            f"{DISTILLED_PREFIX}rows_in_gold": str(distilled_record["in_gold"]),
-        }
     record = {
         "files": gold.files,
         "left_out": gold.left_out,
@@ -145,7 +121,6 @@ def retrain(
         "holdout_seed": holdout_seed,
         "trained_keys": sorted(set(trained[KEY])),
         "held_out_keys": sorted(set(kept_out[KEY])),
-        "distilled": distilled_record,
     }
     mlflow_client = client(uri)
     try:
@@ -160,7 +135,7 @@ def retrain(
             f"record could not be written ({exc}); @{alias} was not moved"
         ) from exc
     step(f"registered {registered_model} version {result.model_version} as @{alias}")
-    return RetrainResult(result, gold, len(trained), len(kept_out), tags, alias, distilled_record)
+    return RetrainResult(result, gold, len(trained), len(kept_out), tags, alias)
 
 
 def _prior_variables(config: TrainConfig) -> list[str]:
@@ -172,35 +147,3 @@ def _prior_variables(config: TrainConfig) -> list[str]:
 def _given(rows: pd.DataFrame, columns: Sequence[str]) -> list[str]:
     """The ``columns`` that have a value in some row (the gold files had them)."""
     return [c for c in columns if rows[c].fillna("").astype(str).str.strip().ne("").any()]
-
-
-def _distilled(
-    uris: Sequence[str], gold_keys: set[str], step: Callable[[str], None]
-) -> tuple[pd.DataFrame | None, dict[str, Any]]:
-    """The rows of the ``uris`` (files, folders, s3:// prefixes of `autocode distill`) whose
-    description is not in the gold standard, and what was read (files, rows, left out)."""
-    if not uris:
-        return None, {}
-    parts, files = [], []
-    for uri in gold_files(uris, kind="distilled"):
-        table = datamod.read_table(uri)
-        missing = [c for c in (datamod.TEXT, datamod.CODE) if c not in table]
-        if missing:
-            raise GoldError(
-                f"{uri}: columns {missing} missing (an `autocode distill` file has "
-                f"{datamod.TEXT!r} and {datamod.CODE!r}); it has {list(table.columns)}"
-            )
-        files.append({"uri": uri, "rows": len(table), "fingerprint": datamod.fingerprint(table)})
-        parts.append(table)
-    rows = pd.concat(parts, ignore_index=True)
-    keys = rows[datamod.TEXT].fillna("").astype(str).map(lambda t: task_id(text_key(t)))
-    in_gold = keys.isin(gold_keys)
-    # a description coded in several windows: its latest coding (files sorted, oldest first)
-    latest = ~keys.duplicated(keep="last")
-    rows = rows[~in_gold & latest].reset_index(drop=True)
-    record = {"files": files, "rows": len(rows), "in_gold": int(in_gold.sum())}
-    step(
-        f"{len(rows)} rows coded by a teacher model from {len(files)} files "
-        f"({record['in_gold']} of them already in the gold, left out)"
-    )
-    return rows, record

@@ -1,9 +1,7 @@
 """``autocode loop run``: the loop as one command, step by step: ``campaign`` (draw a sample
 of the logged traffic and create the Label Studio project), ``wait`` (until every task is
-annotated or skipped), ``export`` (a new gold version in ``<gold>/<project>/``), ``distill``
-(with a ``teacher``: it codes the window's descriptions not in the gold, a new file in
-``distilled``), ``retrain`` (the challenger on the cold start, all gold and all distilled
-rows) and ``promote`` (compare and promote when the
+annotated or skipped), ``export`` (a new gold version in ``<gold>/<project>/``), ``retrain``
+(the challenger on the cold start and all gold) and ``promote`` (compare and promote when the
 rule says so). ``steps`` runs a part (the Argo template runs each step in its own pod with
 the same options). Any failure stops the loop before the next step: the champion moves only
 in ``promote``, after the comparison is recorded."""
@@ -19,7 +17,7 @@ from typing import Any
 from autocode.errors import UserError
 from autocode.train import NOMENCLATURES, TrainConfig
 
-STEPS = ("campaign", "wait", "export", "distill", "retrain", "promote")
+STEPS = ("campaign", "wait", "export", "retrain", "promote")
 
 
 class LoopError(UserError, RuntimeError):
@@ -52,8 +50,6 @@ class LoopSettings:
     target_accuracy: float = 0.9
     label_studio_url: str | None = None
     label_studio_key: str | None = None
-    teacher: str | None = None  # the model that codes the window for distillation; None: none
-    distilled: str | None = None  # the folder of the teacher-coded files (local or s3://)
     steps: Sequence[str] = STEPS
 
 
@@ -154,7 +150,7 @@ def _wait(settings: LoopSettings, step) -> dict[str, Any]:
             raise NotComplete(
                 f"campaign {settings.project!r}: {progress.done}/{progress.total} task(s) done; "
                 "not complete yet (run the remaining steps when it is: --steps "
-                "wait,export,distill,retrain,promote); the champion is unchanged"
+                "wait,export,retrain,promote); the champion is unchanged"
             )
         time.sleep(settings.poll_s)
 
@@ -180,46 +176,9 @@ def _export(settings: LoopSettings, step) -> dict[str, Any]:
     return {"file": written, **exported.summary()}
 
 
-def _distill(settings: LoopSettings, step) -> dict[str, Any]:
-    from datetime import UTC, datetime
-
-    from autocode import data as datamod
-    from autocode.loop.distill import distill
-    from autocode.loop.gold import gold_keys
-    from autocode.model import load_coder
-    from autocode.monitor.query import Dataset, Window
-
-    if not settings.teacher:
-        step("no teacher (--teacher): nothing distilled")
-        return {"skipped": "no teacher"}
-    if not settings.data or not settings.distilled:
-        raise LoopError("the distill step needs the prediction logs (--data) and --distilled")
-    done = gold_keys([settings.gold], none_yet=True)
-    step(f"{settings.teacher} codes the descriptions of {settings.window} ({len(done)} in gold)")
-    distilled = distill(
-        Dataset(settings.data),
-        Window.parse(settings.window),
-        load_coder(settings.teacher),
-        gold_keys=done,
-        progress=lambda done, total: step(f"{done}/{total} descriptions coded"),
-    )
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    uri = f"{settings.distilled.rstrip('/')}/distilled-{stamp}.parquet"
-    datamod.write_table(distilled.rows, uri)
-    step(f"{len(distilled.rows)} teacher-coded descriptions written to {uri}")
-    return {"file": uri, "teacher": settings.teacher, **distilled.summary()}
-
-
 def _retrain(settings: LoopSettings, step) -> dict[str, Any]:
-    from autocode.loop.gold import GoldError, gold_files
     from autocode.loop.retrain import retrain
 
-    distilled: list[str] = []
-    if settings.distilled:
-        try:
-            distilled = gold_files([settings.distilled], kind="distilled")
-        except GoldError:
-            step(f"no distilled file in {settings.distilled} yet")
     result = retrain(
         settings.config,
         [settings.gold],
@@ -227,14 +186,12 @@ def _retrain(settings: LoopSettings, step) -> dict[str, Any]:
         settings.holdout,
         settings.holdout_seed,
         progress=step,
-        distilled_uris=distilled,
     )
     return {
         "version": result.train.model_version,
         "run_id": result.train.run_id,
         "gold_rows_trained": result.trained_rows,
         "gold_rows_held_out": result.holdout_rows,
-        "distilled_rows": result.distilled.get("rows", 0),
     }
 
 
@@ -259,7 +216,6 @@ _STEP: dict[str, Callable[[LoopSettings, Callable[[str], None]], dict[str, Any]]
     "campaign": _campaign,
     "wait": _wait,
     "export": _export,
-    "distill": _distill,
     "retrain": _retrain,
     "promote": _promote,
 }

@@ -125,24 +125,3 @@ def test_bad_input_is_named(logged, small_model, monkeypatch, capsys, tmp_path):
     code, _, err = distill(monkeypatch, capsys, logged, tmp_path / "no-model", output)
     assert code == 2 and "no such model directory" in err
     assert not output.exists()
-
-
-def test_the_loop_distill_step(logged, small_model, monkeypatch, capsys, tmp_path):
-    """``loop run --steps distill``: with a teacher, a new file in ``--distilled`` (the gold
-    under ``--gold`` left out); without, nothing; a teacher without a folder is refused."""
-    loop = ["loop", "run", "--name", "m", "--project", "p", "--gold", str(logged["gold"]),
-            "--data", str(logged["root"]), "--window", WINDOW, "--steps", "distill"]  # fmt: skip
-    folder = tmp_path / "distilled"
-    code, out, err = run(
-        monkeypatch, capsys, *loop, "--teacher", str(small_model.output),
-        "--distilled", str(folder), "--json",
-    )  # fmt: skip
-    assert code == 0, err
-    report = json.loads(out)["distill"]
-    (written,) = folder.glob("distilled-*.parquet")
-    assert report["file"] == str(written) and report["already_in_gold"] == 3
-    assert len(pd.read_parquet(written)) == report["rows"] == len(logged["rows"]) - 3
-    code, out, err = run(monkeypatch, capsys, *loop, "--teacher", "", "--json")
-    assert code == 0 and json.loads(out)["distill"] == {"skipped": "no teacher"}
-    code, _, err = run(monkeypatch, capsys, *loop, "--teacher", str(small_model.output))
-    assert code == 2 and "needs the prediction logs (--data) and --distilled" in err

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 
 import mlflow
-import pandas as pd
 import pytest
 import yaml
 
@@ -107,6 +106,12 @@ def test_retrain_compare_promote(
     assert not set(record["trained_keys"]) & set(record["held_out_keys"])
     run_data = client.get_run(version.run_id).data
     assert run_data.tags["gold.rows_held_out"] == str(result["gold_rows_held_out"])
+    # the gold's register variable reaches the challenger's prior, as with `autocode train`
+    from autocode.model import EnsembleClassifier, load_coder
+
+    coder = load_coder(f"models:/{NAME}/{challenger}")
+    assert "type_" in coder.categorical
+    assert isinstance(coder.classifier, EnsembleClassifier) and coder.classifier.prior is not None
 
     # compare only: evidence recorded, nothing moves
     code, out, err = run(
@@ -255,60 +260,3 @@ def test_bad_inputs_change_nothing(
     )  # fmt: skip
     assert code == 2 and "no --version" in err
     assert aliases() == before
-
-
-def test_retrain_with_rows_a_teacher_coded(
-    loop, mlflow_env, monkeypatch, capsys, nomenclatures_dir, tmp_path
-):
-    """``--distilled``: a teacher's codes are trained on (not calibrated on), those of gold
-    descriptions left out, and the version records them; the gold's register variables reach
-    the challenger's prior."""
-    from autocode.model import EnsembleClassifier, load_coder
-
-    gold_texts = loop["table"]["text"].iloc[10:15].tolist()
-    taught = pd.DataFrame(
-        {
-            "text": [
-                f"fabrication artisanale de pain et viennoiseries, atelier {i}" for i in range(30)
-            ]
-            + gold_texts,
-            "code": ["10.71C"] * 30 + ["56.10A"] * 5,
-            "ic": 0.5,
-        }
-    )
-    distilled = tmp_path / "distilled" / "window.parquet"
-    distilled.parent.mkdir()
-    taught.to_parquet(distilled, index=False)
-    cfg = config_file(tmp_path, nomenclatures_dir)
-    code, out, err = run(
-        monkeypatch, capsys, "retrain", "--name", NAME, "--gold", str(loop["gold"]),
-        "--config", cfg, "--holdout", str(HOLDOUT), "--holdout-seed", "7",
-        "--distilled", str(distilled.parent), "--alias", "distilled", "--json",
-    )  # fmt: skip
-    assert code == 0, err
-    result = json.loads(out)
-    assert result["distilled"]["rows"] == 30 and result["distilled"]["in_gold"] == 5
-    assert [f["uri"] for f in result["distilled"]["files"]] == [str(distilled)]
-    version = mlflow.MlflowClient().get_model_version(NAME, result["version"])
-    assert version.tags["distilled.rows"] == "30"
-    assert version.tags["distilled.rows_in_gold"] == "5"
-    assert aliases()["distilled"] == result["version"]
-    coder = load_coder(f"models:/{NAME}@distilled")
-    basis = coder.info["threshold_basis"]
-    assert basis["descriptions"] == result["gold_rows_trained"]  # experts' rows only
-    assert "type_" in coder.categorical  # the gold's register variable
-    assert isinstance(coder.classifier, EnsembleClassifier) and coder.classifier.prior is not None
-    assert coder.predict(taught.head(1))["code_1"].iloc[0] == "10.71C"
-
-    code, _, err = run(
-        monkeypatch, capsys, "retrain", "--name", NAME, "--gold", str(loop["gold"]),
-        "--config", cfg, "--distilled", str(tmp_path / "nowhere"),
-    )  # fmt: skip
-    assert code == 2 and "distilled file or folder not found" in err
-    bad = tmp_path / "bad.parquet"
-    taught.drop(columns=["code"]).to_parquet(bad)
-    code, _, err = run(
-        monkeypatch, capsys, "retrain", "--name", NAME, "--gold", str(loop["gold"]),
-        "--config", cfg, "--distilled", str(bad),
-    )  # fmt: skip
-    assert code == 2 and "columns ['code'] missing" in err and "autocode distill" in err
