@@ -144,8 +144,7 @@ def run_annotated(seeds: list[int], work: Path) -> dict[str, Any]:
             directory = work / f"annotated-seed{seed}-fold{fold}"
             directory.mkdir(exist_ok=True)
             experts = raw[(folds != fold) & (half == 0)]
-            unlabelled = folds != fold
-            unlabelled &= half == 1
+            unlabelled = (folds != fold) & (half == 1)
             experts.to_csv(directory / "experts.csv", index=False)
             a = f"  - uri: {directory / 'experts.csv'}\n    name: experts\n"
             teacher = _train(directory / "teacher", f"calibration_folds: 0\ntrain:\n{a}{TEACHER}")

@@ -58,7 +58,8 @@ def window_units(
 
     Units: ``key``, ``text``, ``frequency``, ``first_seen``, ``last_seen`` and, of the latest
     prediction, ``categorical``, ``codes``, ``probabilities``, ``ic``, ``auto``,
-    ``model_version``, ``prediction_id``; sorted by ``key`` (a deterministic order)."""
+    ``model_version``, ``prediction_id``; sorted by ``key`` (a deterministic order). A window
+    without any prediction is an error (`DesignError`)."""
     filters = Filters(window, tuple(model_versions))
     where, params = filters.where()
     con = dataset.connect(window, use_rollups=False)
@@ -69,6 +70,9 @@ def window_units(
     ).fetchone()
     assert row is not None  # an aggregate without GROUP BY has one row
     total, blank = row
+    if total == 0:
+        con.close()
+        raise DesignError(f"empty window: no prediction logged in {window.label()}")
     latest = con.execute(
         f"""SELECT text, categorical, codes, probabilities, ic, auto, model_version,
                    id AS prediction_id, ts,
@@ -118,8 +122,6 @@ def sample_campaign(
 ) -> Campaign:
     """Draw ``size`` descriptions of ``window`` not yet ``annotated`` (keys of `text_key`)."""
     units, total, blank = window_units(dataset, window, model_versions)
-    if total == 0:
-        raise DesignError(f"empty window: no prediction logged in {window.label()}")
     if units.empty:
         raise DesignError(f"no description to annotate in {window.label()}: every text is blank")
     done = units["key"].isin(annotated)
@@ -162,19 +164,29 @@ def sample_campaign(
     return Campaign(tasks, strata, total, blank)
 
 
-def to_tasks(units: pd.DataFrame) -> pd.DataFrame:
-    """One flat row per task: ``task_id``, ``text``, the categorical inputs under their own
-    names (``input_<name>`` if the name is taken), ``code_1..5``, ``proba_1..5`` and the
-    design's columns."""
+def unit_inputs(units: pd.DataFrame, taken: Set[str]) -> dict[str, list[object]]:
+    """The logged categorical inputs of ``units`` (window_units), one column each under its own
+    name, ``input_<name>`` when the name is ``taken`` by another column or starts with
+    ``input_``."""
     inputs = [dict(c) if c is not None else {} for c in units["categorical"]]
     names = sorted({name for row in inputs for name in row})
+    return {
+        f"input_{name}" if name in taken or name.startswith("input_") else name: [
+            row.get(name) for row in inputs
+        ]
+        for name in names
+    }
+
+
+def to_tasks(units: pd.DataFrame) -> pd.DataFrame:
+    """One flat row per task: ``task_id``, ``text``, the categorical inputs under their own
+    names (`unit_inputs`), ``code_1..5``, ``proba_1..5`` and the design's columns."""
     units = units.reset_index(drop=True)
     frame = pd.DataFrame({"task_id": units["key"].map(task_id), "text": units["text"]})
     fixed = {"task_id", "text", "frequency", "ic", "auto", "stratum", "weight", "annotate"}
     fixed |= {f"code_{r}" for r in range(1, TOP + 1)} | {f"proba_{r}" for r in range(1, TOP + 1)}
-    for name in names:
-        column = f"input_{name}" if name in fixed or name.startswith("input_") else name
-        frame[column] = [row.get(name) for row in inputs]
+    for column, values in unit_inputs(units, fixed).items():
+        frame[column] = values
     for rank in range(TOP):
         frame[f"code_{rank + 1}"] = [c[rank] if len(c) > rank else None for c in units["codes"]]
         frame[f"proba_{rank + 1}"] = [

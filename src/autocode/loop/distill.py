@@ -23,7 +23,7 @@ from datetime import UTC
 import numpy as np
 import pandas as pd
 
-from autocode.annotate.campaign import window_units
+from autocode.annotate.campaign import unit_inputs, window_units
 from autocode.errors import UserError
 from autocode.model import Coder
 from autocode.monitor.query import Dataset, Window
@@ -70,8 +70,6 @@ def distill(
     or ``size`` drawn at random with ``seed``, coded by ``teacher`` with their logged inputs.
     ``progress(done, total)`` is called after each batch."""
     units, total, _ = window_units(dataset, window, model_versions)
-    if total == 0:
-        raise DistillError(f"empty window: no prediction logged in {window.label()}")
     if units.empty:
         raise DistillError(f"nothing to distil in {window.label()}: every text is blank")
     in_gold = units["key"].isin(gold_keys)
@@ -102,11 +100,10 @@ def distill(
     return Distilled(rows, total, len(units), int(in_gold.sum()))
 
 
+#: The columns of a distilled file besides the inputs (an input of these names is renamed).
+COLUMNS = frozenset({"text", "code", "ic", "frequency", "first_seen", "last_seen"})
+
+
 def _inputs(units: pd.DataFrame) -> pd.DataFrame:
     """``text`` and each logged categorical input under its own name (as the model reads it)."""
-    inputs = [dict(c) if c is not None else {} for c in units["categorical"]]
-    names = sorted({name for row in inputs for name in row} - {"text", "code", "ic"})
-    frame = pd.DataFrame({"text": units["text"].to_numpy()})
-    for name in names:
-        frame[name] = [row.get(name) for row in inputs]
-    return frame
+    return pd.DataFrame({"text": units["text"].to_numpy(), **unit_inputs(units, COLUMNS)})
