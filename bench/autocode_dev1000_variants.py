@@ -90,6 +90,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "weights 0.4/0.8/1": {**_DEFAULT, "weights": [0.4, 0.8, 1.0]},
     "weights 0/0.8/1": {**_DEFAULT, "weights": [0.0, 0.8, 1.0]},
     "weights 0.2/1.2/1": {**_DEFAULT, "weights": [0.2, 1.2, 1.0]},
+    # `code_frequencies` learnt from the model's own training descriptions (smoothing, power)
+    "code frequencies s=5 p=0.75": {**_DEFAULT, "frequency": (5.0, 0.75)},
+    "code frequencies s=20 p=0.5": {**_DEFAULT, "frequency": (20.0, 0.5)},
+    "code frequencies s=20 p=1": {**_DEFAULT, "frequency": (20.0, 1.0)},
+    "code frequencies s=5 p=0.5": {**_DEFAULT, "frequency": (5.0, 0.5)},
+    "code frequencies s=50 p=0.3": {**_DEFAULT, "frequency": (50.0, 0.3)},
+    "code frequencies s=5 p=0.25": {**_DEFAULT, "frequency": (5.0, 0.25)},
     "hierarchy 0.5": {"hierarchy": 0.5},
     "hierarchy 1": {"hierarchy": 1.0},
     "prior + hierarchy 0.5": {"prior": ("type_", "nature", "event", "cj"), "hierarchy": 0.5},
@@ -111,7 +118,11 @@ def code(parts, temperatures, variant, dev, n_cold, train_positions, nomenclatur
     """Probabilities of the rows of ``parts`` (HeldOutScores, each scored by a model fit on the
     dev rows ``train_positions[i]``) pooled as the variant says; with the rows' codes."""
     from autocode.model import Coder
+    from autocode.model.frequency import CodeFrequencies
     from autocode.model.register import CategoricalPrior
+
+    def path(c: str) -> list[str]:
+        return [nomenclature.path(c)[level] for level in nomenclature.levels]
 
     classes = sorted(parts[0].members[0][0])
     ensemble = _ensemble(classes, variant.get("ic", "member"), variant.get("weights"))
@@ -171,6 +182,12 @@ def code(parts, temperatures, variant, dev, n_cold, train_positions, nomenclatur
             out /= out.sum(axis=1, keepdims=True)
             if margin is not None:  # the confidence member's margin at the new top-1
                 margin = None  # recomputed below from the pool
+        if variant.get("frequency"):  # the code frequencies of the model's own descriptions
+            counts = dev["code"].iloc[kept].value_counts().to_dict()
+            frequencies = CodeFrequencies(*variant["frequency"]).fit(counts, classes, path)
+            out = out * np.exp(frequencies.log_factors)
+            out /= out.sum(axis=1, keepdims=True)
+            margin = _member_margin([part], temperatures, classes, out)
         pooled.append(out)
         margins.append(margin)
     proba = np.vstack(pooled)

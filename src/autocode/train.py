@@ -39,6 +39,7 @@ from autocode.model import (
     make_classifier,
     softmax,
 )
+from autocode.model.frequency import CodeFrequencies
 from autocode.model.register import REGISTER_VARIABLES, CategoricalPrior
 from autocode.nomenclature import (
     Nomenclature,
@@ -111,6 +112,10 @@ class TrainConfig:
             "missing": False,
         }
     )
+    # how often each code occurs in the traffic, from a table of the register's codes (no
+    # description needed): {uri, code_column, count_column, smoothing, power}; ensemble only;
+    # null: none (autocode.model.frequency, docs/autocode.md "Code frequencies")
+    code_frequencies: dict[str, Any] | None = None
     preprocess: dict[str, Any] = field(default_factory=dict)
     model: str = "ensemble"  # fasttext | tfidf | e5 | ensemble
     params: dict[str, Any] = field(default_factory=dict)
@@ -173,6 +178,7 @@ class TrainConfig:
             raise ConfigError("nothing to train on: enable cold_start or list train datasets")
         _check_sources(config.train)
         _check_prior(config.categorical_prior)
+        _check_frequencies(config)
         if not 0 <= config.refit_margin < 1 - config.target_accuracy:
             raise ConfigError(
                 f"refit_margin: from 0 to {1 - config.target_accuracy:.2f} (1 - target_accuracy), "
@@ -226,6 +232,74 @@ def _check_prior(prior: Any) -> None:
         raise ConfigError(f"categorical_prior: {exc}") from exc
 
 
+FREQUENCY_KEYS = ("uri", "code_column", "count_column", "smoothing", "power")
+
+
+def _check_frequencies(config: TrainConfig) -> None:
+    options = config.code_frequencies
+    if options is None:
+        return
+    if not isinstance(options, Mapping) or not isinstance(options.get("uri"), str):
+        raise ConfigError(
+            "code_frequencies: a mapping with uri: a CSV or Parquet table of codes (and "
+            f"optionally {list(FREQUENCY_KEYS[1:])}), or null"
+        )
+    unknown = sorted(set(options) - set(FREQUENCY_KEYS))
+    if unknown:
+        known = list(FREQUENCY_KEYS)
+        raise ConfigError(f"code_frequencies: unknown keys {unknown}; known: {known}")
+    if config.model != "ensemble":
+        raise ConfigError("code_frequencies: only an ensemble applies them (model: ensemble)")
+    try:
+        CodeFrequencies(options.get("smoothing", 5.0), options.get("power", 0.75))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"code_frequencies: {exc}") from exc
+
+
+def read_code_counts(config: TrainConfig, nomenclature: Nomenclature) -> dict[str, float]:
+    """The counts of leaf codes in the ``code_frequencies`` table: one row per unit, or a
+    ``count_column`` (default ``count``, used when the table has it); codes of the nomenclature
+    in any spelling. A missing column, a count that is not a number ≥ 0, or a table without any
+    leaf code is a `ConfigError`; rows of other codes are left out (`train` reports them)."""
+    options = config.code_frequencies or {}
+    uri = options["uri"]
+    table = datamod.read_table(uri)
+    code_column = options.get("code_column", "code")
+    count_column = options.get("count_column", "count")
+    if code_column not in table:
+        raise ConfigError(
+            f"code_frequencies: {uri} has no column {code_column!r} (code_column); "
+            f"its columns: {list(table.columns)}"
+        )
+    if count_column in table:
+        counts = pd.to_numeric(table[count_column], errors="coerce")
+        bad = table.loc[~(counts >= 0), count_column]
+        if len(bad):
+            raise ConfigError(
+                f"code_frequencies: {uri}, column {count_column!r}: {bad.iloc[0]!r} is not a "
+                f"count (a number ≥ 0; {len(bad)} such rows)"
+            )
+    elif "count_column" in options:
+        raise ConfigError(
+            f"code_frequencies: {uri} has no column {count_column!r} (count_column); "
+            f"its columns: {list(table.columns)}"
+        )
+    else:
+        counts = pd.Series(1.0, index=table.index)
+    leaf = nomenclature.leaf_level
+    out: dict[str, float] = {}
+    for code, count in zip(table[code_column].tolist(), counts.tolist(), strict=True):
+        found = nomenclature.find(code)
+        if found is not None and nomenclature.nodes[found].level == leaf:
+            out[found] = out.get(found, 0.0) + float(count)
+    if not sum(out.values()):
+        raise ConfigError(
+            f"code_frequencies: {uri} counts no {leaf} code of {nomenclature.name} "
+            f"{nomenclature.version} (column {code_column!r})"
+        )
+    return out
+
+
 def prior_variables(config: TrainConfig, table: pd.DataFrame | None) -> list[str]:
     """The variables of ``categorical_prior`` that ``table`` has (the train datasets' columns);
     none but for an ensemble (the prior multiplies its pool)."""
@@ -252,6 +326,9 @@ class TrainingInputs:
     table: pd.DataFrame  # text, code, source, categorical columns
     evaluation: dict[str, pd.DataFrame]  # name → text, code, categorical columns
     invalid: dict[str, pd.DataFrame]
+    # the code_frequencies table's counts of leaf codes (read here so that a bad table fails
+    # before any fit; the fits read it again, `fit_frequencies`)
+    code_counts: dict[str, float] | None = None
 
 
 def load_nomenclature(config: TrainConfig) -> tuple[Nomenclature, dict[str, Note]]:
@@ -315,7 +392,10 @@ def load_inputs(config: TrainConfig) -> TrainingInputs:
         labelled = read(dataset, "evaluation")
         evaluation[dataset.source] = labelled.rows
         invalid[dataset.uri] = labelled.invalid
-    return TrainingInputs(nomenclature, notes, datamod.combine(*tables), evaluation, invalid)
+    counts = read_code_counts(config, nomenclature) if config.code_frequencies else None
+    return TrainingInputs(
+        nomenclature, notes, datamod.combine(*tables), evaluation, invalid, counts
+    )
 
 
 # -- fitting --------------------------------------------------------------------------------------
@@ -389,6 +469,23 @@ def fit_classifier(coder: Coder, config: TrainConfig, rows: pd.DataFrame) -> Non
     )
     if isinstance(coder.classifier, EnsembleClassifier):
         coder.classifier.prior = fit_prior(config, coder, rows)
+        coder.classifier.frequencies = fit_frequencies(config, coder)
+
+
+def fit_frequencies(config: TrainConfig, coder: Coder) -> CodeFrequencies | None:
+    """The code frequencies (`CodeFrequencies`) of the ``code_frequencies`` table over the
+    classifier's classes (None without one)."""
+    options = config.code_frequencies
+    if options is None:
+        return None
+    nomenclature = coder.nomenclature
+
+    def path(code: str) -> list[str]:
+        found = nomenclature.path(code)
+        return [found[level] for level in nomenclature.levels if level in found]
+
+    frequencies = CodeFrequencies(options.get("smoothing", 5.0), options.get("power", 0.75))
+    return frequencies.fit(read_code_counts(config, nomenclature), coder.classifier.classes, path)
 
 
 def fit_prior(config: TrainConfig, coder: Coder, rows: pd.DataFrame) -> CategoricalPrior | None:
@@ -901,6 +998,12 @@ def train(config: TrainConfig, progress=None) -> TrainResult:
         if len(invalid):  # reported, never silently dropped
             reasons = invalid["reason"].value_counts().to_dict()
             step(f"{uri}: {len(invalid)} rows left out (invalid): {reasons}")
+    if inputs.code_counts:
+        counts = inputs.code_counts
+        step(
+            f"code frequencies: {sum(counts.values()):,.0f} units of {len(counts)} codes "
+            f"from {(config.code_frequencies or {})['uri']}"
+        )
     coder, validation, timings = fit_coder(config, inputs.nomenclature, inputs.table, step)
     coder.info = {
         "nomenclature": f"{inputs.nomenclature.name} {inputs.nomenclature.version}",

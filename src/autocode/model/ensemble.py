@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from autocode.model.base import Classifier, ModelInput, Texts
+from autocode.model.frequency import CodeFrequencies
 from autocode.model.maths import fit_confidence_scale, margin_at, softmax, with_confidence
 from autocode.model.register import CategoricalPrior
 
@@ -62,6 +63,9 @@ class EnsembleClassifier(Classifier):
         # the register variables' prior over codes, fitted by training on labelled descriptions
         # (`autocode.train.fit_classifier`); over `classes`
         self.prior: CategoricalPrior | None = None
+        # how often each code occurs in the traffic (`CodeFrequencies`), from a table of code
+        # counts given to training (`code_frequencies`); over `classes`
+        self.frequencies: CodeFrequencies | None = None
         self.params = {
             "members": kinds,
             "weights": self.weights,
@@ -91,10 +95,16 @@ class EnsembleClassifier(Classifier):
         return self.pool_logits(len(texts), parts, sum(w for _, w in active), self.log_prior(texts))
 
     def log_prior(self, texts: Texts) -> np.ndarray | None:
-        """The register prior's log factors of the rows (None: no prior, or no values)."""
-        if self.prior is None or not isinstance(texts, ModelInput) or not texts.categorical:
-            return None
-        return self.prior.log_factors(texts.categorical, len(texts))
+        """The log factors of the rows over `classes`: the register prior's (given the rows'
+        values) plus the code frequencies' (None: neither applies)."""
+        factors = None
+        if self.prior is not None and isinstance(texts, ModelInput) and texts.categorical:
+            factors = self.prior.log_factors(texts.categorical, len(texts))
+        if self.frequencies is None:
+            return factors
+        if factors is None:
+            return np.broadcast_to(self.frequencies.log_factors, (len(texts), len(self.classes)))
+        return factors + self.frequencies.log_factors
 
     def pool_logits(
         self,
@@ -188,6 +198,8 @@ class EnsembleClassifier(Classifier):
     def save(self, directory: Path) -> None:
         if self.prior is not None:
             self.prior.save(directory / "prior")
+        if self.frequencies is not None:
+            self.frequencies.save(directory / "frequencies")
         for i, member in enumerate(self.members):
             sub = directory / f"member{i}"
             sub.mkdir()
@@ -202,6 +214,7 @@ class EnsembleClassifier(Classifier):
             "confidence_scale": self.confidence_scale,
             "pooling": self.pooling,
             "prior": None if self.prior is None else list(self.prior.names),
+            "frequencies": None if self.frequencies is None else self.frequencies.meta(),
         }
 
     @classmethod
@@ -220,6 +233,8 @@ class EnsembleClassifier(Classifier):
         model.classes = list(meta["classes"])
         if meta.get("prior"):
             model.prior = CategoricalPrior.load(directory / "prior")
+        if meta.get("frequencies"):
+            model.frequencies = CodeFrequencies.load(directory / "frequencies")
         return model
 
 

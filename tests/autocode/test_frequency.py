@@ -1,0 +1,162 @@
+"""The register's code frequencies as a prior over codes (`code_frequencies`): the estimate on a
+hand-made hierarchy, the table's bad input, then a real cold-start training of three divisions
+given the code counts of half of dev1000's descriptions (read in place, never copied), scored on
+the other half, saved and loaded."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from .test_calibration import DEV1000, config
+
+CLASSES = ["47.11A", "47.11B", "47.19A", "68.20A", "68.20B"]
+
+
+def path(code: str) -> list[str]:
+    return [{"4": "G", "6": "L"}[code[0]], code[:2], code[:4], code[:5], code]
+
+
+def test_the_frequencies_are_smoothed_shares_along_the_hierarchy(tmp_path):
+    """p(code) = Π over its path of (n(node) + s / children(parent)) / (n(parent) + s); the
+    factor is p ^ power, scaled so that its largest is 1 (log 0); a code the table never saw
+    keeps a share of its branch, more in a counted branch than in one never counted."""
+    from autocode.model.frequency import CodeFrequencies
+
+    counts = {"47.11A": 6.0, "47.11B": 2.0, "99.99Z": 5.0}  # 99.99Z: not a class, ignored
+    frequencies = CodeFrequencies(smoothing=2.0, power=1.0).fit(counts, CLASSES, path)
+    assert frequencies.rows == 8.0
+    # 47.11A: root → G (2 sections), G → 47 (1 child), 47 → 47.1 (1), 47.1 → 47.11 (2: 47.11,
+    # 47.19), 47.11 → 47.11A (2: A, B)
+    p = (8 + 1) / (8 + 2) * (8 + 2) / (8 + 2) * (8 + 2) / (8 + 2) * (8 + 1) / (8 + 2)
+    p *= (6 + 1) / (8 + 2)
+    p_68 = (0 + 1) / (8 + 2) * 1 * 1 * 1 * (0 + 1) / (0 + 2)  # 68.20A: a share of a share
+    log_p = np.log([p, p_68])
+    got = frequencies.log_factors[[0, 3]]
+    np.testing.assert_allclose(got - got[0], log_p - log_p[0], rtol=1e-5)
+    assert frequencies.log_factors.max() == 0.0 and frequencies.log_factors[0] == 0.0
+    order = np.argsort(-frequencies.log_factors)
+    assert [CLASSES[i] for i in order[:3]] == ["47.11A", "47.11B", "47.19A"]
+    halved = CodeFrequencies(smoothing=2.0, power=0.5).fit(counts, CLASSES, path)
+    np.testing.assert_allclose(halved.log_factors, frequencies.log_factors / 2, rtol=1e-5)
+    frequencies.save(tmp_path / "frequencies")
+    loaded = CodeFrequencies.load(tmp_path / "frequencies")
+    np.testing.assert_array_equal(loaded.log_factors, frequencies.log_factors)
+    assert (loaded.classes, loaded.meta()) == (CLASSES, frequencies.meta())
+    for bad in ({"smoothing": 0}, {"power": -1}):
+        with pytest.raises(ValueError, match="must be"):
+            CodeFrequencies(**bad)
+
+
+def test_a_bad_frequencies_config_or_table_is_refused_in_one_line(tmp_path):
+    from autocode.train import ConfigError, TrainConfig, load_nomenclature, read_code_counts
+
+    for raw, message in (
+        ({"code_frequencies": "counts.csv"}, "a mapping with uri"),
+        ({"code_frequencies": {"uri": "c.csv", "colum": "x"}}, "unknown keys"),
+        ({"code_frequencies": {"uri": "c.csv", "power": -1}}, "power must be"),
+        ({"code_frequencies": {"uri": "c.csv"}, "model": "tfidf"}, "only an ensemble"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            TrainConfig.from_dict(raw)
+    nomenclature, _ = load_nomenclature(TrainConfig())
+    tables = {
+        "no_code.csv": ("naf,count\n4711A,3\n", "no column 'code'"),
+        "bad_count.csv": ("code,count\n4711A,3\n4711B,many\n", "'many' is not a count"),
+        "negative.csv": ("code,count\n4711A,-3\n", "'-3' is not a count"),
+        "no_leaf.csv": ("code\n47\nnot a code\n", "counts no subclass code"),
+    }
+    for name, (text, message) in tables.items():
+        (tmp_path / name).write_text(text)
+        cfg = TrainConfig.from_dict({"code_frequencies": {"uri": str(tmp_path / name)}})
+        with pytest.raises(ConfigError, match=message):
+            read_code_counts(cfg, nomenclature)
+    (tmp_path / "units.csv").write_text("code\n4711A\n47.11A\n4711B\nnot a code\n47\n")
+    cfg = TrainConfig.from_dict({"code_frequencies": {"uri": str(tmp_path / "units.csv")}})
+    assert read_code_counts(cfg, nomenclature) == {"47.11A": 2.0, "47.11B": 1.0}
+    cfg = TrainConfig.from_dict(
+        {"code_frequencies": {"uri": str(tmp_path / "units.csv"), "count_column": "n"}}
+    )
+    with pytest.raises(ConfigError, match="no column 'n' \\(count_column\\)"):
+        read_code_counts(cfg, nomenclature)
+
+
+@pytest.fixture(scope="module")
+def halves(tmp_path_factory):
+    """dev1000's descriptions of the three divisions in two random halves, and the first half's
+    code counts (as a register's table would give them: code, count)."""
+    from autocode.train import load_nomenclature
+
+    nomenclature, _ = load_nomenclature(config())
+    raw = pd.read_csv(DEV1000, dtype=str, keep_default_na=False)
+    rows = raw[raw["code"].str[:2].isin(["43", "68", "56"])].reset_index(drop=True)
+    rows["code"] = [nomenclature.normalize(c) for c in rows["code"]]
+    first = np.random.default_rng(0).permutation(len(rows)) % 2 == 0
+    table = tmp_path_factory.mktemp("frequencies") / "register-counts.csv"
+    counts = rows[first]["code"].str.replace(".", "", regex=False).value_counts()
+    counts.rename_axis("code").reset_index(name="count").to_csv(table, index=False)
+    return rows[first], rows[~first], table
+
+
+@pytest.fixture(scope="module")
+def trained(halves, tmp_path_factory):
+    """A cold-start model of the three divisions (no description) given the first half's
+    code counts, saved as a pyfunc."""
+    from autocode.train import train
+
+    _, _, table = halves
+    output = tmp_path_factory.mktemp("frequencies-model") / "model"
+    cold = config(train=[], code_frequencies={"uri": str(table)}, output=str(output))
+    return train(cold)
+
+
+def test_a_cold_start_model_codes_real_descriptions_better_with_the_code_frequencies(
+    halves, trained
+):
+    """On the descriptions of the other half (never counted): more are right with the
+    frequencies than with the same model without them; still nothing automatic (cold start)."""
+    first, second, _ = halves
+    coder = trained.coder
+    frequencies = coder.classifier.frequencies
+    assert frequencies is not None and frequencies.rows == len(first)
+    assert coder.threshold > 1.0 and coder.info["threshold_basis"]["rule"] == "cold start"
+    with_them = coder.predict(second[["text_description"]])["code_1"].to_numpy()
+    coder.classifier.frequencies = None
+    try:
+        without = coder.predict(second[["text_description"]])["code_1"].to_numpy()
+    finally:
+        coder.classifier.frequencies = frequencies
+    truth = second["code"].to_numpy()
+    right, right_without = (with_them == truth).mean(), (without == truth).mean()
+    assert right > right_without + 0.03, (right, right_without)
+
+
+def test_the_saved_model_keeps_its_code_frequencies(halves, trained):
+    """Through MLflow's pyfunc and the API's predictor: the same codes and probabilities as the
+    coder in memory, for rows with and without register variables."""
+    import mlflow.pyfunc
+
+    from autocode.model import EnsembleClassifier, load_coder
+    from autocode.serve.predictor import Predictor
+
+    first, second, _ = halves
+    rows = (
+        second[["text_description", "type_"]].head(20).rename(columns={"text_description": "text"})
+    )
+    expected = trained.coder.predict(rows)
+    coded = mlflow.pyfunc.load_model(str(trained.output)).predict(rows)
+    assert coded["code_1"].tolist() == expected["code_1"].tolist()
+    loaded = load_coder(str(trained.output))
+    assert isinstance(loaded.classifier, EnsembleClassifier)
+    assert loaded.classifier.frequencies is not None
+    proba = Predictor(loaded).proba(rows["text"].tolist(), {})
+    np.testing.assert_allclose(proba, trained.coder.predict_proba(rows[["text"]]), atol=1e-6)
+    saved = json.loads((trained.output / "artifacts" / "coder" / "coder.json").read_text())
+    assert saved["classifier"]["frequencies"] == {
+        "smoothing": 5.0,
+        "power": 0.75,
+        "rows": float(len(first)),
+    }
