@@ -13,7 +13,16 @@ of ``smoothing`` and ``power``; the pooled 1,000 held-out rows are scored agains
     python -m bench.autocode_frequencies --seeds 0 1 2 --work /tmp/distill --output freq.json
 
 ``--work`` holds the cold-start model and the teacher (trained once, as
-``bench.autocode_distill`` trains them; reused when there).
+``bench.autocode_distill`` trains them; reused when there). Where that bench's distilled
+students of a seed are there too (``seed{S}-fold{F}/model``, the same folds), each codes its
+held-out fold with and without the frequencies at the default setting (``student`` rows):
+whether the two cold-start levers add up. The teacher itself codes the held-out fold with the
+frequencies too (``teacher + TABLE``). ``--distil TABLE`` distils it with them: the teacher
+with the fold's TABLE codes the other folds' descriptions, and a student is trained on them
+(``labels: model``) with the same TABLE as its ``code_frequencies`` (``distilled with TABLE``;
+one student per fold, ~2-4 min each, kept in ``--work``): what `autocode distill` and
+`autocode train` give when both the teacher's and the student's configs name the register's
+table.
 """
 
 from __future__ import annotations
@@ -36,7 +45,7 @@ SETTINGS = [(5.0, 0.75), (5.0, 0.5), (5.0, 1.0), (20.0, 1.0), (50.0, 1.0)]
 NOISE = 0.28
 
 
-def run(seeds: list[int], work: Path) -> dict[str, Any]:
+def run(seeds: list[int], work: Path, distil: list[str]) -> dict[str, Any]:
     from autocode.model import load_coder
     from autocode.train import TrainConfig, fit_frequencies, load_nomenclature
 
@@ -45,7 +54,8 @@ def run(seeds: list[int], work: Path) -> dict[str, Any]:
     raw = pd.read_csv(DEV1000, dtype=str)
     truth = np.asarray([nomenclature.normalize(c) for c in raw["code"]])
     frame = raw.rename(columns={"text_description": "text"})
-    teacher = _codes(_train(work / "teacher", TEACHER), frame)
+    teacher_model = load_coder(str(_train(work / "teacher", TEACHER)))
+    teacher = _codes_of(teacher_model, frame)
     coder = load_coder(str(_train(work / "cold-start")))
     out: dict[str, Any] = {"noise": NOISE, "cold_start": _top1(_codes_of(coder, frame), truth)}
     print(f"   cold start: {out['cold_start']}", flush=True)
@@ -69,10 +79,54 @@ def run(seeds: list[int], work: Path) -> dict[str, Any]:
                     name = f"{table} s={smoothing:g} p={power:g}"
                     coded.setdefault(name, np.empty(len(raw), dtype=object))
                     coded[name][held] = _codes_of(coder, frame[held])
+                config = TrainConfig(code_frequencies={"uri": str(path)})
+                teacher_model.classifier.frequencies = fit_frequencies(config, teacher_model)
+                coded.setdefault(f"teacher + {table}", np.empty(len(raw), dtype=object))
+                coded[f"teacher + {table}"][held] = _codes_of(teacher_model, frame[held])
+                if table in distil:
+                    directory = work / f"distilled-{table}-seed{seed}-fold{fold}"
+                    directory.mkdir(exist_ok=True)
+                    rows = raw[~held].assign(code=_codes_of(teacher_model, frame[~held]))
+                    rows.to_csv(directory / "train.csv", index=False)
+                    student = _train(
+                        directory / "model",
+                        f"train:\n  - uri: {directory / 'train.csv'}\n    name: teacher-coded\n"
+                        f"    labels: model\ncode_frequencies: {{uri: {path}}}\n",
+                    )
+                    name = f"distilled with {table}"
+                    coded.setdefault(name, np.empty(len(raw), dtype=object))
+                    coded[name][held] = _codes(student, frame[held])
+                teacher_model.classifier.frequencies = None
         coder.classifier.frequencies = None
+        coded.update(_students(work, seed, folds, frame))
         out[f"seed{seed}"] = {name: _top1(codes, truth) for name, codes in coded.items()}
         print(f"   seed {seed}: {out[f'seed{seed}']}", flush=True)
     return out
+
+
+def _students(work, seed, folds, frame) -> dict[str, np.ndarray]:
+    """The distilled students' codes of their held-out folds, without and with the frequencies
+    (default setting) of the ``experts`` and ``noisy`` tables written by `run` (none: {})."""
+    from autocode.model import load_coder
+    from autocode.train import TrainConfig, fit_frequencies
+
+    models = [work / f"seed{seed}-fold{fold}" / "model" for fold in range(5)]
+    if not all((m / "MLmodel").is_file() for m in models):
+        return {}
+    coded = {name: np.empty(len(frame), dtype=object) for name in STUDENT_ROWS}
+    for fold, model in enumerate(models):
+        held = folds == fold
+        student = load_coder(str(model))
+        coded["student"][held] = _codes_of(student, frame[held])
+        for table in ("experts", "noisy"):
+            path = work / f"frequencies-seed{seed}-fold{fold}-{table}.csv"
+            config = TrainConfig(code_frequencies={"uri": str(path)})
+            student.classifier.frequencies = fit_frequencies(config, student)
+            coded[f"student + {table}"][held] = _codes_of(student, frame[held])
+    return coded
+
+
+STUDENT_ROWS = ("student", "student + experts", "student + noisy")
 
 
 def _codes_of(coder, frame: pd.DataFrame) -> np.ndarray:
@@ -85,9 +139,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--work", type=Path, default=Path("/tmp/autocode-frequencies"))
+    parser.add_argument(
+        "--distil", nargs="*", default=[], choices=["experts", "noisy"], help="tables to distil"
+    )
     parser.add_argument("--output", type=Path)
     args = parser.parse_args(argv)
-    report(run(args.seeds, args.work), args.output)
+    report(run(args.seeds, args.work, args.distil), args.output)
     return 0
 
 

@@ -160,3 +160,42 @@ def test_the_saved_model_keeps_its_code_frequencies(halves, trained):
         "power": 0.75,
         "rows": float(len(first)),
     }
+
+
+def test_the_automatic_decision_is_calibrated_with_the_frequencies(halves):
+    """With experts' descriptions and a frequencies table, the threshold rests on cross-fitted
+    scores that carry the frequencies: fold 0's model refit by hand (the final temperatures,
+    the frequencies fitted as training fits them) codes its descriptions as the pool did."""
+    from autocode.model import EnsembleClassifier
+    from autocode.train import (
+        _members,
+        build_coder,
+        description_folds,
+        fit_classifier,
+        fit_coder,
+        load_inputs,
+    )
+
+    _, _, table_uri = halves
+    cfg = config(code_frequencies={"uri": str(table_uri)})
+    inputs = load_inputs(cfg)
+    table = inputs.table
+    coder, validation, _ = fit_coder(cfg, inputs.nomenclature, table)
+    assert isinstance(coder.classifier, EnsembleClassifier) and validation is not None
+    assert coder.classifier.frequencies is not None
+    assert coder.info["threshold_basis"]["rule"] == "cross-fitted descriptions"
+    fold_of = description_folds(cfg, table, 4, cfg.seed)
+    kept, held = table[fold_of != 0], table[fold_of == 0]
+    fold_coder = build_coder(cfg, inputs.nomenclature, table)
+    fit_classifier(fold_coder, cfg, kept)
+    fold_classifier = fold_coder.classifier
+    assert isinstance(fold_classifier, EnsembleClassifier)
+    assert fold_classifier.frequencies is not None
+    for fold_member, member in zip(_members(fold_coder), _members(coder), strict=True):
+        fold_member.temperature = member.temperature
+    pooled = validation.predictions.iloc[: len(held)]
+    by_hand = fold_coder.predict(held)
+    np.testing.assert_allclose(by_hand["proba_1"], pooled["proba_1"], atol=1e-5)
+    np.testing.assert_allclose(by_hand["ic"], pooled["ic"], atol=1e-5)
+    fold_classifier.frequencies = None  # without them the fold codes otherwise
+    assert not np.allclose(fold_coder.predict(held)["proba_1"], pooled["proba_1"], atol=1e-3)
