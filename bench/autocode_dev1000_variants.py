@@ -29,7 +29,9 @@ import pandas as pd
 from bench import report
 from bench.autocode_models import DEV1000
 
-#: Variants: ``knn``: the nearest-descriptions member refit (0.1 s) on the text and these
+#: Variants (``frequencies``: `code_frequencies` (smoothing, power) learnt from the model's own
+#: descriptions, as training does; ``pool_frequency``: the same factor on the pool instead);
+#: ``knn``: the nearest-descriptions member refit (0.1 s) on the text and these
 #: variables' tokens, its temperature fitted again on the cross-fitted rows; the prior's
 #: variables, smoothing and power; ``hierarchy``: the power of the
 #: division's pooled probability each subclass is multiplied by (0: none); ``ic``: ``member``
@@ -40,16 +42,20 @@ from bench.autocode_models import DEV1000
 #: ``learnt_ic``: the IC is a logistic regression of "the top-1 code is right" on what every
 #: member says of that code (`_confidence_features`), fitted on the cross-fitted rows (the
 #: threshold chosen on its ICs cross-fitted again across their folds), applied to the outer rows.
-_DEFAULT: dict[str, Any] = {
+_REGISTER: dict[str, Any] = {
     "prior": ("type_", "nature", "event", "cj"),
     "smoothing": 20.0,
     "power": 0.5,
     "rule": 0.92,
 }
+#: The default: + the code frequencies of the model's own descriptions on the members that do
+#: not follow them (fastText, TF-IDF), ``code_frequencies`` at (smoothing 5, power 0.75).
+_DEFAULT: dict[str, Any] = {**_REGISTER, "frequencies": (5.0, 0.75)}
 VARIANTS: dict[str, dict[str, Any]] = {
-    # the default since issue 17: the register prior (smoothing 20, power 0.5), threshold chosen
-    # at 0.92 (target 0.90 + refit_margin 0.02)
+    # the default: the register prior (smoothing 20, power 0.5), threshold chosen at 0.92
+    # (target 0.90 + refit_margin 0.02), the code frequencies of the model's descriptions
     "default": _DEFAULT,
+    "default before the code frequencies": _REGISTER,
     "text members only at 0.92": {"rule": 0.92},
     "text members only at 0.90": {},
     "prior s=5 p=1": {"prior": ("type_", "nature", "event", "cj")},
@@ -62,7 +68,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "prior and IC of the pool": {"prior": ("type_", "nature", "event", "cj"), "ic": "pool"},
     "IC of the pool": {"ic": "pool"},
     "IC of TF-IDF and knn": {"ic": "tfidf+knn"},
-    "IC learnt (logistic regression) at 0.92": {**_DEFAULT, "learnt_ic": True},
+    "IC learnt (logistic regression) at 0.92": {**_REGISTER, "learnt_ic": True},
     "rule: Wilson bound": {"rule": "bound"},
     "rule: target 0.92": {"rule": 0.92},
     "IC of the pool and target 0.92": {"ic": "pool", "rule": 0.92},
@@ -85,18 +91,23 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "knn 5 neighbours": {"knn": (), "neighbours": 5, "rule": 0.92},
     "knn 20 neighbours": {"knn": (), "neighbours": 20, "rule": 0.92},
     "knn 40 neighbours": {"knn": (), "neighbours": 40, "rule": 0.92},
-    "weights 0.2/0.8/0.6": {**_DEFAULT, "weights": [0.2, 0.8, 0.6]},
-    "weights 0.2/0.8/1.5": {**_DEFAULT, "weights": [0.2, 0.8, 1.5]},
-    "weights 0.4/0.8/1": {**_DEFAULT, "weights": [0.4, 0.8, 1.0]},
-    "weights 0/0.8/1": {**_DEFAULT, "weights": [0.0, 0.8, 1.0]},
-    "weights 0.2/1.2/1": {**_DEFAULT, "weights": [0.2, 1.2, 1.0]},
+    "weights 0.2/0.8/0.6": {**_REGISTER, "weights": [0.2, 0.8, 0.6]},
+    "weights 0.2/0.8/1.5": {**_REGISTER, "weights": [0.2, 0.8, 1.5]},
+    "weights 0.4/0.8/1": {**_REGISTER, "weights": [0.4, 0.8, 1.0]},
+    "weights 0/0.8/1": {**_REGISTER, "weights": [0.0, 0.8, 1.0]},
+    "weights 0.2/1.2/1": {**_REGISTER, "weights": [0.2, 1.2, 1.0]},
     # `code_frequencies` learnt from the model's own training descriptions (smoothing, power)
-    "code frequencies s=5 p=0.75": {**_DEFAULT, "frequency": (5.0, 0.75)},
-    "code frequencies s=20 p=0.5": {**_DEFAULT, "frequency": (20.0, 0.5)},
-    "code frequencies s=20 p=1": {**_DEFAULT, "frequency": (20.0, 1.0)},
-    "code frequencies s=5 p=0.5": {**_DEFAULT, "frequency": (5.0, 0.5)},
-    "code frequencies s=50 p=0.3": {**_DEFAULT, "frequency": (50.0, 0.3)},
-    "code frequencies s=5 p=0.25": {**_DEFAULT, "frequency": (5.0, 0.25)},
+    "code frequencies on the pool s=5 p=0.75": {**_REGISTER, "pool_frequency": (5.0, 0.75)},
+    "code frequencies on the pool s=20 p=0.5": {**_REGISTER, "pool_frequency": (20.0, 0.5)},
+    "code frequencies on the pool s=20 p=1": {**_REGISTER, "pool_frequency": (20.0, 1.0)},
+    "code frequencies on the pool s=5 p=0.5": {**_REGISTER, "pool_frequency": (5.0, 0.5)},
+    "code frequencies on the pool s=50 p=0.3": {**_REGISTER, "pool_frequency": (50.0, 0.3)},
+    "code frequencies on the pool s=5 p=0.25": {**_REGISTER, "pool_frequency": (5.0, 0.25)},
+    # the same on the members that do not follow them (fastText, TF-IDF), as trained models do
+    "code frequencies s=5 p=0.5": {**_REGISTER, "frequencies": (5.0, 0.5)},
+    "code frequencies s=5 p=1": {**_REGISTER, "frequencies": (5.0, 1.0)},
+    "code frequencies s=20 p=1": {**_REGISTER, "frequencies": (20.0, 1.0)},
+    "code frequencies s=20 p=0.3": {**_REGISTER, "frequencies": (20.0, 0.3)},
     "hierarchy 0.5": {"hierarchy": 0.5},
     "hierarchy 1": {"hierarchy": 1.0},
     "prior + hierarchy 0.5": {"prior": ("type_", "nature", "event", "cj"), "hierarchy": 0.5},
@@ -164,6 +175,11 @@ def code(parts, temperatures, variant, dev, n_cold, train_positions, nomenclatur
             )
             if cls
         ]
+        log_frequency = None
+        if variant.get("frequencies"):  # as training fits them from the model's descriptions
+            counts = dev["code"].iloc[kept].value_counts().to_dict()
+            fitted = CodeFrequencies(*variant["frequencies"]).fit(counts, classes, path)
+            log_frequency = fitted.log_factors
         parts_gen = (
             (
                 member.kind,
@@ -174,7 +190,11 @@ def code(parts, temperatures, variant, dev, n_cold, train_positions, nomenclatur
             for member, weight, cls, scores, t in active
         )
         out, margin = ensemble.pool_logits(
-            len(dev_rows), parts_gen, sum(w for _, w, _, _, _ in active), log_prior
+            len(dev_rows),
+            parts_gen,
+            sum(w for _, w, _, _, _ in active),
+            log_prior,
+            log_frequency,
         )
         if division is not None:
             mass = out @ division  # n × divisions

@@ -112,10 +112,13 @@ class TrainConfig:
             "missing": False,
         }
     )
-    # how often each code occurs in the traffic, from a table of the register's codes (no
-    # description needed): {uri, code_column, count_column, smoothing, power}; ensemble only;
-    # null: none (autocode.model.frequency, docs/autocode.md "Code frequencies")
-    code_frequencies: dict[str, Any] | None = None
+    # how often each code occurs in the traffic (autocode.model.frequency, docs/autocode.md
+    # "Code frequencies"): from a table of the register's codes ({uri, code_column,
+    # count_column}), else from the experts' descriptions of the train datasets (none at cold
+    # start); applied to the members that do not follow it; ensemble only; null: none
+    code_frequencies: dict[str, Any] | None = field(
+        default_factory=lambda: {"smoothing": 5.0, "power": 0.75}
+    )
     preprocess: dict[str, Any] = field(default_factory=dict)
     model: str = "ensemble"  # fasttext | tfidf | e5 | ensemble
     params: dict[str, Any] = field(default_factory=dict)
@@ -239,16 +242,16 @@ def _check_frequencies(config: TrainConfig) -> None:
     options = config.code_frequencies
     if options is None:
         return
-    if not isinstance(options, Mapping) or not isinstance(options.get("uri"), str):
+    if not isinstance(options, Mapping) or not isinstance(options.get("uri", ""), str):
         raise ConfigError(
-            "code_frequencies: a mapping with uri: a CSV or Parquet table of codes (and "
-            f"optionally {list(FREQUENCY_KEYS[1:])}), or null"
+            f"code_frequencies: a mapping of {list(FREQUENCY_KEYS)} (uri: a CSV or Parquet "
+            "table of codes; without it, the experts' descriptions), or null"
         )
     unknown = sorted(set(options) - set(FREQUENCY_KEYS))
     if unknown:
         known = list(FREQUENCY_KEYS)
         raise ConfigError(f"code_frequencies: unknown keys {unknown}; known: {known}")
-    if config.model != "ensemble":
+    if config.model != "ensemble" and options.get("uri"):
         raise ConfigError("code_frequencies: only an ensemble applies them (model: ensemble)")
     try:
         CodeFrequencies(options.get("smoothing", 5.0), options.get("power", 0.75))
@@ -392,7 +395,7 @@ def load_inputs(config: TrainConfig) -> TrainingInputs:
         labelled = read(dataset, "evaluation")
         evaluation[dataset.source] = labelled.rows
         invalid[dataset.uri] = labelled.invalid
-    counts = read_code_counts(config, nomenclature) if config.code_frequencies else None
+    counts = read_code_counts(config, nomenclature) if _frequency_table(config) else None
     return TrainingInputs(
         nomenclature, notes, datamod.combine(*tables), evaluation, invalid, counts
     )
@@ -469,23 +472,37 @@ def fit_classifier(coder: Coder, config: TrainConfig, rows: pd.DataFrame) -> Non
     )
     if isinstance(coder.classifier, EnsembleClassifier):
         coder.classifier.prior = fit_prior(config, coder, rows)
-        coder.classifier.frequencies = fit_frequencies(config, coder)
+        coder.classifier.frequencies = fit_frequencies(config, coder, rows)
 
 
-def fit_frequencies(config: TrainConfig, coder: Coder) -> CodeFrequencies | None:
-    """The code frequencies (`CodeFrequencies`) of the ``code_frequencies`` table over the
-    classifier's classes (None without one)."""
+def _frequency_table(config: TrainConfig) -> str | None:
+    return (config.code_frequencies or {}).get("uri") or None
+
+
+def fit_frequencies(
+    config: TrainConfig, coder: Coder, rows: pd.DataFrame | None = None
+) -> CodeFrequencies | None:
+    """The code frequencies (`CodeFrequencies`) over the classifier's classes: those of the
+    ``code_frequencies`` table, else of the experts' descriptions among ``rows``
+    (`description_rows`); None when off, or with neither."""
     options = config.code_frequencies
     if options is None:
         return None
     nomenclature = coder.nomenclature
+    if _frequency_table(config):
+        counts = read_code_counts(config, nomenclature)
+    else:
+        described = description_rows(config, rows) if rows is not None else rows
+        if described is None or not len(described) or datamod.SOURCE not in described:
+            return None
+        counts = described[datamod.CODE].value_counts().astype(float).to_dict()
 
     def path(code: str) -> list[str]:
         found = nomenclature.path(code)
         return [found[level] for level in nomenclature.levels if level in found]
 
     frequencies = CodeFrequencies(options.get("smoothing", 5.0), options.get("power", 0.75))
-    return frequencies.fit(read_code_counts(config, nomenclature), coder.classifier.classes, path)
+    return frequencies.fit(counts, coder.classifier.classes, path)
 
 
 def fit_prior(config: TrainConfig, coder: Coder, rows: pd.DataFrame) -> CategoricalPrior | None:
@@ -589,6 +606,8 @@ class HeldOutScores:
     # the ensemble's register prior (log factors) over `classes`, the fold classifier's
     classes: list[str] = field(default_factory=list)
     log_prior: np.ndarray | None = None
+    # its code frequencies' log factors over `classes` (`CodeFrequencies`)
+    log_frequency: np.ndarray | None = None
 
 
 def cross_fits(config: TrainConfig, table: pd.DataFrame) -> bool:
@@ -619,8 +638,16 @@ def scores_of(coder: Coder, rows: pd.DataFrame) -> HeldOutScores:
         scores = member.scores(inputs) if member.classes else np.zeros((len(rows), 0))
         members.append((list(member.classes), np.asarray(scores, dtype=np.float32)))
     classifier = coder.classifier
-    log_prior = classifier.log_prior(inputs) if isinstance(classifier, EnsembleClassifier) else None
-    return HeldOutScores(rows.index, members, list(classifier.classes), log_prior)
+    if not isinstance(classifier, EnsembleClassifier):
+        return HeldOutScores(rows.index, members, list(classifier.classes))
+    frequencies = classifier.frequencies
+    return HeldOutScores(
+        rows.index,
+        members,
+        list(classifier.classes),
+        classifier.log_prior(inputs),
+        None if frequencies is None else frequencies.log_factors,
+    )
 
 
 def cross_fit(
@@ -686,6 +713,15 @@ def _log_prior_in(part: HeldOutScores, position: dict[str, int], width: int):
     return out
 
 
+def _log_frequency_in(part: HeldOutScores, position: dict[str, int], width: int):
+    """``part``'s code frequencies over the final classifier's classes (None: none)."""
+    if part.log_frequency is None:
+        return None
+    out = np.zeros(width, dtype=np.float32)
+    out[[position[c] for c in part.classes]] = part.log_frequency
+    return out
+
+
 def calibrate_cross_fitted(
     coder: Coder, rows: pd.DataFrame, held_out: Sequence[HeldOutScores], config: TrainConfig
 ) -> Evaluation:
@@ -743,6 +779,7 @@ def calibrate_cross_fitted(
                 ),
                 sum(weight for _, weight, _, _ in active),
                 _log_prior_in(part, position, len(classifier.classes)),
+                _log_frequency_in(part, position, len(classifier.classes)),
             )
         else:
             classes, scores = part.members[0]

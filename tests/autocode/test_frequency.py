@@ -51,17 +51,49 @@ def test_the_frequencies_are_smoothed_shares_along_the_hierarchy(tmp_path):
             CodeFrequencies(**bad)
 
 
+def test_the_frequencies_shift_the_members_that_do_not_follow_them():
+    """Pooled: Σ_i w_i softmax(logits_i + log f) over fastText and TF-IDF, the nearest
+    descriptions' softmax as it is (its votes already count descriptions)."""
+    from autocode.model import (
+        EnsembleClassifier,
+        FastTextClassifier,
+        NearestClassifier,
+        softmax,
+    )
+    from autocode.model.tfidf import TfidfClassifier
+
+    ensemble = EnsembleClassifier(
+        [FastTextClassifier(), TfidfClassifier(), NearestClassifier()], [0.2, 0.8, 1.0], None
+    )
+    ensemble.classes = CLASSES
+    rng = np.random.default_rng(0)
+    logits = [rng.normal(size=(4, 5)).astype(np.float32) for _ in range(3)]
+    log_f = np.log(np.array([0.5, 0.2, 0.1, 0.1, 0.1], dtype=np.float32))
+    kinds = ["fasttext", "tfidf", "knn"]
+    parts = [(k, slice(None), x, w) for k, x, w in zip(kinds, logits, [0.2, 0.8, 1.0], strict=True)]
+    out, _ = ensemble.pool_logits(4, iter(parts), 2.0, None, log_f)
+    shifted = 0.1 * softmax(logits[0] + log_f) + 0.4 * softmax(logits[1] + log_f)
+    expected = shifted + 0.5 * softmax(logits[2])
+    np.testing.assert_allclose(out, expected, rtol=1e-5)
+    plain, _ = ensemble.pool_logits(4, iter(parts), 2.0)
+    assert (out[:, 0] > plain[:, 0]).all() and (out[:, 4] < plain[:, 4]).all()
+
+
 def test_a_bad_frequencies_config_or_table_is_refused_in_one_line(tmp_path):
     from autocode.train import ConfigError, TrainConfig, load_nomenclature, read_code_counts
 
     for raw, message in (
-        ({"code_frequencies": "counts.csv"}, "a mapping with uri"),
+        ({"code_frequencies": "counts.csv"}, "a mapping of"),
+        ({"code_frequencies": {"uri": 3}}, "a mapping of"),
         ({"code_frequencies": {"uri": "c.csv", "colum": "x"}}, "unknown keys"),
         ({"code_frequencies": {"uri": "c.csv", "power": -1}}, "power must be"),
         ({"code_frequencies": {"uri": "c.csv"}, "model": "tfidf"}, "only an ensemble"),
     ):
         with pytest.raises(ConfigError, match=message):
             TrainConfig.from_dict(raw)
+    assert TrainConfig.from_dict({}).code_frequencies == {"smoothing": 5.0, "power": 0.75}
+    assert TrainConfig.from_dict({"code_frequencies": None}).code_frequencies is None
+    assert TrainConfig.from_dict({"model": "tfidf"}).code_frequencies  # (not applied)
     nomenclature, _ = load_nomenclature(TrainConfig())
     tables = {
         "no_code.csv": ("naf,count\n4711A,3\n", "no column 'code'"),
@@ -199,3 +231,25 @@ def test_the_automatic_decision_is_calibrated_with_the_frequencies(halves):
     np.testing.assert_allclose(by_hand["ic"], pooled["ic"], atol=1e-5)
     fold_classifier.frequencies = None  # without them the fold codes otherwise
     assert not np.allclose(fold_coder.predict(held)["proba_1"], pooled["proba_1"], atol=1e-3)
+
+
+def test_without_a_table_the_frequencies_are_the_experts_descriptions():
+    """The default (no uri): learnt from the train datasets' descriptions coded by experts, not
+    from notes phrases nor a model's codes; at cold start there are none."""
+    from autocode.model import EnsembleClassifier
+    from autocode.train import build_coder, fit_frequencies, load_inputs
+
+    inputs = load_inputs(config())
+    table = inputs.table
+    coder = build_coder(config(), inputs.nomenclature, table)
+    coder.classifier.classes = sorted(set(table["code"]))
+    assert isinstance(coder.classifier, EnsembleClassifier)
+    frequencies = fit_frequencies(config(), coder, table)
+    described = table[table["source"] == "dev1000"]
+    assert frequencies is not None and frequencies.rows == len(described)
+    top = coder.classifier.classes[int(np.argmax(frequencies.log_factors))]
+    assert top == described["code"].value_counts().index[0]
+    assert fit_frequencies(config(), coder, table[table["source"] != "dev1000"]) is None
+    model_coded = config(train=[{"uri": str(DEV1000), "name": "teacher", "labels": "model"}])
+    assert fit_frequencies(model_coded, coder, table.assign(source="teacher")) is None
+    assert fit_frequencies(config(code_frequencies=None), coder, table) is None

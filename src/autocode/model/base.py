@@ -105,6 +105,9 @@ class Classifier:
     default_temperature: ClassVar[float] = 1.0
     ensemble_weight: ClassVar[float] = 1.0  # default weight in an ensemble (mean pooling)
     geometric_weight: ClassVar[float] = 1.0  # default weight in a geometric pooling
+    # its scores already follow how often each code occurs in what it learnt from (votes of
+    # descriptions): an ensemble's code frequencies are not applied to it
+    follows_frequencies: ClassVar[bool] = False
     classes: list[str]
 
     def __init__(self, **params: Any):

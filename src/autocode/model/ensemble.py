@@ -63,8 +63,8 @@ class EnsembleClassifier(Classifier):
         # the register variables' prior over codes, fitted by training on labelled descriptions
         # (`autocode.train.fit_classifier`); over `classes`
         self.prior: CategoricalPrior | None = None
-        # how often each code occurs in the traffic (`CodeFrequencies`), from a table of code
-        # counts given to training (`code_frequencies`); over `classes`
+        # how often each code occurs in the traffic (`CodeFrequencies`), fitted by training
+        # (`code_frequencies`), applied to the members that do not follow it; over `classes`
         self.frequencies: CodeFrequencies | None = None
         self.params = {
             "members": kinds,
@@ -92,19 +92,19 @@ class EnsembleClassifier(Classifier):
             (m.kind, self._columns(m), m.scores(texts) * np.float32(m.temperature), w)
             for m, w in active
         )
-        return self.pool_logits(len(texts), parts, sum(w for _, w in active), self.log_prior(texts))
+        return self.pool_logits(
+            len(texts),
+            parts,
+            sum(w for _, w in active),
+            self.log_prior(texts),
+            None if self.frequencies is None else self.frequencies.log_factors,
+        )
 
     def log_prior(self, texts: Texts) -> np.ndarray | None:
-        """The log factors of the rows over `classes`: the register prior's (given the rows'
-        values) plus the code frequencies' (None: neither applies)."""
-        factors = None
-        if self.prior is not None and isinstance(texts, ModelInput) and texts.categorical:
-            factors = self.prior.log_factors(texts.categorical, len(texts))
-        if self.frequencies is None:
-            return factors
-        if factors is None:
-            return np.broadcast_to(self.frequencies.log_factors, (len(texts), len(self.classes)))
-        return factors + self.frequencies.log_factors
+        """The register prior's log factors of the rows (None: no prior, or no values)."""
+        if self.prior is None or not isinstance(texts, ModelInput) or not texts.categorical:
+            return None
+        return self.prior.log_factors(texts.categorical, len(texts))
 
     def pool_logits(
         self,
@@ -112,6 +112,7 @@ class EnsembleClassifier(Classifier):
         parts: Iterable[tuple[str, slice | np.ndarray, np.ndarray, float]],
         total: float,
         log_prior: np.ndarray | None = None,
+        log_frequency: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """`pool` of members' calibrated scores (logits = scores × temperature) given as
         ``(kind, columns, logits, weight)``: ``columns`` place the member's classes among the
@@ -119,12 +120,17 @@ class EnsembleClassifier(Classifier):
         pools the held-out scores of its cross-fitted models with it (`autocode.train`).
         ``log_prior`` (n × classes): log factors the pooled probabilities are multiplied by
         (then renormalised) before the top-1 code and its confidence margin are read: the
-        register variables' prior (`CategoricalPrior`)."""
+        register variables' prior (`CategoricalPrior`). ``log_frequency`` (classes): the code
+        frequencies' log factors (`CodeFrequencies`), added to the logits of the members that
+        do not follow how often codes occur (not the nearest descriptions), before pooling."""
         out = np.zeros((n, len(self.classes)), dtype=np.float32)
         wanted = set(confidence_members(self.confidence))  # `confidence` may be reassigned
         confident: dict[str, np.ndarray] = {}
         total = total or 1.0
+        following = {m.kind for m in self.members if m.follows_frequencies}
         for kind, columns, logits, weight in parts:
+            if log_frequency is not None and kind not in following:
+                logits = logits + log_frequency[columns]
             weight = weight / total
             if self.pooling == "geometric":
                 if not isinstance(columns, slice) and len(columns) < len(self.classes):

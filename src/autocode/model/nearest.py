@@ -41,6 +41,7 @@ class NearestClassifier(Classifier):
 
     kind = "knn"
     default_temperature = 10.0  # sums of cosines are in [0, neighbours]; training calibrates it
+    follows_frequencies = True  # its votes count descriptions
     ensemble_weight = 1.0
     geometric_weight = 1.0
 
