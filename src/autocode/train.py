@@ -259,11 +259,14 @@ def _check_frequencies(config: TrainConfig) -> None:
         raise ConfigError(f"code_frequencies: {exc}") from exc
 
 
-def read_code_counts(config: TrainConfig, nomenclature: Nomenclature) -> dict[str, float]:
-    """The counts of leaf codes in the ``code_frequencies`` table: one row per unit, or a
-    ``count_column`` (default ``count``, used when the table has it); codes of the nomenclature
-    in any spelling. A missing column, a count that is not a number ≥ 0, or a table without any
-    leaf code is a `ConfigError`; rows of other codes are left out (`train` reports them)."""
+def read_code_counts(
+    config: TrainConfig, nomenclature: Nomenclature
+) -> tuple[dict[str, float], int]:
+    """The counts of leaf codes in the ``code_frequencies`` table (one row per unit, or a
+    ``count_column``, default ``count``, used when the table has it; codes of the nomenclature
+    in any spelling) and how many rows were left out (codes of other levels or not in the
+    nomenclature: `train` reports them). A missing column, a count that is not a number ≥ 0,
+    or a table without any leaf code is a `ConfigError`."""
     options = config.code_frequencies or {}
     uri = options["uri"]
     table = datamod.read_table(uri)
@@ -291,16 +294,20 @@ def read_code_counts(config: TrainConfig, nomenclature: Nomenclature) -> dict[st
         counts = pd.Series(1.0, index=table.index)
     leaf = nomenclature.leaf_level
     out: dict[str, float] = {}
+    left_out = 0
     for code, count in zip(table[code_column].tolist(), counts.tolist(), strict=True):
         found = nomenclature.find(code)
         if found is not None and nomenclature.nodes[found].level == leaf:
             out[found] = out.get(found, 0.0) + float(count)
+        else:
+            left_out += 1
     if not sum(out.values()):
         raise ConfigError(
             f"code_frequencies: {uri} counts no {leaf} code of {nomenclature.name} "
-            f"{nomenclature.version} (column {code_column!r})"
+            f"{nomenclature.version} (column {code_column!r}); is it coded in another "
+            "nomenclature?"
         )
-    return out
+    return out, left_out
 
 
 def prior_variables(config: TrainConfig, table: pd.DataFrame | None) -> list[str]:
@@ -329,9 +336,9 @@ class TrainingInputs:
     table: pd.DataFrame  # text, code, source, categorical columns
     evaluation: dict[str, pd.DataFrame]  # name → text, code, categorical columns
     invalid: dict[str, pd.DataFrame]
-    # the code_frequencies table's counts of leaf codes (read here so that a bad table fails
-    # before any fit; the fits read it again, `fit_frequencies`)
-    code_counts: dict[str, float] | None = None
+    # the code_frequencies table's counts of leaf codes and its rows left out (read here so
+    # that a bad table fails before any fit; the fits read it again, `fit_frequencies`)
+    code_counts: tuple[dict[str, float], int] | None = None
 
 
 def load_nomenclature(config: TrainConfig) -> tuple[Nomenclature, dict[str, Note]]:
@@ -490,7 +497,7 @@ def fit_frequencies(
         return None
     nomenclature = coder.nomenclature
     if _frequency_table(config):
-        counts = read_code_counts(config, nomenclature)
+        counts, _ = read_code_counts(config, nomenclature)
     else:
         described = description_rows(config, rows) if rows is not None else rows
         if described is None or not len(described) or datamod.SOURCE not in described:
@@ -1036,10 +1043,11 @@ def train(config: TrainConfig, progress=None) -> TrainResult:
             reasons = invalid["reason"].value_counts().to_dict()
             step(f"{uri}: {len(invalid)} rows left out (invalid): {reasons}")
     if inputs.code_counts:
-        counts = inputs.code_counts
+        counts, left_out = inputs.code_counts
+        left = f"; rows left out, not {inputs.nomenclature.leaf_level} codes: {left_out}"
         step(
             f"code frequencies: {sum(counts.values()):,.0f} units of {len(counts)} codes "
-            f"from {(config.code_frequencies or {})['uri']}"
+            f"from {_frequency_table(config)}{left if left_out else ''}"
         )
     coder, validation, timings = fit_coder(config, inputs.nomenclature, inputs.table, step)
     coder.info = {

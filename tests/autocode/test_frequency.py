@@ -108,7 +108,7 @@ def test_a_bad_frequencies_config_or_table_is_refused_in_one_line(tmp_path):
             read_code_counts(cfg, nomenclature)
     (tmp_path / "units.csv").write_text("code\n4711A\n47.11A\n4711B\nnot a code\n47\n")
     cfg = TrainConfig.from_dict({"code_frequencies": {"uri": str(tmp_path / "units.csv")}})
-    assert read_code_counts(cfg, nomenclature) == {"47.11A": 2.0, "47.11B": 1.0}
+    assert read_code_counts(cfg, nomenclature) == ({"47.11A": 2.0, "47.11B": 1.0}, 2)
     cfg = TrainConfig.from_dict(
         {"code_frequencies": {"uri": str(tmp_path / "units.csv"), "count_column": "n"}}
     )
@@ -129,7 +129,9 @@ def halves(tmp_path_factory):
     first = np.random.default_rng(0).permutation(len(rows)) % 2 == 0
     table = tmp_path_factory.mktemp("frequencies") / "register-counts.csv"
     counts = rows[first]["code"].str.replace(".", "", regex=False).value_counts()
-    counts.rename_axis("code").reset_index(name="count").to_csv(table, index=False)
+    counts = counts.rename_axis("code").reset_index(name="count")
+    unknown = pd.DataFrame({"code": ["9999Z"], "count": [4]})  # not a code: left out, said
+    pd.concat([counts, unknown]).to_csv(table, index=False)
     return rows[first], rows[~first], table
 
 
@@ -139,10 +141,17 @@ def trained(halves, tmp_path_factory):
     code counts, saved as a pyfunc."""
     from autocode.train import train
 
-    _, _, table = halves
+    first, _, table = halves
     output = tmp_path_factory.mktemp("frequencies-model") / "model"
     cold = config(train=[], code_frequencies={"uri": str(table)}, output=str(output))
-    return train(cold)
+    messages: list[str] = []
+    result = train(cold, progress=messages.append)
+    said = [m for m in messages if m.startswith("code frequencies")]
+    assert said == [
+        f"code frequencies: {len(first)} units of {first['code'].nunique()} codes from {table}; "
+        "rows left out, not subclass codes: 1"
+    ]
+    return result
 
 
 def test_a_cold_start_model_codes_real_descriptions_better_with_the_code_frequencies(
