@@ -202,9 +202,9 @@ def code(parts, temperatures, variant, dev, n_cold, train_positions, nomenclatur
             out /= out.sum(axis=1, keepdims=True)
             if margin is not None:  # the confidence member's margin at the new top-1
                 margin = None  # recomputed below from the pool
-        if variant.get("frequency"):  # the code frequencies of the model's own descriptions
+        if variant.get("pool_frequency"):  # the same frequencies on the pool (knn included)
             counts = dev["code"].iloc[kept].value_counts().to_dict()
-            frequencies = CodeFrequencies(*variant["frequency"]).fit(counts, classes, path)
+            frequencies = CodeFrequencies(*variant["pool_frequency"]).fit(counts, classes, path)
             out = out * np.exp(frequencies.log_factors)
             out /= out.sum(axis=1, keepdims=True)
             margin = _member_margin([part], temperatures, classes, out)
