@@ -20,6 +20,8 @@ from autocode.nomenclature import Nomenclature, Note
 TEXT = "text"
 CODE = "code"
 SOURCE = "source"
+#: A labelled row's design weight (the rows of traffic it stands for, `DatasetConfig.weight_column`)
+WEIGHT = "row_weight"
 
 
 class DataError(UserError, ValueError):

@@ -77,6 +77,9 @@ class DatasetConfig:
     code_column: str = "code"
     name: str = ""
     labels: str = "experts"  # LABELS
+    # a column of design weights (the rows of traffic each row stands for, e.g. an annotation
+    # campaign's weight): the code frequencies count each description by it (others: once)
+    weight_column: str = ""
 
     @property
     def source(self) -> str:
@@ -318,6 +321,25 @@ def prior_variables(config: TrainConfig, table: pd.DataFrame | None) -> list[str
     return [v for v in config.categorical_prior.get("variables", []) if v in table]
 
 
+def _weights(raw: pd.DataFrame, dataset: DatasetConfig) -> pd.Series:
+    """``dataset``'s design weights: numbers ≥ 0 or missing (NaN: the row counts once), else a
+    `ConfigError` naming the column."""
+    column = dataset.weight_column
+    if column not in raw:
+        raise ConfigError(
+            f"{dataset.uri}: no column {column!r} (weight_column); its columns: {list(raw.columns)}"
+        )
+    weights = pd.to_numeric(raw[column], errors="coerce")
+    given = raw[column].notna() & (raw[column].astype(str).str.strip() != "")
+    bad = raw.loc[given & ~(weights >= 0), column]
+    if len(bad):
+        raise ConfigError(
+            f"{dataset.uri}, column {column!r} (weight_column): {bad.iloc[0]!r} is not a weight "
+            f"(a number ≥ 0; {len(bad)} such rows)"
+        )
+    return weights.astype(float)
+
+
 def _dataset(raw: Any) -> DatasetConfig:
     dataset = DatasetConfig(uri=raw) if isinstance(raw, str) else DatasetConfig(**raw)
     if dataset.labels not in LABELS:
@@ -389,9 +411,13 @@ def load_inputs(config: TrainConfig) -> TrainingInputs:
     def read(dataset: DatasetConfig, source: str) -> datamod.LabelledData:
         raw = datamod.read_table(dataset.uri)
         columns = _with_prior_columns(config, raw)
-        return datamod.label_table(
+        labelled = datamod.label_table(
             raw, nomenclature, dataset.text_column, dataset.code_column, columns, source=source
         )
+        if dataset.weight_column:
+            kept = raw.index.difference(labelled.invalid.index)
+            labelled.rows[datamod.WEIGHT] = _weights(raw, dataset).loc[kept].to_numpy()
+        return labelled
 
     for dataset in config.train:
         labelled = read(dataset, dataset.source)
@@ -491,7 +517,8 @@ def fit_frequencies(
 ) -> CodeFrequencies | None:
     """The code frequencies (`CodeFrequencies`) over the classifier's classes: those of the
     ``code_frequencies`` table, else of the experts' descriptions among ``rows``
-    (`description_rows`); None when off, or with neither."""
+    (`description_rows`), each counted by its design weight (``weight_column``; once without
+    one); None when off, or with neither."""
     options = config.code_frequencies
     if options is None:
         return None
@@ -502,7 +529,12 @@ def fit_frequencies(
         described = description_rows(config, rows) if rows is not None else rows
         if described is None or not len(described) or datamod.SOURCE not in described:
             return None
-        counts = described[datamod.CODE].value_counts().astype(float).to_dict()
+        weights = (  # a row without one (other datasets': "" once combined) counts once
+            pd.to_numeric(described[datamod.WEIGHT], errors="coerce").fillna(1.0)
+            if datamod.WEIGHT in described
+            else pd.Series(1.0, index=described.index)
+        )
+        counts = weights.groupby(described[datamod.CODE]).sum().to_dict()
 
     def path(code: str) -> list[str]:
         found = nomenclature.path(code)

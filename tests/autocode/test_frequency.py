@@ -242,6 +242,43 @@ def test_the_automatic_decision_is_calibrated_with_the_frequencies(halves):
     assert not np.allclose(fold_coder.predict(held)["proba_1"], pooled["proba_1"], atol=1e-3)
 
 
+def test_descriptions_count_by_their_design_weight(tmp_path):
+    """``weight_column``: each description counts by its weight (a missing one: once); a
+    missing column or a weight that is not a number ≥ 0 is refused in one line."""
+    from autocode.model import EnsembleClassifier
+    from autocode.train import ConfigError, build_coder, fit_frequencies, load_inputs
+
+    rows = pd.DataFrame(
+        {
+            "text_description": ["Plomberie", "Maçonnerie", "Location meublée", "Restaurant"],
+            "code": ["4322A", "4399C", "6820A", "5610A"],
+            "w": ["10", "2.5", "", "1"],
+        }
+    )
+    path = tmp_path / "weighted.csv"
+    rows.to_csv(path, index=False)
+    dataset = {"uri": str(path), "name": "campaign", "weight_column": "w"}
+    cfg = config(train=[dataset], cold_start=True)
+    inputs = load_inputs(cfg)
+    coder = build_coder(cfg, inputs.nomenclature, inputs.table)
+    coder.classifier.classes = sorted(set(inputs.table["code"]))
+    assert isinstance(coder.classifier, EnsembleClassifier)
+    frequencies = fit_frequencies(cfg, coder, inputs.table)
+    assert frequencies is not None and frequencies.rows == 14.5  # 10 + 2.5 + 1 (missing) + 1
+    top = coder.classifier.classes[int(np.argmax(frequencies.log_factors))]
+    assert top == "43.22A"
+    for weights, message in (
+        (["10", "-1", "", "1"], "'-1' is not a weight"),
+        (["10", "many", "", "1"], "'many' is not a weight"),
+    ):
+        rows.assign(w=weights).to_csv(path, index=False)
+        with pytest.raises(ConfigError, match=message):
+            load_inputs(cfg)
+    rows.drop(columns="w").to_csv(path, index=False)
+    with pytest.raises(ConfigError, match="no column 'w' \\(weight_column\\)"):
+        load_inputs(cfg)
+
+
 def test_without_a_table_the_frequencies_are_the_experts_descriptions():
     """The default (no uri): learnt from the train datasets' descriptions coded by experts, not
     from notes phrases nor a model's codes; at cold start there are none."""

@@ -224,15 +224,23 @@ def held_out(keys: Sequence[str], share: float, seed: int) -> np.ndarray:
     return np.asarray(draws, dtype=np.float64) < share
 
 
+def design_weight_column(rows: pd.DataFrame) -> str | None:
+    """The column of gold rows' weights (None: none): ``response_weight`` when the export
+    adjusted for skipped tasks (their weight spread over their stratum's coded rows), else the
+    design ``weight``."""
+    for column in ("response_weight", "weight"):
+        if column in rows:
+            return column
+    return None
+
+
 def design_of(rows: pd.DataFrame):
-    """The `SampleDesign` of gold rows that carry weights (None without a weight column):
-    ``response_weight`` when the export adjusted for skipped tasks, else ``weight``."""
+    """The `SampleDesign` of gold rows that carry weights (None without a weight column,
+    `design_weight_column`)."""
     from autocode.evaluate import SampleDesign
 
-    # the export's non-response adjusted weight (skipped tasks' weight spread over their
-    # stratum's coded rows) when it has one, else the design weight
-    column = "response_weight" if "response_weight" in rows else "weight"
-    if column not in rows:
+    column = design_weight_column(rows)
+    if column is None:
         return None
     try:
         return SampleDesign.of(

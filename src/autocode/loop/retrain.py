@@ -18,7 +18,7 @@ import pandas as pd
 
 from autocode import data as datamod
 from autocode.errors import UserError
-from autocode.loop.gold import KEY, Gold, held_out, read_gold
+from autocode.loop.gold import KEY, Gold, design_weight_column, held_out, read_gold
 from autocode.loop.tracking import (
     GOLD_RECORD,
     TAG_PREFIX,
@@ -75,13 +75,18 @@ def retrain(
             "nothing to fold into training; lower --holdout or annotate more"
         )
     step(f"training on {len(trained)} gold rows; {len(kept_out)} held out (seed {holdout_seed})")
-    columns = [datamod.TEXT, datamod.CODE, *inputs]
+    # the campaign's design weight (the traffic each row stands for): the code frequencies
+    # learnt from the gold count rows by it, as the traffic would (docs/autocode.md)
+    weight = design_weight_column(gold.rows)
+    columns = [datamod.TEXT, datamod.CODE, *inputs, *([weight] if weight else [])]
     with tempfile.TemporaryDirectory(prefix="autocode-retrain-") as tmp:
         train_file = Path(tmp) / "gold_train.parquet"
         trained[columns].to_parquet(train_file, index=False)
         config.train = [
             *config.train,
-            DatasetConfig(str(train_file), datamod.TEXT, datamod.CODE, GOLD_SOURCE),
+            DatasetConfig(
+                str(train_file), datamod.TEXT, datamod.CODE, GOLD_SOURCE, weight_column=weight or ""
+            ),
         ]
         if len(kept_out):
             holdout_file = Path(tmp) / "gold_holdout.parquet"

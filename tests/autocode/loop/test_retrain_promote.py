@@ -112,6 +112,12 @@ def test_retrain_compare_promote(
     coder = load_coder(f"models:/{NAME}/{challenger}")
     assert "type_" in coder.categorical
     assert isinstance(coder.classifier, EnsembleClassifier) and coder.classifier.prior is not None
+    # its code frequencies count each gold row by the campaign's design weight (the traffic
+    # it stands for), not once
+    frequencies = coder.classifier.frequencies
+    weights = gold.rows.loc[~expected_out, "weight"].astype(float)
+    assert frequencies is not None and frequencies.rows == pytest.approx(weights.sum())
+    assert frequencies.rows != pytest.approx(len(weights))
 
     # compare only: evidence recorded, nothing moves
     code, out, err = run(
