@@ -85,23 +85,30 @@ def run(seeds: list[int], work: Path, distil: list[str]) -> dict[str, Any]:
                 coded[f"teacher + {table}"][held] = _codes_of(teacher_model, frame[held])
                 if table in distil:
                     directory = work / f"distilled-{table}-seed{seed}-fold{fold}"
-                    directory.mkdir(exist_ok=True)
-                    rows = raw[~held].assign(code=_codes_of(teacher_model, frame[~held]))
-                    rows.to_csv(directory / "train.csv", index=False)
-                    student = _train(
-                        directory / "model",
-                        f"train:\n  - uri: {directory / 'train.csv'}\n    name: teacher-coded\n"
-                        f"    labels: model\ncode_frequencies: {{uri: {path}}}\n",
-                    )
                     name = f"distilled with {table}"
                     coded.setdefault(name, np.empty(len(raw), dtype=object))
-                    coded[name][held] = _codes(student, frame[held])
+                    coded[name][held] = _distilled(directory, teacher_model, raw, held, path)
                 teacher_model.classifier.frequencies = None
         coder.classifier.frequencies = None
         coded.update(_students(work, seed, folds, frame))
         out[f"seed{seed}"] = {name: _top1(codes, truth) for name, codes in coded.items()}
         print(f"   seed {seed}: {out[f'seed{seed}']}", flush=True)
     return out
+
+
+def _distilled(directory: Path, teacher, raw: pd.DataFrame, held, table: Path) -> np.ndarray:
+    """The held-out rows' codes by a student trained on the other rows as ``teacher`` (with the
+    frequencies of ``table``) codes them (``labels: model``), given the same ``table``."""
+    directory.mkdir(exist_ok=True)
+    frame = raw.rename(columns={"text_description": "text"})
+    rows = raw[~held].assign(code=_codes_of(teacher, frame[~held]))
+    rows.to_csv(directory / "train.csv", index=False)
+    student = _train(
+        directory / "model",
+        f"train:\n  - uri: {directory / 'train.csv'}\n    name: teacher-coded\n"
+        f"    labels: model\ncode_frequencies: {{uri: {table}}}\n",
+    )
+    return _codes(student, frame[held])
 
 
 def _students(work, seed, folds, frame) -> dict[str, np.ndarray]:
