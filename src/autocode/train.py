@@ -523,8 +523,10 @@ def fit_frequencies(
     if options is None:
         return None
     nomenclature = coder.nomenclature
-    if _frequency_table(config):
+    table = _frequency_table(config)
+    if table:
         counts, _ = read_code_counts(config, nomenclature)
+        source = f"table {table}"
     else:
         described = description_rows(config, rows) if rows is not None else rows
         if described is None or not len(described) or datamod.SOURCE not in described:
@@ -535,12 +537,14 @@ def fit_frequencies(
             else pd.Series(1.0, index=described.index)
         )
         counts = weights.groupby(described[datamod.CODE]).sum().to_dict()
+        weighted = " by their design weights" if datamod.WEIGHT in described else ""
+        source = f"{len(described)} descriptions coded by experts{weighted}"
 
     def path(code: str) -> list[str]:
         found = nomenclature.path(code)
         return [found[level] for level in nomenclature.levels if level in found]
 
-    frequencies = CodeFrequencies(options.get("smoothing", 5.0), options.get("power", 0.75))
+    frequencies = CodeFrequencies(options.get("smoothing", 5.0), options.get("power", 0.75), source)
     return frequencies.fit(counts, coder.classifier.classes, path)
 
 

@@ -46,9 +46,9 @@ def test_the_frequencies_are_smoothed_shares_along_the_hierarchy(tmp_path):
     loaded = CodeFrequencies.load(tmp_path / "frequencies")
     np.testing.assert_array_equal(loaded.log_factors, frequencies.log_factors)
     assert (loaded.classes, loaded.meta()) == (CLASSES, frequencies.meta())
-    for bad in ({"smoothing": 0}, {"power": -1}):
+    for smoothing, power in ((0.0, 1.0), (5.0, -1.0)):
         with pytest.raises(ValueError, match="must be"):
-            CodeFrequencies(**bad)
+            CodeFrequencies(smoothing, power)
 
 
 def test_the_frequencies_shift_the_members_that_do_not_follow_them():
@@ -183,7 +183,7 @@ def test_the_saved_model_keeps_its_code_frequencies(halves, trained):
     from autocode.model import EnsembleClassifier, load_coder
     from autocode.serve.predictor import Predictor
 
-    first, second, _ = halves
+    first, second, table = halves
     rows = (
         second[["text_description", "type_"]].head(20).rename(columns={"text_description": "text"})
     )
@@ -200,6 +200,7 @@ def test_the_saved_model_keeps_its_code_frequencies(halves, trained):
         "smoothing": 5.0,
         "power": 0.75,
         "rows": float(len(first)),
+        "source": f"table {table}",
     }
 
 
@@ -265,6 +266,7 @@ def test_descriptions_count_by_their_design_weight(tmp_path):
     assert isinstance(coder.classifier, EnsembleClassifier)
     frequencies = fit_frequencies(cfg, coder, inputs.table)
     assert frequencies is not None and frequencies.rows == 14.5  # 10 + 2.5 + 1 (missing) + 1
+    assert frequencies.source == "4 descriptions coded by experts by their design weights"
     top = coder.classifier.classes[int(np.argmax(frequencies.log_factors))]
     assert top == "43.22A"
     for weights, message in (
@@ -293,6 +295,7 @@ def test_without_a_table_the_frequencies_are_the_experts_descriptions():
     frequencies = fit_frequencies(config(), coder, table)
     described = table[table["source"] == "dev1000"]
     assert frequencies is not None and frequencies.rows == len(described)
+    assert frequencies.source == f"{len(described)} descriptions coded by experts"
     top = coder.classifier.classes[int(np.argmax(frequencies.log_factors))]
     assert top == described["code"].value_counts().index[0]
     assert fit_frequencies(config(), coder, table[table["source"] != "dev1000"]) is None

@@ -31,13 +31,14 @@ import numpy as np
 class CodeFrequencies:
     """log p(code) ^ power over `classes`, from a table of code counts (module docstring)."""
 
-    def __init__(self, smoothing: float = 5.0, power: float = 0.75):
+    def __init__(self, smoothing: float = 5.0, power: float = 0.75, source: str = ""):
         if smoothing <= 0:
             raise ValueError(f"code frequencies smoothing must be > 0, not {smoothing}")
         if power < 0:
             raise ValueError(f"code frequencies power must be ≥ 0, not {power}")
         self.smoothing = float(smoothing)
         self.power = float(power)
+        self.source = source  # where the counts came from (a table's URI, or descriptions)
         self.classes: list[str] = []
         self.log_factors = np.zeros(0, dtype=np.float32)  # power · log p(code), max 0
         self.rows = 0.0  # the counts' total
@@ -76,7 +77,12 @@ class CodeFrequencies:
 
     # -- persistence ---------------------------------------------------------------------------
     def meta(self) -> dict[str, Any]:
-        return {"smoothing": self.smoothing, "power": self.power, "rows": self.rows}
+        return {
+            "smoothing": self.smoothing,
+            "power": self.power,
+            "rows": self.rows,
+            "source": self.source,
+        }
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
@@ -87,7 +93,7 @@ class CodeFrequencies:
     @classmethod
     def load(cls, directory: Path) -> CodeFrequencies:
         meta = json.loads((directory / "frequencies.json").read_text())
-        out = cls(meta["smoothing"], meta["power"])
+        out = cls(meta["smoothing"], meta["power"], meta.get("source", ""))
         out.classes = list(meta["classes"])
         out.rows = float(meta["rows"])
         out.log_factors = np.load(directory / "log_factors.npy")
