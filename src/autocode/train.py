@@ -273,26 +273,12 @@ def read_code_counts(
     options = config.code_frequencies or {}
     uri = options["uri"]
     table = datamod.read_table(uri)
-    code_column = options.get("code_column", "code")
+    where = f"code_frequencies: {uri}"
+    code_column = _column(table, options.get("code_column", "code"), where, "code_column")
     count_column = options.get("count_column", "count")
-    if code_column not in table:
-        raise ConfigError(
-            f"code_frequencies: {uri} has no column {code_column!r} (code_column); "
-            f"its columns: {list(table.columns)}"
-        )
-    if count_column in table:
-        counts = pd.to_numeric(table[count_column], errors="coerce")
-        bad = table.loc[~(counts >= 0), count_column]
-        if len(bad):
-            raise ConfigError(
-                f"code_frequencies: {uri}, column {count_column!r}: {bad.iloc[0]!r} is not a "
-                f"count (a number ≥ 0; {len(bad)} such rows)"
-            )
-    elif "count_column" in options:
-        raise ConfigError(
-            f"code_frequencies: {uri} has no column {count_column!r} (count_column); "
-            f"its columns: {list(table.columns)}"
-        )
+    if count_column in table or "count_column" in options:
+        _column(table, count_column, where, "count_column")
+        counts = _non_negative(table, count_column, where, "count_column", "count")
     else:
         counts = pd.Series(1.0, index=table.index)
     leaf = nomenclature.leaf_level
@@ -322,22 +308,35 @@ def prior_variables(config: TrainConfig, table: pd.DataFrame | None) -> list[str
 
 
 def _weights(raw: pd.DataFrame, dataset: DatasetConfig) -> pd.Series:
-    """``dataset``'s design weights: numbers ≥ 0 or missing (NaN: the row counts once), else a
-    `ConfigError` naming the column."""
-    column = dataset.weight_column
-    if column not in raw:
+    """``dataset``'s design weights: numbers ≥ 0 or missing (NaN: the row counts once)."""
+    column = _column(raw, dataset.weight_column, dataset.uri, "weight_column")
+    return _non_negative(raw, column, dataset.uri, "weight_column", "weight", missing_ok=True)
+
+
+def _column(table: pd.DataFrame, column: str, where: str, key: str) -> str:
+    """``column`` if ``table`` (read from ``where``) has it, else a `ConfigError` naming the
+    config ``key`` that asked for it."""
+    if column not in table:
         raise ConfigError(
-            f"{dataset.uri}: no column {column!r} (weight_column); its columns: {list(raw.columns)}"
+            f"{where} has no column {column!r} ({key}); its columns: {list(table.columns)}"
         )
-    weights = pd.to_numeric(raw[column], errors="coerce")
-    given = raw[column].notna() & (raw[column].astype(str).str.strip() != "")
-    bad = raw.loc[given & ~(weights >= 0), column]
+    return column
+
+
+def _non_negative(
+    table: pd.DataFrame, column: str, where: str, key: str, what: str, missing_ok: bool = False
+) -> pd.Series:
+    """``table[column]`` as numbers ≥ 0 (NaN where a value is missing and ``missing_ok``), else
+    a `ConfigError` showing the first bad value."""
+    values = pd.to_numeric(table[column], errors="coerce")
+    given = table[column].notna() & (table[column].astype(str).str.strip() != "")
+    bad = table.loc[(given if missing_ok else True) & ~(values >= 0), column]
     if len(bad):
         raise ConfigError(
-            f"{dataset.uri}, column {column!r} (weight_column): {bad.iloc[0]!r} is not a weight "
-            f"(a number ≥ 0; {len(bad)} such rows)"
+            f"{where}, column {column!r} ({key}): {bad.iloc[0]!r} is not a {what} (a number "
+            f"≥ 0; {len(bad)} such rows)"
         )
-    return weights.astype(float)
+    return values.astype(float)
 
 
 def _dataset(raw: Any) -> DatasetConfig:
@@ -528,8 +527,10 @@ def fit_frequencies(
         counts, _ = read_code_counts(config, nomenclature)
         source = f"table {table}"
     else:
-        described = description_rows(config, rows) if rows is not None else rows
-        if described is None or not len(described) or datamod.SOURCE not in described:
+        if rows is None or datamod.SOURCE not in rows:
+            return None
+        described = description_rows(config, rows)
+        if described.empty:
             return None
         weights = (  # a row without one (other datasets': "" once combined) counts once
             pd.to_numeric(described[datamod.WEIGHT], errors="coerce").fillna(1.0)

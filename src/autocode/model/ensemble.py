@@ -66,6 +66,8 @@ class EnsembleClassifier(Classifier):
         # how often each code occurs in the traffic (`CodeFrequencies`), fitted by training
         # (`code_frequencies`), applied to the members that do not follow it; over `classes`
         self.frequencies: CodeFrequencies | None = None
+        # the members' kinds whose scores already follow the code frequencies
+        self._following = frozenset(m.kind for m in self.members if m.follows_frequencies)
         self.params = {
             "members": kinds,
             "weights": self.weights,
@@ -127,9 +129,8 @@ class EnsembleClassifier(Classifier):
         wanted = set(confidence_members(self.confidence))  # `confidence` may be reassigned
         confident: dict[str, np.ndarray] = {}
         total = total or 1.0
-        following = {m.kind for m in self.members if m.follows_frequencies}
         for kind, columns, logits, weight in parts:
-            if log_frequency is not None and kind not in following:
+            if log_frequency is not None and kind not in self._following:
                 logits = logits + log_frequency[columns]
             weight = weight / total
             if self.pooling == "geometric":
