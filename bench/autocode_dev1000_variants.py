@@ -69,6 +69,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "IC of the pool": {"ic": "pool"},
     "IC of TF-IDF and knn": {"ic": "tfidf+knn"},
     "IC learnt (logistic regression) at 0.92": {**_REGISTER, "learnt_ic": True},
+    "IC learnt (logistic regression) at 0.92 with the code frequencies": {
+        **_DEFAULT,
+        "learnt_ic": True,
+    },
     "rule: Wilson bound": {"rule": "bound"},
     "rule: target 0.92": {"rule": 0.92},
     "IC of the pool and target 0.92": {"ic": "pool", "rule": 0.92},
@@ -125,9 +129,13 @@ def _ensemble(classes: list[str], ic: str, weights=None):
     return ensemble
 
 
-def code(parts, temperatures, variant, dev, n_cold, train_positions, nomenclature):
+def code(parts, temperatures, variant, dev, n_cold, train_positions, nomenclature, keep=None):
     """Probabilities of the rows of ``parts`` (HeldOutScores, each scored by a model fit on the
-    dev rows ``train_positions[i]``) pooled as the variant says; with the rows' codes."""
+    dev rows ``train_positions[i]``) pooled as the variant says; with the rows' codes.
+    ``keep`` (a dict), if given, receives what each row's pool was made of, over ``classes``
+    (`bench.autocode_rerank`): ``pool`` (the pooled probabilities), ``members`` (each member's
+    probabilities as pooled, with the frequencies), ``votes`` (the knn member's raw votes),
+    ``log_prior`` and ``log_frequency`` (0 where there are none)."""
     from autocode.model import Coder
     from autocode.model.frequency import CodeFrequencies
     from autocode.model.register import CategoricalPrior
@@ -180,7 +188,7 @@ def code(parts, temperatures, variant, dev, n_cold, train_positions, nomenclatur
             counts = dev["code"].iloc[kept].value_counts().to_dict()
             fitted = CodeFrequencies(*variant["frequencies"]).fit(counts, classes, path)
             log_frequency = fitted.log_factors
-        parts_gen = (
+        members = [
             (
                 member.kind,
                 np.asarray([position[c] for c in cls], dtype=np.intp),
@@ -188,14 +196,16 @@ def code(parts, temperatures, variant, dev, n_cold, train_positions, nomenclatur
                 weight,
             )
             for member, weight, cls, scores, t in active
-        )
+        ]
         out, margin = ensemble.pool_logits(
             len(dev_rows),
-            parts_gen,
+            iter(members),
             sum(w for _, w, _, _, _ in active),
             log_prior,
             log_frequency,
         )
+        if keep is not None:
+            _keep(keep, out, members, part, classes, log_prior, log_frequency, ensemble)
         if division is not None:
             mass = out @ division  # n × divisions
             out = out * (mass @ division.T) ** np.float32(variant["hierarchy"])
@@ -219,6 +229,32 @@ def code(parts, temperatures, variant, dev, n_cold, train_positions, nomenclatur
     frame = pd.concat(rows)
     coder.mix_code_mentions(proba, frame["text_description"].tolist())
     return coder.format(proba, k=5), frame["code"].tolist()
+
+
+def _keep(keep, pooled, members, part, classes, log_prior, log_frequency, ensemble) -> None:
+    """Append one part's pool components to ``keep`` (see `code`)."""
+    from autocode.model import softmax
+
+    n, width = pooled.shape
+    probabilities = []
+    for kind, columns, logits, _ in members:
+        if log_frequency is not None and kind not in ensemble._following:
+            logits = logits + log_frequency[columns]
+        p = np.zeros((n, width), dtype=np.float32)
+        p[:, columns] = softmax(logits)
+        probabilities.append(p)
+    votes = np.zeros((n, width), dtype=np.float32)
+    cls, scores = part.members[2]  # the nearest descriptions: their raw votes
+    if cls:
+        position = {c: j for j, c in enumerate(classes)}
+        votes[:, [position[c] for c in cls]] = scores
+    zeros = np.zeros((n, width), dtype=np.float32)
+    keep.setdefault("pool", []).append(pooled.copy())
+    keep.setdefault("members", []).append(probabilities)
+    keep.setdefault("votes", []).append(votes)
+    keep.setdefault("log_prior", []).append(zeros if log_prior is None else log_prior + zeros)
+    frequency = zeros if log_frequency is None else zeros + log_frequency
+    keep.setdefault("log_frequency", []).append(frequency)
 
 
 def _refit_knn(parts, kept_positions, tokens, dev, n_cold, neighbours=10):
@@ -344,9 +380,10 @@ def _tokens(dev, names, nomenclature) -> list[str]:
     return _TOKENS[key]
 
 
-def measure(dumps: list[Path], variants: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def measure_inputs():
+    """dev1000 with its register variables, the number of cold-start rows (the dumps' scores
+    are indexed after them) and the nomenclature."""
     from autocode.data import load_labelled
-    from autocode.evaluate import evaluate_predictions, largest_coverage, wilson_interval
     from autocode.nomenclature import load_naf2008
     from autocode.train import TrainConfig, load_inputs
 
@@ -354,7 +391,13 @@ def measure(dumps: list[Path], variants: dict[str, dict[str, Any]]) -> dict[str,
     columns = ("type_", "nature", "event", "cj", "surface")
     dev = load_labelled(str(DEV1000), nomenclature, "text_description", "code", columns).rows
     dev = dev.rename(columns={"text": "text_description"})
-    n_cold = len(load_inputs(TrainConfig()).table)
+    return dev, len(load_inputs(TrainConfig()).table), nomenclature
+
+
+def measure(dumps: list[Path], variants: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    from autocode.evaluate import evaluate_predictions, largest_coverage, wilson_interval
+
+    dev, n_cold, nomenclature = measure_inputs()
     results: dict[str, Any] = {}
     for name, variant in variants.items():
         print(name, file=sys.stderr, flush=True)
