@@ -236,9 +236,10 @@ def _keep(keep, pooled, members, part, classes, log_prior, log_frequency, ensemb
     from autocode.model import softmax
 
     n, width = pooled.shape
+    following = {m.kind for m in ensemble.members if m.follows_frequencies}
     probabilities = []
     for kind, columns, logits, _ in members:
-        if log_frequency is not None and kind not in ensemble._following:
+        if log_frequency is not None and kind not in following:
             logits = logits + log_frequency[columns]
         p = np.zeros((n, width), dtype=np.float32)
         p[:, columns] = softmax(logits)
