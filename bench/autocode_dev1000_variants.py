@@ -205,7 +205,7 @@ def code(parts, temperatures, variant, dev, n_cold, train_positions, nomenclatur
             log_frequency,
         )
         if keep is not None:
-            _keep(keep, out, members, part, classes, log_prior, log_frequency, ensemble)
+            _keep(keep, out, members, part, position, log_prior, log_frequency, ensemble)
         if division is not None:
             mass = out @ division  # n × divisions
             out = out * (mass @ division.T) ** np.float32(variant["hierarchy"])
@@ -231,23 +231,20 @@ def code(parts, temperatures, variant, dev, n_cold, train_positions, nomenclatur
     return coder.format(proba, k=5), frame["code"].tolist()
 
 
-def _keep(keep, pooled, members, part, classes, log_prior, log_frequency, ensemble) -> None:
-    """Append one part's pool components to ``keep`` (see `code`)."""
+def _keep(keep, pooled, members, part, position, log_prior, log_frequency, ensemble) -> None:
+    """Append one part's pool components to ``keep`` (see `code`); ``position``: each class's
+    column."""
     from autocode.model import softmax
 
     n, width = pooled.shape
-    following = {m.kind for m in ensemble.members if m.follows_frequencies}
     probabilities = []
     for kind, columns, logits, _ in members:
-        if log_frequency is not None and kind not in following:
-            logits = logits + log_frequency[columns]
         p = np.zeros((n, width), dtype=np.float32)
-        p[:, columns] = softmax(logits)
+        p[:, columns] = softmax(ensemble.pooled_logits(kind, columns, logits, log_frequency))
         probabilities.append(p)
     votes = np.zeros((n, width), dtype=np.float32)
     cls, scores = part.members[2]  # the nearest descriptions: their raw votes
     if cls:
-        position = {c: j for j, c in enumerate(classes)}
         votes[:, [position[c] for c in cls]] = scores
     zeros = np.zeros((n, width), dtype=np.float32)
     keep.setdefault("pool", []).append(pooled.copy())

@@ -87,7 +87,7 @@ def run(seeds: list[int], work: Path, distil: list[str]) -> dict[str, Any]:
                     directory = work / f"distilled-{table}-seed{seed}-fold{fold}"
                     name = f"distilled with {table}"
                     coded.setdefault(name, np.empty(len(raw), dtype=object))
-                    coded[name][held] = _distilled(directory, teacher_model, raw, held, path)
+                    coded[name][held] = _distilled(directory, teacher_model, raw, frame, held, path)
                 teacher_model.classifier.frequencies = None
         coder.classifier.frequencies = None
         coded.update(_students(work, seed, folds, frame))
@@ -96,11 +96,11 @@ def run(seeds: list[int], work: Path, distil: list[str]) -> dict[str, Any]:
     return out
 
 
-def _distilled(directory: Path, teacher, raw: pd.DataFrame, held, table: Path) -> np.ndarray:
+def _distilled(directory: Path, teacher, raw: pd.DataFrame, frame, held, table: Path) -> np.ndarray:
     """The held-out rows' codes by a student trained on the other rows as ``teacher`` (with the
-    frequencies of ``table``) codes them (``labels: model``), given the same ``table``."""
+    frequencies of ``table``) codes them (``labels: model``), given the same ``table``; ``frame``
+    is ``raw`` as the models read it."""
     directory.mkdir(exist_ok=True)
-    frame = raw.rename(columns={"text_description": "text"})
     rows = raw[~held].assign(code=_codes_of(teacher, frame[~held]))
     rows.to_csv(directory / "train.csv", index=False)
     student = _train(

@@ -130,8 +130,7 @@ class EnsembleClassifier(Classifier):
         confident: dict[str, np.ndarray] = {}
         total = total or 1.0
         for kind, columns, logits, weight in parts:
-            if log_frequency is not None and kind not in self._following:
-                logits = logits + log_frequency[columns]
+            logits = self.pooled_logits(kind, columns, logits, log_frequency)
             weight = weight / total
             if self.pooling == "geometric":
                 if not isinstance(columns, slice) and len(columns) < len(self.classes):
@@ -159,6 +158,19 @@ class EnsembleClassifier(Classifier):
         top = out.argmax(axis=1)
         margins = [margin_at(proba, top) for proba in confident.values()]
         return out, np.prod(margins, axis=0) ** (1.0 / len(margins))
+
+    def pooled_logits(
+        self,
+        kind: str,
+        columns: slice | np.ndarray,
+        logits: np.ndarray,
+        log_frequency: np.ndarray | None,
+    ) -> np.ndarray:
+        """A member's logits as `pool_logits` pools them: with the code frequencies' log factors
+        added unless the member already follows how often codes occur."""
+        if log_frequency is None or kind in self._following:
+            return logits
+        return logits + log_frequency[columns]
 
     def _columns(self, member: Classifier) -> slice | np.ndarray:
         """Where ``member``'s classes sit among the ensemble's: all of them in order (a slice:
